@@ -1,0 +1,43 @@
+"""ppo_jax: pure-functional Proximal Policy Optimization in JAX."""
+
+from ppo_jax.config import ConfigError, Hyperparams, PPOConfig, default_config
+from ppo_jax.envs import EnvSpec, env_spec, make_env
+from ppo_jax.losses import (
+    approx_kl_k3,
+    clip_fraction,
+    clipped_surrogate,
+    explained_variance,
+    gae,
+    ppo_loss,
+    value_loss,
+)
+from ppo_jax.networks import Actor, ActorCritic, Critic
+from ppo_jax.rollout import Transition, rollout
+from ppo_jax.train import TrainResult, TrainState, make_train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Actor",
+    "ActorCritic",
+    "ConfigError",
+    "Critic",
+    "EnvSpec",
+    "Hyperparams",
+    "PPOConfig",
+    "TrainResult",
+    "TrainState",
+    "Transition",
+    "approx_kl_k3",
+    "clip_fraction",
+    "clipped_surrogate",
+    "default_config",
+    "env_spec",
+    "explained_variance",
+    "gae",
+    "make_env",
+    "make_train",
+    "ppo_loss",
+    "rollout",
+    "value_loss",
+]

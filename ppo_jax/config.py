@@ -1,0 +1,227 @@
+"""Configuration: static `PPOConfig`, traced `Hyperparams`, validation and shipped defaults.
+
+`PPOConfig` is one flat, frozen dataclass so that every field is a CLI flag and a keyword.
+Each field carries metadata: `help` (one line) and `traced` (True for the scalar
+hyperparameters that `jax.vmap` may map over). Fields that set an array shape or a Python
+branch are static; changing them means compiling a new program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; `field` names the offending field."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def _static(default: Any, help: str) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help, "traced": False})
+
+
+def _traced(default: float, help: str) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help, "traced": True})
+
+
+ACTIVATIONS = ("tanh", "relu", "gelu", "silu")
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+    """Everything that defines a PPO run. Frozen; derived sizes are properties."""
+
+    env: str = _static("CartPole-v1", "gymnax environment id")
+    num_envs: int = _static(4, "parallel environments per seed")
+    num_steps: int = _static(128, "rollout length per environment per update")
+    num_epochs: int = _static(4, "passes over each rollout batch")
+    num_minibatches: int = _static(4, "minibatches per epoch")
+    total_timesteps: int = _static(500_000, "environment steps per seed")
+    hidden_sizes: tuple[int, ...] = _static((64, 64), "hidden layer widths of actor and critic")
+    activation: str = _static("tanh", f"hidden activation, one of {', '.join(ACTIVATIONS)}")
+    anneal_lr: bool = _static(True, "decay the learning rate linearly to 0")
+    clip_value_loss: bool = _static(True, "clip the value update to ±clip_eps around the old value")
+    normalize_advantages: bool = _static(True, "normalise advantages per minibatch")
+    normalize_obs: bool = _static(False, "running observation normalisation (clip ±10)")
+    normalize_reward: bool = _static(False, "scale rewards by the running std of the return")
+    seed: int = _static(0, "random seed (seeds are seed, seed+1, ...)")
+    lr: float = _traced(2.5e-4, "Adam learning rate (initial value when annealed)")
+    gamma: float = _traced(0.99, "discount factor in [0, 1]")
+    gae_lambda: float = _traced(0.95, "GAE lambda in [0, 1]")
+    clip_eps: float = _traced(0.2, "PPO ratio clip range epsilon (> 0)")
+    ent_coef: float = _traced(0.01, "entropy bonus coefficient (>= 0)")
+    vf_coef: float = _traced(0.5, "value loss coefficient (>= 0)")
+    max_grad_norm: float = _traced(0.5, "global gradient-norm clip (> 0)")
+    init_log_std: float = _traced(0.0, "initial log-std of the Gaussian policy (continuous)")
+
+    def __post_init__(self):
+        validate(self)
+
+    @property
+    def batch_size(self) -> int:
+        """Transitions per update: num_envs * num_steps."""
+        return self.num_envs * self.num_steps
+
+    @property
+    def minibatch_size(self) -> int:
+        return self.batch_size // self.num_minibatches
+
+    @property
+    def num_updates(self) -> int:
+        """Updates per seed: total_timesteps // batch_size (the remainder is not run)."""
+        return self.total_timesteps // self.batch_size
+
+    @property
+    def env_steps(self) -> int:
+        """Environment steps actually taken per seed."""
+        return self.num_updates * self.batch_size
+
+    def hyperparams(self) -> Hyperparams:
+        """The traced fields as a `Hyperparams` pytree of float32 scalars."""
+        return Hyperparams(**{n: jnp.float32(getattr(self, n)) for n in TRACED_FIELDS})
+
+    def replace(self, **changes: Any) -> PPOConfig:
+        """A new, validated config with `changes` applied."""
+        unknown = sorted(set(changes) - set(FIELDS))
+        if unknown:
+            raise ConfigError(unknown[0], f"unknown field; known fields: {', '.join(FIELDS)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@struct.dataclass
+class Hyperparams:
+    """Traced scalar hyperparameters: a pytree that `jax.vmap` can map over."""
+
+    lr: jax.Array
+    gamma: jax.Array
+    gae_lambda: jax.Array
+    clip_eps: jax.Array
+    ent_coef: jax.Array
+    vf_coef: jax.Array
+    max_grad_norm: jax.Array
+    init_log_std: jax.Array
+
+
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(PPOConfig)}
+TRACED_FIELDS: tuple[str, ...] = tuple(n for n, f in FIELDS.items() if f.metadata["traced"])
+STATIC_FIELDS: tuple[str, ...] = tuple(n for n, f in FIELDS.items() if not f.metadata["traced"])
+
+# Allowed closed ranges of the traced fields: (low, high, low_inclusive).
+TRACED_RANGES: dict[str, tuple[float, float, bool]] = {
+    "lr": (0.0, math.inf, False),
+    "gamma": (0.0, 1.0, True),
+    "gae_lambda": (0.0, 1.0, True),
+    "clip_eps": (0.0, math.inf, False),
+    "ent_coef": (0.0, math.inf, True),
+    "vf_coef": (0.0, math.inf, True),
+    "max_grad_norm": (0.0, math.inf, False),
+    "init_log_std": (-math.inf, math.inf, True),
+}
+
+
+def check_traced_value(name: str, value: float) -> None:
+    """Raise `ConfigError` if `value` is outside the allowed range of traced field `name`."""
+    low, high, low_inclusive = TRACED_RANGES[name]
+    ok = math.isfinite(value) and (value >= low if low_inclusive else value > low) and value <= high
+    if not ok:
+        lo = "[" if low_inclusive else "("
+        raise ConfigError(name, f"must be in {lo}{low}, {high}], got {value}")
+
+
+def _check_type(name: str, value: Any, kind: type) -> None:
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return
+    if kind is int and isinstance(value, bool):
+        raise ConfigError(name, f"must be an integer, got {value!r}")
+    if not isinstance(value, kind):
+        raise ConfigError(name, f"must be {kind.__name__}, got {value!r}")
+
+
+def validate(config: PPOConfig) -> None:
+    """Check every field; raise `ConfigError` naming the first bad one. Runs on construction."""
+    for name in ("num_envs", "num_steps", "num_epochs", "num_minibatches", "total_timesteps"):
+        value = getattr(config, name)
+        _check_type(name, value, int)
+        if value <= 0:
+            raise ConfigError(name, f"must be a positive integer, got {value}")
+    _check_type("env", config.env, str)
+    _check_type("seed", config.seed, int)
+    if config.seed < 0:
+        raise ConfigError("seed", f"must be >= 0, got {config.seed}")
+    if not isinstance(config.hidden_sizes, tuple) or not config.hidden_sizes:
+        raise ConfigError("hidden_sizes", f"must be a non-empty tuple of ints, got {config.hidden_sizes!r}")
+    for width in config.hidden_sizes:
+        if isinstance(width, bool) or not isinstance(width, int) or width <= 0:
+            raise ConfigError("hidden_sizes", f"widths must be positive integers, got {config.hidden_sizes!r}")
+    if config.activation not in ACTIVATIONS:
+        raise ConfigError("activation", f"must be one of {', '.join(ACTIVATIONS)}, got {config.activation!r}")
+    for name in ("anneal_lr", "clip_value_loss", "normalize_advantages", "normalize_obs", "normalize_reward"):
+        _check_type(name, getattr(config, name), bool)
+    if config.batch_size % config.num_minibatches:
+        raise ConfigError(
+            "num_minibatches",
+            f"num_envs * num_steps = {config.batch_size} is not divisible by num_minibatches = "
+            f"{config.num_minibatches}",
+        )
+    if config.total_timesteps < config.batch_size:
+        raise ConfigError(
+            "total_timesteps",
+            f"must be at least one batch (num_envs * num_steps = {config.batch_size}), got {config.total_timesteps}",
+        )
+    for name in TRACED_FIELDS:
+        value = getattr(config, name)
+        _check_type(name, value, float)
+        check_traced_value(name, float(value))
+
+
+_CLASSIC = dict(num_envs=4, num_steps=128, num_epochs=4, num_minibatches=4, total_timesteps=500_000)
+_CONTINUOUS = dict(
+    num_envs=16,
+    num_steps=128,
+    num_epochs=10,
+    num_minibatches=8,
+    normalize_obs=True,
+    normalize_reward=True,
+    ent_coef=0.0,
+)
+_MINATAR = dict(
+    num_envs=64,
+    num_steps=128,
+    num_epochs=4,
+    num_minibatches=8,
+    total_timesteps=10_000_000,
+    hidden_sizes=(256, 256),
+    activation="relu",
+    lr=5e-4,
+)
+
+# Shipped defaults per environment; anything not listed uses the PPOConfig defaults.
+ENV_DEFAULTS: dict[str, dict[str, Any]] = {
+    "CartPole-v1": dict(_CLASSIC, lr=2.5e-4),
+    "Acrobot-v1": dict(_CLASSIC),
+    "MountainCar-v0": dict(_CLASSIC, num_envs=16, total_timesteps=2_000_000, gamma=0.99, ent_coef=0.01),
+    "Pendulum-v1": dict(_CONTINUOUS, total_timesteps=1_000_000, lr=1e-3, gamma=0.95),
+    "MountainCarContinuous-v0": dict(_CONTINUOUS, total_timesteps=1_000_000, lr=3e-4, gamma=0.99),
+    "Asterix-MinAtar": dict(_MINATAR),
+    "Breakout-MinAtar": dict(_MINATAR),
+    "Freeway-MinAtar": dict(_MINATAR),
+    "Seaquest-MinAtar": dict(_MINATAR),
+    "SpaceInvaders-MinAtar": dict(_MINATAR),
+}
+
+
+def default_config(env: str = "CartPole-v1", **overrides: Any) -> PPOConfig:
+    """The shipped config for `env` (tuned where listed in `ENV_DEFAULTS`) with `overrides`."""
+    return PPOConfig().replace(env=env, **{**ENV_DEFAULTS.get(env, {}), **overrides})

@@ -1,0 +1,163 @@
+"""Flax actor and critic MLPs and the two policy heads (Categorical, diagonal Gaussian).
+
+Initialisation follows Huang et al. 2022: orthogonal weights with gain √2 on hidden layers,
+0.01 on the policy head and 1.0 on the value head; zero biases. The Gaussian head has a
+state-independent log-std parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+_ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu}
+_SQRT2 = 2.0**0.5
+_LOG_2PI = float(jnp.log(2.0 * jnp.pi))
+
+
+def _dense(features: int, gain: float, name: str) -> nn.Dense:
+    return nn.Dense(features, kernel_init=nn.initializers.orthogonal(gain), bias_init=nn.initializers.zeros, name=name)
+
+
+class MLP(nn.Module):
+    """Hidden layers `hidden_sizes` with `activation`, then a linear head of `out` units."""
+
+    hidden_sizes: Sequence[int]
+    out: int
+    out_gain: float
+    activation: str = "tanh"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = _ACTIVATIONS[self.activation]
+        for i, width in enumerate(self.hidden_sizes):
+            x = act(_dense(width, _SQRT2, f"hidden_{i}")(x))
+        return _dense(self.out, self.out_gain, "head")(x)
+
+
+class Actor(nn.Module):
+    """Policy network. Discrete: returns logits [..., A]. Continuous: returns (mean, log_std)."""
+
+    action_dim: int
+    discrete: bool
+    hidden_sizes: Sequence[int] = (64, 64)
+    activation: str = "tanh"
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, init_log_std: float | jax.Array = 0.0):
+        out = MLP(self.hidden_sizes, self.action_dim, 0.01, self.activation, name="mlp")(obs)
+        if self.discrete:
+            return out
+        log_std = self.param("log_std", lambda _, shape: jnp.full(shape, init_log_std, jnp.float32), (self.action_dim,))
+        return out, jnp.broadcast_to(log_std, out.shape)
+
+
+class Critic(nn.Module):
+    """State-value network: V(s) with shape [...] (the unit axis is squeezed)."""
+
+    hidden_sizes: Sequence[int] = (64, 64)
+    activation: str = "tanh"
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        return MLP(self.hidden_sizes, 1, 1.0, self.activation, name="mlp")(obs)[..., 0]
+
+
+class PolicyOutput(NamedTuple):
+    """One forward pass of actor and critic: `dist` parameters and `value` [...]."""
+
+    dist: jax.Array | tuple[jax.Array, jax.Array]
+    value: jax.Array
+
+
+class ActorCritic(nn.Module):
+    """Separate actor and critic MLPs evaluated in one call (one trace, one fused program).
+
+    Observations are flattened after the batch dimensions given by `obs_ndim`.
+    """
+
+    action_dim: int
+    discrete: bool
+    obs_ndim: int = 1
+    hidden_sizes: Sequence[int] = (64, 64)
+    activation: str = "tanh"
+
+    def setup(self):
+        self.actor = Actor(self.action_dim, self.discrete, self.hidden_sizes, self.activation)
+        self.critic = Critic(self.hidden_sizes, self.activation)
+
+    def _flat(self, obs: jax.Array) -> jax.Array:
+        batch = obs.shape[: obs.ndim - self.obs_ndim]
+        return obs.reshape(*batch, -1).astype(jnp.float32)
+
+    def __call__(self, obs: jax.Array, init_log_std: float | jax.Array = 0.0) -> PolicyOutput:
+        x = self._flat(obs)
+        return PolicyOutput(self.actor(x, init_log_std), self.critic(x))
+
+    def value(self, obs: jax.Array) -> jax.Array:
+        return self.critic(self._flat(obs))
+
+
+# --- policy distributions: pure functions of the head outputs -------------------------------
+
+
+def categorical_sample(key: jax.Array, logits: jax.Array) -> jax.Array:
+    """a ~ softmax(logits) via the Gumbel-max trick; logits [..., A] -> actions [...] int32."""
+    return jax.random.categorical(key, logits).astype(jnp.int32)
+
+
+def categorical_log_prob(logits: jax.Array, actions: jax.Array) -> jax.Array:
+    """log π(a|s) = logits[a] − logsumexp(logits); logits [..., A], actions [...] -> [...]."""
+    log_p = jax.nn.log_softmax(logits)
+    return jnp.take_along_axis(log_p, actions[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+
+def categorical_entropy(logits: jax.Array) -> jax.Array:
+    """H = −Σ_a π(a) log π(a); logits [..., A] -> [...]."""
+    log_p = jax.nn.log_softmax(logits)
+    return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
+
+
+def gaussian_sample(key: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
+    """a = μ + σ·ε, ε ~ N(0, I); mean, log_std [..., D] -> [..., D]."""
+    return mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
+
+
+def gaussian_log_prob(mean: jax.Array, log_std: jax.Array, actions: jax.Array) -> jax.Array:
+    """log N(a; μ, diag σ²) summed over action dims: −Σ_d [½((a−μ)/σ)² + log σ + ½ log 2π] -> [...]."""
+    z = (actions - mean) * jnp.exp(-log_std)
+    return -jnp.sum(0.5 * z * z + log_std + 0.5 * _LOG_2PI, axis=-1)
+
+
+def gaussian_entropy(log_std: jax.Array) -> jax.Array:
+    """H = Σ_d (log σ_d + ½ log 2πe); log_std [..., D] -> [...]."""
+    return jnp.sum(log_std + 0.5 * (_LOG_2PI + 1.0), axis=-1)
+
+
+def sample_action(key: jax.Array, dist, discrete: bool) -> tuple[jax.Array, jax.Array]:
+    """Sample an action from the head output and return (action, log π(action|s))."""
+    if discrete:
+        action = categorical_sample(key, dist)
+        return action, categorical_log_prob(dist, action)
+    mean, log_std = dist
+    action = gaussian_sample(key, mean, log_std)
+    return action, gaussian_log_prob(mean, log_std, action)
+
+
+def log_prob_and_entropy(dist, actions: jax.Array, discrete: bool) -> tuple[jax.Array, jax.Array]:
+    """(log π(a|s), H[π(·|s)]) for stored actions under the head output `dist`."""
+    if discrete:
+        return categorical_log_prob(dist, actions), categorical_entropy(dist)
+    mean, log_std = dist
+    return gaussian_log_prob(mean, log_std, actions), gaussian_entropy(log_std)
+
+
+def mode_action(dist, discrete: bool) -> jax.Array:
+    """The deterministic action: argmax of the logits or the Gaussian mean."""
+    if discrete:
+        return jnp.argmax(dist, axis=-1).astype(jnp.int32)
+    return dist[0]

@@ -1,0 +1,148 @@
+"""Rollout: `num_steps` of N vectorised gymnax envs as one `lax.scan` over time.
+
+Data are time-major: every `Transition` field is [T, N, ...].
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ppo_jax.envs import (
+    EnvSpec,
+    RewardScaler,
+    RunningStats,
+    env_action,
+    init_running_stats,
+    normalize,
+    scale_reward,
+    update_running_stats,
+)
+from ppo_jax.networks import ActorCritic, sample_action
+
+
+class Transition(NamedTuple):
+    """One step of N envs (a rollout stacks these to [T, N, ...])."""
+
+    obs: jax.Array  # s_t as the network saw it (normalised if enabled) [N, *obs]
+    action: jax.Array  # a_t, unclipped [N] or [N, D]
+    log_prob: jax.Array  # log π_old(a_t|s_t) [N]
+    value: jax.Array  # V_old(s_t) [N]
+    reward: jax.Array  # r_t after reward scaling (if enabled) [N]
+    terminated: jax.Array  # d_t: s'_t is terminal [N] bool
+    truncated: jax.Array  # the episode was cut by a time limit at t [N] bool
+    final_obs: jax.Array  # s'_t, the true next state (pre-reset), normalised like obs [N, *obs]
+
+
+class EnvCarry(NamedTuple):
+    """Everything about the environments that persists across steps and updates."""
+
+    env_state: Any  # gymnax state, batched over N
+    obs: jax.Array  # raw observation of the current state [N, *obs]
+    episode_return: jax.Array  # undiscounted raw return of the running episode [N]
+    episode_length: jax.Array  # steps of the running episode [N] int32
+    obs_stats: RunningStats  # observation normalisation statistics
+    reward_scaler: RewardScaler  # reward scaling state
+
+
+class EpisodeStats(NamedTuple):
+    """Sums over the episodes that ended during a rollout (reduced in the scan carry)."""
+
+    return_sum: jax.Array
+    length_sum: jax.Array
+    count: jax.Array
+
+    @staticmethod
+    def zero() -> EpisodeStats:
+        return EpisodeStats(jnp.float32(0), jnp.float32(0), jnp.float32(0))
+
+
+class RolloutContext(NamedTuple):
+    """Static pieces the rollout needs (closed over by `functools.partial`)."""
+
+    env: Any
+    env_params: Any
+    spec: EnvSpec
+    network: ActorCritic
+    num_envs: int
+    num_steps: int
+    normalize_obs: bool
+    normalize_reward: bool
+
+
+def reset_envs(ctx: RolloutContext, key: jax.Array) -> EnvCarry:
+    """Reset N envs; zero episode counters and fresh normalisation statistics."""
+    obs, env_state = jax.vmap(ctx.env.reset, in_axes=(0, None))(jax.random.split(key, ctx.num_envs), ctx.env_params)
+    zeros = jnp.zeros((ctx.num_envs,), jnp.float32)
+    return EnvCarry(
+        env_state=env_state,
+        obs=obs,
+        episode_return=zeros,
+        episode_length=jnp.zeros((ctx.num_envs,), jnp.int32),
+        obs_stats=init_running_stats(ctx.spec.obs_shape),
+        reward_scaler=RewardScaler(zeros, init_running_stats(())),
+    )
+
+
+def env_step(ctx: RolloutContext, key: jax.Array, carry: EnvCarry, action: jax.Array):
+    """Step the N envs with the (clipped) action; gymnax ≥ 1.0 auto-resets ended episodes.
+
+    Returns (next_obs, env_state, reward, terminated, truncated, final_obs), all batched over N.
+    """
+    keys = jax.random.split(key, ctx.num_envs)
+    step = jax.vmap(ctx.env.step, in_axes=(0, 0, 0, None))
+    obs, state, reward, terminated, truncated, info = step(
+        keys, carry.env_state, env_action(action, ctx.spec), ctx.env_params
+    )
+    final_obs = info.get("final_observation", obs) if isinstance(info, dict) else obs
+    terminated = jnp.asarray(terminated, bool)
+    return obs, state, reward.astype(jnp.float32), terminated, jnp.asarray(truncated, bool), final_obs
+
+
+def rollout_step(ctx: RolloutContext, params: Any, hparams: Any, state, key: jax.Array):
+    """One policy + environment step. Carry: (EnvCarry, EpisodeStats). Emits a `Transition`."""
+    carry, episodes = state
+    key_act, key_env = jax.random.split(key)
+    obs_stats = update_running_stats(carry.obs_stats, carry.obs) if ctx.normalize_obs else carry.obs_stats
+    norm = (lambda o: normalize(o, obs_stats)) if ctx.normalize_obs else (lambda o: o.astype(jnp.float32))
+    obs = norm(carry.obs)
+    out = ctx.network.apply(params, obs, hparams.init_log_std)
+    action, log_prob = sample_action(key_act, out.dist, ctx.spec.discrete)
+    next_obs, env_state, reward, terminated, truncated, final_obs = env_step(ctx, key_env, carry, action)
+
+    done = jnp.logical_or(terminated, truncated)
+    ep_return = carry.episode_return + reward
+    ep_length = carry.episode_length + 1
+    episodes = EpisodeStats(
+        episodes.return_sum + jnp.sum(jnp.where(done, ep_return, 0.0)),
+        episodes.length_sum + jnp.sum(jnp.where(done, ep_length, 0)).astype(jnp.float32),
+        episodes.count + jnp.sum(done).astype(jnp.float32),
+    )
+    scaler = carry.reward_scaler
+    if ctx.normalize_reward:
+        scaler, reward = scale_reward(scaler, reward, done, hparams.gamma)
+    carry = EnvCarry(
+        env_state=env_state,
+        obs=next_obs,
+        episode_return=jnp.where(done, 0.0, ep_return),
+        episode_length=jnp.where(done, 0, ep_length),
+        obs_stats=obs_stats,
+        reward_scaler=scaler,
+    )
+    transition = Transition(obs, action, log_prob, out.value, reward, terminated, truncated, norm(final_obs))
+    return (carry, episodes), transition
+
+
+def rollout(ctx: RolloutContext, params: Any, hparams: Any, carry: EnvCarry, key: jax.Array):
+    """Collect `ctx.num_steps` steps from N envs with the current policy.
+
+    Returns (EnvCarry after the last step, Transition [T, N, ...], EpisodeStats of the episodes
+    that ended during the rollout).
+    """
+    keys = jax.random.split(key, ctx.num_steps)
+    step = lambda s, k: rollout_step(ctx, params, hparams, s, k)  # noqa: E731
+    (carry, episodes), traj = lax.scan(step, (carry, EpisodeStats.zero()), keys)
+    return carry, traj, episodes

@@ -1,0 +1,225 @@
+"""Training: named runner state, one PPO update, and `make_train(config) -> train(key, hparams)`.
+
+The whole run is one jitted program: `lax.scan` over updates, each update a rollout scan,
+GAE, and `num_epochs` × `num_minibatches` gradient steps. Metrics are reduced per update inside
+the program; progress leaves through an optional host callback.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from ppo_jax.config import Hyperparams, PPOConfig
+from ppo_jax.envs import env_spec, make_env
+from ppo_jax.losses import LossInputs, explained_variance, gae, normalize_advantages, ppo_loss
+from ppo_jax.networks import ActorCritic, log_prob_and_entropy
+from ppo_jax.rollout import EnvCarry, RolloutContext, reset_envs, rollout
+
+METRIC_NAMES = (
+    "env_steps",
+    "episode_return",
+    "episode_length",
+    "episodes",
+    "policy_loss",
+    "value_loss",
+    "entropy",
+    "approx_kl",
+    "clip_frac",
+    "explained_variance",
+    "grad_norm",
+    "lr",
+)
+
+
+class TrainState(NamedTuple):
+    """The complete state of a run between updates (what a checkpoint must hold)."""
+
+    params: Any  # Flax parameters of the ActorCritic
+    opt_state: Any  # optax state (includes the schedule's step count)
+    env: EnvCarry  # env states, last observations, episode counters, normalisation statistics
+    key: jax.Array  # RNG key for the next update
+    update: jax.Array  # number of updates done, int32
+
+
+class Batch(NamedTuple):
+    """A flattened rollout for the update: every field [B, ...] with B = num_envs * num_steps."""
+
+    obs: jax.Array
+    action: jax.Array
+    log_prob: jax.Array
+    value: jax.Array
+    advantages: jax.Array
+    returns: jax.Array
+
+
+class TrainContext(NamedTuple):
+    """Static pieces of a run, bound once by `make_train`."""
+
+    config: PPOConfig
+    rollout: RolloutContext
+    callback: Callable[..., None] | None
+
+
+def make_network(config: PPOConfig, spec) -> ActorCritic:
+    """The ActorCritic for `config` and an `EnvSpec`."""
+    return ActorCritic(
+        action_dim=spec.action_dim,
+        discrete=spec.discrete,
+        obs_ndim=len(spec.obs_shape),
+        hidden_sizes=tuple(config.hidden_sizes),
+        activation=config.activation,
+    )
+
+
+def make_optimizer(config: PPOConfig, hparams: Hyperparams) -> optax.GradientTransformation:
+    """Global-norm clipping then Adam (eps 1e-5) with optional linear decay to 0 over all minibatch steps."""
+    lr: Any = hparams.lr
+    if config.anneal_lr:
+        steps = config.num_updates * config.num_epochs * config.num_minibatches
+        lr = optax.linear_schedule(hparams.lr, 0.0, steps)
+    return optax.chain(optax.clip_by_global_norm(hparams.max_grad_norm), optax.adam(lr, eps=1e-5))
+
+
+def current_lr(config: PPOConfig, hparams: Hyperparams, update: jax.Array) -> jax.Array:
+    """Learning rate at the first minibatch step of update number `update`."""
+    if not config.anneal_lr:
+        return hparams.lr
+    steps = config.num_updates * config.num_epochs * config.num_minibatches
+    count = update * config.num_epochs * config.num_minibatches
+    return hparams.lr * (1.0 - count / steps)
+
+
+def init_state(ctx: TrainContext, key: jax.Array, hparams: Hyperparams) -> TrainState:
+    """Initialise parameters, optimizer and environments from one key."""
+    key, key_net, key_env = jax.random.split(key, 3)
+    spec = ctx.rollout.spec
+    params = ctx.rollout.network.init(key_net, jnp.zeros((1, *spec.obs_shape), jnp.float32), hparams.init_log_std)
+    opt_state = make_optimizer(ctx.config, hparams).init(params)
+    return TrainState(params, opt_state, reset_envs(ctx.rollout, key_env), key, jnp.int32(0))
+
+
+def minibatch_loss(ctx: TrainContext, hparams: Hyperparams, params: Any, mb: Batch):
+    """PPO loss of one minibatch under `params`: (loss, metrics)."""
+    out = ctx.rollout.network.apply(params, mb.obs, hparams.init_log_std)
+    log_prob, entropy = log_prob_and_entropy(out.dist, mb.action, ctx.rollout.spec.discrete)
+    adv = normalize_advantages(mb.advantages) if ctx.config.normalize_advantages else mb.advantages
+    inputs = LossInputs(log_prob, mb.log_prob, entropy, out.value, mb.value, adv, mb.returns)
+    return ppo_loss(inputs, hparams.clip_eps, hparams.vf_coef, hparams.ent_coef, ctx.config.clip_value_loss)
+
+
+def minibatch_step(ctx: TrainContext, hparams: Hyperparams, carry, mb: Batch):
+    """One gradient step on one minibatch. Carry: (params, opt_state)."""
+    params, opt_state = carry
+    grads, metrics = jax.grad(functools.partial(minibatch_loss, ctx, hparams), has_aux=True)(params, mb)
+    updates, opt_state = make_optimizer(ctx.config, hparams).update(grads, opt_state, params)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    return (optax.apply_updates(params, updates), opt_state), metrics
+
+
+def epoch_step(ctx: TrainContext, hparams: Hyperparams, batch: Batch, carry, key: jax.Array):
+    """One pass over the batch in shuffled minibatches, each sample used once."""
+    cfg = ctx.config
+    perm = jax.random.permutation(key, cfg.batch_size)
+    shuffled = jax.tree.map(
+        lambda x: jnp.take(x, perm, axis=0).reshape(cfg.num_minibatches, cfg.minibatch_size, *x.shape[1:]), batch
+    )
+    return lax.scan(functools.partial(minibatch_step, ctx, hparams), carry, shuffled)
+
+
+def make_batch(ctx: TrainContext, hparams: Hyperparams, params: Any, traj) -> Batch:
+    """GAE over the rollout, with V(s'_t) from one batched critic pass over the final observations."""
+    next_values = ctx.rollout.network.apply(params, traj.final_obs, method=ActorCritic.value)
+    adv, ret = gae(
+        traj.reward, traj.value, next_values, traj.terminated, traj.truncated, hparams.gamma, hparams.gae_lambda
+    )
+    flat = lambda x: x.reshape(ctx.config.batch_size, *x.shape[2:])  # noqa: E731
+    return Batch(*map(flat, (traj.obs, traj.action, traj.log_prob, traj.value, adv, ret)))
+
+
+def update_step(ctx: TrainContext, hparams: Hyperparams, state: TrainState, _=None):
+    """One PPO update: rollout, GAE, epochs of minibatch steps. Returns (state, metrics)."""
+    cfg = ctx.config
+    key, key_roll, key_epochs = jax.random.split(state.key, 3)
+    env, traj, episodes = rollout(ctx.rollout, state.params, hparams, state.env, key_roll)
+    batch = make_batch(ctx, hparams, state.params, traj)
+    epoch = functools.partial(epoch_step, ctx, hparams, batch)
+    (params, opt_state), losses = lax.scan(
+        epoch, (state.params, state.opt_state), jax.random.split(key_epochs, cfg.num_epochs)
+    )
+    update = state.update + 1
+    has_ep = episodes.count > 0
+    metrics = {name: jnp.mean(value) for name, value in losses.items()}
+    metrics.update(
+        env_steps=update.astype(jnp.float32) * cfg.batch_size,
+        episode_return=jnp.where(has_ep, episodes.return_sum / jnp.maximum(episodes.count, 1), jnp.nan),
+        episode_length=jnp.where(has_ep, episodes.length_sum / jnp.maximum(episodes.count, 1), jnp.nan),
+        episodes=episodes.count,
+        explained_variance=explained_variance(batch.value, batch.returns),
+        lr=current_lr(cfg, hparams, state.update),
+    )
+    if ctx.callback is not None:
+        jax.debug.callback(ctx.callback, update, metrics)
+    return TrainState(params, opt_state, env, key, update), metrics
+
+
+class TrainResult(NamedTuple):
+    """Output of `train`: the final state and per-update metrics (each [num_updates])."""
+
+    state: TrainState
+    metrics: dict[str, jax.Array]
+
+
+def make_context(config: PPOConfig, env=None, env_params=None, callback=None) -> TrainContext:
+    """Resolve the environment and network; raises `ConfigError` before anything is compiled."""
+    if env is None:
+        env, default_params = make_env(config.env)
+        env_params = default_params if env_params is None else env_params
+    elif env_params is None:
+        env_params = env.default_params
+    spec = env_spec(env, env_params)
+    roll = RolloutContext(
+        env=env,
+        env_params=env_params,
+        spec=spec,
+        network=make_network(config, spec),
+        num_envs=config.num_envs,
+        num_steps=config.num_steps,
+        normalize_obs=config.normalize_obs,
+        normalize_reward=config.normalize_reward,
+    )
+    return TrainContext(config, roll, callback)
+
+
+def run_updates(ctx: TrainContext, state: TrainState, hparams: Hyperparams, num_updates: int):
+    """`num_updates` updates as one `lax.scan`: (state, metrics [num_updates])."""
+    return lax.scan(functools.partial(update_step, ctx, hparams), state, None, length=num_updates)
+
+
+def train(ctx: TrainContext, key: jax.Array, hparams: Hyperparams | None = None) -> TrainResult:
+    """A whole run from `key`: init, then `config.num_updates` updates."""
+    hparams = ctx.config.hyperparams() if hparams is None else hparams
+    state = init_state(ctx, key, hparams)
+    state, metrics = run_updates(ctx, state, hparams, ctx.config.num_updates)
+    return TrainResult(state, metrics)
+
+
+def make_train(
+    config: PPOConfig,
+    env: Any = None,
+    env_params: Any = None,
+    callback: Callable[..., None] | None = None,
+) -> Callable[..., TrainResult]:
+    """Bind a config (and optionally a custom gymnax-style env) into `train(key, hparams=None)`.
+
+    `train` is pure and traceable: `jax.jit(jax.vmap(make_train(cfg)))(keys)` trains one run per
+    key. `hparams` defaults to `config.hyperparams()`; pass a batched `Hyperparams` under vmap to
+    sweep. `callback(update, metrics)` is called on the host after every update when given.
+    """
+    return functools.partial(train, make_context(config, env, env_params, callback))
