@@ -164,8 +164,6 @@ def update_step(ctx: TrainContext, hparams: Hyperparams, state: TrainState, _=No
         explained_variance=explained_variance(batch.value, batch.returns),
         lr=current_lr(cfg, hparams, state.update),
     )
-    if ctx.callback is not None:
-        jax.debug.callback(ctx.callback, update, metrics)
     return TrainState(params, opt_state, env, key, update), metrics
 
 
@@ -197,9 +195,29 @@ def make_context(config: PPOConfig, env=None, env_params=None, callback=None) ->
     return TrainContext(config, roll, callback)
 
 
-def run_updates(ctx: TrainContext, state: TrainState, hparams: Hyperparams, num_updates: int):
-    """`num_updates` updates as one `lax.scan`: (state, metrics [num_updates])."""
-    return lax.scan(functools.partial(update_step, ctx, hparams), state, None, length=num_updates)
+def run_updates(ctx: TrainContext, state: TrainState, hparams: Hyperparams, num_updates: int, batched: bool = False):
+    """`num_updates` updates as one `lax.scan`: (state, metrics [num_updates, ...]).
+
+    With `batched`, `state` and `hparams` carry a leading run axis [S] and each update is
+    `jax.vmap`-ed over it (the same program as vmapping the whole scan); metrics are then
+    [num_updates, S] and the callback sees one call per update with [S]-shaped values.
+    """
+    step = functools.partial(update_step, ctx)
+    if batched:
+        step = jax.vmap(step)
+
+    def body(state, _):
+        state, metrics = step(hparams, state)
+        if ctx.callback is not None:
+            jax.debug.callback(ctx.callback, state.update, metrics)
+        return state, metrics
+
+    return lax.scan(body, state, None, length=num_updates)
+
+
+def broadcast_hparams(hparams: Hyperparams, num_runs: int) -> Hyperparams:
+    """Give every leaf a leading run axis [num_runs] (leaves that already have one are kept)."""
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, (num_runs,)) if jnp.ndim(x) == 0 else x, hparams)
 
 
 def train(ctx: TrainContext, key: jax.Array, hparams: Hyperparams | None = None) -> TrainResult:
@@ -207,6 +225,18 @@ def train(ctx: TrainContext, key: jax.Array, hparams: Hyperparams | None = None)
     hparams = ctx.config.hyperparams() if hparams is None else hparams
     state = init_state(ctx, key, hparams)
     state, metrics = run_updates(ctx, state, hparams, ctx.config.num_updates)
+    return TrainResult(state, metrics)
+
+
+def train_batch(ctx: TrainContext, keys: jax.Array, hparams: Hyperparams | None = None) -> TrainResult:
+    """Runs for `keys` [S] (and per-run `hparams` [S], or shared ones) as one program.
+
+    Equal to `jax.vmap(train)` run by run; metrics come out [num_updates, S].
+    """
+    num_runs = keys.shape[0]
+    hparams = broadcast_hparams(ctx.config.hyperparams() if hparams is None else hparams, num_runs)
+    state = jax.vmap(functools.partial(init_state, ctx))(keys, hparams)
+    state, metrics = run_updates(ctx, state, hparams, ctx.config.num_updates, batched=True)
     return TrainResult(state, metrics)
 
 
@@ -223,3 +253,14 @@ def make_train(
     sweep. `callback(update, metrics)` is called on the host after every update when given.
     """
     return functools.partial(train, make_context(config, env, env_params, callback))
+
+
+def make_train_batch(
+    config: PPOConfig,
+    env: Any = None,
+    env_params: Any = None,
+    callback: Callable[..., None] | None = None,
+) -> Callable[..., TrainResult]:
+    """Like `make_train`, but `train(keys [S], hparams=None)` runs S runs in one program and calls
+    `callback(update [S], metrics [S])` once per update (not once per run)."""
+    return functools.partial(train_batch, make_context(config, env, env_params, callback))
