@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import math
+import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from ppo_jax import runs
+from ppo_jax.checkpoint import CheckpointError
 from ppo_jax.config import ENV_DEFAULTS, FIELDS, ConfigError, PPOConfig, default_config
 
 
@@ -107,59 +113,272 @@ def _print_err(message: str) -> None:
     sys.stderr.write(f"ppo-jax: error: {message}\n")
 
 
+class StopRequest:
+    """SIGINT handler: the first Ctrl-C asks training to stop at the next chunk boundary."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = None
+
+    def __enter__(self):
+        self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+        sys.stderr.write("\nstopping at the next checkpoint boundary (Ctrl-C again to abort)...\n")
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+def _resume_setup(args: argparse.Namespace):
+    """(config, seeds, run folder) of the run in `--resume DIR`, from its newest checkpoint."""
+    from ppo_jax.checkpoint import RunCheckpoints, config_from_meta
+
+    given = [_flag(n) for n in FIELDS if getattr(args, n, None) is not None]
+    if given:
+        raise ConfigError("resume", f"a resumed run keeps its saved config; remove {', '.join(given)}")
+    run_dir = Path(args.resume)
+    if not run_dir.is_dir():
+        raise ConfigError("resume", f"run folder {run_dir} does not exist")
+    meta = RunCheckpoints(run_dir).read_meta()
+    return config_from_meta(meta), list(meta["seeds"]), runs.prepare_dir(run_dir)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import jax
 
-    from ppo_jax import runs
-    from ppo_jax.train import METRIC_NAMES, make_train_batch
+    from ppo_jax.checkpoint import RunCheckpoints
+    from ppo_jax.train import broadcast_hparams, describe_nonfinite, init_state, make_context, run_updates
 
-    config = config_from_args(args)
-    if args.seeds < 1:
-        raise ConfigError("seeds", f"must be a positive integer, got {args.seeds}")
-    seeds = [config.seed + i for i in range(args.seeds)]
-    out = runs.prepare_dir(args.out or runs.default_run_dir(config.env))
-    progress = Progress(config.env_steps * len(seeds), len(seeds)) if not args.quiet else None
-    train = make_train_batch(config, callback=progress)  # resolves the env: errors before compiling
-    runs.write_json(out / "config.json", {**config.to_dict(), "seeds": seeds})
-    print(f"training {config.env}: {len(seeds)} seed(s) x {config.env_steps:,} steps -> {out}")
+    for name in ("seeds", "checkpoint_every", "keep"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ConfigError(name, f"must be a positive integer, got {value}")
+    if args.resume:
+        config, seeds, out = _resume_setup(args)
+    else:
+        config = config_from_args(args)
+        seeds = [config.seed + i for i in range(args.seeds)]
+        out = runs.prepare_dir(args.out or runs.default_run_dir(config.env))
+    progress = None if args.quiet else Progress(config.env_steps * len(seeds), len(seeds))
+    ctx = make_context(config, callback=progress)  # resolves the env: errors before compiling
+    store = RunCheckpoints(out, keep=args.keep)
+    hparams = broadcast_hparams(config.hyperparams(), len(seeds))
+    if args.resume:
+        saved, _ = store.restore(ctx)
+        state, done_metrics = saved.state, {k: [np.asarray(v)] for k, v in saved.metrics.items()}
+        print(f"resuming {out} at update {int(np.max(state.update))}/{config.num_updates}")
+    else:
+        runs.write_json(out / "config.json", {**config.to_dict(), "seeds": seeds})
+        keys = jax.vmap(jax.random.key)(np.asarray(seeds, np.uint32))
+        state = jax.jit(jax.vmap(functools.partial(init_state, ctx)))(keys, hparams)
+        done_metrics = {}
+        print(f"training {config.env}: {len(seeds)} seed(s) x {config.env_steps:,} steps -> {out}")
 
-    keys = jax.vmap(jax.random.key)(np.asarray(seeds, np.uint32))
-    t0 = time.perf_counter()
-    compiled = jax.jit(train).lower(keys).compile()
-    compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    result = jax.block_until_ready(compiled(keys))
-    run_s = time.perf_counter() - t0
+    chunk = min(args.checkpoint_every or config.num_updates, config.num_updates)
+    compiled: dict[int, Any] = {}
+    timing = {"compile": 0.0, "run": 0.0, "save": 0.0, "saves": 0}
+    start_update = done = int(np.max(np.asarray(state.update)))
 
-    metrics = {n: np.asarray(result.metrics[n]) for n in METRIC_NAMES}
-    per_seed = runs.final_returns(metrics["episode_return"])
-    total_steps = config.env_steps * len(seeds)
-    summary = {
-        "env": config.env,
-        "seeds": seeds,
-        "total_timesteps": config.env_steps,
-        "num_updates": config.num_updates,
-        "final_return_mean": float(np.nanmean(per_seed)) if np.isfinite(per_seed).any() else math.nan,
-        "final_return_std": float(np.nanstd(per_seed)) if np.isfinite(per_seed).any() else math.nan,
-        "final_return_min": float(np.nanmin(per_seed)) if np.isfinite(per_seed).any() else math.nan,
-        "final_return_max": float(np.nanmax(per_seed)) if np.isfinite(per_seed).any() else math.nan,
-        "final_return_per_seed": per_seed.tolist(),
-        "compile_seconds": compile_s,
-        "run_seconds": run_s,
-        "env_steps_per_second": total_steps / run_s,
-        "params_sha256": runs.params_sha256(result.state.params),
-        "backend": jax.default_backend(),
-        "devices": len(jax.devices()),
-    }
+    def program(n: int):
+        if n not in compiled:
+            t0 = time.perf_counter()
+            fn = jax.jit(functools.partial(run_updates, ctx, num_updates=n, batched=True))
+            compiled[n] = fn.lower(state, hparams).compile()
+            timing["compile"] += time.perf_counter() - t0
+        return compiled[n]
+
+    def save():
+        t0 = time.perf_counter()
+        store.save(ctx, seeds, state, hparams, {k: np.concatenate(v) for k, v in done_metrics.items()})
+        timing["save"] += time.perf_counter() - t0
+        timing["saves"] += 1
+
+    with StopRequest() as stop:
+        while done < config.num_updates:
+            n = min(chunk, config.num_updates - done)
+            fn = program(n)
+            t0 = time.perf_counter()
+            new_state, metrics = jax.block_until_ready(fn(state, hparams))
+            timing["run"] += time.perf_counter() - t0
+            bad = np.argwhere(np.asarray(metrics["nonfinite"]) > 0)
+            if bad.size:
+                u, s = bad[0]
+                code = int(np.asarray(metrics["nonfinite"])[u, s])
+                last = store.latest_update()
+                keep = f"the last good checkpoint (update {last}) is kept" if last else "no checkpoint was written"
+                raise NonFiniteError(
+                    f"non-finite {describe_nonfinite(code)} at update {done + u + 1} (seed {seeds[s]}); {keep}"
+                )
+            state, done = new_state, done + n
+            for k, v in metrics.items():
+                done_metrics.setdefault(k, []).append(np.asarray(v))
+            if args.checkpoint_every and (done % args.checkpoint_every == 0 or done == config.num_updates):
+                save()
+            if stop.requested and done < config.num_updates:
+                if store.latest_update() != done:
+                    save()
+                print(f"stopped at update {done}/{config.num_updates}; resume with: ppo-jax train --resume {out}")
+                return 130
+    if store.latest_update() != done:
+        save()
+    store.close()
+    metrics = {k: np.concatenate(v) for k, v in done_metrics.items()}
+    summary = _summarize(config, seeds, state, metrics, timing, (done - start_update) * config.batch_size * len(seeds))
+    _export_policies(ctx, config, seeds, state, out)
     runs.write_metrics_csv(out / "metrics.csv", metrics, seeds)
     runs.write_json(out / "summary.json", summary)
     runs.plot_curve(out / "curve.png", metrics["env_steps"], metrics["episode_return"], seeds, config.env)
     spread = f" ± {summary['final_return_std']:.1f} (min {summary['final_return_min']:.1f})" if len(seeds) > 1 else ""
     print(
-        f"final return {summary['final_return_mean']:.2f}{spread} | compile {compile_s:.1f} s | "
-        f"run {run_s:.1f} s | {summary['env_steps_per_second']:,.0f} env-steps/s\nrun folder: {out}"
+        f"final return {summary['final_return_mean']:.2f}{spread} | compile {timing['compile']:.1f} s | "
+        f"run {timing['run']:.1f} s | {summary['env_steps_per_second']:,.0f} env-steps/s\nrun folder: {out}"
     )
     return 0
+
+
+class NonFiniteError(RuntimeError):
+    """Training produced NaN or Inf."""
+
+
+def _summarize(config: PPOConfig, seeds, state, metrics, timing, steps_run: int) -> dict[str, Any]:
+    import jax
+
+    per_seed = runs.final_returns(metrics["episode_return"])
+    finite = per_seed[np.isfinite(per_seed)]
+    stat = (lambda f: float(f(finite))) if finite.size else (lambda f: math.nan)
+    return {
+        "env": config.env,
+        "seeds": seeds,
+        "total_timesteps": config.env_steps,
+        "num_updates": config.num_updates,
+        "final_return_mean": stat(np.mean),
+        "final_return_std": stat(np.std),
+        "final_return_min": stat(np.min),
+        "final_return_max": stat(np.max),
+        "final_return_per_seed": per_seed.tolist(),
+        "compile_seconds": timing["compile"],
+        "run_seconds": timing["run"],
+        "env_steps_per_second": steps_run / timing["run"] if timing["run"] > 0 else math.nan,
+        "checkpoint_seconds": timing["save"],
+        "checkpoints_saved": timing["saves"],
+        "params_sha256": runs.params_sha256(state.params),
+        "backend": jax.default_backend(),
+        "devices": len(jax.devices()),
+    }
+
+
+def _export_policies(ctx, config: PPOConfig, seeds, state, out: Path) -> None:
+    import jax
+
+    from ppo_jax.evaluate import export_policy
+
+    for s, seed in enumerate(seeds):
+        params = jax.tree.map(lambda x: x[s], state.params)
+        stats = jax.tree.map(lambda x: x[s], state.env.obs_stats) if config.normalize_obs else None
+        export_policy(out / f"policy-seed{seed}.npz", ctx.rollout.network, ctx.rollout.spec, params, stats, config.env)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import jax
+
+    from ppo_jax.checkpoint import RunCheckpoints, config_from_meta
+    from ppo_jax.evaluate import evaluate, max_episode_steps
+    from ppo_jax.train import make_context
+
+    if args.episodes < 1:
+        raise ConfigError("episodes", f"must be a positive integer, got {args.episodes}")
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError("run_dir", f"run folder {run_dir} does not exist")
+    store = RunCheckpoints(run_dir)
+    config = config_from_meta(store.read_meta())
+    ctx = make_context(config)
+    saved, meta = store.restore(ctx)
+    roll = ctx.rollout
+    stats = saved.state.env.obs_stats if config.normalize_obs else None
+    max_steps = max_episode_steps(roll.env_params)
+
+    def one(params, obs_stats, key):
+        return evaluate(
+            roll.env,
+            roll.env_params,
+            roll.network,
+            roll.spec,
+            params,
+            obs_stats,
+            key,
+            args.episodes,
+            max_steps,
+            args.stochastic,
+        )
+
+    keys = jax.random.split(jax.random.key(args.seed), len(meta["seeds"]))
+    result = jax.jit(jax.vmap(one, in_axes=(0, None if stats is None else 0, 0)))(saved.state.params, stats, keys)
+    returns = np.asarray(result.returns, np.float64)
+    pooled = returns.ravel()
+    half = 1.96 * pooled.std(ddof=1) / math.sqrt(pooled.size) if pooled.size > 1 else math.nan
+    report = {
+        "run_dir": str(run_dir),
+        "update": meta["update"],
+        "episodes_per_seed": args.episodes,
+        "policy": "stochastic" if args.stochastic else "deterministic (mode)",
+        "return_mean": float(pooled.mean()),
+        "return_std": float(pooled.std()),
+        "ci95_low": float(pooled.mean() - half),
+        "ci95_high": float(pooled.mean() + half),
+        "return_mean_per_seed": returns.mean(axis=1).tolist(),
+        "length_mean": float(np.asarray(result.lengths).mean()),
+        "eval_seed": args.seed,
+    }
+    runs.write_json(run_dir / "eval.json", report)
+    print(
+        f"{config.env} @ update {meta['update']}: return {report['return_mean']:.2f} ± {report['return_std']:.2f} "
+        f"(95% CI {report['ci95_low']:.2f} .. {report['ci95_high']:.2f}) over {pooled.size} episodes, "
+        f"{report['policy']} policy -> {run_dir / 'eval.json'}"
+    )
+    if args.render:
+        _render(ctx, saved.state, stats, args, max_steps)
+    return 0
+
+
+def _render(ctx, state, stats, args: argparse.Namespace, max_steps: int) -> None:
+    """Play one episode of the first seed on the host and save it with gymnax's visualizer."""
+    import jax
+
+    from ppo_jax.evaluate import policy_action
+
+    roll = ctx.rollout
+    params = jax.tree.map(lambda x: x[0], state.params)
+    stats0 = None if stats is None else jax.tree.map(lambda x: x[0], stats)
+    act = jax.jit(lambda o, k: policy_action(roll.network, roll.spec, params, stats0, o, k, args.stochastic))
+    step = jax.jit(roll.env.step)
+    key = jax.random.key(args.seed)
+    obs, env_state = roll.env.reset(key, roll.env_params)
+    states, rewards = [env_state], []
+    for _ in range(max_steps):
+        key, k_act, k_env = jax.random.split(key, 3)
+        obs, env_state, reward, terminated, truncated, info = step(k_env, env_state, act(obs, k_act), roll.env_params)
+        rewards.append(float(reward))
+        if bool(terminated) or bool(truncated):
+            break
+        states.append(env_state)
+    try:
+        from gymnax.visualize import Visualizer
+
+        Visualizer(roll.env, roll.env_params, states, np.cumsum(rewards)).animate(args.render)
+    except Exception as err:  # rendering depends on optional packages (pygame, pillow)
+        cause = err
+        while cause.__cause__ is not None or cause.__context__ is not None:
+            cause = cause.__cause__ or cause.__context__
+        hint = " (install it with: pip install 'ppo_jax[render]')" if isinstance(cause, ImportError) else ""
+        raise OSError(f"cannot render {ctx.config.env} to {args.render}: {cause}{hint}") from err
+    print(f"wrote {len(states)} frames to {args.render}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,7 +394,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seeds", type=int, default=1, help="number of seeds trained together with jax.vmap")
     train.add_argument("--out", default=None, help="run folder (default: runs/<env>-<timestamp>)")
     train.add_argument("--quiet", action="store_true", help="no live progress line")
+    train.add_argument(
+        "--checkpoint-every", type=int, default=None, metavar="N", help="save a checkpoint every N updates"
+    )
+    train.add_argument("--keep", type=int, default=None, metavar="K", help="keep only the newest K checkpoints")
+    train.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
     train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate the final checkpoint of a run folder")
+    ev.add_argument("run_dir", metavar="RUN_DIR")
+    ev.add_argument("--episodes", type=int, default=100, help="episodes per seed (default: 100)")
+    ev.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode action")
+    ev.add_argument("--seed", type=int, default=0, help="evaluation seed (default: 0)")
+    ev.add_argument("--render", default=None, metavar="OUT.gif", help="also write one episode as an animation")
+    ev.set_defaults(func=cmd_eval)
     return parser
 
 
@@ -193,9 +425,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         _print_err(str(err))
         return 2
-    except OSError as err:
+    except (OSError, CheckpointError) as err:
         _print_err(str(err))
         return 1
+    except NonFiniteError as err:
+        _print_err(str(err))
+        return 3
     except KeyboardInterrupt:
         _print_err("interrupted")
         return 130

@@ -36,8 +36,8 @@ class EnvSpec(NamedTuple):
     discrete: bool
     action_dim: int  # number of actions (Discrete) or action dimensions (Box)
     action_shape: tuple[int, ...]  # the shape the env expects for one action
-    action_low: np.ndarray | None  # Box bounds, broadcast to [action_dim]
-    action_high: np.ndarray | None
+    action_low: tuple[float, ...] | None  # Box bounds, broadcast to [action_dim] (tuples: hashable)
+    action_high: tuple[float, ...] | None
 
 
 def env_spec(env: Any, env_params: Any) -> EnvSpec:
@@ -52,8 +52,8 @@ def env_spec(env: Any, env_params: Any) -> EnvSpec:
         if len(shape) > 1:
             raise ConfigError("env", f"Box action spaces must be 0- or 1-dimensional, got shape {shape}")
         dim = int(np.prod(shape)) if shape else 1
-        low = np.broadcast_to(np.asarray(space.low, np.float32), (dim,)).copy()
-        high = np.broadcast_to(np.asarray(space.high, np.float32), (dim,)).copy()
+        low = tuple(np.broadcast_to(np.asarray(space.low, np.float32), (dim,)).tolist())
+        high = tuple(np.broadcast_to(np.asarray(space.high, np.float32), (dim,)).tolist())
         return EnvSpec(obs_shape, False, dim, shape, low, high)
     raise ConfigError("env", f"action space {type(space).__name__} is not supported; allowed: Discrete, Box")
 
@@ -63,7 +63,7 @@ def env_action(action: jax.Array, spec: EnvSpec) -> jax.Array:
     0-d Box spaces); the unclipped action stays in the rollout buffer."""
     if spec.discrete:
         return action
-    clipped = jnp.clip(action, spec.action_low, spec.action_high)
+    clipped = jnp.clip(action, jnp.asarray(spec.action_low), jnp.asarray(spec.action_high))
     return clipped.reshape(*action.shape[:-1], *spec.action_shape)
 
 

@@ -35,7 +35,11 @@ METRIC_NAMES = (
     "explained_variance",
     "grad_norm",
     "lr",
+    "nonfinite",
 )
+
+# Bits of the "nonfinite" metric: which quantity held a NaN or Inf in an update.
+NONFINITE_FLAGS = {1: "loss", 2: "gradients", 4: "parameters", 8: "environment outputs (reward or observation)"}
 
 
 class TrainState(NamedTuple):
@@ -143,6 +147,27 @@ def make_batch(ctx: TrainContext, hparams: Hyperparams, params: Any, traj) -> Ba
     return Batch(*map(flat, (traj.obs, traj.action, traj.log_prob, traj.value, adv, ret)))
 
 
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def nonfinite_code(losses: dict, params: Any, traj) -> jax.Array:
+    """Bitmask (see `NONFINITE_FLAGS`) of the quantities holding NaN/Inf in this update; 0 if none."""
+    loss_terms = {k: v for k, v in losses.items() if k != "grad_norm"}
+    flags = (
+        (~_all_finite(loss_terms), 1),
+        (~jnp.all(jnp.isfinite(losses["grad_norm"])), 2),
+        (~_all_finite(params), 4),
+        (~(_all_finite(traj.reward) & _all_finite(traj.obs)), 8),
+    )
+    return sum(jnp.where(bad, bit, 0) for bad, bit in flags).astype(jnp.float32)
+
+
+def describe_nonfinite(code: int) -> str:
+    """Names of the quantities in a `nonfinite` bitmask."""
+    return ", ".join(name for bit, name in NONFINITE_FLAGS.items() if int(code) & bit)
+
+
 def update_step(ctx: TrainContext, hparams: Hyperparams, state: TrainState, _=None):
     """One PPO update: rollout, GAE, epochs of minibatch steps. Returns (state, metrics)."""
     cfg = ctx.config
@@ -154,6 +179,7 @@ def update_step(ctx: TrainContext, hparams: Hyperparams, state: TrainState, _=No
         epoch, (state.params, state.opt_state), jax.random.split(key_epochs, cfg.num_epochs)
     )
     update = state.update + 1
+    nonfinite = nonfinite_code(losses, params, traj)
     has_ep = episodes.count > 0
     metrics = {name: jnp.mean(value) for name, value in losses.items()}
     metrics.update(
@@ -163,6 +189,7 @@ def update_step(ctx: TrainContext, hparams: Hyperparams, state: TrainState, _=No
         episodes=episodes.count,
         explained_variance=explained_variance(batch.value, batch.returns),
         lr=current_lr(cfg, hparams, state.update),
+        nonfinite=nonfinite,
     )
     return TrainState(params, opt_state, env, key, update), metrics
 

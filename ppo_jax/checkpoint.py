@@ -1,0 +1,201 @@
+"""Checkpoints with orbax-checkpoint: everything needed to continue a run exactly.
+
+A checkpoint holds the `TrainState` (parameters, optimizer state with its step count, env
+states, last observations, RNG key, normalisation statistics, update counter), the traced
+hyperparameters, the metrics of the updates done so far, and JSON metadata (config, seeds,
+format version). Orbax writes into a temporary folder and renames it when complete, so a process
+killed during a save leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from ppo_jax.config import Hyperparams, PPOConfig
+from ppo_jax.train import TrainContext, TrainState, broadcast_hparams, init_state, make_context
+
+FORMAT_VERSION = 1
+CHECKPOINT_DIR = "checkpoints"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, corrupted, or does not fit the requested run."""
+
+
+class Checkpoint(NamedTuple):
+    """What is saved: the state with its RNG key as raw key data, hparams and metrics so far."""
+
+    state: TrainState
+    hparams: Hyperparams
+    metrics: dict[str, Any]
+
+
+def _ocp():
+    import orbax.checkpoint as ocp
+
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    return ocp
+
+
+def _to_saveable(state: TrainState) -> TrainState:
+    return state._replace(key=jax.random.key_data(state.key))
+
+
+def _from_saveable(state: TrainState) -> TrainState:
+    return state._replace(key=jax.random.wrap_key_data(state.key))
+
+
+def config_from_meta(meta: dict[str, Any]) -> PPOConfig:
+    """Rebuild the `PPOConfig` stored in checkpoint metadata."""
+    fields = dict(meta["config"])
+    fields["hidden_sizes"] = tuple(fields["hidden_sizes"])
+    return PPOConfig(**fields)
+
+
+def abstract_checkpoint(ctx: TrainContext, num_runs: int, num_updates_done: int, metric_names) -> Checkpoint:
+    """Shapes and dtypes of a checkpoint of `num_runs` runs (the restore target)."""
+    hparams = broadcast_hparams(ctx.config.hyperparams(), num_runs)
+    keys = jax.vmap(jax.random.key)(np.arange(num_runs, dtype=np.uint32))
+    state = jax.eval_shape(lambda k, h: _to_saveable(jax.vmap(functools.partial(init_state, ctx))(k, h)), keys, hparams)
+    metric = jax.ShapeDtypeStruct((num_updates_done, num_runs), np.float32)
+    return Checkpoint(state, jax.eval_shape(lambda h: h, hparams), {name: metric for name in metric_names})
+
+
+def _meta(ctx: TrainContext, seeds, update: int, metric_names) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "env": ctx.config.env,
+        "config": ctx.config.to_dict(),
+        "seeds": list(seeds),
+        "update": int(update),
+        "metric_names": list(metric_names),
+    }
+
+
+class RunCheckpoints:
+    """The checkpoints of one run folder (`<run>/checkpoints/<update>`), keeping the newest `keep`."""
+
+    def __init__(self, run_dir: str | os.PathLike, keep: int | None = None):
+        ocp = _ocp()
+        self.directory = Path(run_dir).resolve() / CHECKPOINT_DIR
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False, create=True)
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+
+    def save(self, ctx: TrainContext, seeds, state: TrainState, hparams: Hyperparams, metrics: dict) -> None:
+        """Save after `state.update` updates (blocking; the previous checkpoint survives a crash)."""
+        ocp = _ocp()
+        update = int(np.max(np.asarray(state.update)))
+        item = Checkpoint(_to_saveable(state), hparams, {k: np.asarray(v, np.float32) for k, v in metrics.items()})
+        meta = _meta(ctx, seeds, update, list(metrics))
+        args = ocp.args.Composite(state=ocp.args.StandardSave(item), meta=ocp.args.JsonSave(meta))
+        self.manager.save(update, args=args, force=True)
+        self.manager.wait_until_finished()
+
+    def latest_update(self) -> int | None:
+        return self.manager.latest_step()
+
+    def read_meta(self, update: int | None = None) -> dict[str, Any]:
+        """The JSON metadata of a checkpoint (newest by default)."""
+        ocp = _ocp()
+        update = self._pick(update)
+        try:
+            meta = self.manager.restore(update, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        except Exception as err:  # orbax raises many types for unreadable files
+            raise CheckpointError(f"checkpoint {self.directory / str(update)} is unreadable: {err}") from err
+        if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(f"checkpoint {self.directory / str(update)} has an unknown format")
+        return meta
+
+    def _pick(self, update: int | None) -> int:
+        steps = self.manager.all_steps(read=True)
+        if not steps:
+            raise CheckpointError(f"no checkpoint found in {self.directory}")
+        if update is None:
+            return max(steps)
+        if update not in steps:
+            raise CheckpointError(f"no checkpoint for update {update} in {self.directory}; have {sorted(steps)}")
+        return update
+
+    def restore(self, ctx: TrainContext, update: int | None = None) -> tuple[Checkpoint, dict[str, Any]]:
+        """Restore a checkpoint for the run described by `ctx`; refuse one from another env/config."""
+        ocp = _ocp()
+        update = self._pick(update)
+        meta = self.read_meta(update)
+        check_compatible(meta, ctx.config)
+        target = abstract_checkpoint(ctx, len(meta["seeds"]), meta["update"], meta["metric_names"])
+        try:
+            restored = self.manager.restore(update, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+        except Exception as err:
+            raise CheckpointError(
+                f"checkpoint {self.directory / str(update)} is corrupted or incomplete: {err}"
+            ) from err
+        item = restored.state
+        item = Checkpoint(_from_saveable(TrainState(*item.state)), item.hparams, dict(item.metrics))
+        return item, meta
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def check_compatible(meta: dict[str, Any], config: PPOConfig) -> None:
+    """Raise `CheckpointError` if a checkpoint was written for another env or static config."""
+    saved = meta.get("config", {})
+    if saved.get("env") != config.env:
+        raise CheckpointError(f"checkpoint is for env {saved.get('env')!r}, not {config.env!r}")
+    current = config.to_dict()
+    for name, value in saved.items():
+        mine = current.get(name)
+        if isinstance(mine, tuple):
+            mine = list(mine)
+        if name != "seed" and mine != value:
+            raise CheckpointError(f"checkpoint config differs in {name}: saved {value!r}, requested {mine!r}")
+
+
+def save(path: str | os.PathLike, state: TrainState, config: PPOConfig, hparams: Hyperparams | None = None) -> None:
+    """Save one `TrainState` (single run or batched) to the folder `path` (atomic write)."""
+    ocp = _ocp()
+    hparams = config.hyperparams() if hparams is None else hparams
+    item = {"state": _to_saveable(state), "hparams": hparams}
+    meta = {"format_version": FORMAT_VERSION, "config": config.to_dict(), "batch_shape": list(np.shape(state.update))}
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
+        ckptr.save(
+            Path(path).resolve(),
+            args=ocp.args.Composite(state=ocp.args.StandardSave(item), meta=ocp.args.JsonSave(meta)),
+            force=True,
+        )
+
+
+def load(path: str | os.PathLike, env: Any = None, env_params: Any = None) -> tuple[TrainState, PPOConfig]:
+    """Load what `save` wrote: (state, config). Pass `env`/`env_params` for a custom environment."""
+    ocp = _ocp()
+    path = Path(path).resolve()
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
+            meta = ckptr.restore(path, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+            config = config_from_meta(meta)
+            ctx = make_context(config, env, env_params)
+            batch = tuple(meta["batch_shape"])
+            init = functools.partial(init_state, ctx)
+            for _ in batch:
+                init = jax.vmap(init)
+            keys = jax.random.split(jax.random.key(0), batch) if batch else jax.random.key(0)
+            hparams = jax.tree.map(lambda x: np.broadcast_to(x, batch), config.hyperparams())
+            target = {
+                "state": jax.eval_shape(lambda k, h: _to_saveable(init(k, h)), keys, hparams),
+                "hparams": jax.eval_shape(lambda h: h, hparams),
+            }
+            item = ckptr.restore(path, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))).state
+    except CheckpointError:
+        raise
+    except Exception as err:
+        raise CheckpointError(f"checkpoint {path} is unreadable or corrupted: {err}") from err
+    return _from_saveable(TrainState(*item["state"])), config
