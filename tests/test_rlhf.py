@@ -1,0 +1,347 @@
+"""Token-level RLHF: the hidden rule, the GRU, the reward model and short PPO / GRPO runs.
+
+References are independent: the hidden rule and the GRU are re-implemented in NumPy, the losses
+are checked against hand-derived values. The learning tests share one reduced phase 1 (pretraining
+and reward model) and run a short RL phase each.
+"""
+
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ppo_jax.config import ConfigError
+from ppo_jax.rlhf import RLHFConfig, pipeline, prepare, run_rlhf
+from ppo_jax.rlhf.finetune import Rollout, grpo_batch, ppo_batch, token_rewards
+from ppo_jax.rlhf.model import TokenModel, completion_outputs, hidden_states, init_params, sample_completions
+from ppo_jax.rlhf.pretrain import bradley_terry_loss, preference_accuracy, sequence_score
+from ppo_jax.rlhf.task import decode, generate_completions, make_corpus, preference_pairs, true_reward
+from ppo_jax.rlhf_cli import RESULT_NAME, main
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# Reduced pipeline: each learning test runs in seconds on 2 CPU cores.
+SMALL = dict(
+    pretrain_steps=300,
+    rm_steps=300,
+    rm_pairs=2048,
+    rm_eval_pairs=512,
+    rl_updates=15,
+    rl_batch=128,
+    eval_prompts=256,
+)
+
+
+def numpy_true_reward(prompts: np.ndarray, completions: np.ndarray, vocab: int) -> np.ndarray:
+    """The hidden rule written as a loop: fraction of tokens that are the successor of the previous one."""
+    out = np.zeros(len(prompts))
+    for b, (x, y) in enumerate(zip(prompts, completions, strict=True)):
+        previous, hits = int(x[-1]), 0
+        for token in y:
+            hits += int(token) == (previous + 1) % vocab
+            previous = int(token)
+        out[b] = hits / len(y)
+    return out
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def numpy_hidden_states(params, tokens: np.ndarray) -> np.ndarray:
+    """GRU of the model docstring in NumPy: r, z = σ(x_r + W_r h + b_r), σ(...); n = tanh(x_n + r ⊙ (W_n h + b_n))."""
+    p = jax.tree.map(np.asarray, params["params"])
+    emb, kernel, bias = p["input_gates"]["embedding"], p["hidden_gates"]["kernel"], p["hidden_gates"]["bias"]
+    hidden = np.zeros((tokens.shape[0], kernel.shape[0]))
+    out = []
+    for t in range(tokens.shape[1]):
+        x_r, x_z, x_n = np.split(emb[tokens[:, t]], 3, axis=-1)
+        h_r, h_z, h_n = np.split(hidden @ kernel + bias, 3, axis=-1)
+        r, z = sigmoid(x_r + h_r), sigmoid(x_z + h_z)
+        hidden = (1 - z) * np.tanh(x_n + r * h_n) + z * hidden
+        out.append(hidden)
+    return np.stack(out, axis=1)
+
+
+# --- task -----------------------------------------------------------------------------------
+
+
+def test_true_reward_hand_examples():
+    letters = "abcdefghijkl"
+    enc = lambda s: [letters.index(c) for c in s]  # noqa: E731
+    prompts = jnp.array([enc("xxxc".replace("x", "a")), enc("aaal"), enc("abcd"), enc("abcd")])
+    completions = jnp.array([enc("defghijk"), enc("abcdefgh"), enc("aaaaaaaa"), enc("efgaaabc")])
+    got = np.asarray(true_reward(prompts, completions, 12))
+    np.testing.assert_allclose(got, [1.0, 1.0, 0.0, 5 / 8])  # wraps from l to a; e,f,g and b,c count
+
+
+def test_true_reward_against_numpy_loop():
+    rng = np.random.default_rng(0)
+    prompts = rng.integers(0, 7, size=(64, 3))
+    completions = rng.integers(0, 7, size=(64, 5))
+    got = np.asarray(true_reward(jnp.asarray(prompts), jnp.asarray(completions), 7))
+    np.testing.assert_allclose(got, numpy_true_reward(prompts, completions, 7), atol=1e-6)
+
+
+def test_corpus_run_probability_sets_the_reward():
+    corpus = make_corpus(jax.random.key(0), 12, 1.0, 1.0)
+    prompts = jax.random.randint(jax.random.key(1), (256, 4), 0, 12)
+    counting = generate_completions(jax.random.key(2), corpus, prompts, 8)
+    np.testing.assert_array_equal(np.asarray(true_reward(prompts, counting, 12)), 1.0)
+    assert decode(counting[0]) == "".join("abcdefghijkl"[(int(prompts[0, -1]) + i) % 12] for i in range(1, 9))
+    chain = generate_completions(jax.random.key(2), corpus._replace(run_prob=jnp.float32(0.0)), prompts, 8)
+    assert float(jnp.mean(true_reward(prompts, chain, 12))) < 0.5
+
+
+def test_preference_labels_follow_the_hidden_rule():
+    corpus = make_corpus(jax.random.key(0), 12, 0.1, 1.0)
+    pairs = preference_pairs(jax.random.key(3), corpus, 512, 4, 8)
+    p, a, b = (np.asarray(x) for x in (pairs.prompts, pairs.first, pairs.second))
+    ra, rb = numpy_true_reward(p, a, 12), numpy_true_reward(p, b, 12)
+    expected = np.where(ra > rb, 1.0, np.where(ra < rb, 0.0, 0.5))
+    np.testing.assert_array_equal(np.asarray(pairs.label), expected)
+    assert 0.3 < np.mean(expected == 1.0) < 0.7  # both orders occur; pairs span the reward range
+
+
+# --- model ----------------------------------------------------------------------------------
+
+
+def test_gru_hidden_states_against_numpy():
+    model = TokenModel(vocab_size=9, hidden_dim=16)
+    params = init_params(model, jax.random.key(0))
+    # Non-zero biases so that their placement is checked too.
+    params = jax.tree.map(lambda x: x + 0.1, params)
+    tokens = np.random.default_rng(0).integers(0, 9, size=(3, 6))
+    got = np.asarray(hidden_states(model, params, jnp.asarray(tokens)))
+    np.testing.assert_allclose(got, numpy_hidden_states(params, tokens), rtol=1e-4, atol=1e-5)
+
+
+def test_sampling_matches_teacher_forced_probabilities():
+    model = TokenModel(vocab_size=5, hidden_dim=16)
+    params = init_params(model, jax.random.key(1))
+    params = jax.tree.map(lambda x: 3.0 * x, params)  # sharper, more varied distributions
+    n = 8000
+    prompts = jnp.tile(jnp.array([[1, 3]]), (n, 1))
+    samples = np.asarray(sample_completions(model, params, prompts, jax.random.key(2), 2))
+    logits = completion_outputs(model, params, prompts[:1], jnp.asarray(samples[:1])).logits[0]
+    first = np.asarray(jax.nn.softmax(logits[0]))
+    freq = np.bincount(samples[:, 0], minlength=5) / n
+    np.testing.assert_allclose(freq, first, atol=4 * math.sqrt(0.25 / n))
+    # Second token given the first: compare on the most frequent first token.
+    y0 = int(np.argmax(freq))
+    rows = samples[samples[:, 0] == y0]
+    cond = completion_outputs(model, params, prompts[:1], jnp.array([[y0, 0]])).logits[0, 1]
+    freq1 = np.bincount(rows[:, 1], minlength=5) / len(rows)
+    np.testing.assert_allclose(freq1, np.asarray(jax.nn.softmax(cond)), atol=4 * math.sqrt(0.25 / len(rows)))
+
+
+# --- losses of the pipeline -----------------------------------------------------------------
+
+
+def test_bradley_terry_hand_values_and_gradient():
+    assert float(bradley_terry_loss(jnp.array([0.0]), jnp.array([0.0]), jnp.array([1.0]))) == pytest.approx(
+        math.log(2.0)
+    )
+    # σ(ln 3) = 3/4: −ln(3/4) when the first is preferred, −ln(1/4) when the second is.
+    first, second = jnp.array([math.log(3.0), math.log(3.0)]), jnp.array([0.0, 0.0])
+    got = bradley_terry_loss(first, second, jnp.array([1.0, 0.0]))
+    assert float(got) == pytest.approx((math.log(4 / 3) + math.log(4.0)) / 2, rel=1e-6)
+    g = np.asarray(jax.grad(bradley_terry_loss)(jnp.zeros(2), jnp.zeros(2), jnp.array([1.0, 0.0])))
+    np.testing.assert_allclose(g, [-0.25, 0.25])  # raise the preferred, lower the other
+
+
+def test_preference_accuracy_hand_value():
+    first = jnp.array([1.0, 0.0, 2.0, 5.0])
+    second = jnp.array([0.0, 1.0, 3.0, 0.0])
+    label = jnp.array([1.0, 0.0, 1.0, 0.5])  # right, right, wrong, tie (ignored)
+    assert float(preference_accuracy(first, second, label)) == pytest.approx(2 / 3)
+
+
+def test_token_rewards_kl_per_token_and_delayed_score():
+    log_prob = jnp.log(jnp.array([[0.5, 0.5, 0.5]]))
+    ref = jnp.log(jnp.array([[0.25, 0.5, 1.0]]))
+    got = np.asarray(token_rewards(jnp.array([2.0]), log_prob, ref, 0.1))
+    np.testing.assert_allclose(got, [[-0.1 * math.log(2), 0.0, 0.1 * math.log(2) + 2.0]], rtol=1e-6)
+
+
+def _rollout(score, values):
+    b, length = values.shape
+    zeros = jnp.zeros((b, length))
+    ints = jnp.zeros((b, length), jnp.int32)
+    return Rollout(ints, ints, zeros, zeros, values, zeros, score, jnp.zeros(b), jnp.zeros(b))
+
+
+def test_ppo_batch_returns_are_the_delayed_reward():
+    # With log π = log π_ref the only reward is the score at the last token; γ = λ = 1 makes the
+    # return of every token the score and the advantage score − V(s_i).
+    config = RLHFConfig(gamma=1.0, gae_lambda=1.0)
+    values = jnp.array([[0.1, 0.2, 0.3], [1.0, -1.0, 0.5]])
+    batch = ppo_batch(config, _rollout(jnp.array([1.0, -2.0]), values))
+    np.testing.assert_allclose(np.asarray(batch.returns), [[1.0] * 3, [-2.0] * 3], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(batch.advantages), [[0.9, 0.8, 0.7], [-3.0, -1.0, -2.5]], rtol=1e-6)
+    # λ = 0: one-step TD errors, V(s_{i+1}) − V(s_i) inside, score − V at the end.
+    batch = ppo_batch(config.replace(gae_lambda=0.0), _rollout(jnp.array([1.0, -2.0]), values))
+    np.testing.assert_allclose(np.asarray(batch.advantages), [[0.1, 0.1, 0.7], [-2.0, 1.5, -2.5]], rtol=1e-6)
+
+
+def test_grpo_batch_groups_consecutive_rows():
+    config = RLHFConfig(algo="grpo", group_size=4, rl_batch=8)
+    score = jnp.array([1.0, 2.0, 3.0, 4.0, 7.0, 7.0, 7.0, 7.0])
+    adv = np.asarray(grpo_batch(config, _rollout(score, jnp.zeros((8, 2)))).advantages)
+    s = np.std([1.0, 2.0, 3.0, 4.0])
+    np.testing.assert_allclose(adv[:4], (np.array([1, 2, 3, 4]) - 2.5) / s, rtol=1e-5)
+    np.testing.assert_array_equal(adv[4:], 0.0)
+
+
+# --- config ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("algo", "dpo"),
+        ("vocab_size", 2),
+        ("vocab_size", 27),
+        ("completion_len", 0),
+        ("rl_batch", 1.5),
+        ("kl_coef", -0.1),
+        ("gamma", 1.5),
+        ("corpus_run_prob", 2.0),
+        ("rl_lr", 0.0),
+        ("clip_eps", float("nan")),
+        ("num_minibatches", 3),
+        ("clip_value_loss", "yes"),
+        ("num_samples", 1000),
+    ],
+)
+def test_bad_config_names_the_field(field, value):
+    with pytest.raises(ConfigError) as err:
+        RLHFConfig(**{field: value})
+    assert err.value.field == field
+
+
+def test_grpo_group_must_divide_the_batch():
+    with pytest.raises(ConfigError) as err:
+        RLHFConfig(algo="grpo", rl_batch=100, group_size=8, num_minibatches=4)
+    assert err.value.field == "group_size"
+    with pytest.raises(ConfigError) as err:
+        RLHFConfig(algo="grpo", group_size=1)
+    assert err.value.field == "group_size"
+    RLHFConfig(algo="ppo", rl_batch=100, group_size=8, num_minibatches=4)  # ppo ignores groups
+
+
+def test_cli_rejects_bad_setting_before_running(tmp_path, capsys):
+    assert main(["--algo", "ppo", "--kl-coef", "-1", "--out", str(tmp_path)]) == 2
+    assert "kl_coef" in capsys.readouterr().err
+    assert not (tmp_path / RESULT_NAME).exists()
+
+
+# --- learning -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def phase1():
+    return prepare(RLHFConfig(**SMALL))
+
+
+def test_reward_model_beats_chance_on_held_out_pairs(phase1):
+    config = phase1.config
+    assert float(phase1.reward_model.eval_accuracy) > 0.8
+    # Fresh pairs, labels and accuracy computed independently in NumPy.
+    corpus = make_corpus(jax.random.key(123), config.vocab_size, config.corpus_run_prob, config.corpus_temperature)
+    pairs = preference_pairs(jax.random.key(7), corpus, 1024, config.prompt_len, config.completion_len)
+    model = TokenModel(config.vocab_size, config.hidden_dim)
+    s1 = np.asarray(sequence_score(model, phase1.frozen.reward, pairs.prompts, pairs.first))
+    s2 = np.asarray(sequence_score(model, phase1.frozen.reward, pairs.prompts, pairs.second))
+    p = np.asarray(pairs.prompts)
+    r1 = numpy_true_reward(p, np.asarray(pairs.first), config.vocab_size)
+    r2 = numpy_true_reward(p, np.asarray(pairs.second), config.vocab_size)
+    decided = r1 != r2
+    accuracy = np.mean((s1 > s2)[decided] == (r1 > r2)[decided])
+    assert accuracy > 0.8
+
+
+def test_pretrained_policy_imitates_the_corpus(phase1):
+    config = phase1.config
+    model = TokenModel(config.vocab_size, config.hidden_dim)
+    prompts = jax.random.randint(jax.random.key(5), (2048, config.prompt_len), 0, config.vocab_size)
+    sampled = np.asarray(sample_completions(model, phase1.frozen.reference, prompts, jax.random.key(6), 8))
+    # Corpus run rate p plus the chain's own successor steps: well above 1/V, far below 1.
+    reward = numpy_true_reward(np.asarray(prompts), sampled, config.vocab_size).mean()
+    assert config.corpus_run_prob < reward < 0.4
+    assert phase1.pretrain.history["loss"][-1] < phase1.pretrain.history["loss"][0] - 0.3
+
+
+@pytest.fixture(scope="module")
+def rl_run(phase1):
+    """Short RL runs on the shared phase 1, cached by (algo, kl_coef)."""
+    cache = {}
+
+    def run(algo: str, kl_coef: float):
+        if (algo, kl_coef) not in cache:
+            cache[algo, kl_coef] = run_rlhf(RLHFConfig(**SMALL, algo=algo, kl_coef=kl_coef), phase1=phase1)
+        return cache[algo, kl_coef]
+
+    return run
+
+
+@pytest.mark.parametrize("algo", ["ppo", "grpo"])
+def test_short_rl_run_raises_true_reward_with_bounded_kl(rl_run, algo):
+    result = rl_run(algo, RLHFConfig().kl_coef)
+    config = result.config
+    s = result.summary
+    assert s["true_reward_after"] > s["true_reward_before"] + 0.15
+    assert s["learned_reward_after"] > s["learned_reward_before"] + 1.0
+    # Bounded: KL stays finite and below that of a deterministic policy against a uniform reference.
+    bound = config.completion_len * math.log(config.vocab_size)
+    kl = result.history["kl"]
+    assert np.all(np.isfinite(kl)) and kl.max() < bound and 0.0 < s["kl_to_reference"] < bound
+    assert kl[0] < 0.05  # the first batch is sampled from the reference policy itself
+    # Same prompts before and after; the report has the requested number of samples.
+    assert [r["prompt"] for r in result.samples_before] == [r["prompt"] for r in result.samples_after]
+    assert len(result.samples_after) == config.num_samples
+
+
+@pytest.mark.parametrize("algo", ["ppo", "grpo"])
+def test_stronger_kl_coef_keeps_the_policy_closer(rl_run, algo):
+    # PPO pays β·KL in the per-token reward, GRPO in the loss: either way a larger β must
+    # give a smaller KL to the reference over the whole run.
+    weak, strong = rl_run(algo, RLHFConfig().kl_coef), rl_run(algo, 1.0)
+    assert strong.history["kl"][5:].mean() < 0.6 * weak.history["kl"][5:].mean()
+    assert strong.summary["kl_to_reference"] < weak.summary["kl_to_reference"]
+
+
+def test_phase1_must_match_the_config(phase1):
+    with pytest.raises(ConfigError) as err:
+        run_rlhf(RLHFConfig(**{**SMALL, "hidden_dim": 32}), phase1=phase1)
+    assert err.value.field == "hidden_dim"
+
+
+def test_cli_writes_json_and_plot(rl_run, tmp_path, monkeypatch, capsys):
+    # The pipeline itself is tested above; here a finished run stands in for it (no recompile).
+    result = rl_run("grpo", RLHFConfig().kl_coef)
+    seen = {}
+
+    def fake_run(config, callback=None):
+        seen["config"] = config
+        callback("pretrain", 100, {"loss": np.float32(2.0)})
+        callback("rl", config.rl_updates, {"true_reward": np.float32(0.5), "kl": np.float32(1.0)})
+        return result
+
+    monkeypatch.setattr(pipeline, "run_rlhf", fake_run)
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()]
+    assert main(["--algo", "grpo", "--kl-coef", "0.1", "--out", str(tmp_path), *flags]) == 0
+    assert seen["config"] == result.config
+    out = capsys.readouterr().out
+    assert "[pretrain   100/300]  loss 2.0000" in out and "[grpo   15/15]  true_reward 0.5000  kl 1.0000" in out
+    doc = json.loads((tmp_path / RESULT_NAME).read_text())
+    for key in ("true_reward_before", "true_reward_after", "reward_model_accuracy", "kl_to_reference"):
+        assert doc[key] == result.summary[key]
+    assert doc["algo"] == "grpo" and doc["config"]["rl_batch"] == SMALL["rl_batch"]
+    assert doc["samples_before"] == result.samples_before and doc["samples_after"] == result.samples_after
+    assert doc["history"]["kl"] == pytest.approx(result.history["kl"].tolist())
+    assert len(doc["history"]["true_reward"]) == SMALL["rl_updates"]
+    assert (tmp_path / "rlhf.png").stat().st_size > 10_000
