@@ -179,18 +179,19 @@ def test_ppo_batch_returns_are_the_delayed_reward():
     # return of every token the score and the advantage score − V(s_i).
     config = RLHFConfig(gamma=1.0, gae_lambda=1.0)
     values = jnp.array([[0.1, 0.2, 0.3], [1.0, -1.0, 0.5]])
-    batch = ppo_batch(config, _rollout(jnp.array([1.0, -2.0]), values))
+    batch = ppo_batch(config, config.rl_hyperparams(), _rollout(jnp.array([1.0, -2.0]), values))
     np.testing.assert_allclose(np.asarray(batch.returns), [[1.0] * 3, [-2.0] * 3], rtol=1e-6)
     np.testing.assert_allclose(np.asarray(batch.advantages), [[0.9, 0.8, 0.7], [-3.0, -1.0, -2.5]], rtol=1e-6)
     # λ = 0: one-step TD errors, V(s_{i+1}) − V(s_i) inside, score − V at the end.
-    batch = ppo_batch(config.replace(gae_lambda=0.0), _rollout(jnp.array([1.0, -2.0]), values))
+    lam0 = config.replace(gae_lambda=0.0)
+    batch = ppo_batch(lam0, lam0.rl_hyperparams(), _rollout(jnp.array([1.0, -2.0]), values))
     np.testing.assert_allclose(np.asarray(batch.advantages), [[0.1, 0.1, 0.7], [-2.0, 1.5, -2.5]], rtol=1e-6)
 
 
 def test_grpo_batch_groups_consecutive_rows():
     config = RLHFConfig(algo="grpo", group_size=4, rl_batch=8)
     score = jnp.array([1.0, 2.0, 3.0, 4.0, 7.0, 7.0, 7.0, 7.0])
-    adv = np.asarray(grpo_batch(config, _rollout(score, jnp.zeros((8, 2)))).advantages)
+    adv = np.asarray(grpo_batch(config, config.rl_hyperparams(), _rollout(score, jnp.zeros((8, 2)))).advantages)
     s = np.std([1.0, 2.0, 3.0, 4.0])
     np.testing.assert_allclose(adv[:4], (np.array([1, 2, 3, 4]) - 2.5) / s, rtol=1e-5)
     np.testing.assert_array_equal(adv[4:], 0.0)

@@ -6,6 +6,10 @@ import dataclasses
 import math
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+from flax import struct
+
 from ppo_jax.config import ConfigError
 
 ALGOS = ("ppo", "grpo")
@@ -79,6 +83,15 @@ class RLHFConfig:
         defaults = RLHFConfig()
         return dataclasses.replace(self, **{name: getattr(defaults, name) for name in RL_FIELDS})
 
+    def rl_hyperparams(self) -> RLHyperparams:
+        """The RL-phase scalars as a traced pytree of float32 scalars."""
+        return RLHyperparams(**{name: jnp.float32(getattr(self, name)) for name in RL_TRACED_FIELDS})
+
+    def static_rl_config(self) -> RLHFConfig:
+        """This config with the traced RL scalars at their defaults: the compile key of the RL phase."""
+        defaults = RLHFConfig()
+        return dataclasses.replace(self, **{name: getattr(defaults, name) for name in RL_TRACED_FIELDS})
+
     def replace(self, **changes: Any) -> RLHFConfig:
         """A new, validated config with `changes` applied."""
         unknown = sorted(set(changes) - set(FIELDS))
@@ -90,6 +103,21 @@ class RLHFConfig:
         return {name: getattr(self, name) for name in FIELDS}
 
 
+@struct.dataclass
+class RLHyperparams:
+    """RL-phase scalars passed to the jitted RL phase as traced values (a new value needs no
+    recompile, and `jax.vmap` can map over them). Same names as the `RLHFConfig` fields."""
+
+    rl_lr: jax.Array
+    clip_eps: jax.Array
+    kl_coef: jax.Array
+    gamma: jax.Array
+    gae_lambda: jax.Array
+    vf_coef: jax.Array
+    ent_coef: jax.Array
+
+
+RL_TRACED_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(RLHyperparams))
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RLHFConfig)}
 # Fields that only phase 2 (RL fine-tuning and its report) reads.
 RL_FIELDS: tuple[str, ...] = (

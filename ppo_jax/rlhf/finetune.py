@@ -29,7 +29,7 @@ from ppo_jax.grpo import group_advantages, grpo_loss, repeat_prompts
 from ppo_jax.losses import LossInputs, gae, normalize_advantages, ppo_loss
 from ppo_jax.networks import categorical_entropy, categorical_log_prob
 from ppo_jax.objectives import categorical_kl
-from ppo_jax.rlhf.config import RLHFConfig
+from ppo_jax.rlhf.config import RLHFConfig, RLHyperparams
 from ppo_jax.rlhf.model import completion_outputs, sample_completions, sequence_score
 from ppo_jax.rlhf.pretrain import Callback, make_model
 from ppo_jax.rlhf.task import sample_prompts, true_reward
@@ -134,19 +134,19 @@ def token_rewards(score: jax.Array, log_prob: jax.Array, ref_log_prob: jax.Array
     return rewards.at[:, -1].add(score)
 
 
-def ppo_batch(config: RLHFConfig, rollout: Rollout) -> PPOBatch:
+def ppo_batch(config: RLHFConfig, hp: RLHyperparams, rollout: Rollout) -> PPOBatch:
     """GAE over the tokens of each completion; the last token ends the episode (no bootstrap)."""
-    rewards = token_rewards(rollout.score, rollout.log_prob, rollout.ref_log_prob, config.kl_coef)
+    rewards = token_rewards(rollout.score, rollout.log_prob, rollout.ref_log_prob, hp.kl_coef)
     values = rollout.values
     next_values = jnp.concatenate([values[:, 1:], jnp.zeros_like(values[:, :1])], axis=1)
     terminated = jnp.zeros(values.shape, bool).at[:, -1].set(True)
     truncated = jnp.zeros(values.shape, bool)
     # gae is time-major: [L, B].
-    adv, ret = gae(rewards.T, values.T, next_values.T, terminated.T, truncated.T, config.gamma, config.gae_lambda)
+    adv, ret = gae(rewards.T, values.T, next_values.T, terminated.T, truncated.T, hp.gamma, hp.gae_lambda)
     return PPOBatch(rollout.prompts, rollout.completions, rollout.log_prob, values, adv.T, ret.T)
 
 
-def ppo_minibatch_loss(config: RLHFConfig, params: Any, mb: PPOBatch):
+def ppo_minibatch_loss(config: RLHFConfig, hp: RLHyperparams, params: Any, mb: PPOBatch):
     """PPO loss over all tokens of a minibatch of completions, advantages normalised per minibatch."""
     out = completion_outputs(make_model(config), params, mb.prompts, mb.completions)
     flat = lambda x: x.reshape(-1)  # noqa: E731
@@ -159,43 +159,43 @@ def ppo_minibatch_loss(config: RLHFConfig, params: Any, mb: PPOBatch):
         advantages=normalize_advantages(flat(mb.advantages)),
         returns=flat(mb.returns),
     )
-    return ppo_loss(inputs, config.clip_eps, config.vf_coef, config.ent_coef, config.clip_value_loss)
+    return ppo_loss(inputs, hp.clip_eps, hp.vf_coef, hp.ent_coef, config.clip_value_loss)
 
 
-def grpo_batch(config: RLHFConfig, rollout: Rollout) -> GRPOBatch:
+def grpo_batch(config: RLHFConfig, hp: RLHyperparams, rollout: Rollout) -> GRPOBatch:
     """Group-relative advantages of the learned reward; rows g·G .. g·G + G − 1 share a prompt."""
     adv = group_advantages(rollout.score.reshape(-1, config.group_size)).reshape(-1)
     return GRPOBatch(rollout.prompts, rollout.completions, rollout.log_prob, rollout.ref_log_prob, adv)
 
 
-def grpo_minibatch_loss(config: RLHFConfig, params: Any, mb: GRPOBatch):
+def grpo_minibatch_loss(config: RLHFConfig, hp: RLHyperparams, params: Any, mb: GRPOBatch):
     """GRPO loss of a minibatch of completions, minus the optional entropy bonus."""
     logits = completion_outputs(make_model(config), params, mb.prompts, mb.completions).logits
     log_prob = categorical_log_prob(logits, mb.completions)
-    loss, metrics = grpo_loss(log_prob, mb.log_prob, mb.ref_log_prob, mb.advantages, config.clip_eps, config.kl_coef)
+    loss, metrics = grpo_loss(log_prob, mb.log_prob, mb.ref_log_prob, mb.advantages, hp.clip_eps, hp.kl_coef)
     entropy = jnp.mean(categorical_entropy(logits))
     metrics["entropy"] = entropy
-    return loss - config.ent_coef * entropy, metrics
+    return loss - hp.ent_coef * entropy, metrics
 
 
-def make_optimizer(config: RLHFConfig) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.rl_lr, eps=1e-5))
+def make_optimizer(config: RLHFConfig, hp: RLHyperparams) -> optax.GradientTransformation:
+    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(hp.rl_lr, eps=1e-5))
 
 
-def minibatch_step(config: RLHFConfig, loss_fn, carry: OptCarry, mb):
-    """One gradient step of `loss_fn(config, params, mb) -> (loss, metrics)`."""
-    grads, metrics = jax.grad(functools.partial(loss_fn, config), has_aux=True)(carry.params, mb)
-    updates, opt_state = make_optimizer(config).update(grads, carry.opt_state, carry.params)
+def minibatch_step(config: RLHFConfig, hp: RLHyperparams, loss_fn, carry: OptCarry, mb):
+    """One gradient step of `loss_fn(config, hp, params, mb) -> (loss, metrics)`."""
+    grads, metrics = jax.grad(functools.partial(loss_fn, config, hp), has_aux=True)(carry.params, mb)
+    updates, opt_state = make_optimizer(config, hp).update(grads, carry.opt_state, carry.params)
     metrics["grad_norm"] = optax.tree.norm(grads)
     return OptCarry(optax.apply_updates(carry.params, updates), opt_state), metrics
 
 
-def epoch_step(config: RLHFConfig, loss_fn, batch, carry: OptCarry, key: jax.Array):
+def epoch_step(config: RLHFConfig, hp: RLHyperparams, loss_fn, batch, carry: OptCarry, key: jax.Array):
     """One pass over the completions in shuffled minibatches, each completion used once."""
     perm = jax.random.permutation(key, config.rl_batch)
     shape = (config.num_minibatches, config.minibatch_size)
     shuffled = jax.tree.map(lambda x: jnp.take(x, perm, axis=0).reshape(*shape, *x.shape[1:]), batch)
-    return lax.scan(functools.partial(minibatch_step, config, loss_fn), carry, shuffled)
+    return lax.scan(functools.partial(minibatch_step, config, hp, loss_fn), carry, shuffled)
 
 
 def rl_prompts(config: RLHFConfig, key: jax.Array) -> jax.Array:
@@ -204,15 +204,15 @@ def rl_prompts(config: RLHFConfig, key: jax.Array) -> jax.Array:
     return repeat_prompts(prompts, config.group_size) if config.algo == "grpo" else prompts
 
 
-def rl_update(config: RLHFConfig, callback: Callback | None, frozen: Frozen, state: RLState, _=None):
+def rl_update(config: RLHFConfig, callback: Callback | None, hp: RLHyperparams, frozen: Frozen, state: RLState, _=None):
     """One update: sample and score a batch, then epochs of minibatch steps. (state, metrics)."""
     key, key_prompt, key_sample, key_epochs = jax.random.split(state.key, 4)
     rollout = collect(config, state.params, frozen, rl_prompts(config, key_prompt), key_sample)
     if config.algo == "ppo":
-        batch, loss_fn = ppo_batch(config, rollout), ppo_minibatch_loss
+        batch, loss_fn = ppo_batch(config, hp, rollout), ppo_minibatch_loss
     else:
-        batch, loss_fn = grpo_batch(config, rollout), grpo_minibatch_loss
-    epoch = functools.partial(epoch_step, config, loss_fn, batch)
+        batch, loss_fn = grpo_batch(config, hp, rollout), grpo_minibatch_loss
+    epoch = functools.partial(epoch_step, config, hp, loss_fn, batch)
     carry, losses = lax.scan(
         epoch, OptCarry(state.params, state.opt_state), jax.random.split(key_epochs, config.num_epochs)
     )
@@ -229,20 +229,31 @@ def rl_update(config: RLHFConfig, callback: Callback | None, frozen: Frozen, sta
     return RLState(carry.params, carry.opt_state, key, update), metrics
 
 
-@functools.partial(jax.jit, static_argnames=("config", "callback"))
 def finetune(
-    config: RLHFConfig, params: Any, frozen: Frozen, key: jax.Array, callback: Callback | None = None
+    config: RLHFConfig,
+    params: Any,
+    frozen: Frozen,
+    key: jax.Array,
+    callback: Callback | None = None,
+    hp: RLHyperparams | None = None,
 ) -> FinetuneResult:
     """Phase 2: `rl_updates` updates of `config.algo` from `params` (the pretrained policy).
 
+    `hp` defaults to `config.rl_hyperparams()`; the program is compiled for
+    `config.static_rl_config()`, so runs that differ only in those scalars share one compile.
     Per-update metrics, measured on the batch sampled at the start of the update: true_reward
     (hidden rule), score (normalised learned reward), kl (exact KL to π_ref per completion),
     entropy (per token), and the means of the minibatch losses as train_*.
     """
-    state = RLState(params, make_optimizer(config).init(params), key, jnp.int32(0))
-    state, history = lax.scan(
-        functools.partial(rl_update, config, callback, frozen), state, None, length=config.rl_updates
-    )
+    hp = config.rl_hyperparams() if hp is None else hp
+    return _finetune(config.static_rl_config(), callback, hp, params, frozen, key)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "callback"))
+def _finetune(config: RLHFConfig, callback, hp: RLHyperparams, params: Any, frozen: Frozen, key: jax.Array):
+    state = RLState(params, make_optimizer(config, hp).init(params), key, jnp.int32(0))
+    update = functools.partial(rl_update, config, callback, hp, frozen)
+    state, history = lax.scan(update, state, None, length=config.rl_updates)
     return FinetuneResult(state.params, history)
 
 

@@ -125,9 +125,10 @@ def run_rlhf(config: RLHFConfig, callback: Callback | None = None, phase1: Phase
     timings = dict(phase1.timings)
     frozen, reference = phase1.frozen, phase1.frozen.reference
     prompts = sample_prompts(keys.eval_prompts, config.eval_prompts, config.prompt_len, config.vocab_size)
-    before, rollout_before = evaluate(config, reference, frozen, prompts, keys.eval_sample)
+    # Evaluation reads only phase-1 settings: compile it for phase1.config, shared by all RL settings.
+    before, rollout_before = evaluate(phase1.config, reference, frozen, prompts, keys.eval_sample)
     rl = _timed(timings, "rl", finetune, config, reference, frozen, keys.finetune, callback)
-    after, rollout_after = evaluate(config, rl.params, frozen, prompts, keys.eval_sample)
+    after, rollout_after = evaluate(phase1.config, rl.params, frozen, prompts, keys.eval_sample)
     timings["total"] = sum(timings.values())
     return RLHFResult(
         config=config,
