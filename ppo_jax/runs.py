@@ -127,8 +127,8 @@ def plot_curve(path: Path, env_steps: np.ndarray, returns: np.ndarray, seeds: Se
     if len(seeds) > 1:
         for s in range(len(seeds)):
             ax.plot(x, filled[:, s], lw=0.6, alpha=0.35, color="tab:blue")
-    with np.errstate(all="ignore"):
-        mean = np.nanmean(filled, axis=1) if np.isfinite(filled).any() else filled[:, 0]
+    counts = np.isfinite(filled).sum(axis=1)
+    mean = np.where(counts > 0, np.nansum(filled, axis=1) / np.maximum(counts, 1), np.nan)
     ax.plot(x, mean, lw=2.0, color="tab:blue", label=f"mean of {len(seeds)} seed(s)")
     ax.set_xlabel("environment steps")
     ax.set_ylabel("mean episodic return")
