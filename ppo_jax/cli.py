@@ -408,6 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="evaluation seed (default: 0)")
     ev.add_argument("--render", default=None, metavar="OUT.gif", help="also write one episode as an animation")
     ev.set_defaults(func=cmd_eval)
+
+    from ppo_jax.rlhf_cli import add_rlhf_parser
+
+    add_rlhf_parser(sub)
     return parser
 
 
