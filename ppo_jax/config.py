@@ -34,6 +34,9 @@ def _traced(default: float, help: str) -> Any:
 
 
 ACTIVATIONS = ("tanh", "relu", "gelu", "silu")
+OBJECTIVES = ("clip", "kl_penalty", "reinforce", "a2c")
+# Objectives that take one gradient step per rollout (their gradient is only right on-policy).
+ON_POLICY_OBJECTIVES = ("reinforce", "a2c")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +56,8 @@ class PPOConfig:
     normalize_advantages: bool = _static(True, "normalise advantages per minibatch")
     normalize_obs: bool = _static(False, "running observation normalisation (clip ±10)")
     normalize_reward: bool = _static(False, "scale rewards by the running std of the return")
+    objective: str = _static("clip", f"policy objective, one of {', '.join(OBJECTIVES)}")
+    reinforce_baseline: bool = _static(False, "reinforce: subtract a learned V(s) baseline")
     seed: int = _static(0, "random seed (seeds are seed, seed+1, ...)")
     lr: float = _traced(2.5e-4, "Adam learning rate (initial value when annealed)")
     gamma: float = _traced(0.99, "discount factor in [0, 1]")
@@ -62,6 +67,8 @@ class PPOConfig:
     vf_coef: float = _traced(0.5, "value loss coefficient (>= 0)")
     max_grad_norm: float = _traced(0.5, "global gradient-norm clip (> 0)")
     init_log_std: float = _traced(0.0, "initial log-std of the Gaussian policy (continuous)")
+    kl_coef: float = _traced(1.0, "kl_penalty: initial KL coefficient beta (adapted every update)")
+    kl_target: float = _traced(0.01, "kl_penalty: target KL per update (> 0)")
 
     def __post_init__(self):
         validate(self)
@@ -112,6 +119,8 @@ class Hyperparams:
     vf_coef: jax.Array
     max_grad_norm: jax.Array
     init_log_std: jax.Array
+    kl_coef: jax.Array
+    kl_target: jax.Array
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(PPOConfig)}
@@ -128,6 +137,8 @@ TRACED_RANGES: dict[str, tuple[float, float, bool]] = {
     "vf_coef": (0.0, math.inf, True),
     "max_grad_norm": (0.0, math.inf, False),
     "init_log_std": (-math.inf, math.inf, True),
+    "kl_coef": (0.0, math.inf, True),
+    "kl_target": (0.0, math.inf, False),
 }
 
 
@@ -167,8 +178,23 @@ def validate(config: PPOConfig) -> None:
             raise ConfigError("hidden_sizes", f"widths must be positive integers, got {config.hidden_sizes!r}")
     if config.activation not in ACTIVATIONS:
         raise ConfigError("activation", f"must be one of {', '.join(ACTIVATIONS)}, got {config.activation!r}")
-    for name in ("anneal_lr", "clip_value_loss", "normalize_advantages", "normalize_obs", "normalize_reward"):
+    for name in (
+        "anneal_lr",
+        "clip_value_loss",
+        "normalize_advantages",
+        "normalize_obs",
+        "normalize_reward",
+        "reinforce_baseline",
+    ):
         _check_type(name, getattr(config, name), bool)
+    if config.objective not in OBJECTIVES:
+        raise ConfigError("objective", f"must be one of {', '.join(OBJECTIVES)}, got {config.objective!r}")
+    if config.objective in ON_POLICY_OBJECTIVES and (config.num_epochs, config.num_minibatches) != (1, 1):
+        raise ConfigError(
+            "objective",
+            f"{config.objective} takes one gradient step per rollout: set num_epochs=1 and num_minibatches=1 "
+            f"(got {config.num_epochs} and {config.num_minibatches})",
+        )
     if config.batch_size % config.num_minibatches:
         raise ConfigError(
             "num_minibatches",
@@ -223,5 +249,11 @@ ENV_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def default_config(env: str = "CartPole-v1", **overrides: Any) -> PPOConfig:
-    """The shipped config for `env` (tuned where listed in `ENV_DEFAULTS`) with `overrides`."""
-    return PPOConfig().replace(env=env, **{**ENV_DEFAULTS.get(env, {}), **overrides})
+    """The shipped config for `env` (tuned where listed in `ENV_DEFAULTS`) with `overrides`.
+
+    An on-policy `objective` (reinforce, a2c) defaults to one epoch of one minibatch.
+    """
+    fields = {**ENV_DEFAULTS.get(env, {}), **overrides}
+    if fields.get("objective") in ON_POLICY_OBJECTIVES:
+        fields.update({k: overrides.get(k, 1) for k in ("num_epochs", "num_minibatches")})
+    return PPOConfig().replace(env=env, **fields)

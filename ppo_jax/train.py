@@ -18,8 +18,9 @@ from jax import lax
 
 from ppo_jax.config import Hyperparams, PPOConfig
 from ppo_jax.envs import env_spec, make_env
-from ppo_jax.losses import LossInputs, explained_variance, gae, normalize_advantages, ppo_loss
+from ppo_jax.losses import LossInputs, clip_fraction, explained_variance, gae, normalize_advantages, ppo_loss
 from ppo_jax.networks import ActorCritic, log_prob_and_entropy
+from ppo_jax.objectives import a2c_loss, adapt_kl_coef, discounted_returns, kl_penalty_loss, reinforce_loss
 from ppo_jax.rollout import EnvCarry, RolloutContext, reset_envs, rollout
 
 METRIC_NAMES = (
@@ -35,6 +36,7 @@ METRIC_NAMES = (
     "explained_variance",
     "grad_norm",
     "lr",
+    "kl_coef",
     "nonfinite",
 )
 
@@ -50,6 +52,7 @@ class TrainState(NamedTuple):
     env: EnvCarry  # env states, last observations, episode counters, normalisation statistics
     key: jax.Array  # RNG key for the next update
     update: jax.Array  # number of updates done, int32
+    kl_coef: jax.Array  # adaptive KL-penalty coefficient beta (kl_penalty objective; else constant)
 
 
 class Batch(NamedTuple):
@@ -106,35 +109,47 @@ def init_state(ctx: TrainContext, key: jax.Array, hparams: Hyperparams) -> Train
     spec = ctx.rollout.spec
     params = ctx.rollout.network.init(key_net, jnp.zeros((1, *spec.obs_shape), jnp.float32), hparams.init_log_std)
     opt_state = make_optimizer(ctx.config, hparams).init(params)
-    return TrainState(params, opt_state, reset_envs(ctx.rollout, key_env), key, jnp.int32(0))
+    env = reset_envs(ctx.rollout, key_env)
+    return TrainState(params, opt_state, env, key, jnp.int32(0), jnp.asarray(hparams.kl_coef, jnp.float32))
 
 
-def minibatch_loss(ctx: TrainContext, hparams: Hyperparams, params: Any, mb: Batch):
-    """PPO loss of one minibatch under `params`: (loss, metrics)."""
+def minibatch_loss(ctx: TrainContext, hparams: Hyperparams, kl_coef: jax.Array, params: Any, mb: Batch):
+    """Loss of one minibatch under `params` for the configured objective: (loss, metrics)."""
+    cfg = ctx.config
     out = ctx.rollout.network.apply(params, mb.obs, hparams.init_log_std)
     log_prob, entropy = log_prob_and_entropy(out.dist, mb.action, ctx.rollout.spec.discrete)
-    adv = normalize_advantages(mb.advantages) if ctx.config.normalize_advantages else mb.advantages
+    adv = normalize_advantages(mb.advantages) if cfg.normalize_advantages else mb.advantages
     inputs = LossInputs(log_prob, mb.log_prob, entropy, out.value, mb.value, adv, mb.returns)
-    return ppo_loss(inputs, hparams.clip_eps, hparams.vf_coef, hparams.ent_coef, ctx.config.clip_value_loss)
+    if cfg.objective == "clip":
+        loss, metrics = ppo_loss(inputs, hparams.clip_eps, hparams.vf_coef, hparams.ent_coef, cfg.clip_value_loss)
+    elif cfg.objective == "kl_penalty":
+        loss, metrics = kl_penalty_loss(inputs, kl_coef, hparams.vf_coef, hparams.ent_coef)
+    elif cfg.objective == "a2c":
+        loss, metrics = a2c_loss(inputs, hparams.vf_coef, hparams.ent_coef)
+    else:
+        loss, metrics = reinforce_loss(inputs, hparams.vf_coef, hparams.ent_coef, cfg.reinforce_baseline)
+    metrics = {k: metrics[k] for k in ("policy_loss", "value_loss", "entropy", "approx_kl")}
+    metrics["clip_frac"] = clip_fraction(lax.stop_gradient(log_prob), mb.log_prob, hparams.clip_eps)
+    return loss, metrics
 
 
-def minibatch_step(ctx: TrainContext, hparams: Hyperparams, carry, mb: Batch):
+def minibatch_step(ctx: TrainContext, hparams: Hyperparams, kl_coef: jax.Array, carry, mb: Batch):
     """One gradient step on one minibatch. Carry: (params, opt_state)."""
     params, opt_state = carry
-    grads, metrics = jax.grad(functools.partial(minibatch_loss, ctx, hparams), has_aux=True)(params, mb)
+    grads, metrics = jax.grad(functools.partial(minibatch_loss, ctx, hparams, kl_coef), has_aux=True)(params, mb)
     updates, opt_state = make_optimizer(ctx.config, hparams).update(grads, opt_state, params)
     metrics["grad_norm"] = optax.global_norm(grads)
     return (optax.apply_updates(params, updates), opt_state), metrics
 
 
-def epoch_step(ctx: TrainContext, hparams: Hyperparams, batch: Batch, carry, key: jax.Array):
+def epoch_step(ctx: TrainContext, hparams: Hyperparams, kl_coef: jax.Array, batch: Batch, carry, key: jax.Array):
     """One pass over the batch in shuffled minibatches, each sample used once."""
     cfg = ctx.config
     perm = jax.random.permutation(key, cfg.batch_size)
     shuffled = jax.tree.map(
         lambda x: jnp.take(x, perm, axis=0).reshape(cfg.num_minibatches, cfg.minibatch_size, *x.shape[1:]), batch
     )
-    return lax.scan(functools.partial(minibatch_step, ctx, hparams), carry, shuffled)
+    return lax.scan(functools.partial(minibatch_step, ctx, hparams, kl_coef), carry, shuffled)
 
 
 def make_batch(ctx: TrainContext, hparams: Hyperparams, params: Any, traj) -> Batch:
@@ -143,6 +158,8 @@ def make_batch(ctx: TrainContext, hparams: Hyperparams, params: Any, traj) -> Ba
     adv, ret = gae(
         traj.reward, traj.value, next_values, traj.terminated, traj.truncated, hparams.gamma, hparams.gae_lambda
     )
+    if ctx.config.objective == "reinforce":  # Monte-Carlo return within the rollout, no bootstrap
+        ret = discounted_returns(traj.reward, traj.terminated, traj.truncated, hparams.gamma)
     flat = lambda x: x.reshape(ctx.config.batch_size, *x.shape[2:])  # noqa: E731
     return Batch(*map(flat, (traj.obs, traj.action, traj.log_prob, traj.value, adv, ret)))
 
@@ -174,11 +191,14 @@ def update_step(ctx: TrainContext, hparams: Hyperparams, state: TrainState, _=No
     key, key_roll, key_epochs = jax.random.split(state.key, 3)
     env, traj, episodes = rollout(ctx.rollout, state.params, hparams, state.env, key_roll)
     batch = make_batch(ctx, hparams, state.params, traj)
-    epoch = functools.partial(epoch_step, ctx, hparams, batch)
+    epoch = functools.partial(epoch_step, ctx, hparams, state.kl_coef, batch)
     (params, opt_state), losses = lax.scan(
         epoch, (state.params, state.opt_state), jax.random.split(key_epochs, cfg.num_epochs)
     )
     update = state.update + 1
+    kl_coef = state.kl_coef
+    if cfg.objective == "kl_penalty":  # PPO paper §4: adapt beta to the KL of the last epoch
+        kl_coef = adapt_kl_coef(kl_coef, jnp.mean(losses["approx_kl"][-1]), hparams.kl_target)
     nonfinite = nonfinite_code(losses, params, traj)
     has_ep = episodes.count > 0
     metrics = {name: jnp.mean(value) for name, value in losses.items()}
@@ -189,9 +209,10 @@ def update_step(ctx: TrainContext, hparams: Hyperparams, state: TrainState, _=No
         episodes=episodes.count,
         explained_variance=explained_variance(batch.value, batch.returns),
         lr=current_lr(cfg, hparams, state.update),
+        kl_coef=state.kl_coef,
         nonfinite=nonfinite,
     )
-    return TrainState(params, opt_state, env, key, update), metrics
+    return TrainState(params, opt_state, env, key, update, kl_coef), metrics
 
 
 class TrainResult(NamedTuple):
