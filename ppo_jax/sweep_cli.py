@@ -1,0 +1,439 @@
+"""The `ppo-jax sweep` command: seeds × hyperparameters in one compiled program, a ranked table,
+and a sweep folder (sweep.json, per-run metrics.csv, curves.png, sensitivity plots).
+
+Runnable on its own as `python -m ppo_jax.sweep_cli [FLAGS]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ppo_jax.cli import add_config_flags, config_from_args
+from ppo_jax.config import TRACED_FIELDS, ConfigError
+
+DESCRIPTION = (
+    "Train a grid or a random search of traced hyperparameters × seeds as one compiled program "
+    "(jax.vmap over runs). Writes sweep.json, runs/<configuration>/seed<N>/metrics.csv, curves.png "
+    "and sensitivity_<field>.png to the sweep folder and prints a table ranked by the IQM of the "
+    "final return over seeds, with a 95% stratified-bootstrap confidence interval."
+)
+EPILOG = """examples:
+  ppo-jax sweep --env CartPole-v1 --seeds 16 --grid lr=1e-4,3e-4,1e-3 --grid clip_eps=0.1,0.2,0.3
+  ppo-jax sweep --random "lr=loguniform(1e-5,1e-2)" --random "ent_coef=uniform(0,0.05)" --samples 32
+Only traced fields can be swept (lr, gamma, gae_lambda, clip_eps, ent_coef, vf_coef, max_grad_norm,
+init_log_std); static fields (num_envs, num_steps, network sizes, env, ...) are set once per sweep."""
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    """The sweep's own flags plus one flag per `PPOConfig` field (the base configuration)."""
+    group = parser.add_argument_group("sweep")
+    group.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2,...",
+        help="values of one traced field; repeat for a Cartesian grid",
+    )
+    group.add_argument(
+        "--random",
+        action="append",
+        default=[],
+        metavar="NAME=DIST(LOW,HIGH)",
+        help="random search over one traced field: uniform(a,b) or loguniform(a,b); repeat per field",
+    )
+    group.add_argument("--samples", type=int, default=0, help="random-search configurations to draw")
+    group.add_argument("--sample-seed", type=int, default=None, help="seed of the random search (default: --seed)")
+    group.add_argument(
+        "--seeds", type=int, default=8, help="seeds per configuration: --seed, --seed+1, ... (default: 8)"
+    )
+    group.add_argument(
+        "--max-parallel",
+        type=int,
+        default=None,
+        metavar="K",
+        help="runs per batch through the compiled program (default: as many as fit in half the free memory)",
+    )
+    group.add_argument("--out", default=None, help="sweep folder (default: sweeps/<env>-<timestamp>)")
+    group.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files per run")
+    group.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals")
+    group.add_argument("--bootstrap-reps", type=int, default=10_000, help="bootstrap replicates (default: 10000)")
+    group.add_argument("--quiet", action="store_true", help="no live progress line")
+    add_config_flags(parser)
+
+
+def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
+    """Register `sweep` on the `ppo-jax` subcommand parsers; it runs `sweep_main`."""
+    parser = subparsers.add_parser(
+        "sweep",
+        help="train seeds × hyperparameters in one compiled program; ranked table and plots",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_sweep_arguments(parser)
+    parser.set_defaults(func=sweep_main)
+    return parser
+
+
+class SweepProgressBar:
+    """Host callback: one live line with runs and updates done, env steps and aggregate env-steps/s."""
+
+    def __init__(self, stream=sys.stderr, min_interval: float = 0.2):
+        self.stream = stream
+        self.live = stream.isatty()
+        self.min_interval = min_interval if self.live else 5.0
+        self.start: float | None = None  # time and steps at the first update: the rate excludes it
+        self.start_steps = 0
+        self.last_print = 0.0
+
+    def __call__(self, p) -> None:
+        now = time.perf_counter()
+        if self.start is None:
+            self.start, self.start_steps = now, p.env_steps_done
+        done = p.updates_done >= p.total_updates
+        if now - self.last_print >= self.min_interval or done:
+            self.last_print = now
+            self.show(p, now, done)
+
+    def show(self, p, now: float, done: bool) -> None:
+        elapsed = now - (self.start or now)
+        rate = (p.env_steps_done - self.start_steps) / elapsed if elapsed > 0 else 0.0
+        left = p.total_env_steps - p.env_steps_done
+        eta = f" | ETA {_duration(left / rate)}" if rate > 0 and not done else ""
+        batch = f" | batch {p.batch + 1}/{p.num_batches}" if p.num_batches > 1 else ""
+        line = (
+            f"runs {p.runs_done:>4}/{p.num_runs} | updates {p.updates_done:>9,}/{p.total_updates:,} "
+            f"({100 * p.updates_done / p.total_updates:5.1f}%) | {_si(p.env_steps_done)}/{_si(p.total_env_steps)} "
+            f"steps | {rate:>10,.0f} steps/s{batch}{eta}"
+        )
+        self.stream.write(line + ("\r" if self.live and not done else "\n"))
+        self.stream.flush()
+
+
+def _si(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return f"{n:.0f}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def _fmt(value: float) -> str:
+    return "nan" if not math.isfinite(value) else f"{value:.1f}"
+
+
+def format_table(result) -> str:
+    """The ranked table: one row per configuration, best IQM first."""
+    pct = f"{round(100 * result.confidence):d}% CI"
+    header = ["rank", *result.names, "final mean", "IQM", pct, "AUC"]
+    rows = []
+    for position, c in enumerate(result.ranking, start=1):
+        s = result.summaries[c]
+        values = [f"{s.hyperparams[n]:.4g}" for n in result.names]
+        ci = f"[{_fmt(s.ci_low)}, {_fmt(s.ci_high)}]"
+        rows.append([str(position), *values, _fmt(s.final_return_mean), _fmt(s.iqm), ci, _fmt(s.auc)])
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    left = {i for i, h in enumerate(header) if h == pct}
+    lines = []
+    for row in [header, *rows]:
+        cells = [
+            cell.ljust(w) if i in left else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def run_dir_name(index: int, hyperparams: dict[str, float]) -> str:
+    """Folder name of a configuration, e.g. c03_lr=0.0003_clip_eps=0.1."""
+    parts = [f"c{index:02d}", *(f"{n}={v:.4g}" for n, v in hyperparams.items())]
+    return re.sub(r"[^A-Za-z0-9=._+-]", "_", "_".join(parts))
+
+
+def sweep_record(result, search: dict, extra: dict) -> dict:
+    """The content of sweep.json: per configuration (ranked) its values and statistics, plus timings."""
+    configurations = []
+    for position, c in enumerate(result.ranking, start=1):
+        s = result.summaries[c]
+        configurations.append(
+            {
+                "rank": position,
+                "index": c,
+                "hyperparams": s.hyperparams,
+                "run_dir": f"runs/{run_dir_name(c, s.hyperparams)}",
+                "final_returns": s.final_returns.tolist(),
+                "final_return_mean": s.final_return_mean,
+                "iqm": s.iqm,
+                "ci_low": s.ci_low,
+                "ci_high": s.ci_high,
+                "auc": s.auc,
+            }
+        )
+    total_steps = len(result.configurations) * len(result.seeds) * result.config.env_steps
+    return {
+        "env": result.config.env,
+        "swept": list(result.names),
+        "search": search,
+        "seeds": list(result.seeds),
+        "num_configurations": len(result.configurations),
+        "num_runs": len(result.configurations) * len(result.seeds),
+        "total_timesteps_per_run": result.config.env_steps,
+        "num_updates": result.config.num_updates,
+        "statistics": {
+            "final_return": "mean episodic return over the last 10% of updates, per seed",
+            "iqm": "interquartile mean of final_returns over seeds (25% trimmed each side, scipy trim_mean)",
+            "ci": f"{result.confidence:g} percentile bootstrap of the IQM over seeds",
+            "auc": "mean over seeds of the area under the return curve divided by its env-step span",
+        },
+        "confidence": result.confidence,
+        "configurations": configurations,
+        "compiles": result.compiles,
+        "compile_seconds": result.compile_seconds,
+        "run_seconds": result.run_seconds,
+        "wall_seconds": result.wall_seconds,
+        "env_steps_per_second": result.env_steps_per_second,
+        "total_env_steps": total_steps,
+        "max_parallel": result.max_parallel,
+        "num_batches": result.num_batches,
+        "program_bytes": result.program_bytes,
+        "config": result.config.to_dict(),
+        **extra,
+    }
+
+
+def write_run_files(out: Path, result, tensorboard: bool) -> None:
+    """runs/<configuration>/seed<N>/metrics.csv (the `ppo-jax train` format), and event files."""
+    from ppo_jax import runs
+
+    for c, point in enumerate(result.configurations):
+        for s, seed in enumerate(result.seeds):
+            run_dir = out / "runs" / run_dir_name(c, point) / f"seed{seed}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            metrics = {n: v[:, c, s, None] for n, v in result.metrics.items()}
+            runs.write_metrics_csv(run_dir / "metrics.csv", metrics, [seed])
+            if tensorboard:
+                write_tensorboard(
+                    run_dir, metrics, {**{n: float(getattr(result.config, n)) for n in TRACED_FIELDS}, **point}
+                )
+
+
+def write_tensorboard(run_dir: Path, metrics: dict[str, np.ndarray], hparams: dict[str, float]) -> None:
+    """Scalars train/<metric> against env steps (updates with no finished episode skip the return)."""
+    from tensorboardX import SummaryWriter
+
+    steps = np.asarray(metrics["env_steps"])[:, 0].astype(np.int64)
+    with SummaryWriter(logdir=str(run_dir)) as writer:
+        writer.add_text("hyperparams", ", ".join(f"{k}={v:.6g}" for k, v in hparams.items()), 0)
+        for name, values in metrics.items():
+            if name == "env_steps":
+                continue
+            for step, value in zip(steps, np.asarray(values)[:, 0], strict=True):
+                if math.isfinite(float(value)):
+                    writer.add_scalar(f"train/{name}", float(value), int(step))
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(path: Path, result, top: int = 5) -> None:
+    """Mean return over seeds per configuration with a pointwise bootstrap CI band.
+
+    With more than `top` configurations only the best `top` are coloured and banded; the others
+    are thin grey lines.
+    """
+    from ppo_jax import stats
+    from ppo_jax.sweep import learning_curves
+
+    plt = _pyplot()
+    x, curves = learning_curves(result)  # [P], [P, C, S]
+    fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=110)
+    shown = list(result.ranking[:top])
+    handles: dict[int, object] = {}
+    colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, max(len(shown), 1)))
+    for c in result.ranking[::-1]:
+        y = curves[:, c, :]
+        ok = np.isfinite(y).all(axis=0)
+        if not ok.any():
+            continue
+        if c not in shown:
+            ax.plot(x, np.nanmean(y, axis=1), lw=0.6, color="0.7", zorder=1)
+            continue
+        mean, low, high = stats.pointwise_bootstrap_ci(
+            np.where(np.isfinite(y), y, np.nan)[:, ok], confidence=result.confidence, reps=1000
+        )
+        colour = colours[shown.index(c)]
+        label = ", ".join(f"{n}={result.summaries[c].hyperparams[n]:.3g}" for n in result.names)
+        ax.fill_between(x, low, high, color=colour, alpha=0.2, lw=0, zorder=2)
+        (line,) = ax.plot(x, mean, lw=1.8, color=colour, label=f"#{shown.index(c) + 1} {label}", zorder=3)
+        handles[shown.index(c)] = line
+    extra = f"; top {top} of {len(result.configurations)} coloured" if len(result.configurations) > top else ""
+    ax.set_title(
+        f"{result.config.env}: mean of {len(result.seeds)} seeds, "
+        f"{round(100 * result.confidence)}% bootstrap CI{extra}",
+        fontsize=10,
+    )
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("episodic return")
+    ax.grid(alpha=0.3)
+    if handles:
+        ax.legend(handles=[handles[i] for i in sorted(handles)], loc="best", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_sensitivity(path: Path, result, name: str) -> None:
+    """Final-return IQM with its CI against the value of `name`, one line per setting of the other
+    swept fields (grid), or one point per configuration (random search)."""
+    plt = _pyplot()
+    others = [n for n in result.names if n != name]
+    groups: dict[tuple, list] = {}
+    for s in result.summaries:
+        groups.setdefault(tuple(s.hyperparams[n] for n in others), []).append(s)
+    as_lines = max(len(g) for g in groups.values()) > 1
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    colours = plt.get_cmap("tab10")
+    for i, (key, members) in enumerate(sorted(groups.items())):
+        members.sort(key=lambda s: s.hyperparams[name])
+        x = np.array([s.hyperparams[name] for s in members])
+        y = np.array([s.iqm for s in members])
+        err = np.array([[s.iqm - s.ci_low for s in members], [s.ci_high - s.iqm for s in members]])
+        label = ", ".join(f"{n}={v:.3g}" for n, v in zip(others, key, strict=True)) if others and as_lines else None
+        colour = colours(i % 10) if as_lines else "tab:blue"
+        ax.errorbar(x, y, yerr=err, fmt="o-" if as_lines else "o", color=colour, capsize=3, ms=4, lw=1.2, label=label)
+    values = np.array([s.hyperparams[name] for s in result.summaries])
+    if (values > 0).all() and values.max() / values.min() >= 10:
+        ax.set_xscale("log")
+    ax.set_xlabel(name)
+    ax.set_ylabel(f"IQM of final return ({round(100 * result.confidence)}% CI)")
+    ax.set_title(f"{result.config.env}: sensitivity to {name} ({len(result.seeds)} seeds each)", fontsize=10)
+    ax.grid(alpha=0.3)
+    if as_lines and others and len(groups) <= 10:
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _print_err(message: str) -> None:
+    sys.stderr.write(f"ppo-jax sweep: error: {message}\n")
+
+
+def _search(args: argparse.Namespace, grid: dict, dists: dict, sample_seed: int) -> dict:
+    search: dict = {}
+    if grid:
+        search["grid"] = {n: list(v) for n, v in grid.items()}
+    if dists:
+        search["random"] = {n: str(d) for n, d in dists.items()}
+        search["samples"] = args.samples
+        search["sample_seed"] = sample_seed
+    return search
+
+
+def _check_tensorboard() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboardX") is None:
+        raise ConfigError(
+            "tensorboard",
+            "needs the tensorboardX package: pip install 'ppo_jax[tensorboard]' (CSV and JSON are always written)",
+        )
+
+
+def run_sweep_command(args: argparse.Namespace) -> int:
+    """`ppo-jax sweep`: validate everything, compile once, train, then write the sweep folder."""
+    import jax
+
+    from ppo_jax import runs
+    from ppo_jax.sweep import make_configurations, parse_grid, parse_random, plan_sweep, run_sweep
+
+    config = config_from_args(args)
+    grid, dists = parse_grid(args.grid), parse_random(args.random)
+    sample_seed = config.seed if args.sample_seed is None else args.sample_seed
+    configurations = make_configurations(grid, dists, args.samples, sample_seed)
+    if args.tensorboard:
+        _check_tensorboard()
+    if not 0.0 < args.confidence < 1.0:
+        raise ConfigError("confidence", f"must be in (0, 1), got {args.confidence}")
+    if args.bootstrap_reps < 1:
+        raise ConfigError("bootstrap_reps", f"must be a positive integer, got {args.bootstrap_reps}")
+    plan = plan_sweep(config, configurations, args.seeds, args.max_parallel)  # all checks, no compile
+    out = runs.prepare_dir(args.out or runs.default_run_dir(config.env, root="sweeps"))
+    batches = f"{plan.num_batches} batches of {plan.max_parallel}" if plan.num_batches > 1 else "one batch"
+    print(
+        f"sweeping {config.env}: {len(plan.configurations)} configurations x {len(plan.seeds)} seeds = "
+        f"{plan.num_runs} runs x {config.env_steps:,} steps ({batches}) -> {out}\ncompiling one program ...",
+        flush=True,
+    )
+    result = run_sweep(plan, None if args.quiet else SweepProgressBar(), args.confidence, args.bootstrap_reps)
+    print(
+        f"compiled {result.compiles} program{'s' if result.compiles != 1 else ''} in {result.compile_seconds:.1f} s | "
+        f"ran {plan.num_runs} runs in {result.run_seconds:.1f} s | {result.env_steps_per_second:,.0f} env-steps/s"
+    )
+
+    t0 = time.perf_counter()
+    write_run_files(out, result, args.tensorboard)
+    plot_curves(out / "curves.png", result)
+    for name in result.names:
+        plot_sensitivity(out / f"sensitivity_{name}.png", result, name)
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    extra = {
+        "bootstrap_reps": args.bootstrap_reps,
+        "peak_rss_bytes": peak_rss,
+        "write_seconds": time.perf_counter() - t0,
+        "backend": jax.default_backend(),
+        "devices": len(jax.devices()),
+    }
+    runs.write_json(out / "sweep.json", sweep_record(result, _search(args, grid, dists, sample_seed), extra))
+    print(format_table(result))
+    print(f"peak memory (RSS) {peak_rss / 2**20:,.0f} MiB\nsweep folder: {out}")
+    return 0
+
+
+def sweep_main(args: argparse.Namespace) -> int:
+    """Entry point for `ppo-jax sweep`; prints a one-line error and returns 2 (bad input) or 1 (I/O)."""
+    try:
+        return run_sweep_command(args)
+    except ConfigError as err:
+        _print_err(str(err))
+        return 2
+    except OSError as err:
+        _print_err(str(err))
+        return 1
+    except KeyboardInterrupt:
+        _print_err("interrupted")
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="ppo-jax sweep",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_sweep_arguments(parser)
+    return sweep_main(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
