@@ -354,6 +354,7 @@ class ConfigSummary(NamedTuple):
     ci_low: float  # percentile-bootstrap CI of the IQM over seeds
     ci_high: float
     auc: float  # mean over seeds of the normalised area under the learning curve
+    nonfinite: int  # seeds in which some update produced NaN/Inf (see `train.NONFINITE_FLAGS`)
 
 
 class SweepResult(NamedTuple):
@@ -404,7 +405,8 @@ def summarize(
             mean = point_iqm = low = high = math.nan
         aucs = stats.area_under_curve(steps[:, c, 0], returns[:, c, :])
         auc = float(np.mean(aucs[np.isfinite(aucs)])) if np.isfinite(aucs).any() else math.nan
-        out.append(ConfigSummary(c, dict(point), per_seed, mean, point_iqm, low, high, auc))
+        bad = int((np.asarray(metrics["nonfinite"])[:, c, :] > 0).any(axis=0).sum()) if "nonfinite" in metrics else 0
+        out.append(ConfigSummary(c, dict(point), per_seed, mean, point_iqm, low, high, auc, bad))
     return tuple(out)
 
 
@@ -436,11 +438,15 @@ class _CompileCounter:
     """Counts XLA backend compilations while active (a `jax.monitoring` listener)."""
 
     def __init__(self):
-        self.count = 0
+        self.names: list[str] = []  # names of the compiled functions, in order
+
+    @property
+    def count(self) -> int:
+        return len(self.names)
 
     def __call__(self, event: str, duration: float, *args, **kwargs) -> None:
         if event == _BACKEND_COMPILE_EVENT:
-            self.count += 1
+            self.names.append(str(kwargs.get("fun_name", "?")))
 
     def __enter__(self) -> _CompileCounter:
         jax.monitoring.register_event_duration_secs_listener(self)

@@ -180,6 +180,7 @@ def sweep_record(result, search: dict, extra: dict) -> dict:
                 "ci_low": s.ci_low,
                 "ci_high": s.ci_high,
                 "auc": s.auc,
+                "nonfinite_seeds": s.nonfinite,
             }
         )
     total_steps = len(result.configurations) * len(result.seeds) * result.config.env_steps
@@ -405,6 +406,9 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     }
     runs.write_json(out / "sweep.json", sweep_record(result, _search(args, grid, dists, sample_seed), extra))
     print(format_table(result))
+    bad = [s for s in result.summaries if s.nonfinite]
+    if bad:
+        print(f"warning: {sum(s.nonfinite for s in bad)} run(s) in {len(bad)} configuration(s) produced NaN/Inf")
     print(f"peak memory (RSS) {peak_rss / 2**20:,.0f} MiB\nsweep folder: {out}")
     return 0
 
