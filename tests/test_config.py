@@ -1,0 +1,135 @@
+"""Bad input is refused with a `ConfigError` naming the culprit, before anything is compiled."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import ppo_jax
+from ppo_jax import ConfigError, PPOConfig
+
+# (field, value): every value is invalid for its field on top of the default PPOConfig.
+BAD_FIELDS = [
+    ("num_envs", 0),
+    ("num_envs", -4),
+    ("num_steps", 0),
+    ("num_steps", -1),
+    ("num_epochs", 0),
+    ("num_minibatches", 0),
+    ("num_minibatches", -2),
+    ("num_minibatches", 3),  # 4 * 128 = 512 is not divisible by 3
+    ("num_minibatches", 1024),  # more minibatches than samples
+    ("total_timesteps", 0),
+    ("total_timesteps", 511),  # less than one batch of 4 * 128
+    ("gamma", -0.01),
+    ("gamma", 1.01),
+    ("gamma", math.nan),
+    ("gae_lambda", -0.5),
+    ("gae_lambda", 1.5),
+    ("clip_eps", 0.0),
+    ("clip_eps", -0.2),
+    ("ent_coef", -0.01),
+    ("vf_coef", -1.0),
+    ("max_grad_norm", 0.0),
+    ("max_grad_norm", -0.5),
+    ("lr", 0.0),
+    ("lr", -1e-3),
+    ("lr", math.inf),
+    ("activation", "sigmoid"),
+    ("activation", ""),
+    ("hidden_sizes", ()),
+    ("hidden_sizes", (64, 0)),
+    ("hidden_sizes", (64, -8)),
+    ("hidden_sizes", [64, 64]),
+    ("hidden_sizes", (64.0, 64)),
+    ("hidden_sizes", (True, 64)),
+    ("hidden_sizes", 64),
+    ("num_envs", 4.0),
+    ("num_envs", "4"),
+    ("num_envs", True),
+    ("num_steps", None),
+    ("total_timesteps", 5e5),
+    ("gamma", "0.99"),
+    ("gamma", None),
+    ("clip_eps", True),
+    ("anneal_lr", "yes"),
+    ("normalize_obs", 1),
+    ("env", 3),
+    ("seed", -1),
+    ("seed", 1.5),
+]
+
+
+@pytest.mark.parametrize("field,value", BAD_FIELDS, ids=[f"{f}={v!r}" for f, v in BAD_FIELDS])
+def test_invalid_field_raises_config_error_naming_it(field, value, no_compiles):
+    with no_compiles(), pytest.raises(ConfigError) as err:
+        PPOConfig(**{field: value})
+    assert err.value.field == field
+    assert field in str(err.value)
+
+
+@pytest.mark.parametrize("field,value", BAD_FIELDS[:12], ids=[f"{f}={v!r}" for f, v in BAD_FIELDS[:12]])
+def test_replace_and_default_config_validate_too(field, value, no_compiles):
+    with no_compiles(), pytest.raises(ConfigError) as err:
+        PPOConfig().replace(**{field: value})
+    assert err.value.field == field
+    with no_compiles(), pytest.raises(ConfigError) as err:
+        ppo_jax.default_config("CartPole-v1", **{field: value})
+    assert err.value.field == field
+
+
+def test_config_error_is_a_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_unknown_field_is_refused(no_compiles):
+    with no_compiles(), pytest.raises(ConfigError) as err:
+        PPOConfig().replace(learning_rate=1e-3)
+    assert err.value.field == "learning_rate"
+
+
+def test_valid_edge_values_are_accepted():
+    cfg = PPOConfig(gamma=0.0, gae_lambda=1.0, ent_coef=0.0, vf_coef=0.0, num_envs=1, num_steps=4, num_minibatches=4)
+    assert cfg.minibatch_size == 1
+    assert PPOConfig(gamma=1, lr=1).gamma == 1  # ints are fine where floats are expected
+    assert PPOConfig(total_timesteps=512).num_updates == 1
+
+
+def test_derived_sizes():
+    cfg = PPOConfig(num_envs=8, num_steps=16, num_minibatches=4, total_timesteps=1000)
+    assert cfg.batch_size == 128
+    assert cfg.minibatch_size == 32
+    assert cfg.num_updates == 7
+    assert cfg.env_steps == 7 * 128
+
+
+def test_config_is_frozen():
+    cfg = PPOConfig()
+    with pytest.raises(AttributeError):
+        cfg.lr = 1.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("name,close", [("CartPole-v2", "CartPole-v1"), ("pendulum-v1", "Pendulum-v1")])
+def test_unknown_env_lists_close_matches(name, close, no_compiles):
+    with no_compiles(), pytest.raises(ConfigError) as err:
+        ppo_jax.make_env(name)
+    assert err.value.field == "env"
+    assert close in str(err.value)
+    assert name in str(err.value)
+
+
+def test_make_train_refuses_unknown_env_id(no_compiles):
+    with no_compiles(), pytest.raises(ConfigError) as err:
+        ppo_jax.make_train(PPOConfig(env="Cartpole-v1"))
+    assert err.value.field == "env"
+    assert "CartPole-v1" in str(err.value)
+
+
+@pytest.mark.parametrize("env_fixture", ["dict_action_env", "matrix_action_env"])
+def test_make_train_refuses_unsupported_action_space(env_fixture, request, no_compiles):
+    env = request.getfixturevalue(env_fixture)
+    cfg = PPOConfig(num_envs=2, num_steps=8, total_timesteps=16)
+    with no_compiles(), pytest.raises(ConfigError) as err:
+        ppo_jax.make_train(cfg, env=env, env_params=env.default_params)
+    assert err.value.field == "env"
