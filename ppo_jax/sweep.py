@@ -4,9 +4,9 @@ A sweep is C configurations (values of traced `Hyperparams` fields) × S seeds =
 r = c·S + s trains configuration c from key `jax.random.key(seeds[s])`, the run that
 `ppo-jax train --seed seeds[s]` with those values trains (equal up to float32 rounding, which
 depends on the batch size). All R runs go through one program, `jax.vmap`-ed over a
-`Hyperparams` pytree with leaves [K] and K keys; when R runs do
-not fit in memory they are run K at a time through that same compiled program (the last batch
-padded), so the number of compiles does not grow with the number of batches.
+`Hyperparams` pytree with leaves [K] and K keys; when R runs do not fit in memory they are run
+K at a time through that same compiled program (the last batch padded), so the number of
+compiles does not grow with the number of batches.
 
 Only traced fields can be swept: static fields (`STATIC_FIELDS`) set array shapes or Python
 branches and are compiled into the program. Every mistake raises `ConfigError` before compiling.
@@ -434,7 +434,7 @@ def learning_curves(result: SweepResult, points: int = 250) -> tuple[np.ndarray,
 # Running
 
 
-class _CompileCounter:
+class CompileCounter:
     """Counts XLA backend compilations while active (a `jax.monitoring` listener)."""
 
     def __init__(self):
@@ -448,7 +448,7 @@ class _CompileCounter:
         if event == _BACKEND_COMPILE_EVENT:
             self.names.append(str(kwargs.get("fun_name", "?")))
 
-    def __enter__(self) -> _CompileCounter:
+    def __enter__(self) -> CompileCounter:
         jax.monitoring.register_event_duration_secs_listener(self)
         return self
 
@@ -628,7 +628,7 @@ def run_sweep(
     if callback is not None:
         tracker = _BatchTracker(callback, plan.num_runs, config.num_updates, config.batch_size, size)
     ctx = plan.ctx._replace(callback=tracker)
-    with _CompileCounter() as counter:
+    with CompileCounter() as counter:
         t0 = time.perf_counter()
         compiled = _compile(plan, ctx, size)
         budget = device_memory_bytes() // 2

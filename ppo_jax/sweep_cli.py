@@ -367,6 +367,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     from ppo_jax import runs
     from ppo_jax.sweep import make_configurations, parse_grid, parse_random, plan_sweep, run_sweep
 
+    t_start = time.perf_counter()
     config = config_from_args(args)
     grid, dists = parse_grid(args.grid), parse_random(args.random)
     sample_seed = config.seed if args.sample_seed is None else args.sample_seed
@@ -401,6 +402,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         "bootstrap_reps": args.bootstrap_reps,
         "peak_rss_bytes": peak_rss,
         "write_seconds": time.perf_counter() - t0,
+        "command_wall_seconds": time.perf_counter() - t_start,
         "backend": jax.default_backend(),
         "devices": len(jax.devices()),
     }

@@ -12,8 +12,8 @@ import pytest
 from ppo_jax import cli, stats, sweep_cli
 from ppo_jax.config import TRACED_FIELDS, ConfigError, default_config
 from ppo_jax.sweep import (
+    CompileCounter,
     Distribution,
-    _CompileCounter,
     check_configurations,
     choose_max_parallel,
     grid_configurations,
@@ -149,7 +149,7 @@ def test_grid_times_random_samples():
     ],
 )
 def test_plan_rejects_bad_sweeps_before_compiling(grid, field, words):
-    with _CompileCounter() as counter, pytest.raises(ConfigError) as err:
+    with CompileCounter() as counter, pytest.raises(ConfigError) as err:
         plan_sweep(tiny(), grid, seeds=2)
     assert "_program" not in counter.names  # (resolving the env may compile tiny helpers)
     assert err.value.field == field
