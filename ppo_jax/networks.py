@@ -13,14 +13,49 @@ from typing import NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax import lax
 
 _ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu}
 _SQRT2 = 2.0**0.5
 _LOG_2PI = float(jnp.log(2.0 * jnp.pi))
 
 
+def polar_orthogonal(a: jax.Array, iterations: int = 64) -> jax.Array:
+    """The orthogonal polar factor U = A (AᵀA)^(−1/2) of a matrix A [m, n] by Newton–Schulz:
+
+        X_0 = A / ‖A‖_F,   X_{k+1} = 1.5·X_k − 0.5·X_k X_kᵀ X_k
+
+    Every singular value of X_0 lies in (0, 1] and is mapped towards 1 (×1.5 while small, then
+    quadratically), so X_k → U. For Gaussian A, U is Haar-distributed, like the Q of a QR
+    factorisation with sign correction. Only matrix products: no LAPACK call, so batching the
+    initialisation over seeds under `jax.vmap` stays plain XLA (a batched LAPACK QR deadlocked
+    the CPU runtime's thread pool on 2-core machines).
+    """
+    wide = a.shape[0] < a.shape[1]
+    x = a.T if wide else a  # iterate on the tall orientation: XᵀX is the smaller Gram matrix
+    x = x / jnp.linalg.norm(x)
+
+    def body(_, x):
+        return 1.5 * x - 0.5 * x @ (x.T @ x)
+
+    x = lax.fori_loop(0, iterations, body, x)
+    return x.T if wide else x
+
+
+def orthogonal(gain: float = 1.0):
+    """Flax initializer: `gain` × a random orthogonal matrix (rows or columns orthonormal)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        rows, cols = int(np.prod(shape[:-1])), shape[-1]
+        a = jax.random.normal(key, (rows, cols), jnp.float32)
+        return (gain * polar_orthogonal(a)).reshape(shape).astype(dtype)
+
+    return init
+
+
 def _dense(features: int, gain: float, name: str) -> nn.Dense:
-    return nn.Dense(features, kernel_init=nn.initializers.orthogonal(gain), bias_init=nn.initializers.zeros, name=name)
+    return nn.Dense(features, kernel_init=orthogonal(gain), bias_init=nn.initializers.zeros, name=name)
 
 
 class MLP(nn.Module):
