@@ -41,21 +41,24 @@ class EnvSpec(NamedTuple):
 
 
 def env_spec(env: Any, env_params: Any) -> EnvSpec:
-    """Read the observation shape and action space; raise `ConfigError` for unsupported spaces."""
+    """Read the observation shape and action space; raise `ConfigError` for unsupported spaces.
+
+    Traces `env.reset` abstractly (`jax.eval_shape`): nothing is compiled.
+    """
     space = env.action_space(env_params)
-    obs, _ = jax.eval_shape(env.reset, jax.random.key(0), env_params)
+    if not isinstance(space, (spaces.Discrete, spaces.Box)):
+        raise ConfigError("env", f"action space {type(space).__name__} is not supported; allowed: Discrete, Box")
+    if isinstance(space, spaces.Box) and len(tuple(space.shape)) > 1:
+        raise ConfigError("env", f"Box action spaces must be 0- or 1-dimensional, got shape {tuple(space.shape)}")
+    obs, _ = jax.eval_shape(lambda: env.reset(jax.random.key(0), env_params))
     obs_shape = tuple(obs.shape)
     if isinstance(space, spaces.Discrete):
         return EnvSpec(obs_shape, True, int(space.n), (), None, None)
-    if isinstance(space, spaces.Box):
-        shape = tuple(space.shape)
-        if len(shape) > 1:
-            raise ConfigError("env", f"Box action spaces must be 0- or 1-dimensional, got shape {shape}")
-        dim = int(np.prod(shape)) if shape else 1
-        low = tuple(np.broadcast_to(np.asarray(space.low, np.float32), (dim,)).tolist())
-        high = tuple(np.broadcast_to(np.asarray(space.high, np.float32), (dim,)).tolist())
-        return EnvSpec(obs_shape, False, dim, shape, low, high)
-    raise ConfigError("env", f"action space {type(space).__name__} is not supported; allowed: Discrete, Box")
+    shape = tuple(space.shape)
+    dim = int(np.prod(shape)) if shape else 1
+    low = tuple(np.broadcast_to(np.asarray(space.low, np.float32), (dim,)).tolist())
+    high = tuple(np.broadcast_to(np.asarray(space.high, np.float32), (dim,)).tolist())
+    return EnvSpec(obs_shape, False, dim, shape, low, high)
 
 
 def env_action(action: jax.Array, spec: EnvSpec) -> jax.Array:
@@ -63,7 +66,9 @@ def env_action(action: jax.Array, spec: EnvSpec) -> jax.Array:
     0-d Box spaces); the unclipped action stays in the rollout buffer."""
     if spec.discrete:
         return action
-    clipped = jnp.clip(action, jnp.asarray(spec.action_low), jnp.asarray(spec.action_high))
+    low = jnp.broadcast_to(jnp.asarray(spec.action_low, action.dtype), action.shape)
+    high = jnp.broadcast_to(jnp.asarray(spec.action_high, action.dtype), action.shape)
+    clipped = jnp.clip(action, low, high)
     return clipped.reshape(*action.shape[:-1], *spec.action_shape)
 
 
@@ -92,8 +97,10 @@ def update_running_stats(stats: RunningStats, batch: jax.Array) -> RunningStats:
 
 
 def normalize(x: jax.Array, stats: RunningStats) -> jax.Array:
-    """clip((x − μ) / √(σ² + 1e-8), ±10)."""
-    return jnp.clip((x - stats.mean) / jnp.sqrt(stats.var + 1e-8), -NORM_CLIP, NORM_CLIP)
+    """clip((x − μ) / √(σ² + 1e-8), ±10); x [..., *shape] with the stats' trailing `shape`."""
+    mean = jnp.broadcast_to(stats.mean, x.shape)
+    std = jnp.broadcast_to(jnp.sqrt(stats.var + 1e-8), x.shape)
+    return jnp.clip((x - mean) / std, -NORM_CLIP, NORM_CLIP)
 
 
 class RewardScaler(NamedTuple):
