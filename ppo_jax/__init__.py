@@ -1,5 +1,6 @@
 """ppo_jax: pure-functional Proximal Policy Optimization in JAX."""
 
+from ppo_jax import stats
 from ppo_jax.checkpoint import CheckpointError, load, save
 from ppo_jax.config import ConfigError, Hyperparams, PPOConfig, default_config
 from ppo_jax.envs import EnvSpec, env_spec, make_env
@@ -15,6 +16,7 @@ from ppo_jax.losses import (
 )
 from ppo_jax.networks import Actor, ActorCritic, Critic
 from ppo_jax.rollout import Transition, rollout
+from ppo_jax.sweeps import SweepResult, sweep
 from ppo_jax.train import TrainResult, TrainState, make_train, make_train_batch
 
 __version__ = "0.1.0"
@@ -32,6 +34,7 @@ __all__ = [
     "Policy",
     "TrainResult",
     "TrainState",
+    "SweepResult",
     "Transition",
     "approx_kl_k3",
     "clip_fraction",
@@ -50,5 +53,7 @@ __all__ = [
     "ppo_loss",
     "rollout",
     "save",
+    "stats",
+    "sweep",
     "value_loss",
 ]

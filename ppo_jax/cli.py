@@ -381,6 +381,49 @@ def _render(ctx, state, stats, args: argparse.Namespace, max_steps: int) -> None
     print(f"wrote {len(states)} frames to {args.render}")
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ppo_jax.compare import compare
+    from ppo_jax.config import OBJECTIVES
+
+    objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
+    unknown = [o for o in objectives if o not in OBJECTIVES]
+    if unknown or not objectives:
+        raise ConfigError("objectives", f"choose from {', '.join(OBJECTIVES)}, got {args.objectives!r}")
+    if args.seeds < 1:
+        raise ConfigError("seeds", f"must be a positive integer, got {args.seeds}")
+    config = config_from_args(args)
+    seeds = [config.seed + i for i in range(args.seeds)]
+    out = runs.prepare_dir(args.out or runs.default_run_dir(f"compare-{config.env}"))
+    print(f"comparing {', '.join(objectives)} on {config.env}: {len(seeds)} seeds x {config.env_steps:,} steps")
+    results = compare(config, objectives, seeds, timer=time.perf_counter)
+    rows = []
+    print(f"{'objective':<11} {'final mean':>10} {'IQM':>8} {'95% CI':>19} {'AUC':>8} {'seconds':>8}")
+    for r in sorted(results, key=lambda r: -np.nan_to_num(r.iqm, nan=-np.inf)):
+        ci = f"[{r.ci_low:.1f}, {r.ci_high:.1f}]"
+        mean = float(np.nanmean(r.final_returns)) if np.isfinite(r.final_returns).any() else math.nan
+        print(f"{r.objective:<11} {mean:>10.1f} {r.iqm:>8.1f} {ci:>19} {r.auc:>8.1f} {r.seconds:>8.1f}")
+        rows.append(
+            {
+                "objective": r.objective,
+                "num_epochs": r.config.num_epochs,
+                "num_minibatches": r.config.num_minibatches,
+                "final_returns": r.final_returns.tolist(),
+                "final_return_mean": mean,
+                "iqm": r.iqm,
+                "ci_low": r.ci_low,
+                "ci_high": r.ci_high,
+                "auc": r.auc,
+                "seconds": r.seconds,
+            }
+        )
+    runs.write_json(
+        out / "compare.json", {"env": config.env, "seeds": seeds, "config": config.to_dict(), "objectives": rows}
+    )
+    runs.plot_compare(out / "compare.png", results, config.env)
+    print(f"wrote {out / 'compare.json'} and {out / 'compare.png'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ppo-jax", description="Pure-functional PPO in JAX.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -409,7 +452,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--render", default=None, metavar="OUT.gif", help="also write one episode as an animation")
     ev.set_defaults(func=cmd_eval)
 
+    cmp = sub.add_parser(
+        "compare", help="train clip, kl_penalty, reinforce and a2c over seeds and compare their learning curves"
+    )
+    add_config_flags(cmp)
+    cmp.add_argument("--seeds", type=int, default=8, help="seeds per objective (default: 8)")
+    cmp.add_argument("--objectives", default="clip,kl_penalty,reinforce,a2c", help="comma-separated objectives")
+    cmp.add_argument("--out", default=None, help="output folder (default: runs/compare-<env>-<timestamp>)")
+    cmp.set_defaults(func=cmd_compare)
+
     from ppo_jax.rlhf_cli import add_rlhf_parser
+    from ppo_jax.sweep_cli import add_sweep_parser
+
+    add_sweep_parser(sub)
 
     add_rlhf_parser(sub)
     return parser

@@ -138,3 +138,30 @@ def plot_curve(path: Path, env_steps: np.ndarray, returns: np.ndarray, seeds: Se
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_compare(path: Path, results, title: str) -> None:
+    """Mean learning curve per objective with a 95 % bootstrap band over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ppo_jax.stats import pointwise_bootstrap_ci
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    for r in results:
+        finite = np.isfinite(r.returns).all(axis=1)
+        if not finite.any():
+            continue
+        mean, low, high = pointwise_bootstrap_ci(r.returns[finite])
+        ax.plot(r.env_steps[finite], mean, lw=1.8, label=r.objective)
+        ax.fill_between(r.env_steps[finite], low, high, alpha=0.2)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("mean episodic return")
+    ax.set_title(f"{title}: objectives, mean and 95 % CI over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

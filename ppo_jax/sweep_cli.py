@@ -262,7 +262,7 @@ def plot_curves(path: Path, result, top: int = 5) -> None:
     are thin grey lines.
     """
     from ppo_jax import stats
-    from ppo_jax.sweep import learning_curves
+    from ppo_jax.sweeps import learning_curves
 
     plt = _pyplot()
     x, curves = learning_curves(result)  # [P], [P, C, S]
@@ -365,7 +365,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     import jax
 
     from ppo_jax import runs
-    from ppo_jax.sweep import make_configurations, parse_grid, parse_random, plan_sweep, run_sweep
+    from ppo_jax.sweeps import make_configurations, parse_grid, parse_random, plan_sweep, run_sweep
 
     t_start = time.perf_counter()
     config = config_from_args(args)

@@ -151,7 +151,9 @@ def test_eval_is_deterministic_and_uses_the_mode_action(full_run):
     for seed in range(3):
         action = policy_action(roll.network, roll.spec, params, None, obs, jax.random.key(seed), False)
         np.testing.assert_array_equal(np.asarray(action), logits.argmax(-1))
-    sampled = [np.asarray(policy_action(roll.network, roll.spec, params, None, obs, jax.random.key(s), True)) for s in (0, 1)]
+    sampled = [
+        np.asarray(policy_action(roll.network, roll.spec, params, None, obs, jax.random.key(s), True)) for s in (0, 1)
+    ]
     assert not np.array_equal(*sampled)
     # the CLI reports the same kind of figures and writes eval.json
     assert run_cli("eval", full_run, "--episodes", "4") == 0

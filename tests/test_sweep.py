@@ -11,7 +11,7 @@ import pytest
 
 from ppo_jax import cli, stats, sweep_cli
 from ppo_jax.config import TRACED_FIELDS, ConfigError, default_config
-from ppo_jax.sweep import (
+from ppo_jax.sweeps import (
     CompileCounter,
     Distribution,
     check_configurations,

@@ -1,0 +1,69 @@
+"""The policy-gradient chain side by side: each objective trained over the same seeds.
+
+`compare(config, objectives, seeds)` trains one batched program per objective (the objective is a
+static switch, so each is its own compile) and returns per-seed final returns and learning curves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from ppo_jax.config import OBJECTIVES, ConfigError, PPOConfig, default_config
+from ppo_jax.runs import final_returns, forward_fill
+from ppo_jax.stats import area_under_curve, bootstrap_ci
+from ppo_jax.train import make_train_batch
+
+
+class ObjectiveResult(NamedTuple):
+    """One objective over seeds: curves are [updates, seeds] (returns forward-filled)."""
+
+    objective: str
+    config: PPOConfig
+    env_steps: np.ndarray  # [updates]
+    returns: np.ndarray  # [updates, seeds]
+    final_returns: np.ndarray  # [seeds]
+    iqm: float
+    ci_low: float
+    ci_high: float
+    auc: float  # mean over seeds of the area under the return curve per env step
+    seconds: float
+
+
+def objective_config(base: PPOConfig, objective: str) -> PPOConfig:
+    """`base` with `objective`; on-policy objectives get one epoch of one minibatch."""
+    if objective not in OBJECTIVES:
+        raise ConfigError("objective", f"must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    fields = {k: v for k, v in base.to_dict().items() if k not in ("env", "num_epochs", "num_minibatches")}
+    fields["objective"] = objective
+    if objective not in ("reinforce", "a2c"):
+        fields.update(num_epochs=base.num_epochs, num_minibatches=base.num_minibatches)
+    return default_config(base.env, **fields)
+
+
+def compare(
+    config: PPOConfig,
+    objectives: Sequence[str] = OBJECTIVES,
+    seeds: Sequence[int] = tuple(range(8)),
+    timer: Callable[[], float] | None = None,
+) -> list[ObjectiveResult]:
+    """Train every objective in `objectives` over `seeds` (vmapped) and summarise each."""
+    configs = [objective_config(config, o) for o in objectives]  # validate all before compiling
+    keys = jax.vmap(jax.random.key)(np.asarray(seeds, np.uint32))
+    results = []
+    for objective, cfg in zip(objectives, configs, strict=True):
+        start = timer() if timer else 0.0
+        out = jax.block_until_ready(jax.jit(make_train_batch(cfg))(keys))
+        seconds = (timer() - start) if timer else float("nan")
+        returns = forward_fill(np.asarray(out.metrics["episode_return"]))
+        env_steps = np.asarray(out.metrics["env_steps"])[:, 0]
+        finals = final_returns(np.asarray(out.metrics["episode_return"]))
+        ci = bootstrap_ci(finals[np.isfinite(finals)]) if np.isfinite(finals).any() else None
+        low, high = (ci.low, ci.high) if ci else (np.nan, np.nan)
+        auc = float(np.nanmean(area_under_curve(env_steps, returns)))
+        point = ci.point if ci else np.nan
+        results.append(ObjectiveResult(objective, cfg, env_steps, returns, finals, point, low, high, auc, seconds))
+    return results
