@@ -113,6 +113,33 @@ def _print_err(message: str) -> None:
     sys.stderr.write(f"ppo-jax: error: {message}\n")
 
 
+def add_distributed_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags of JAX's multi-process runtime (named as `jax.distributed.initialize` names them)."""
+    group = parser.add_argument_group(
+        "across hosts",
+        "start jax.distributed before any computation; without these flags JAX_COORDINATOR_ADDRESS, "
+        "JAX_NUM_PROCESSES and JAX_PROCESS_ID are read, else SLURM is detected inside an srun step",
+    )
+    group.add_argument("--coordinator-address", default=None, metavar="HOST:PORT", help="address of process 0")
+    group.add_argument("--num-processes", type=int, default=None, metavar="P", help="number of processes")
+    group.add_argument("--process-id", type=int, default=None, metavar="I", help="this process, 0 <= I < P")
+    group.add_argument(
+        "--distributed-timeout",
+        type=int,
+        default=300,
+        metavar="SECONDS",
+        help="give up if the coordinator cannot be reached within this time (default: 300)",
+    )
+
+
+def start_distributed(args: argparse.Namespace) -> None:
+    """Check the multi-process flags (bad input is refused before starting), then start the runtime."""
+    from ppo_jax.distributed import initialize, resolve_processes
+
+    processes = resolve_processes(args.coordinator_address, args.num_processes, args.process_id)
+    initialize(processes, args.distributed_timeout)
+
+
 class StopRequest:
     """SIGINT handler: the first Ctrl-C asks training to stop at the next chunk boundary."""
 
@@ -153,6 +180,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import jax
 
     from ppo_jax.checkpoint import RunCheckpoints
+    from ppo_jax.distributed import put_runs
     from ppo_jax.train import broadcast_hparams, describe_nonfinite, init_state, make_context, run_updates
 
     for name in ("seeds", "checkpoint_every", "keep"):
@@ -168,14 +196,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     progress = None if args.quiet else Progress(config.env_steps * len(seeds), len(seeds))
     ctx = make_context(config, callback=progress)  # resolves the env: errors before compiling
     store = RunCheckpoints(out, keep=args.keep)
-    hparams = broadcast_hparams(config.hyperparams(), len(seeds))
+    mesh = _seed_mesh(len(seeds))  # None: one device
+    place = (lambda tree: tree) if mesh is None else functools.partial(put_runs, mesh=mesh)
+    hparams = place(broadcast_hparams(config.hyperparams(), len(seeds)))
     if args.resume:
         saved, _ = store.restore(ctx)
-        state, done_metrics = saved.state, {k: [np.asarray(v)] for k, v in saved.metrics.items()}
+        state, done_metrics = place(saved.state), {k: [np.asarray(v)] for k, v in saved.metrics.items()}
         print(f"resuming {out} at update {int(np.max(state.update))}/{config.num_updates}")
     else:
         runs.write_json(out / "config.json", {**config.to_dict(), "seeds": seeds})
-        keys = jax.vmap(jax.random.key)(np.asarray(seeds, np.uint32))
+        keys = place(jax.vmap(jax.random.key)(np.asarray(seeds, np.uint32)))
         state = jax.jit(jax.vmap(functools.partial(init_state, ctx)))(keys, hparams)
         done_metrics = {}
         print(f"training {config.env}: {len(seeds)} seed(s) x {config.env_steps:,} steps -> {out}")
@@ -230,6 +260,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     store.close()
     metrics = {k: np.concatenate(v) for k, v in done_metrics.items()}
     summary = _summarize(config, seeds, state, metrics, timing, (done - start_update) * config.batch_size * len(seeds))
+    summary.update(processes=jax.process_count(), devices=1 if mesh is None else mesh.size)
     _export_policies(ctx, config, seeds, state, out)
     runs.write_metrics_csv(out / "metrics.csv", metrics, seeds)
     runs.write_json(out / "summary.json", summary)
@@ -240,6 +271,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"run {timing['run']:.1f} s | {summary['env_steps_per_second']:,.0f} env-steps/s\nrun folder: {out}"
     )
     return 0
+
+
+def _seed_mesh(num_seeds: int):
+    """The mesh that shards the seed axis over every device; None for one device or one seed.
+    Raises `ConfigError` when the seeds do not divide over the devices."""
+    import jax
+
+    from ppo_jax.distributed import check_divisible, run_mesh
+
+    if jax.device_count() == 1 or num_seeds == 1:
+        return None
+    check_divisible(num_seeds, jax.device_count(), "seeds", "seeds")
+    return run_mesh()
 
 
 class NonFiniteError(RuntimeError):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ppo_jax.cli import add_config_flags, config_from_args
+from ppo_jax.cli import add_config_flags, add_distributed_flags, config_from_args, start_distributed
 from ppo_jax.config import TRACED_FIELDS, ConfigError
 
 DESCRIPTION = (
@@ -67,6 +67,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals")
     group.add_argument("--bootstrap-reps", type=int, default=10_000, help="bootstrap replicates (default: 10000)")
     group.add_argument("--quiet", action="store_true", help="no live progress line")
+    add_distributed_flags(parser)
     add_config_flags(parser)
 
 
@@ -368,6 +369,10 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     from ppo_jax.sweeps import make_configurations, parse_grid, parse_random, plan_sweep, run_sweep
 
     t_start = time.perf_counter()
+    start_distributed(args)  # before any computation; bad flags are refused before it starts
+    from ppo_jax.distributed import topology
+
+    writer = jax.process_index() == 0  # every process computes its share; process 0 writes
     config = config_from_args(args)
     grid, dists = parse_grid(args.grid), parse_random(args.random)
     sample_seed = config.seed if args.sample_seed is None else args.sample_seed
@@ -379,11 +384,16 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     if args.bootstrap_reps < 1:
         raise ConfigError("bootstrap_reps", f"must be a positive integer, got {args.bootstrap_reps}")
     plan = plan_sweep(config, configurations, args.seeds, args.max_parallel)  # all checks, no compile
+    where = topology()
+    if not writer:  # the same program on every process: a silent callback where process 0 has one
+        run_sweep(plan, None if args.quiet else (lambda progress: None), args.confidence, args.bootstrap_reps)
+        return 0
     out = runs.prepare_dir(args.out or runs.default_run_dir(config.env, root="sweeps"))
     batches = f"{plan.num_batches} batches of {plan.max_parallel}" if plan.num_batches > 1 else "one batch"
     print(
         f"sweeping {config.env}: {len(plan.configurations)} configurations x {len(plan.seeds)} seeds = "
-        f"{plan.num_runs} runs x {config.env_steps:,} steps ({batches}) -> {out}\ncompiling one program ...",
+        f"{plan.num_runs} runs x {config.env_steps:,} steps ({batches}) on {where['devices']} device(s) in "
+        f"{where['processes']} process(es) -> {out}\ncompiling one program ...",
         flush=True,
     )
     result = run_sweep(plan, None if args.quiet else SweepProgressBar(), args.confidence, args.bootstrap_reps)
@@ -403,8 +413,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         "peak_rss_bytes": peak_rss,
         "write_seconds": time.perf_counter() - t0,
         "command_wall_seconds": time.perf_counter() - t_start,
-        "backend": jax.default_backend(),
-        "devices": len(jax.devices()),
+        **where,
     }
     runs.write_json(out / "sweep.json", sweep_record(result, _search(args, grid, dists, sample_seed), extra))
     print(format_table(result))

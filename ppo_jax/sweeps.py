@@ -27,6 +27,8 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 from jax import lax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from ppo_jax import stats
 from ppo_jax.config import (
@@ -38,6 +40,7 @@ from ppo_jax.config import (
     PPOConfig,
     check_traced_value,
 )
+from ppo_jax.distributed import RUN_AXIS, gather, put_runs, run_mesh
 from ppo_jax.runs import final_returns, forward_fill
 from ppo_jax.train import METRIC_NAMES, TrainContext, TrainState, init_state, make_context, run_updates
 
@@ -512,8 +515,14 @@ def _pad(x: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([x, np.repeat(x[-1:], size - x.shape[0], axis=0)])
 
 
-def _run_batches(compiled, key_data: np.ndarray, hparams: Hyperparams, size: int, tracker) -> tuple[Any, dict]:
-    """Run all R runs through `compiled` K = `size` at a time; concatenate the real runs."""
+def _run_batches(
+    compiled, key_data: np.ndarray, hparams: Hyperparams, size: int, tracker, mesh: Any = None
+) -> tuple[Any, dict]:
+    """Run all R runs through `compiled` K = `size` at a time; concatenate the real runs.
+
+    With a `mesh`, each batch's inputs are sharded over its devices along the run axis and the
+    results gathered back (from every process) before the padding is dropped.
+    """
     num_runs = key_data.shape[0]
     params_parts, metric_parts = [], []
     for b, start in enumerate(range(0, num_runs, size)):
@@ -522,7 +531,9 @@ def _run_batches(compiled, key_data: np.ndarray, hparams: Hyperparams, size: int
             tracker.batch = b
         kd = _pad(key_data[start:stop], size)
         hp = jax.tree.map(lambda x: _pad(x[start:stop], size), hparams)  # noqa: B023
-        params, metrics = jax.block_until_ready(compiled(kd, hp))
+        if mesh is not None:
+            kd, hp = put_runs((kd, hp), mesh)
+        params, metrics = gather(jax.block_until_ready(compiled(kd, hp)))
         k = stop - start
         params_parts.append(jax.tree.map(lambda x: np.asarray(x)[:k], params))  # noqa: B023
         metric_parts.append({n: np.asarray(v)[:, :k] for n, v in metrics.items()})
@@ -551,6 +562,7 @@ class SweepPlan(NamedTuple):
     auto_parallel: bool  # K was chosen from the device's memory
     hparams: Hyperparams  # host float32 leaves [C·S], run r = c·S + s
     key_data: np.ndarray  # raw data of jax.random.key(seed) per run [C·S, ...]
+    mesh: Any = None  # devices the run axis is sharded over (K is a multiple of their count)
 
     @property
     def num_runs(self) -> int:
@@ -568,13 +580,16 @@ def plan_sweep(
     max_parallel: int | None = None,
     env: Any = None,
     env_params: Any = None,
+    mesh: Any = None,
 ) -> SweepPlan:
     """Validate a sweep and resolve its environment; raises `ConfigError` (nothing is compiled).
 
     grid: {name: values} (Cartesian product, see `grid_configurations`) or a list of
     configurations {name: value} (e.g. from `sample_configurations`); fields not given keep the
     value in `config`. seeds: a count n (config.seed, ..., config.seed + n − 1) or the seeds.
-    max_parallel: runs per batch K (default: as many as fit in half the device's free memory).
+    max_parallel: runs per batch K (default: as many as fit in half the device's free memory),
+    rounded up to a multiple of the device count (the padded runs are computed and dropped).
+    mesh: a 1-D `jax.sharding.Mesh` to shard the run axis over (default: all devices).
     """
     configurations = grid_configurations(_check_grid(grid)) if isinstance(grid, Mapping) else list(grid)
     names = check_configurations(config, configurations)
@@ -586,7 +601,8 @@ def plan_sweep(
     for name in names:
         if name in inactive:
             raise ConfigError(name, f"sweeping it would change nothing: {inactive[name]}")
-    size = _batch_size(config, spec, num_runs, max_parallel)
+    mesh = run_mesh() if mesh is None else mesh
+    size = _round_up(_batch_size(config, spec, num_runs, max_parallel), mesh.size)
     run_seeds = np.tile(np.asarray(seeds, np.uint32), len(configurations))  # run r = c·S + s
     return SweepPlan(
         config=config,
@@ -598,11 +614,15 @@ def plan_sweep(
         auto_parallel=max_parallel is None,
         hparams=run_hyperparams(config, configurations, len(seeds)),
         key_data=np.asarray(jax.random.key_data(jax.vmap(jax.random.key)(run_seeds))),
+        mesh=mesh,
     )
 
 
 def _compile(plan: SweepPlan, ctx: TrainContext, size: int):
     example = (_pad(plan.key_data[:size], size), jax.tree.map(lambda x: _pad(x[:size], size), plan.hparams))
+    if plan.mesh is not None:
+        sharding = NamedSharding(plan.mesh, P(RUN_AXIS))
+        example = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), example)
     return jax.jit(functools.partial(_program, ctx)).lower(*example).compile()
 
 
@@ -624,6 +644,7 @@ def run_sweep(
         raise ConfigError("bootstrap_reps", f"must be a positive integer, got {bootstrap_reps}")
     t_start = time.perf_counter()
     config, size = plan.config, plan.max_parallel
+    devices = 1 if plan.mesh is None else plan.mesh.size
     tracker = None
     if callback is not None:
         tracker = _BatchTracker(callback, plan.num_runs, config.num_updates, config.batch_size, size)
@@ -632,14 +653,14 @@ def run_sweep(
         t0 = time.perf_counter()
         compiled = _compile(plan, ctx, size)
         budget = device_memory_bytes() // 2
-        if plan.auto_parallel and size > 1 and _program_bytes(compiled) > budget:
-            size = max(1, size * budget // _program_bytes(compiled))
+        if plan.auto_parallel and size > devices and _program_bytes(compiled) > budget:
+            size = _round_up(max(1, size * budget // _program_bytes(compiled)), devices)
             compiled = _compile(plan, ctx, size)
             if tracker is not None:
                 tracker.batch_size, tracker.num_batches = size, math.ceil(plan.num_runs / size)
         compile_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        params, flat = _run_batches(compiled, plan.key_data, plan.hparams, size, tracker)
+        params, flat = _run_batches(compiled, plan.key_data, plan.hparams, size, tracker, plan.mesh)
         run_s = time.perf_counter() - t0
 
     shape = (len(plan.configurations), len(plan.seeds))
@@ -699,6 +720,10 @@ def _check_grid(grid: Mapping[str, Sequence[float]]) -> Mapping[str, Sequence[fl
         if len(values) == 0:
             raise ConfigError(name, "has an empty list of values")
     return grid
+
+
+def _round_up(size: int, multiple: int) -> int:
+    return -(-size // multiple) * multiple
 
 
 def _batch_size(config: PPOConfig, spec, num_runs: int, max_parallel: int | None) -> int:

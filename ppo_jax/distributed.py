@@ -1,0 +1,381 @@
+"""Scale-out: runs sharded across devices, one run's environments sharded across devices, and
+JAX's multi-process runtime.
+
+Three pieces, all with `jax.sharding` (no pmap):
+
+- **Run sharding** (`run_mesh`, `put_runs`, `gather`): a batch of K runs (seeds × configurations)
+  has a leading run axis; its inputs are placed with `NamedSharding(mesh, P("runs"))` and `jax.jit`
+  partitions the vmapped program over the devices. Runs never communicate, so a run's result does
+  not depend on how many devices computed it (up to float32 rounding, which depends on how many
+  runs one device computes at once).
+- **Env sharding** (`make_env_sharded_update`): one large run whose `num_envs` environments are split
+  over the devices; see that function for the exact semantics.
+- **Processes** (`resolve_processes`, `initialize`): `--coordinator-address HOST:PORT
+  --num-processes P --process-id I`, else JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
+  JAX_PROCESS_ID, else SLURM (jax's auto-detection inside an `srun` step of several tasks).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from ppo_jax.config import ConfigError, Hyperparams
+from ppo_jax.objectives import adapt_kl_coef
+from ppo_jax.rollout import reset_envs, rollout
+from ppo_jax.train import (
+    NONFINITE_FLAGS,
+    Batch,
+    TrainContext,
+    TrainState,
+    current_lr,
+    init_state,
+    make_batch,
+    make_optimizer,
+    minibatch_loss,
+    nonfinite_code,
+)
+
+RUN_AXIS = "runs"
+ENV_AXIS = "envs"
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+
+class Processes(NamedTuple):
+    """How to start JAX's distributed runtime; fields left None are auto-detected (SLURM)."""
+
+    coordinator_address: str | None
+    num_processes: int | None
+    process_id: int | None
+    source: str  # "flags", "environment" or "slurm"
+
+
+def _env_int(environ: Mapping[str, str], name: str, field: str) -> int | None:
+    text = environ.get(name)
+    if text is None or text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(field, f"{name}={text!r} is not an integer") from None
+
+
+def _slurm_tasks(environ: Mapping[str, str]) -> int:
+    """Tasks of the current srun step (0 outside an srun step)."""
+    if "SLURM_JOB_ID" not in environ or "SLURM_STEP_ID" not in environ:
+        return 0
+    for name in ("SLURM_STEP_NUM_TASKS", "SLURM_NTASKS"):
+        if environ.get(name, "").isdigit():
+            return int(environ[name])
+    return 0
+
+
+def resolve_processes(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Processes | None:
+    """The multi-process setting from flags, else environment variables, else SLURM; None for one
+    process. Raises `ConfigError` for bad input (checked before anything starts)."""
+    environ = os.environ if environ is None else environ
+    source = "flags"
+    if coordinator_address is None and num_processes is None and process_id is None:
+        source = "environment"
+        coordinator_address = environ.get("JAX_COORDINATOR_ADDRESS") or None
+        num_processes = _env_int(environ, "JAX_NUM_PROCESSES", "num_processes")
+        process_id = _env_int(environ, "JAX_PROCESS_ID", "process_id")
+        if coordinator_address is None and num_processes is None and process_id is None:
+            if _slurm_tasks(environ) > 1:
+                return Processes(None, None, None, "slurm")
+            return None
+    if num_processes is None:
+        raise ConfigError("num_processes", "give --num-processes P with --coordinator-address and --process-id")
+    if isinstance(num_processes, bool) or not isinstance(num_processes, int) or num_processes < 1:
+        raise ConfigError("num_processes", f"must be a positive integer, got {num_processes!r}")
+    if process_id is None:
+        process_id = 0 if num_processes == 1 else None
+    if process_id is None:
+        raise ConfigError("process_id", f"give --process-id I with 0 <= I < {num_processes}")
+    if isinstance(process_id, bool) or not isinstance(process_id, int) or not 0 <= process_id < num_processes:
+        raise ConfigError(
+            "process_id", f"must be in [0, {num_processes}) for {num_processes} processes, got {process_id}"
+        )
+    if num_processes == 1:
+        return None
+    if coordinator_address is None:
+        raise ConfigError("coordinator_address", "give --coordinator-address HOST:PORT (the host of process 0)")
+    host, sep, port = coordinator_address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError("coordinator_address", f"expected HOST:PORT, got {coordinator_address!r}")
+    return Processes(coordinator_address, num_processes, process_id, source)
+
+
+def initialize(processes: Processes | None, timeout: int = 300) -> None:
+    """Start JAX's distributed runtime (before any computation); a no-op for one process.
+
+    On CPUs the collectives run over gloo. A coordinator that cannot be reached within `timeout`
+    seconds raises `ConnectionError`.
+    """
+    if processes is None or jax.distributed.is_initialized():
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
+        raise ConfigError("distributed_timeout", f"must be a positive integer of seconds, got {timeout!r}")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(
+            processes.coordinator_address,
+            processes.num_processes,
+            processes.process_id,
+            initialization_timeout=timeout,
+        )
+    except Exception as err:  # jax raises XlaRuntimeError / RuntimeError / ValueError here
+        where = processes.coordinator_address or "auto-detected (SLURM)"
+        who = "" if processes.process_id is None else f" as process {processes.process_id} of {processes.num_processes}"
+        raise ConnectionError(
+            f"could not start the distributed runtime with coordinator {where}{who} within {timeout} s: "
+            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
+        ) from err
+
+
+def topology() -> dict[str, Any]:
+    """What summary.json / sweep.json record about where the program ran."""
+    return {
+        "backend": jax.default_backend(),
+        "processes": jax.process_count(),
+        "devices": jax.device_count(),
+        "local_devices": jax.local_device_count(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Run sharding
+
+
+def run_mesh(devices: Any = None, axis: str = RUN_AXIS) -> Mesh:
+    """A 1-D mesh over `devices` (default: every device of every process)."""
+    return Mesh(np.asarray(jax.devices() if devices is None else devices), (axis,))
+
+
+def _put(x: Any, sharding: NamedSharding) -> jax.Array:
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def put_runs(tree: Any, mesh: Mesh, axis: str = RUN_AXIS) -> Any:
+    """Place every leaf (the same host data on every process) with its leading axis sharded over
+    `mesh`; typed PRNG keys are placed as key data and re-wrapped."""
+    sharding = NamedSharding(mesh, P(axis))
+
+    def put(x):
+        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(_put(jax.random.key_data(x), sharding))
+        return _put(x, sharding)
+
+    return jax.tree.map(put, tree)
+
+
+def gather(tree: Any) -> Any:
+    """NumPy copies of (possibly sharded, possibly multi-process) arrays, complete on every process."""
+    if jax.process_count() == 1:
+        return jax.tree.map(np.asarray, jax.device_get(tree))
+    from jax.experimental import multihost_utils
+
+    return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
+
+
+def check_divisible(count: int, devices: int, field: str, what: str) -> None:
+    """`ConfigError` naming `field` unless `count` divides over `devices`."""
+    if count % devices:
+        raise ConfigError(
+            field,
+            f"{count} {what} do not divide over {devices} devices; use a multiple of {devices} "
+            "(each device computes an equal share)",
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Env sharding: data-parallel PPO for one run
+#
+# Semantics (they do not depend on the device count D, so D = 1 is the reference for any D):
+# - every environment i of the N is its own rollout with key fold_in(key_roll, i);
+# - each epoch, every environment shuffles its own T steps with key fold_in(key_epoch, i), and
+#   minibatch m takes the m-th T/M of them from every environment (stratified minibatches: each
+#   sample is used once per epoch, each minibatch holds the same share of every environment);
+# - a device computes the loss gradient of its environments' part of the minibatch and the
+#   gradients are averaged over devices (`lax.pmean`), which is the gradient of the whole
+#   minibatch's mean loss because every device holds the same number of samples;
+# - advantages are normalised over the whole minibatch (moments averaged over devices);
+#   metrics are averaged (losses) or summed (episodes) over devices.
+# This is not the same random stream as a run without --shard-envs (which samples all N actions
+# from one key and shuffles the N·T samples together); it needs num_steps % num_minibatches == 0
+# and num_envs % D == 0, and does not support the running observation / reward normalisation
+# (its statistics are shared over all environments).
+
+
+class EnvSharding(NamedTuple):
+    """Static pieces of an env-sharded run."""
+
+    ctx: TrainContext  # the run's context (N environments), used for the optimizer and metrics
+    env_ctx: TrainContext  # one environment, advantages normalised outside the loss
+    mesh: Mesh  # 1-D over ENV_AXIS
+
+    @property
+    def num_envs(self) -> int:
+        return self.ctx.config.num_envs
+
+
+def make_env_sharding(ctx: TrainContext, mesh: Mesh | None = None) -> EnvSharding:
+    """Check that `ctx`'s run can be env-sharded over `mesh` (default: all devices); `ConfigError` if not."""
+    mesh = run_mesh(axis=ENV_AXIS) if mesh is None else mesh
+    cfg = ctx.config
+    if cfg.normalize_obs or cfg.normalize_reward:
+        name = "normalize_obs" if cfg.normalize_obs else "normalize_reward"
+        raise ConfigError(name, "--shard-envs does not support running normalisation statistics (shared over envs)")
+    if cfg.num_steps % cfg.num_minibatches:
+        raise ConfigError(
+            "num_minibatches",
+            f"--shard-envs forms each minibatch from every env's steps: num_steps = {cfg.num_steps} must be "
+            f"divisible by num_minibatches = {cfg.num_minibatches}",
+        )
+    check_divisible(cfg.num_envs, mesh.size, "num_envs", "environments")
+    one = cfg.replace(num_envs=1, normalize_advantages=False)
+    env_ctx = ctx._replace(config=one, rollout=ctx.rollout._replace(num_envs=1), callback=None)
+    return EnvSharding(ctx, env_ctx, mesh)
+
+
+def init_env_sharded(es: EnvSharding, key: jax.Array, hparams: Hyperparams) -> TrainState:
+    """Like `train.init_state`, but the env carry holds N one-env carries [N, 1, ...]."""
+    state = init_state(es.ctx, key, hparams)
+    _, _, key_env = jax.random.split(key, 3)
+    env = jax.vmap(functools.partial(reset_envs, es.env_ctx.rollout))(jax.random.split(key_env, es.num_envs))
+    return state._replace(env=env)
+
+
+def _state_specs(state: TrainState) -> TrainState:
+    specs = jax.tree.map(lambda _: P(), state)
+    return specs._replace(env=jax.tree.map(lambda _: P(ENV_AXIS), state.env))
+
+
+def place_env_sharded(es: EnvSharding, state: TrainState) -> TrainState:
+    """Shard the env carry over the mesh and replicate everything else."""
+    specs = _state_specs(state)
+    return jax.device_put(state, jax.tree.map(lambda s: NamedSharding(es.mesh, s), specs))
+
+
+def _normalize_global(adv: jax.Array, eps: float = 1e-8) -> jax.Array:
+    """`losses.normalize_advantages` over the whole minibatch (all devices' parts, equal sizes)."""
+    mean = lax.pmean(jnp.mean(adv), ENV_AXIS)
+    centred = adv - mean
+    if adv.size * lax.psum(1, ENV_AXIS) < 2:
+        return centred
+    return centred / (jnp.sqrt(lax.pmean(jnp.mean(centred**2), ENV_AXIS)) + eps)
+
+
+def _minibatch_step(es: EnvSharding, hparams: Hyperparams, kl_coef: jax.Array, carry, mb: Batch):
+    params, opt_state = carry
+    if es.ctx.config.normalize_advantages:
+        mb = mb._replace(advantages=_normalize_global(mb.advantages))
+    loss = functools.partial(minibatch_loss, es.env_ctx, hparams, kl_coef)
+    grads, metrics = jax.grad(loss, has_aux=True)(params, mb)
+    grads, metrics = lax.pmean((grads, metrics), ENV_AXIS)
+    updates, opt_state = make_optimizer(es.ctx.config, hparams).update(grads, opt_state, params)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    return (optax.apply_updates(params, updates), opt_state), metrics
+
+
+def _epoch(es: EnvSharding, hparams, kl_coef, batch: Batch, env_ids: jax.Array, carry, key: jax.Array):
+    """Stratified minibatches: each env shuffles its T steps; minibatch m takes T/M of each env's."""
+    cfg = es.ctx.config
+    steps, m = cfg.num_steps, cfg.num_minibatches
+    perms = jax.vmap(lambda i: jax.random.permutation(jax.random.fold_in(key, i), steps))(env_ids)
+
+    def split(x):  # [n, T, ...] -> [M, n·T/M, ...]
+        x = jax.vmap(lambda xi, p: jnp.take(xi, p, axis=0))(x, perms)
+        x = x.reshape(x.shape[0], m, steps // m, *x.shape[2:])
+        return jnp.moveaxis(x, 1, 0).reshape(m, -1, *x.shape[3:])
+
+    return lax.scan(functools.partial(_minibatch_step, es, hparams, kl_coef), carry, jax.tree.map(split, batch))
+
+
+def _global_explained_variance(values: jax.Array, returns: jax.Array) -> jax.Array:
+    def var(x):
+        mean = lax.pmean(jnp.mean(x), ENV_AXIS)
+        return lax.pmean(jnp.mean((x - mean) ** 2), ENV_AXIS)
+
+    var_r = var(returns)
+    return jnp.where(var_r > 0, 1.0 - var(returns - values) / jnp.where(var_r > 0, var_r, 1.0), 0.0)
+
+
+def _any_bits(code: jax.Array) -> jax.Array:
+    bits = code.astype(jnp.int32)
+    return sum(lax.pmax(bits & b, ENV_AXIS) for b in NONFINITE_FLAGS).astype(jnp.float32)
+
+
+def env_sharded_update(es: EnvSharding, hparams: Hyperparams, state: TrainState, env_ids: jax.Array):
+    """One PPO update as seen by one device (inside `shard_map`): its envs' rollouts and GAE, then
+    epochs of minibatch steps with gradients averaged over devices. Returns (state, metrics)."""
+    cfg = es.ctx.config
+    key, key_roll, key_epochs = jax.random.split(state.key, 3)
+
+    def collect(carry, i):
+        return rollout(es.env_ctx.rollout, state.params, hparams, carry, jax.random.fold_in(key_roll, i))
+
+    env, traj, episodes = jax.vmap(collect)(state.env, env_ids)  # traj [n, T, 1, ...]
+    batch = jax.vmap(functools.partial(make_batch, es.env_ctx, hparams, state.params))(traj)  # [n, T, ...]
+    epoch = functools.partial(_epoch, es, hparams, state.kl_coef, batch, env_ids)
+    (params, opt_state), losses = lax.scan(
+        epoch, (state.params, state.opt_state), jax.random.split(key_epochs, cfg.num_epochs)
+    )
+    update = state.update + 1
+    kl_coef = state.kl_coef
+    if cfg.objective == "kl_penalty":
+        kl_coef = adapt_kl_coef(kl_coef, jnp.mean(losses["approx_kl"][-1]), hparams.kl_target)
+    count, ret_sum, len_sum = (lax.psum(jnp.sum(x), ENV_AXIS) for x in (episodes.count, *episodes[:2]))
+    has_ep = count > 0
+    metrics = {name: jnp.mean(value) for name, value in losses.items()}
+    metrics.update(
+        env_steps=update.astype(jnp.float32) * cfg.batch_size,
+        episode_return=jnp.where(has_ep, ret_sum / jnp.maximum(count, 1), jnp.nan),
+        episode_length=jnp.where(has_ep, len_sum / jnp.maximum(count, 1), jnp.nan),
+        episodes=count,
+        explained_variance=_global_explained_variance(batch.value, batch.returns),
+        lr=current_lr(cfg, hparams, state.update),
+        kl_coef=state.kl_coef,
+        nonfinite=_any_bits(nonfinite_code(losses, params, traj)),
+    )
+    return TrainState(params, opt_state, env, key, update, kl_coef), metrics
+
+
+def run_env_sharded(es: EnvSharding, state: TrainState, hparams: Hyperparams, num_updates: int):
+    """`num_updates` env-sharded updates as one `lax.scan` (jit it): (state, metrics [num_updates])."""
+    specs = _state_specs(state)
+    step = jax.shard_map(
+        functools.partial(env_sharded_update, es),
+        mesh=es.mesh,
+        in_specs=(P(), specs, P(ENV_AXIS)),
+        out_specs=(specs, P()),
+        check_vma=False,  # rollout's scan starts from unvarying zeros; replication comes from pmean/psum
+    )
+    env_ids = jnp.arange(es.num_envs)
+
+    def body(state, _):
+        state, metrics = step(hparams, state, env_ids)
+        if es.ctx.callback is not None:
+            jax.debug.callback(es.ctx.callback, state.update, metrics)
+        return state, metrics
+
+    return lax.scan(body, state, None, length=num_updates)
