@@ -187,6 +187,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ConfigError(name, f"must be a positive integer, got {value}")
+    if args.shard_envs:
+        return _train_shard_envs(args)
     if args.resume:
         config, seeds, out = _resume_setup(args)
     else:
@@ -268,6 +270,60 @@ def cmd_train(args: argparse.Namespace) -> int:
     spread = f" ± {summary['final_return_std']:.1f} (min {summary['final_return_min']:.1f})" if len(seeds) > 1 else ""
     print(
         f"final return {summary['final_return_mean']:.2f}{spread} | compile {timing['compile']:.1f} s | "
+        f"run {timing['run']:.1f} s | {summary['env_steps_per_second']:,.0f} env-steps/s\nrun folder: {out}"
+    )
+    return 0
+
+
+def _train_shard_envs(args: argparse.Namespace) -> int:
+    """`ppo-jax train --shard-envs`: one run, its environments split over all devices (see
+    `distributed.make_env_sharding` for the semantics). No checkpoints."""
+    import jax
+
+    from ppo_jax.distributed import init_env_sharded, make_env_sharding, place_env_sharded, run_env_sharded
+    from ppo_jax.train import describe_nonfinite, make_context
+
+    for flag, given in (
+        ("seeds", args.seeds != 1),
+        ("resume", args.resume),
+        ("checkpoint_every", args.checkpoint_every),
+    ):
+        if given:
+            raise ConfigError("shard_envs", f"--shard-envs trains one run without checkpoints; remove {_flag(flag)}")
+    config = config_from_args(args)
+    progress = None if args.quiet else Progress(config.env_steps, 1)
+    es = make_env_sharding(make_context(config, callback=progress))  # all checks before compiling
+    out = runs.prepare_dir(args.out or runs.default_run_dir(config.env))
+    seeds = [config.seed]
+    runs.write_json(out / "config.json", {**config.to_dict(), "seeds": seeds, "shard_envs": True})
+    print(
+        f"training {config.env}: {config.num_envs} envs over {es.mesh.size} device(s) x "
+        f"{config.env_steps:,} steps -> {out}"
+    )
+    hparams = config.hyperparams()
+    t0 = time.perf_counter()
+    state = place_env_sharded(
+        es, jax.jit(functools.partial(init_env_sharded, es))(jax.random.key(config.seed), hparams)
+    )
+    fn = jax.jit(functools.partial(run_env_sharded, es, num_updates=config.num_updates)).lower(state, hparams).compile()
+    timing = {"compile": time.perf_counter() - t0, "run": 0.0, "save": 0.0, "saves": 0}
+    t0 = time.perf_counter()
+    state, metrics = jax.block_until_ready(fn(state, hparams))
+    timing["run"] = time.perf_counter() - t0
+    metrics = {k: np.asarray(v)[:, None] for k, v in metrics.items()}  # [U, 1]: one seed
+    bad = np.flatnonzero(metrics["nonfinite"][:, 0] > 0)
+    if bad.size:
+        code = int(metrics["nonfinite"][bad[0], 0])
+        raise NonFiniteError(f"non-finite {describe_nonfinite(code)} at update {bad[0] + 1}")
+    state = state._replace(params=jax.tree.map(lambda x: np.asarray(x)[None], state.params))  # [1, ...]: one seed
+    summary = _summarize(config, seeds, state, metrics, timing, config.env_steps)
+    summary.update(processes=jax.process_count(), devices=es.mesh.size, shard_envs=True)
+    _export_policies(es.ctx, config, seeds, state, out)
+    runs.write_metrics_csv(out / "metrics.csv", metrics, seeds)
+    runs.write_json(out / "summary.json", summary)
+    runs.plot_curve(out / "curve.png", metrics["env_steps"], metrics["episode_return"], seeds, config.env)
+    print(
+        f"final return {summary['final_return_mean']:.2f} | compile {timing['compile']:.1f} s | "
         f"run {timing['run']:.1f} s | {summary['env_steps_per_second']:,.0f} env-steps/s\nrun folder: {out}"
     )
     return 0
@@ -486,6 +542,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--keep", type=int, default=None, metavar="K", help="keep only the newest K checkpoints")
     train.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
+    train.add_argument(
+        "--shard-envs",
+        action="store_true",
+        help="one run with its num_envs environments split over all devices, gradients averaged (no checkpoints)",
+    )
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate the final checkpoint of a run folder")
