@@ -135,6 +135,13 @@ def initialize(processes: Processes | None, timeout: int = 300) -> None:
     if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
         raise ConfigError("distributed_timeout", f"must be a positive integer of seconds, got {timeout!r}")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        # Importing gymnax already ran a computation (module-level constants); nothing of this
+        # program has, so the local backend is dropped and recreated by the distributed runtime.
+        xla_bridge._clear_backends()
+        xla_bridge.get_backend.cache_clear()
     try:
         jax.distributed.initialize(
             processes.coordinator_address,
