@@ -5,6 +5,7 @@ Data are time-major: every `Transition` field is [T, N, ...].
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -21,7 +22,14 @@ from ppo_jax.envs import (
     scale_reward,
     update_running_stats,
 )
-from ppo_jax.networks import ActorCritic, sample_action
+from ppo_jax.networks import (
+    ActorCritic,
+    FusedActorCritic,
+    action_noise,
+    fuse_actor_critic,
+    fused_apply,
+    sample_with_noise,
+)
 
 
 class Transition(NamedTuple):
@@ -87,12 +95,11 @@ def reset_envs(ctx: RolloutContext, key: jax.Array) -> EnvCarry:
     )
 
 
-def env_step(ctx: RolloutContext, key: jax.Array, carry: EnvCarry, action: jax.Array):
-    """Step the N envs with the (clipped) action; gymnax ≥ 1.0 auto-resets ended episodes.
-
-    Returns (next_obs, env_state, reward, terminated, truncated, final_obs), all batched over N.
+def env_step(ctx: RolloutContext, keys: jax.Array, carry: EnvCarry, action: jax.Array):
+    """Step the N envs (one key each, [N]) with the (clipped) action; gymnax ≥ 1.0 auto-resets
+    ended episodes. Returns (next_obs, env_state, reward, terminated, truncated, final_obs), all
+    batched over N.
     """
-    keys = jax.random.split(key, ctx.num_envs)
     step = jax.vmap(ctx.env.step, in_axes=(0, 0, 0, None))
     obs, state, reward, terminated, truncated, info = step(
         keys, carry.env_state, env_action(action, ctx.spec), ctx.env_params
@@ -102,16 +109,17 @@ def env_step(ctx: RolloutContext, key: jax.Array, carry: EnvCarry, action: jax.A
     return obs, state, reward.astype(jnp.float32), terminated, jnp.asarray(truncated, bool), final_obs
 
 
-def rollout_step(ctx: RolloutContext, params: Any, hparams: Any, state, key: jax.Array):
-    """One policy + environment step. Carry: (EnvCarry, EpisodeStats). Emits a `Transition`."""
+def rollout_step(ctx: RolloutContext, fused: FusedActorCritic, hparams: Any, state, xs):
+    """One policy + environment step. Carry: (EnvCarry, EpisodeStats); xs: (env keys [N], action
+    noise [N, A]). Emits a `Transition`."""
     carry, episodes = state
-    key_act, key_env = jax.random.split(key)
+    env_keys, noise = xs
     obs_stats = update_running_stats(carry.obs_stats, carry.obs) if ctx.normalize_obs else carry.obs_stats
     norm = (lambda o: normalize(o, obs_stats)) if ctx.normalize_obs else (lambda o: o.astype(jnp.float32))
     obs = norm(carry.obs)
-    out = ctx.network.apply(params, obs, hparams.init_log_std)
-    action, log_prob = sample_action(key_act, out.dist, ctx.spec.discrete)
-    next_obs, env_state, reward, terminated, truncated, final_obs = env_step(ctx, key_env, carry, action)
+    out = fused_apply(ctx.network, fused, obs)
+    action, log_prob = sample_with_noise(out.dist, noise, ctx.spec.discrete)
+    next_obs, env_state, reward, terminated, truncated, final_obs = env_step(ctx, env_keys, carry, action)
 
     done = jnp.logical_or(terminated, truncated)
     ep_return = carry.episode_return + reward
@@ -142,7 +150,9 @@ def rollout(ctx: RolloutContext, params: Any, hparams: Any, carry: EnvCarry, key
     Returns (EnvCarry after the last step, Transition [T, N, ...], EpisodeStats of the episodes
     that ended during the rollout).
     """
-    keys = jax.random.split(key, ctx.num_steps)
-    step = lambda s, k: rollout_step(ctx, params, hparams, s, k)  # noqa: E731
-    (carry, episodes), traj = lax.scan(step, (carry, EpisodeStats.zero()), keys)
+    key_env, key_act = jax.random.split(key)
+    env_keys = jax.random.split(key_env, ctx.num_steps * ctx.num_envs).reshape(ctx.num_steps, ctx.num_envs)
+    noise = action_noise(key_act, (ctx.num_steps, ctx.num_envs), ctx.spec.action_dim, ctx.spec.discrete)
+    step = functools.partial(rollout_step, ctx, fuse_actor_critic(params), hparams)
+    (carry, episodes), traj = lax.scan(step, (carry, EpisodeStats.zero()), (env_keys, noise))
     return carry, traj, episodes

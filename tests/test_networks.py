@@ -1,0 +1,82 @@
+"""Networks: orthogonal initialisation, the fused rollout forward pass, sampling from pre-drawn noise."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ppo_jax
+from ppo_jax.networks import (
+    action_noise,
+    categorical_log_prob,
+    fuse_actor_critic,
+    fused_apply,
+    gaussian_log_prob,
+    orthogonal,
+    polar_orthogonal,
+    sample_with_noise,
+)
+from ppo_jax.train import init_state, make_context
+
+
+@pytest.mark.parametrize("shape", [(4, 64), (64, 64), (64, 2), (64, 1), (256, 256), (400, 256)])
+def test_polar_orthogonal_gives_orthonormal_columns_or_rows(shape):
+    for seed in range(5):
+        a = jax.random.normal(jax.random.key(seed), shape)
+        q = np.asarray(jax.jit(polar_orthogonal)(a), np.float64)
+        gram = q.T @ q if shape[0] >= shape[1] else q @ q.T
+        np.testing.assert_allclose(gram, np.eye(len(gram)), atol=5e-6)
+        # the polar factor is the orthogonal matrix closest to A: U = A (AᵀA)^(-1/2), via NumPy's SVD
+        u, _, vt = np.linalg.svd(np.asarray(a, np.float64), full_matrices=False)
+        np.testing.assert_allclose(q, u @ vt, atol=5e-5)
+
+
+def test_orthogonal_initializer_scales_by_gain_and_batches_under_vmap():
+    init = orthogonal(np.sqrt(2.0))
+    w = np.asarray(init(jax.random.key(0), (64, 64)), np.float64)
+    np.testing.assert_allclose(w.T @ w, 2.0 * np.eye(64), atol=1e-5)
+    batched = jax.jit(jax.vmap(lambda k: init(k, (8, 16))))(jax.random.split(jax.random.key(1), 5))
+    assert batched.shape == (5, 8, 16)
+    for w in np.asarray(batched, np.float64):
+        np.testing.assert_allclose(w @ w.T, 2.0 * np.eye(8), atol=1e-5)
+
+
+@pytest.mark.parametrize("env", ["CartPole-v1", "Pendulum-v1", "Breakout-MinAtar"])
+def test_fused_forward_equals_separate_actor_and_critic(env):
+    config = ppo_jax.default_config(env)
+    ctx = make_context(config)
+    params = init_state(ctx, jax.random.key(3), config.hyperparams()).params
+    obs = jax.random.normal(jax.random.key(4), (9, *ctx.rollout.spec.obs_shape))
+    separate = ctx.rollout.network.apply(params, obs)
+    fused = fused_apply(ctx.rollout.network, fuse_actor_critic(params), obs)
+    for a, b in zip(jax.tree.leaves(separate), jax.tree.leaves(fused), strict=True):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_gumbel_sampling_matches_softmax_frequencies_and_log_prob():
+    logits = jnp.array([[0.3, -1.0, 1.2]])
+    noise = action_noise(jax.random.key(0), (40_000,), 3, True)
+    actions, log_prob = sample_with_noise(jnp.broadcast_to(logits, (40_000, 3)), noise, True)
+    p = np.exp(np.asarray(logits[0], np.float64))
+    p /= p.sum()
+    freq = np.bincount(np.asarray(actions), minlength=3) / actions.size
+    np.testing.assert_allclose(freq, p, atol=0.01)
+    np.testing.assert_allclose(np.asarray(log_prob), np.log(p)[np.asarray(actions)], rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(categorical_log_prob(logits[0], jnp.int32(2))), np.log(p[2]), rtol=1e-5)
+
+
+def test_gaussian_sampling_log_prob_from_noise_equals_density():
+    mean = jnp.array([[0.5, -1.0]])
+    log_std = jnp.array([[-0.3, 0.2]])
+    noise = action_noise(jax.random.key(1), (6,), 2, False)
+    actions, log_prob = sample_with_noise(
+        (jnp.broadcast_to(mean, (6, 2)), jnp.broadcast_to(log_std, (6, 2))), noise, False
+    )
+    sigma = np.exp(np.asarray(log_std[0], np.float64))
+    a = np.asarray(actions, np.float64)
+    expected = np.sum(-0.5 * ((a - np.asarray(mean[0])) / sigma) ** 2 - np.log(sigma) - 0.5 * np.log(2 * np.pi), -1)
+    np.testing.assert_allclose(np.asarray(log_prob), expected, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(gaussian_log_prob(mean, log_std, actions)), expected, rtol=1e-5)
