@@ -138,7 +138,7 @@ def minibatch_step(ctx: TrainContext, hparams: Hyperparams, kl_coef: jax.Array, 
     params, opt_state = carry
     grads, metrics = jax.grad(functools.partial(minibatch_loss, ctx, hparams, kl_coef), has_aux=True)(params, mb)
     updates, opt_state = make_optimizer(ctx.config, hparams).update(grads, opt_state, params)
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     return (optax.apply_updates(params, updates), opt_state), metrics
 
 
