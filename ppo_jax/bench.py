@@ -244,10 +244,12 @@ def summarize(record: dict[str, Any]) -> None:
     record["final_return"] = _mean_std(per_seed)
     if record.get("eval_returns"):
         record["eval_return"] = _mean_std(np.asarray(record["eval_returns"], float))
-    idx = np.unique(np.linspace(0, len(curve) - 1, min(len(curve), 100)).astype(int))
+    bins = np.array_split(np.arange(len(curve)), min(len(curve), 100))  # mean over bins of updates
+    with np.errstate(all="ignore"), _quiet():
+        values = [float(np.nanmean(curve[b])) for b in bins]
     record["curve"] = {
-        "env_steps": [int((i + 1) * record["steps_per_update"]) for i in idx],
-        "return": [None if np.isnan(curve[i]) else round(float(curve[i]), 3) for i in idx],
+        "env_steps": [int((b[-1] + 1) * record["steps_per_update"]) for b in bins],
+        "return": [None if np.isnan(v) else round(v, 3) for v in values],
     }
 
 
@@ -583,6 +585,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="output folder (default docs/benchmarks[/quick])")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="folder of the peers' virtual environments")
     p.add_argument("--timeout", type=float, default=7200.0, help="seconds before a training subprocess is killed")
+    p.add_argument(
+        "--from-json", type=Path, default=None, help="only re-render README.md and plots from a results.json"
+    )
     return p
 
 
@@ -683,9 +688,21 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty"], capture_output=True)
+        return out.stdout.decode().strip() or None
+    except OSError:
+        return None
+
+
 def run_benchmark(argv: list[str] | None = None) -> int:
     """The `ppo-jax bench` entry point: run everything, write results.json, README.md and plots."""
     args = build_parser().parse_args(argv)
+    if args.from_json:
+        report = json.loads(args.from_json.read_text())
+        write_outputs(report, args.out or args.from_json.parent)
+        return 0
     impls = [i.strip() for i in args.only.split(",") if i.strip()]
     unknown = sorted(set(impls) - set(IMPLS))
     if unknown:
@@ -698,6 +715,7 @@ def run_benchmark(argv: list[str] | None = None) -> int:
         "command": " ".join(["scripts/benchmark.py", *(argv if argv is not None else sys.argv[1:])]),
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "machine": machine_info(),
+        "git_commit": _git_commit(),
         "xla_flags_for_jax_children": XLA_WORKAROUND,
         "torch_threads": args.torch_threads,
         "final_fraction": FINAL_FRACTION,
@@ -706,7 +724,9 @@ def run_benchmark(argv: list[str] | None = None) -> int:
     }
     pythons = {}
     for impl in impls:
-        if impl in PEERS:
+        if impl in PEERS and not (PEERS_DIR / PEERS[impl].runner).exists():
+            report["peer_errors"][impl] = f"runner {PEERS_DIR / PEERS[impl].runner} not found (needs a source checkout)"
+        elif impl in PEERS:
             try:
                 pythons[impl] = ensure_peer_env(PEERS[impl], args.cache)
             except (subprocess.CalledProcessError, OSError) as exc:
@@ -926,18 +946,26 @@ def _plot_returns(plt, runs, workloads, out: Path) -> None:
     fig, axes = plt.subplots(1, len(workloads), figsize=(5 * len(workloads), 3.8), squeeze=False)
     for ax, w in zip(axes[0], workloads, strict=True):
         for r in runs:
-            if r["workload"] != w or "curve" not in r:
+            if r["workload"] != w or "curve" not in r or r.get("extrapolated"):
                 continue
             style = "-" if r["seeds"] > 1 else ":"
             label = f"{LABELS[r['impl']]}, {r['seeds']} seed{'s' if r['seeds'] > 1 else ''}"
-            y = [float("nan") if v is None else v for v in r["curve"]["return"]]
-            ax.plot(r["curve"]["env_steps"], y, style, color=COLORS[r["impl"]], label=label)
-        ax.set_title(f"{w}: episodic return (mean over seeds)")
+            ax.plot(r["curve"]["env_steps"], _smooth(r["curve"]["return"]), style, color=COLORS[r["impl"]], label=label)
+        ax.set_title(f"{w}: episodic return (mean over seeds, smoothed)")
         ax.set_xlabel("env steps per seed")
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "returns.png", dpi=110)
     plt.close(fig)
+
+
+def _smooth(values: list, window: int = 5) -> list[float]:
+    """Trailing mean over `window` points, ignoring missing ones (None)."""
+    out = []
+    for i in range(len(values)):
+        seen = [v for v in values[max(0, i - window + 1) : i + 1] if v is not None]
+        out.append(sum(seen) / len(seen) if seen else float("nan"))
+    return out
 
 
 def _plot_scaling(plt, report: dict[str, Any], out: Path) -> None:
