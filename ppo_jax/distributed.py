@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
+import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -134,6 +136,8 @@ def initialize(processes: Processes | None, timeout: int = 300) -> None:
         return
     if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
         raise ConfigError("distributed_timeout", f"must be a positive integer of seconds, got {timeout!r}")
+    if processes.coordinator_address is not None and processes.process_id != 0:
+        _wait_for_coordinator(processes, timeout)  # jax aborts the process instead of raising
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     from jax._src import xla_bridge
 
@@ -156,6 +160,24 @@ def initialize(processes: Processes | None, timeout: int = 300) -> None:
             f"could not start the distributed runtime with coordinator {where}{who} within {timeout} s: "
             f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
         ) from err
+
+
+def _wait_for_coordinator(processes: Processes, timeout: int) -> None:
+    """Wait until the coordinator accepts TCP connections; `ConnectionError` after `timeout` s."""
+    host, _, port = processes.coordinator_address.rpartition(":")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+                return
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                raise ConnectionError(
+                    f"could not start the distributed runtime with coordinator {processes.coordinator_address} "
+                    f"as process {processes.process_id} of {processes.num_processes} within {timeout} s: "
+                    f"nothing accepts connections there ({err.strerror or err}); start process 0 there first"
+                ) from None
+            time.sleep(0.2)
 
 
 def topology() -> dict[str, Any]:
