@@ -187,7 +187,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ConfigError(name, f"must be a positive integer, got {value}")
-    if args.shard_envs:
+    if getattr(args, "shard_envs", False):
         return _train_shard_envs(args)
     if args.resume:
         config, seeds, out = _resume_setup(args)
@@ -570,6 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ppo_jax.sweep_cli import add_sweep_parser
 
     add_sweep_parser(sub)
+    sub.add_parser("bench", help="benchmark against rejax and Stable-Baselines3 (see ppo-jax bench --help)")
 
     add_rlhf_parser(sub)
     return parser
@@ -580,6 +581,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
         argv = ["train"]
+    if argv[0] == "bench":  # the benchmark owns its flags
+        from ppo_jax.bench import main as bench_main
+
+        return bench_main(argv[1:])
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
