@@ -1,0 +1,67 @@
+"""Objective choice in the training loop and the `compare` command."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import ppo_jax
+from ppo_jax import cli
+from ppo_jax.compare import compare, objective_config
+
+TINY = dict(num_envs=2, num_steps=16, num_epochs=2, num_minibatches=2, total_timesteps=2 * 16 * 4)
+
+
+def test_on_policy_objectives_get_one_epoch_of_one_minibatch():
+    base = ppo_jax.default_config(**TINY)
+    for objective in ("reinforce", "a2c"):
+        cfg = objective_config(base, objective)
+        assert (cfg.objective, cfg.num_epochs, cfg.num_minibatches) == (objective, 1, 1)
+    for objective in ("clip", "kl_penalty"):
+        cfg = objective_config(base, objective)
+        assert (cfg.num_epochs, cfg.num_minibatches) == (2, 2)
+    with pytest.raises(ppo_jax.ConfigError) as err:
+        objective_config(base, "trpo")
+    assert err.value.field == "objective"
+
+
+def test_on_policy_objective_with_several_epochs_is_refused_before_compiling():
+    with pytest.raises(ppo_jax.ConfigError) as err:
+        ppo_jax.PPOConfig(objective="a2c", num_epochs=4, num_minibatches=4)
+    assert err.value.field == "objective" and "num_epochs=1" in str(err.value)
+
+
+@pytest.mark.parametrize("kl_target, factor", [(1e-12, 2.0), (1e3, 0.5)])
+def test_kl_penalty_coefficient_doubles_or_halves_every_update(kl_target, factor):
+    # KL of an update is > 0 and far above a target of 1e-12 (β doubles) and far below 1e3 (β halves).
+    cfg = ppo_jax.default_config(objective="kl_penalty", kl_coef=0.8, kl_target=kl_target, **TINY)
+    result = jax.jit(ppo_jax.make_train(cfg))(jax.random.key(0))
+    logged = np.asarray(result.metrics["kl_coef"])  # β used in each update
+    np.testing.assert_allclose(logged, 0.8 * factor ** np.arange(cfg.num_updates), rtol=1e-6)
+    np.testing.assert_allclose(float(result.state.kl_coef), 0.8 * factor**cfg.num_updates, rtol=1e-6)
+
+
+def test_clip_objective_keeps_the_coefficient_fixed():
+    cfg = ppo_jax.default_config(kl_coef=0.3, **TINY)
+    result = jax.jit(ppo_jax.make_train(cfg))(jax.random.key(0))
+    np.testing.assert_array_equal(np.asarray(result.metrics["kl_coef"]), np.full(cfg.num_updates, 0.3, np.float32))
+
+
+def test_compare_trains_every_objective_and_writes_a_table(tmp_path, capsys):
+    results = compare(ppo_jax.default_config(**TINY), seeds=(0, 1))
+    assert [r.objective for r in results] == ["clip", "kl_penalty", "reinforce", "a2c"]
+    for r in results:
+        assert r.returns.shape == (r.config.num_updates, 2) and r.final_returns.shape == (2,)
+        assert r.ci_low <= r.iqm <= r.ci_high
+    args = ["compare", "--seeds", "2", "--objectives", "clip,a2c", "--out", tmp_path]
+    args += ["--num-envs", "2", "--num-steps", "16", "--num-epochs", "2", "--num-minibatches", "2"]
+    assert cli.main([str(a) for a in [*args, "--total-timesteps", "128"]]) == 0
+    report = json.loads((tmp_path / "compare.json").read_text())
+    assert [row["objective"] for row in report["objectives"]] == ["clip", "a2c"]
+    assert report["objectives"][1]["num_epochs"] == 1
+    assert (tmp_path / "compare.png").stat().st_size > 0
+    assert "objective" in capsys.readouterr().out
+    assert cli.main(["compare", "--objectives", "clip,sarsa"]) == 2
