@@ -589,6 +589,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    return run_command(args)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run `args.func(args)`, mapping errors to one line on stderr and an exit code (no traceback)."""
     try:
         return int(args.func(args) or 0)
     except ConfigError as err:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ppo_jax.cli import add_config_flags, add_distributed_flags, config_from_args, start_distributed
+from ppo_jax.cli import add_config_flags, add_distributed_flags, config_from_args, run_command, start_distributed
 from ppo_jax.config import TRACED_FIELDS, ConfigError
 
 DESCRIPTION = (
@@ -72,7 +72,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
-    """Register `sweep` on the `ppo-jax` subcommand parsers; it runs `sweep_main`."""
+    """Register `sweep` on the `ppo-jax` subcommand parsers; it runs `run_sweep_command`."""
     parser = subparsers.add_parser(
         "sweep",
         help="train seeds × hyperparameters in one compiled program; ranked table and plots",
@@ -81,7 +81,7 @@ def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_sweep_arguments(parser)
-    parser.set_defaults(func=sweep_main)
+    parser.set_defaults(func=run_sweep_command)
     return parser
 
 
@@ -336,10 +336,6 @@ def plot_sensitivity(path: Path, result, name: str) -> None:
     plt.close(fig)
 
 
-def _print_err(message: str) -> None:
-    sys.stderr.write(f"ppo-jax sweep: error: {message}\n")
-
-
 def _search(args: argparse.Namespace, grid: dict, dists: dict, sample_seed: int) -> dict:
     search: dict = {}
     if grid:
@@ -424,21 +420,6 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def sweep_main(args: argparse.Namespace) -> int:
-    """Entry point for `ppo-jax sweep`; prints a one-line error and returns 2 (bad input) or 1 (I/O)."""
-    try:
-        return run_sweep_command(args)
-    except ConfigError as err:
-        _print_err(str(err))
-        return 2
-    except OSError as err:
-        _print_err(str(err))
-        return 1
-    except KeyboardInterrupt:
-        _print_err("interrupted")
-        return 130
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ppo-jax sweep",
@@ -447,7 +428,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_sweep_arguments(parser)
-    return sweep_main(parser.parse_args(argv))
+    parser.set_defaults(func=run_sweep_command)
+    return run_command(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
