@@ -95,16 +95,36 @@ def reset_envs(ctx: RolloutContext, key: jax.Array) -> EnvCarry:
     )
 
 
-def env_step(ctx: RolloutContext, keys: jax.Array, carry: EnvCarry, action: jax.Array):
-    """Step the N envs (one key each, [N]) with the (clipped) action; gymnax ≥ 1.0 auto-resets
-    ended episodes. Returns (next_obs, env_state, reward, terminated, truncated, final_obs), all
+def steps_without_autoreset(env: Any) -> bool:
+    """True when `env.step` is gymnax's own auto-resetting step (not overridden, e.g. by a
+    wrapper), so the rollout may call `step_env` and apply pre-drawn resets itself."""
+    from gymnax.environments.environment import Environment
+
+    return isinstance(env, Environment) and type(env).step is Environment.step
+
+
+def env_step(ctx: RolloutContext, keys: jax.Array, carry: EnvCarry, action: jax.Array, resets=None):
+    """Step the N envs (one key each, [N]) with the (clipped) action and auto-reset ended
+    episodes. Returns (next_obs, env_state, reward, terminated, truncated, final_obs), all
     batched over N.
+
+    With `resets` = (reset obs, reset states) drawn in advance for these N envs, the step is
+    gymnax's `step` (step_env, is_truncated, then reset where the episode ended) without its
+    per-step key split and reset draw; otherwise `env.step` does both.
     """
-    step = jax.vmap(ctx.env.step, in_axes=(0, 0, 0, None))
-    obs, state, reward, terminated, truncated, info = step(
-        keys, carry.env_state, env_action(action, ctx.spec), ctx.env_params
-    )
-    final_obs = info.get("final_observation", obs) if isinstance(info, dict) else obs
+    action = env_action(action, ctx.spec)
+    if resets is None:
+        step = jax.vmap(ctx.env.step, in_axes=(0, 0, 0, None))
+        obs, state, reward, terminated, truncated, info = step(keys, carry.env_state, action, ctx.env_params)
+        final_obs = info.get("final_observation", obs) if isinstance(info, dict) else obs
+    else:
+        step = jax.vmap(ctx.env.step_env, in_axes=(0, 0, 0, None))
+        final_obs, stepped, reward, terminated, _ = step(keys, carry.env_state, action, ctx.env_params)
+        truncated = jax.vmap(ctx.env.is_truncated, in_axes=(0, None))(stepped, ctx.env_params)
+        done = jnp.logical_or(terminated, truncated)
+        pick = lambda r, s: jnp.where(done.reshape(done.shape + (1,) * (s.ndim - 1)), r, s)  # noqa: E731
+        reset_obs, reset_state = resets
+        obs, state = pick(reset_obs, final_obs), jax.tree.map(pick, reset_state, stepped)
     terminated = jnp.asarray(terminated, bool)
     return obs, state, reward.astype(jnp.float32), terminated, jnp.asarray(truncated, bool), final_obs
 
@@ -113,13 +133,13 @@ def rollout_step(ctx: RolloutContext, fused: FusedActorCritic, hparams: Any, sta
     """One policy + environment step. Carry: (EnvCarry, EpisodeStats); xs: (env keys [N], action
     noise [N, A]). Emits a `Transition`."""
     carry, episodes = state
-    env_keys, noise = xs
+    env_keys, noise, resets = xs
     obs_stats = update_running_stats(carry.obs_stats, carry.obs) if ctx.normalize_obs else carry.obs_stats
     norm = (lambda o: normalize(o, obs_stats)) if ctx.normalize_obs else (lambda o: o.astype(jnp.float32))
     obs = norm(carry.obs)
     out = fused_apply(ctx.network, fused, obs)
     action, log_prob = sample_with_noise(out.dist, noise, ctx.spec.discrete)
-    next_obs, env_state, reward, terminated, truncated, final_obs = env_step(ctx, env_keys, carry, action)
+    next_obs, env_state, reward, terminated, truncated, final_obs = env_step(ctx, env_keys, carry, action, resets)
 
     done = jnp.logical_or(terminated, truncated)
     ep_return = carry.episode_return + reward
@@ -150,9 +170,14 @@ def rollout(ctx: RolloutContext, params: Any, hparams: Any, carry: EnvCarry, key
     Returns (EnvCarry after the last step, Transition [T, N, ...], EpisodeStats of the episodes
     that ended during the rollout).
     """
-    key_env, key_act = jax.random.split(key)
-    env_keys = jax.random.split(key_env, ctx.num_steps * ctx.num_envs).reshape(ctx.num_steps, ctx.num_envs)
-    noise = action_noise(key_act, (ctx.num_steps, ctx.num_envs), ctx.spec.action_dim, ctx.spec.discrete)
+    key_env, key_reset, key_act = jax.random.split(key, 3)
+    shape = (ctx.num_steps, ctx.num_envs)
+    env_keys = jax.random.split(key_env, shape)
+    noise = action_noise(key_act, shape, ctx.spec.action_dim, ctx.spec.discrete)
+    resets = None
+    if steps_without_autoreset(ctx.env):
+        reset = jax.vmap(jax.vmap(ctx.env.reset_env, in_axes=(0, None)), in_axes=(0, None))
+        resets = reset(jax.random.split(key_reset, shape), ctx.env_params)
     step = functools.partial(rollout_step, ctx, fuse_actor_critic(params), hparams)
-    (carry, episodes), traj = lax.scan(step, (carry, EpisodeStats.zero()), (env_keys, noise))
+    (carry, episodes), traj = lax.scan(step, (carry, EpisodeStats.zero()), (env_keys, noise, resets))
     return carry, traj, episodes

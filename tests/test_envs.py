@@ -107,3 +107,54 @@ def test_env_action_passes_discrete_actions_through():
     env, params = make_env("CartPole-v1")
     actions = jnp.array([0, 1, 1, 0], jnp.int32)
     np.testing.assert_array_equal(np.asarray(env_action(actions, env_spec(env, params))), np.asarray(actions))
+
+
+@pytest.mark.parametrize("name", ["CartPole-v1", "Pendulum-v1", "Breakout-MinAtar"])
+def test_env_step_with_drawn_resets_equals_gymnax_auto_reset_step(name):
+    """The rollout's step (step_env + is_truncated + pre-drawn resets) against gymnax's own `step`,
+    given the key halves gymnax would split off; episodes end (terminated or truncated) in the run."""
+    from ppo_jax.config import default_config
+    from ppo_jax.rollout import env_step, reset_envs, steps_without_autoreset
+    from ppo_jax.train import make_context
+
+    ctx = make_context(default_config(name, num_envs=3)).rollout
+    assert steps_without_autoreset(ctx.env)
+    spec, env, params = ctx.spec, ctx.env, ctx.env_params
+
+    @jax.jit
+    def both(carry, key):
+        key_step, key_act = jax.random.split(key)
+        keys = jax.random.split(key_step, ctx.num_envs)
+        if spec.discrete:
+            action = jax.random.randint(key_act, (ctx.num_envs,), 0, spec.action_dim)
+        else:
+            action = 2.0 * jax.random.normal(key_act, (ctx.num_envs, spec.action_dim))
+        reference = env_step(ctx, keys, carry, action)  # env.step: split, step_env, reset, select
+        halves = jax.vmap(jax.random.split)(keys)
+        resets = jax.vmap(env.reset_env, in_axes=(0, None))(halves[:, 1], params)
+        ours = env_step(ctx, halves[:, 0], carry, action, resets)
+        return reference, ours
+
+    carry = reset_envs(ctx, jax.random.key(0))
+    ended = 0
+    for t in range(260):
+        reference, ours = both(carry, jax.random.key(t + 1))
+        for a, b in zip(jax.tree.leaves(reference), jax.tree.leaves(ours), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        ended += int(np.sum(np.asarray(reference[3]) | np.asarray(reference[4])))
+        carry = carry._replace(obs=reference[0], env_state=reference[1])
+    assert ended > 0
+
+
+def test_overridden_step_keeps_the_envs_own_step():
+    from gymnax.environments.classic_control.cartpole import CartPole
+
+    from ppo_jax.rollout import steps_without_autoreset
+
+    class CountingCartPole(CartPole):
+        def step(self, key, state, action, params=None):
+            return super().step(key, state, action, params)
+
+    assert steps_without_autoreset(CartPole())
+    assert not steps_without_autoreset(CountingCartPole())
+    assert not steps_without_autoreset(object())
