@@ -142,10 +142,34 @@ def minibatch_step(ctx: TrainContext, hparams: Hyperparams, kl_coef: jax.Array, 
     return (optax.apply_updates(params, updates), opt_state), metrics
 
 
+def permutation(key: jax.Array, n: int) -> jax.Array:
+    """A uniformly random permutation of 0..n−1 [n] int32, by sorting packed 32-bit keys.
+
+    Each round sorts k = (random bits with the low b = ⌈log2 n⌉ bits cleared) | position, one
+    uint32 operand, then maps the positions through the order so far. A tie in the random bits
+    keeps the previous order, so rounds are repeated until n³ ≤ 2^(rounds·(32 − b)), the
+    confidence `jax.random.permutation` asks of its own rounds. Equal in distribution to
+    `jax.random.permutation(key, n)`, several times faster on CPU (XLA sorts one integer
+    operand without a comparator call).
+    """
+    bits = max(1, (n - 1).bit_length())
+    if bits > 24:  # fewer than 8 random bits per round: use JAX's sort of key-value pairs
+        return jax.random.permutation(key, n).astype(jnp.int32)
+    rounds = -(-3 * bits // (32 - bits))
+    index = jnp.arange(n, dtype=jnp.uint32)
+    low = jnp.uint32((1 << bits) - 1)
+    order = jnp.arange(n, dtype=jnp.int32)
+    for round_key in jax.random.split(key, rounds):
+        noise = jax.random.bits(round_key, (n,), jnp.uint32)
+        position = lax.sort((noise & ~low) | index) & low
+        order = order[position.astype(jnp.int32)]
+    return order
+
+
 def epoch_step(ctx: TrainContext, hparams: Hyperparams, kl_coef: jax.Array, batch: Batch, carry, key: jax.Array):
     """One pass over the batch in shuffled minibatches, each sample used once."""
     cfg = ctx.config
-    perm = jax.random.permutation(key, cfg.batch_size)
+    perm = permutation(key, cfg.batch_size)
     shuffled = jax.tree.map(
         lambda x: jnp.take(x, perm, axis=0).reshape(cfg.num_minibatches, cfg.minibatch_size, *x.shape[1:]), batch
     )
