@@ -7,6 +7,8 @@ state-independent log-std parameter.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -18,7 +20,7 @@ from jax import lax
 
 _ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu}
 _SQRT2 = 2.0**0.5
-_LOG_2PI = float(jnp.log(2.0 * jnp.pi))
+_LOG_2PI = math.log(2.0 * math.pi)
 
 
 def polar_orthogonal(a: jax.Array, iterations: int = 64) -> jax.Array:
@@ -200,16 +202,40 @@ def categorical_sample(key: jax.Array, logits: jax.Array) -> jax.Array:
     return jax.random.categorical(key, logits).astype(jnp.int32)
 
 
+# Up to this many actions, log-softmax is written as elementwise ops over the action columns:
+# XLA on CPU runs a reduction over a tiny minor axis as a separate, slow kernel.
+_UNROLL_ACTIONS = 8
+
+
+def log_softmax(logits: jax.Array) -> jax.Array:
+    """log π(a) = x_a − m − log Σ_b exp(x_b − m), m = max_b x_b (held constant under grad);
+    logits [..., A] -> [..., A]. Same values and gradient as `jax.nn.log_softmax`."""
+    num = logits.shape[-1]
+    if num > _UNROLL_ACTIONS:
+        return jax.nn.log_softmax(logits)
+    cols = [logits[..., a] for a in range(num)]
+    shift = lax.stop_gradient(functools.reduce(jnp.maximum, cols))
+    total = functools.reduce(jnp.add, [jnp.exp(c - shift) for c in cols])
+    return logits - (shift + jnp.log(total))[..., None]
+
+
 def categorical_log_prob(logits: jax.Array, actions: jax.Array) -> jax.Array:
     """log π(a|s) = logits[a] − logsumexp(logits); logits [..., A], actions [...] -> [...]."""
-    log_p = jax.nn.log_softmax(logits)
-    return jnp.take_along_axis(log_p, actions[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    log_p = log_softmax(logits)
+    num = logits.shape[-1]
+    if num > _UNROLL_ACTIONS:
+        return jnp.take_along_axis(log_p, actions[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    picked = [jnp.where(actions == a, log_p[..., a], 0.0) for a in range(num)]
+    return functools.reduce(jnp.add, picked)
 
 
 def categorical_entropy(logits: jax.Array) -> jax.Array:
     """H = −Σ_a π(a) log π(a); logits [..., A] -> [...]."""
-    log_p = jax.nn.log_softmax(logits)
-    return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
+    log_p = log_softmax(logits)
+    num = logits.shape[-1]
+    if num > _UNROLL_ACTIONS:
+        return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
+    return -functools.reduce(jnp.add, [jnp.exp(log_p[..., a]) * log_p[..., a] for a in range(num)])
 
 
 def gaussian_sample(key: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:

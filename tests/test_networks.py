@@ -10,10 +10,12 @@ import pytest
 import ppo_jax
 from ppo_jax.networks import (
     action_noise,
+    categorical_entropy,
     categorical_log_prob,
     fuse_actor_critic,
     fused_apply,
     gaussian_log_prob,
+    log_softmax,
     orthogonal,
     polar_orthogonal,
     sample_with_noise,
@@ -80,3 +82,25 @@ def test_gaussian_sampling_log_prob_from_noise_equals_density():
     expected = np.sum(-0.5 * ((a - np.asarray(mean[0])) / sigma) ** 2 - np.log(sigma) - 0.5 * np.log(2 * np.pi), -1)
     np.testing.assert_allclose(np.asarray(log_prob), expected, rtol=1e-5)
     np.testing.assert_allclose(np.asarray(gaussian_log_prob(mean, log_std, actions)), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("num_actions", [2, 3, 6, 12])  # unrolled up to 8 actions, jax.nn above
+def test_log_softmax_log_prob_and_entropy_match_numpy_and_jax_gradients(num_actions):
+    logits = 3.0 * jax.random.normal(jax.random.key(num_actions), (50, num_actions))
+    actions = jax.random.randint(jax.random.key(1), (50,), 0, num_actions)
+    x = np.asarray(logits, np.float64)
+    ref = x - x.max(-1, keepdims=True)
+    ref = ref - np.log(np.exp(ref).sum(-1, keepdims=True))
+    np.testing.assert_allclose(np.asarray(log_softmax(logits)), ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(categorical_log_prob(logits, actions)), ref[np.arange(50), np.asarray(actions)], atol=1e-5
+    )
+    np.testing.assert_allclose(np.asarray(categorical_entropy(logits)), -(np.exp(ref) * ref).sum(-1), atol=1e-5)
+
+    def objective(fn_log_softmax, z):
+        lp = fn_log_softmax(z)
+        return jnp.sum(jnp.take_along_axis(lp, actions[:, None], -1)) + jnp.sum(jnp.exp(lp) * lp)
+
+    ours = jax.grad(lambda z: jnp.sum(categorical_log_prob(z, actions)) - jnp.sum(categorical_entropy(z)))(logits)
+    theirs = jax.grad(lambda z: objective(jax.nn.log_softmax, z))(logits)
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=1e-4, atol=1e-5)
