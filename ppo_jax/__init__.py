@@ -1,59 +1,62 @@
-"""ppo_jax: pure-functional Proximal Policy Optimization in JAX."""
+"""ppo_jax: pure-functional Proximal Policy Optimization in JAX.
 
-from ppo_jax import stats
-from ppo_jax.checkpoint import CheckpointError, load, save
-from ppo_jax.config import ConfigError, Hyperparams, PPOConfig, default_config
-from ppo_jax.envs import EnvSpec, env_spec, make_env
-from ppo_jax.evaluate import EvalResult, Policy, evaluate, export_policy, load_policy
-from ppo_jax.losses import (
-    approx_kl_k3,
-    clip_fraction,
-    clipped_surrogate,
-    explained_variance,
-    gae,
-    ppo_loss,
-    value_loss,
-)
-from ppo_jax.networks import Actor, ActorCritic, Critic
-from ppo_jax.rollout import Transition, rollout
-from ppo_jax.sweeps import SweepResult, sweep
-from ppo_jax.train import TrainResult, TrainState, make_train, make_train_batch
+The names below are imported on first use (PEP 562), so `import ppo_jax` runs no JAX
+computation: JAX options that must precede backend start-up (`jax_num_cpu_devices`,
+`jax.distributed.initialize`) can still be set after importing the package.
+"""
+
+import importlib
+
+_EXPORTS = {
+    "stats": "ppo_jax.stats",
+    "CheckpointError": "ppo_jax.checkpoint",
+    "load": "ppo_jax.checkpoint",
+    "save": "ppo_jax.checkpoint",
+    "ConfigError": "ppo_jax.config",
+    "Hyperparams": "ppo_jax.config",
+    "PPOConfig": "ppo_jax.config",
+    "default_config": "ppo_jax.config",
+    "EnvSpec": "ppo_jax.envs",
+    "env_spec": "ppo_jax.envs",
+    "make_env": "ppo_jax.envs",
+    "EvalResult": "ppo_jax.evaluate",
+    "Policy": "ppo_jax.evaluate",
+    "evaluate": "ppo_jax.evaluate",
+    "export_policy": "ppo_jax.evaluate",
+    "load_policy": "ppo_jax.evaluate",
+    "approx_kl_k3": "ppo_jax.losses",
+    "clip_fraction": "ppo_jax.losses",
+    "clipped_surrogate": "ppo_jax.losses",
+    "explained_variance": "ppo_jax.losses",
+    "gae": "ppo_jax.losses",
+    "ppo_loss": "ppo_jax.losses",
+    "value_loss": "ppo_jax.losses",
+    "Actor": "ppo_jax.networks",
+    "ActorCritic": "ppo_jax.networks",
+    "Critic": "ppo_jax.networks",
+    "Transition": "ppo_jax.rollout",
+    "rollout": "ppo_jax.rollout",
+    "SweepResult": "ppo_jax.sweeps",
+    "sweep": "ppo_jax.sweeps",
+    "TrainResult": "ppo_jax.train",
+    "TrainState": "ppo_jax.train",
+    "make_train": "ppo_jax.train",
+    "make_train_batch": "ppo_jax.train",
+}
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Actor",
-    "ActorCritic",
-    "CheckpointError",
-    "ConfigError",
-    "Critic",
-    "EnvSpec",
-    "EvalResult",
-    "Hyperparams",
-    "PPOConfig",
-    "Policy",
-    "TrainResult",
-    "TrainState",
-    "SweepResult",
-    "Transition",
-    "approx_kl_k3",
-    "clip_fraction",
-    "clipped_surrogate",
-    "default_config",
-    "env_spec",
-    "evaluate",
-    "export_policy",
-    "explained_variance",
-    "gae",
-    "load",
-    "load_policy",
-    "make_env",
-    "make_train",
-    "make_train_batch",
-    "ppo_loss",
-    "rollout",
-    "save",
-    "stats",
-    "sweep",
-    "value_loss",
-]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ppo_jax' has no attribute {name!r}")
+    module = importlib.import_module(_EXPORTS[name])
+    value = module if name == "stats" else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

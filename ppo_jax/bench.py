@@ -72,8 +72,11 @@ PEERS: dict[str, Peer] = {
         False,
     ),
 }
-IMPLS = ("ppo_jax", *PEERS)
-LABELS = {"ppo_jax": "ppo_jax", **{p.name: p.label for p in PEERS.values()}}
+# "ppo_jax" spreads the seeds of a many-seed run over the CPU cores as separate JAX devices (as
+# `ppo-jax train --seeds N` does); "ppo_jax_1dev" is the same program on one device.
+IMPLS = ("ppo_jax", "ppo_jax_1dev", *PEERS)
+OURS = ("ppo_jax", "ppo_jax_1dev")
+LABELS = {"ppo_jax": "ppo_jax", "ppo_jax_1dev": "ppo_jax, 1 device", **{p.name: p.label for p in PEERS.values()}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,7 +213,8 @@ def workload_config(workload: Workload, quick: bool, many: bool = False, **extra
 def run_impl(impl: str, config: dict, seeds: int, args, python: Path | None) -> dict[str, Any]:
     """Train `seeds` seeds of `impl` with `config` in a subprocess; the runner's record plus RSS."""
     spec = {"config": config, "seeds": seeds, "eval_episodes": args.eval_episodes}
-    if impl == "ppo_jax":
+    if impl in OURS:
+        spec["split_cores"] = impl == "ppo_jax"
         cmd, env = [sys.executable, "-m", "ppo_jax.bench", "_worker", json.dumps({"task": "train", **spec})], jax_env()
     else:
         spec["torch_threads"] = args.torch_threads
@@ -294,6 +298,17 @@ def _config_from(d: dict[str, Any]):
     return PPOConfig().replace(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
+def _place_seeds(keys):
+    """Shard the seed axis of `keys` over as many devices as divide it (all of them if they do)."""
+    import jax
+
+    from ppo_jax.cpu import devices_for_runs
+    from ppo_jax.distributed import put_runs, run_mesh
+
+    count = devices_for_runs(keys.shape[0], jax.device_count())
+    return keys if count < 2 else put_runs(keys, run_mesh(jax.devices()[:count]))
+
+
 def _compile_and_run(cfg, seeds: int) -> tuple[Any, float, float]:
     """`jax.jit(train)` (1 seed) or `jax.jit(jax.vmap(train))`: (result, compile s, run s)."""
     import jax
@@ -301,7 +316,7 @@ def _compile_and_run(cfg, seeds: int) -> tuple[Any, float, float]:
     from ppo_jax.train import make_train
 
     train = make_train(cfg)
-    keys = jax.random.split(jax.random.key(cfg.seed), seeds)
+    keys = _place_seeds(jax.random.split(jax.random.key(cfg.seed), seeds))
     if seeds == 1:
         keys, fn = keys[0], jax.jit(train)
     else:
@@ -363,14 +378,21 @@ def worker_train(spec: dict[str, Any]) -> dict[str, Any]:
     """Train `seeds` seeds of the config; the record the parent summarises."""
     import resource
 
+    from ppo_jax.cpu import split_runs_over_cores
+
+    seeds = int(spec["seeds"])
+    if spec.get("split_cores"):
+        split_runs_over_cores(seeds)  # before the first JAX computation
+
     import jax
     import numpy as np
 
-    cfg, seeds = _config_from(spec["config"]), int(spec["seeds"])
+    cfg = _config_from(spec["config"])
     result, compile_s, run_s = _compile_and_run(cfg, seeds)
     record = {
         "impl": "ppo_jax",
         "seeds": seeds,
+        "devices": len(jax.tree.leaves(result.state.params)[0].sharding.device_set),
         "setup_s": None,
         "compile_s": compile_s,
         "run_s": run_s,
@@ -615,6 +637,8 @@ def run_workloads(args, impls: list[str], pythons: dict[str, Path], many: int) -
         for seeds in (1, many):
             config = workload_config(WORKLOADS[name], args.quick, many=seeds > 1)
             for impl in impls:
+                if impl == "ppo_jax_1dev" and seeds == 1:  # one seed always runs on one device
+                    continue
                 if impl == "sb3" and seeds > 1:
                     one = next((r for r in runs if r["impl"] == "sb3" and r["config"] == config), None)
                     if one is None:
@@ -781,9 +805,10 @@ def runs_table(runs: list[dict[str, Any]]) -> list[str]:
             lines.append(f"| {r['workload']} | {LABELS[r['impl']]} | {r['seeds']} | failed: see results.json |||||||")
             continue
         note = " (×N of 1 seed)" if r.get("extrapolated") else ""
+        label = LABELS[r["impl"]] + (f" ({r['devices']} devices)" if (r.get("devices") or 1) > 1 else "")
         compile_s = _fmt(r.get("compile_s")) if r.get("compile_s") is not None else "n/a"
         lines.append(
-            f"| {r['workload']} | {LABELS[r['impl']]} | {r['seeds']}{note} | {r['env_steps_per_seed']:,} "
+            f"| {r['workload']} | {label} | {r['seeds']}{note} | {r['env_steps_per_seed']:,} "
             f"| {compile_s} | {_fmt(r['run_s'])} | {_fmt(r.get('steps_per_s'), 0)} | {_ratio(runs, r)} "
             f"| {_fmt(r.get('rss_peak_mb'), 0)} | {_fmt(r.get('final_return'))} | {_fmt(r.get('eval_return'))} |"
         )
@@ -878,6 +903,9 @@ def markdown(report: dict[str, Any]) -> str:
         "1-seed run of the same config (it trains seeds one after another), with that run's return.",
         "- Pendulum and Breakout many-seed rows use a shorter budget per seed (see env steps / seed): their "
         "returns are not final returns of the full budget.",
+        "- ppo_jax splits a many-seed run over the CPU cores, each core a JAX device (`jax_num_cpu_devices`, "
+        "seed axis sharded), as `ppo-jax train --seeds N` does; *ppo_jax, 1 device* is the same program on one "
+        "device. The peers run as they ship, on one device.",
         f"- Extra XLA_FLAGS for the JAX subprocesses (ppo_jax and rejax alike): "
         f"`{report.get('xla_flags_for_jax_children') or 'none'}`.",
         "",
@@ -900,7 +928,7 @@ def write_outputs(report: dict[str, Any], out: Path) -> None:
         _log(f"plotting failed: {exc!r}")
 
 
-COLORS = {"ppo_jax": "tab:blue", "rejax": "tab:orange", "sb3": "tab:green"}
+COLORS = {"ppo_jax": "tab:blue", "ppo_jax_1dev": "tab:cyan", "rejax": "tab:orange", "sb3": "tab:green"}
 
 
 def plot_all(report: dict[str, Any], out: Path) -> None:
@@ -927,7 +955,7 @@ def plot_all(report: dict[str, Any], out: Path) -> None:
                 for w in workloads
             ]
             ax.bar(
-                [j + 0.27 * (i - 1) for j in range(len(workloads))], vals, 0.27, label=LABELS[impl], color=COLORS[impl]
+                [j + 0.2 * (i - 1.5) for j in range(len(workloads))], vals, 0.2, label=LABELS[impl], color=COLORS[impl]
             )
         ax.set_xticks(range(len(workloads)), workloads)
         ax.set_yscale("log")

@@ -18,15 +18,11 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from ppo_jax.config import Hyperparams, PPOConfig
+from ppo_jax.config import CheckpointError, Hyperparams, PPOConfig
 from ppo_jax.train import TrainContext, TrainState, broadcast_hparams, init_state, make_context
 
 FORMAT_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable, corrupted, or does not fit the requested run."""
 
 
 class Checkpoint(NamedTuple):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import math
 import signal
 import sys
@@ -15,8 +16,7 @@ from typing import Any
 import numpy as np
 
 from ppo_jax import runs
-from ppo_jax.checkpoint import CheckpointError
-from ppo_jax.config import ENV_DEFAULTS, FIELDS, ConfigError, PPOConfig, default_config
+from ppo_jax.config import ENV_DEFAULTS, FIELDS, CheckpointError, ConfigError, PPOConfig, default_config
 
 
 def _flag(name: str) -> str:
@@ -176,7 +176,22 @@ def _resume_setup(args: argparse.Namespace):
     return config_from_meta(meta), list(meta["seeds"]), runs.prepare_dir(run_dir)
 
 
+def _requested_seeds(args: argparse.Namespace) -> int:
+    """How many seeds `train` will run, read without starting JAX (0 if unknown)."""
+    if not args.resume:
+        return args.seeds or 0
+    try:
+        return len(json.loads((Path(args.resume) / "config.json").read_text())["seeds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0  # the resume path reports the problem itself
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    from ppo_jax.cpu import split_runs_over_cores
+
+    if not getattr(args, "shard_envs", False):
+        split_runs_over_cores(_requested_seeds(args))  # before JAX starts: seeds spread over the cores
+
     import jax
 
     from ppo_jax.checkpoint import RunCheckpoints

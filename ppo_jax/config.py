@@ -25,6 +25,10 @@ class ConfigError(ValueError):
         self.field = field
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, corrupted, or does not fit the requested run."""
+
+
 def _static(default: Any, help: str) -> Any:
     return dataclasses.field(default=default, metadata={"help": help, "traced": False})
 

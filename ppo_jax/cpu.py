@@ -1,0 +1,51 @@
+"""CPU cores as JAX devices, so that independent runs (seeds) can be split over the cores.
+
+On a CPU, XLA runs one device's program largely on one core: the small matrix products of a
+PPO update do not split well across threads. Exposing the cores as separate CPU devices
+(`jax_num_cpu_devices`) and sharding the run axis over them gives each core its own share of
+the seeds. This must happen before JAX starts its backend, i.e. before the first computation;
+importing `ppo_jax` runs none, but importing gymnax does (ppo_jax imports it on first use).
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def devices_for_runs(num_runs: int, cores: int) -> int:
+    """The largest d ≤ `cores` that divides `num_runs` (each device gets the same share)."""
+    return max(d for d in range(1, max(1, min(cores, num_runs)) + 1) if num_runs % d == 0)
+
+
+def count_set_by_user(environ: dict[str, str] | None = None) -> bool:
+    """True when the environment already fixes the CPU device count (JAX_NUM_CPU_DEVICES, or
+    --xla_force_host_platform_device_count in XLA_FLAGS)."""
+    environ = os.environ if environ is None else environ
+    return "JAX_NUM_CPU_DEVICES" in environ or "xla_force_host_platform_device_count" in environ.get("XLA_FLAGS", "")
+
+
+def split_runs_over_cores(num_runs: int, cores: int | None = None) -> int:
+    """Expose `devices_for_runs(num_runs, cores)` CPU devices; returns that count.
+
+    Returns 0 and changes nothing when the user set the count, when one device is enough, or when
+    JAX's backend has already started (the option can no longer change). Only the CPU backend
+    is affected: on a GPU machine the runs still go to the GPUs.
+    """
+    import jax
+
+    devices = devices_for_runs(num_runs, usable_cores() if cores is None else cores)
+    if devices < 2 or count_set_by_user():
+        return 0
+    try:
+        jax.config.update("jax_num_cpu_devices", devices)
+    except RuntimeError:  # the backend is running already
+        return 0
+    return devices

@@ -1,0 +1,80 @@
+"""CPU cores as devices: the device count chosen for a number of runs, the user's own setting
+taking precedence, and the CLI splitting seeds over the cores before JAX starts.
+
+Each case that needs a fresh JAX (the device count is fixed when the backend starts) runs in a
+subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from ppo_jax.cpu import count_set_by_user, devices_for_runs, split_runs_over_cores, usable_cores
+
+
+@pytest.mark.parametrize(
+    ("runs", "cores", "expected"),
+    [(1, 8, 1), (32, 2, 2), (3, 2, 1), (6, 4, 3), (12, 8, 6), (7, 16, 7), (5, 1, 1), (64, 16, 16)],
+)
+def test_devices_for_runs_is_the_largest_divisor_within_the_cores(runs, cores, expected):
+    assert devices_for_runs(runs, cores) == expected
+    assert runs % expected == 0 and expected <= max(1, cores)
+
+
+def test_user_setting_of_the_device_count_is_detected():
+    assert count_set_by_user({"JAX_NUM_CPU_DEVICES": "4"})
+    assert count_set_by_user({"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+    assert not count_set_by_user({"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"})
+    assert not count_set_by_user({})
+
+
+def test_split_is_refused_once_jax_has_started():
+    import jax
+
+    jax.numpy.zeros(1).block_until_ready()  # the test process's backend is running
+    assert split_runs_over_cores(8, cores=2) == 0
+
+
+def _python(code: str, env_drop: tuple[str, ...] = ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS")) -> str:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in env_drop}
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_importing_the_package_and_cli_leaves_the_device_count_open():
+    out = _python(
+        """
+        import ppo_jax, ppo_jax.cli
+        ppo_jax.cli.build_parser()
+        assert "make_train" in dir(ppo_jax)
+        from ppo_jax.cpu import split_runs_over_cores
+        print(split_runs_over_cores(4, cores=2))
+        import jax
+        print(jax.device_count())
+        """
+    )
+    assert out.split() == ["2", "2"]
+
+
+@pytest.mark.skipif(usable_cores() < 2, reason="needs 2 cores")
+def test_train_cli_spreads_seeds_over_the_cores(tmp_path):
+    tiny = "--num-envs 2 --num-steps 16 --num-minibatches 2 --num-epochs 1 --hidden-sizes 8,8 --total-timesteps 96"
+    _python(
+        f"""
+        import sys
+        from ppo_jax.cli import main
+        sys.exit(main(["train", "--seeds", "2", "--quiet", "--out", {str(tmp_path / "run")!r}, *{tiny.split()!r}]))
+        """
+    )
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["devices"] == 2
