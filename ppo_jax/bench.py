@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ppo_jax.cpu import compiler_options
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PEERS_DIR = REPO_ROOT / "scripts" / "peers"
 DEFAULT_CACHE = Path(os.environ.get("PPO_JAX_BENCH_CACHE", Path.home() / ".cache" / "ppo_jax_bench"))
@@ -322,7 +324,7 @@ def _compile_and_run(cfg, seeds: int) -> tuple[Any, float, float]:
     else:
         fn = jax.jit(jax.vmap(train))
     t0 = time.perf_counter()
-    compiled = fn.lower(keys).compile()
+    compiled = fn.lower(keys).compile(compiler_options=compiler_options())
     t1 = time.perf_counter()
     result = jax.block_until_ready(compiled(keys))
     t2 = time.perf_counter()
@@ -459,7 +461,7 @@ def _timed_runs(cfg, seeds: int, min_total_s: float = 2.0, max_runs: int = 5) ->
     fn = jax.jit(make_train(cfg)) if seeds == 1 else jax.jit(jax.vmap(make_train(cfg)))
     args = keys[0] if seeds == 1 else keys
     t0 = time.perf_counter()
-    compiled = fn.lower(args).compile()
+    compiled = fn.lower(args).compile(compiler_options=compiler_options())
     compile_s = time.perf_counter() - t0
     times: list[float] = []
     while len(times) < max_runs and sum(times) < min_total_s:
@@ -537,7 +539,7 @@ def worker_profile(spec: dict[str, Any]) -> dict[str, Any]:
         keys = jax.random.split(jax.random.key(0), seeds)
         row = {"seeds": seeds}
         for name, program in programs.items():
-            compiled = jax.jit(jax.vmap(program)).lower(keys).compile()
+            compiled = jax.jit(jax.vmap(program)).lower(keys).compile(compiler_options=compiler_options())
             jax.block_until_ready(compiled(keys))  # warm
             times = []
             for _ in range(3):

@@ -17,6 +17,7 @@ import numpy as np
 
 from ppo_jax import runs
 from ppo_jax.config import ENV_DEFAULTS, FIELDS, CheckpointError, ConfigError, PPOConfig, default_config
+from ppo_jax.cpu import compiler_options
 
 
 def _flag(name: str) -> str:
@@ -236,7 +237,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if n not in compiled:
             t0 = time.perf_counter()
             fn = jax.jit(functools.partial(run_updates, ctx, num_updates=n, batched=True))
-            compiled[n] = fn.lower(state, hparams).compile()
+            compiled[n] = fn.lower(state, hparams).compile(compiler_options=compiler_options())
             timing["compile"] += time.perf_counter() - t0
         return compiled[n]
 
@@ -320,7 +321,8 @@ def _train_shard_envs(args: argparse.Namespace) -> int:
     state = place_env_sharded(
         es, jax.jit(functools.partial(init_env_sharded, es))(jax.random.key(config.seed), hparams)
     )
-    fn = jax.jit(functools.partial(run_env_sharded, es, num_updates=config.num_updates)).lower(state, hparams).compile()
+    program = jax.jit(functools.partial(run_env_sharded, es, num_updates=config.num_updates))
+    fn = program.lower(state, hparams).compile(compiler_options=compiler_options())
     timing = {"compile": time.perf_counter() - t0, "run": 0.0, "save": 0.0, "saves": 0}
     t0 = time.perf_counter()
     state, metrics = jax.block_until_ready(fn(state, hparams))

@@ -40,6 +40,7 @@ from ppo_jax.config import (
     PPOConfig,
     check_traced_value,
 )
+from ppo_jax.cpu import compiler_options
 from ppo_jax.distributed import RUN_AXIS, gather, put_runs, run_mesh
 from ppo_jax.runs import final_returns, forward_fill
 from ppo_jax.train import METRIC_NAMES, TrainContext, TrainState, init_state, make_context, run_updates
@@ -623,7 +624,7 @@ def _compile(plan: SweepPlan, ctx: TrainContext, size: int):
     if plan.mesh is not None:
         sharding = NamedSharding(plan.mesh, P(RUN_AXIS))
         example = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), example)
-    return jax.jit(functools.partial(_program, ctx)).lower(*example).compile()
+    return jax.jit(functools.partial(_program, ctx)).lower(*example).compile(compiler_options=compiler_options())
 
 
 def run_sweep(

@@ -148,9 +148,9 @@ def permutation(key: jax.Array, n: int) -> jax.Array:
     Each round sorts k = (random bits with the low b = ⌈log2 n⌉ bits cleared) | position, one
     uint32 operand, then maps the positions through the order so far. A tie in the random bits
     keeps the previous order, so rounds are repeated until n³ ≤ 2^(rounds·(32 − b)), the
-    confidence `jax.random.permutation` asks of its own rounds. Equal in distribution to
-    `jax.random.permutation(key, n)`, several times faster on CPU (XLA sorts one integer
-    operand without a comparator call).
+    confidence `jax.random.permutation` asks of its own rounds: uniform up to such ties, like
+    it, and several times faster on CPU (XLA sorts one integer operand without calling a
+    comparator per pair). A different random stream from `jax.random.permutation`.
     """
     bits = max(1, (n - 1).bit_length())
     if bits > 24:  # fewer than 8 random bits per round: use JAX's sort of key-value pairs

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 import ppo_jax
+from ppo_jax.cpu import compiler_options
 from ppo_jax.runs import final_returns
 
 
@@ -25,7 +26,7 @@ def measure(env: str, num_seeds: int, total_timesteps: int, repeats: int) -> dic
     train = ppo_jax.make_train_batch(config)
     keys = jax.vmap(jax.random.key)(np.arange(num_seeds, dtype=np.uint32))
     start = time.perf_counter()
-    compiled = jax.jit(train).lower(keys).compile()
+    compiled = jax.jit(train).lower(keys).compile(compiler_options=compiler_options())
     compile_s = time.perf_counter() - start
     times = []
     for _ in range(repeats):
