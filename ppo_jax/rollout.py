@@ -129,15 +129,31 @@ def env_step(ctx: RolloutContext, keys: jax.Array, carry: EnvCarry, action: jax.
     return obs, state, reward.astype(jnp.float32), terminated, jnp.asarray(truncated, bool), final_obs
 
 
-def rollout_step(ctx: RolloutContext, fused: FusedActorCritic, hparams: Any, state, xs):
+# Widest hidden layer for which the rollout packs actor and critic into one block-diagonal MLP:
+# with few envs a step is bound by the number of kernels (packing halves it); with wide layers it
+# is bound by FLOPs, which the zero blocks would double.
+FUSE_MAX_WIDTH = 128
+
+
+def policy_params(ctx: RolloutContext, params: Any) -> Any:
+    """What `rollout_step` evaluates the policy with: packed parameters for narrow networks,
+    the parameters as they are for wide ones (see `FUSE_MAX_WIDTH`)."""
+    return fuse_actor_critic(params) if max(ctx.network.hidden_sizes, default=0) <= FUSE_MAX_WIDTH else params
+
+
+def rollout_step(ctx: RolloutContext, policy: Any, hparams: Any, state, xs):
     """One policy + environment step. Carry: (EnvCarry, EpisodeStats); xs: (env keys [N], action
-    noise [N, A]). Emits a `Transition`."""
+    noise [N, A], auto-reset (obs, states) [N] drawn in advance or None). `policy` comes from
+    `policy_params`. Emits a `Transition`."""
     carry, episodes = state
     env_keys, noise, resets = xs
     obs_stats = update_running_stats(carry.obs_stats, carry.obs) if ctx.normalize_obs else carry.obs_stats
     norm = (lambda o: normalize(o, obs_stats)) if ctx.normalize_obs else (lambda o: o.astype(jnp.float32))
     obs = norm(carry.obs)
-    out = fused_apply(ctx.network, fused, obs)
+    if isinstance(policy, FusedActorCritic):
+        out = fused_apply(ctx.network, policy, obs)
+    else:
+        out = ctx.network.apply(policy, obs)
     action, log_prob = sample_with_noise(out.dist, noise, ctx.spec.discrete)
     next_obs, env_state, reward, terminated, truncated, final_obs = env_step(ctx, env_keys, carry, action, resets)
 
@@ -178,6 +194,6 @@ def rollout(ctx: RolloutContext, params: Any, hparams: Any, carry: EnvCarry, key
     if steps_without_autoreset(ctx.env):
         reset = jax.vmap(jax.vmap(ctx.env.reset_env, in_axes=(0, None)), in_axes=(0, None))
         resets = reset(jax.random.split(key_reset, shape), ctx.env_params)
-    step = functools.partial(rollout_step, ctx, fuse_actor_critic(params), hparams)
+    step = functools.partial(rollout_step, ctx, policy_params(ctx, params), hparams)
     (carry, episodes), traj = lax.scan(step, (carry, EpisodeStats.zero()), (env_keys, noise, resets))
     return carry, traj, episodes

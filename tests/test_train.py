@@ -254,3 +254,22 @@ def test_permutation_is_uniform_over_all_orders():
         jax.jit(jax.vmap(lambda k: permutation(k, 512)[0]))(jax.random.split(jax.random.key(8), 51_200))
     )
     assert scipy_stats.chisquare(np.bincount(firsts // 64, minlength=8)).pvalue > 1e-3
+
+
+@pytest.mark.parametrize(("hidden", "packed"), [((16, 16), True), ((160, 160), False)])
+def test_rollout_log_probs_and_values_are_the_networks_for_packed_and_plain_policies(hidden, packed):
+    """Narrow networks run packed in the rollout, wide ones as they are; either way the stored
+    log π(a|s) and V(s) are the network's own on the stored observations."""
+    from ppo_jax.networks import FusedActorCritic
+    from ppo_jax.rollout import policy_params
+
+    for env in ("CartPole-v1", "Pendulum-v1"):
+        cfg = ppo_jax.default_config(env, num_envs=3, num_steps=8, hidden_sizes=hidden)
+        ctx = make_context(cfg)
+        state = init_state(ctx, jax.random.key(5), cfg.hyperparams())
+        assert isinstance(policy_params(ctx.rollout, state.params), FusedActorCritic) == packed
+        _, traj, _ = jax.jit(lambda s: rollout(ctx.rollout, s.params, cfg.hyperparams(), s.env, s.key))(state)
+        out = ctx.rollout.network.apply(state.params, traj.obs)
+        log_prob, _ = log_prob_and_entropy(out.dist, traj.action, ctx.rollout.spec.discrete)
+        np.testing.assert_allclose(np.asarray(traj.log_prob), np.asarray(log_prob), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(traj.value), np.asarray(out.value), rtol=1e-4, atol=1e-5)
