@@ -110,6 +110,11 @@ class Progress:
         self.stream.flush()
 
 
+def progress_every(config: PPOConfig, reports: int = 50) -> int:
+    """Updates between progress reports: about `reports` per run (each is a host round trip)."""
+    return max(1, config.num_updates // reports)
+
+
 def _print_err(message: str) -> None:
     sys.stderr.write(f"ppo-jax: error: {message}\n")
 
@@ -212,7 +217,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         seeds = [config.seed + i for i in range(args.seeds)]
         out = runs.prepare_dir(args.out or runs.default_run_dir(config.env))
     progress = None if args.quiet else Progress(config.env_steps * len(seeds), len(seeds))
-    ctx = make_context(config, callback=progress)  # resolves the env: errors before compiling
+    ctx = make_context(config, callback=progress, callback_every=progress_every(config))  # errors before compiling
     store = RunCheckpoints(out, keep=args.keep)
     mesh = _seed_mesh(len(seeds))  # None: one device
     place = (lambda tree: tree) if mesh is None else functools.partial(put_runs, mesh=mesh)
@@ -308,7 +313,7 @@ def _train_shard_envs(args: argparse.Namespace) -> int:
             raise ConfigError("shard_envs", f"--shard-envs trains one run without checkpoints; remove {_flag(flag)}")
     config = config_from_args(args)
     progress = None if args.quiet else Progress(config.env_steps, 1)
-    es = make_env_sharding(make_context(config, callback=progress))  # all checks before compiling
+    es = make_env_sharding(make_context(config, callback=progress, callback_every=progress_every(config)))
     out = runs.prepare_dir(args.out or runs.default_run_dir(config.env))
     seeds = [config.seed]
     runs.write_json(out / "config.json", {**config.to_dict(), "seeds": seeds, "shard_envs": True})

@@ -46,6 +46,7 @@ from ppo_jax.train import (
     make_optimizer,
     minibatch_loss,
     nonfinite_code,
+    report_progress,
 )
 
 RUN_AXIS = "runs"
@@ -403,8 +404,7 @@ def run_env_sharded(es: EnvSharding, state: TrainState, hparams: Hyperparams, nu
 
     def body(state, _):
         state, metrics = step(hparams, state, env_ids)
-        if es.ctx.callback is not None:
-            jax.debug.callback(es.ctx.callback, state.update, metrics)
+        report_progress(es.ctx, state.update, metrics)
         return state, metrics
 
     return lax.scan(body, state, None, length=num_updates)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from ppo_jax.config import Hyperparams, PPOConfig
+from ppo_jax.config import ConfigError, Hyperparams, PPOConfig
 from ppo_jax.envs import env_spec, make_env
 from ppo_jax.losses import LossInputs, clip_fraction, explained_variance, gae, normalize_advantages, ppo_loss
 from ppo_jax.networks import ActorCritic, log_prob_and_entropy
@@ -72,6 +72,7 @@ class TrainContext(NamedTuple):
     config: PPOConfig
     rollout: RolloutContext
     callback: Callable[..., None] | None
+    callback_every: int = 1  # call `callback` after every k-th update (and the last)
 
 
 def make_network(config: PPOConfig, spec) -> ActorCritic:
@@ -246,8 +247,10 @@ class TrainResult(NamedTuple):
     metrics: dict[str, jax.Array]
 
 
-def make_context(config: PPOConfig, env=None, env_params=None, callback=None) -> TrainContext:
+def make_context(config: PPOConfig, env=None, env_params=None, callback=None, callback_every: int = 1) -> TrainContext:
     """Resolve the environment and network; raises `ConfigError` before anything is compiled."""
+    if int(callback_every) != callback_every or callback_every < 1:
+        raise ConfigError("callback_every", f"must be a positive integer, got {callback_every!r}")
     if env is None:
         env, default_params = make_env(config.env)
         env_params = default_params if env_params is None else env_params
@@ -264,7 +267,7 @@ def make_context(config: PPOConfig, env=None, env_params=None, callback=None) ->
         normalize_obs=config.normalize_obs,
         normalize_reward=config.normalize_reward,
     )
-    return TrainContext(config, roll, callback)
+    return TrainContext(config, roll, callback, int(callback_every))
 
 
 def run_updates(ctx: TrainContext, state: TrainState, hparams: Hyperparams, num_updates: int, batched: bool = False):
@@ -280,11 +283,24 @@ def run_updates(ctx: TrainContext, state: TrainState, hparams: Hyperparams, num_
 
     def body(state, _):
         state, metrics = step(hparams, state)
-        if ctx.callback is not None:
-            jax.debug.callback(ctx.callback, state.update, metrics)
+        report_progress(ctx, state.update, metrics)
         return state, metrics
 
     return lax.scan(body, state, None, length=num_updates)
+
+
+def report_progress(ctx: TrainContext, update: jax.Array, metrics: dict) -> None:
+    """Hand `(update, metrics)` to `ctx.callback` on the host after every `ctx.callback_every`-th
+    update and after the last one (nothing without a callback). A host callback stops the
+    program for a round trip, so a progress display need not have one per update."""
+    if ctx.callback is None:
+        return
+    if ctx.callback_every == 1:
+        jax.debug.callback(ctx.callback, update, metrics)
+        return
+    count = jnp.max(update)  # batched runs share the update count
+    due = (count % ctx.callback_every == 0) | (count >= ctx.config.num_updates)
+    lax.cond(due, lambda: jax.debug.callback(ctx.callback, update, metrics), lambda: None)
 
 
 def broadcast_hparams(hparams: Hyperparams, num_runs: int) -> Hyperparams:
@@ -317,14 +333,16 @@ def make_train(
     env: Any = None,
     env_params: Any = None,
     callback: Callable[..., None] | None = None,
+    callback_every: int = 1,
 ) -> Callable[..., TrainResult]:
     """Bind a config (and optionally a custom gymnax-style env) into `train(key, hparams=None)`.
 
     `train` is pure and traceable: `jax.jit(jax.vmap(make_train(cfg)))(keys)` trains one run per
     key. `hparams` defaults to `config.hyperparams()`; pass a batched `Hyperparams` under vmap to
-    sweep. `callback(update, metrics)` is called on the host after every update when given.
+    sweep. `callback(update, metrics)` is called on the host after every `callback_every`-th
+    update and the last one, when given.
     """
-    return functools.partial(train, make_context(config, env, env_params, callback))
+    return functools.partial(train, make_context(config, env, env_params, callback, callback_every))
 
 
 def make_train_batch(
@@ -332,7 +350,8 @@ def make_train_batch(
     env: Any = None,
     env_params: Any = None,
     callback: Callable[..., None] | None = None,
+    callback_every: int = 1,
 ) -> Callable[..., TrainResult]:
     """Like `make_train`, but `train(keys [S], hparams=None)` runs S runs in one program and calls
-    `callback(update [S], metrics [S])` once per update (not once per run)."""
-    return functools.partial(train_batch, make_context(config, env, env_params, callback))
+    `callback(update [S], metrics [S])` once per reported update (not once per run)."""
+    return functools.partial(train_batch, make_context(config, env, env_params, callback, callback_every))
