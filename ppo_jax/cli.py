@@ -139,10 +139,16 @@ def add_distributed_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def start_distributed(args: argparse.Namespace) -> None:
-    """Check the multi-process flags (bad input is refused before starting), then start the runtime."""
-    from ppo_jax.distributed import initialize, resolve_processes
+    """Check the multi-process flags (bad input is refused before starting), then start the runtime.
+
+    One process on a CPU-only machine gets one device per core (the run axis is padded to their
+    count and sharded over them, see `ppo_jax.cpu`)."""
+    from ppo_jax.cpu import split_runs_over_cores, usable_cores
+    from ppo_jax.processes import initialize, resolve_processes
 
     processes = resolve_processes(args.coordinator_address, args.num_processes, args.process_id)
+    if processes is None:
+        split_runs_over_cores(usable_cores())
     initialize(processes, args.distributed_timeout)
 
 

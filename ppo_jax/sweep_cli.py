@@ -361,12 +361,11 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     """`ppo-jax sweep`: validate everything, compile once, train, then write the sweep folder."""
     import jax
 
-    from ppo_jax import runs
-    from ppo_jax.sweeps import make_configurations, parse_grid, parse_random, plan_sweep, run_sweep
-
     t_start = time.perf_counter()
-    start_distributed(args)  # before any computation; bad flags are refused before it starts
+    start_distributed(args)  # before any computation (importing gymnax runs one); bad flags are refused first
+    from ppo_jax import runs
     from ppo_jax.distributed import topology
+    from ppo_jax.sweeps import make_configurations, parse_grid, parse_random, plan_sweep, run_sweep
 
     writer = jax.process_index() == 0  # every process computes its share; process 0 writes
     config = config_from_args(args)
