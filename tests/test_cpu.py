@@ -78,3 +78,17 @@ def test_train_cli_spreads_seeds_over_the_cores(tmp_path):
     )
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["devices"] == 2
+
+
+@pytest.mark.skipif(usable_cores() < 2, reason="needs 2 cores")
+def test_sweep_cli_spreads_runs_over_the_cores(tmp_path):
+    tiny = "--num-envs 2 --num-steps 16 --num-minibatches 2 --num-epochs 1 --hidden-sizes 8,8 --total-timesteps 96"
+    argv = ["sweep", "--seeds", "2", "--grid", "lr=1e-3,3e-4", "--out", str(tmp_path / "sweep"), *tiny.split()]
+    _python(
+        f"""
+        import sys
+        from ppo_jax.cli import main
+        sys.exit(main({argv!r}))
+        """
+    )
+    assert json.loads((tmp_path / "sweep" / "sweep.json").read_text())["devices"] == 2
