@@ -10,9 +10,10 @@ Three pieces, all with `jax.sharding` (no pmap):
   runs one device computes at once).
 - **Env sharding** (`make_env_sharded_update`): one large run whose `num_envs` environments are split
   over the devices; see that function for the exact semantics.
-- **Processes** (`resolve_processes`, `initialize`, in `ppo_jax.processes`, re-exported here): `--coordinator-address HOST:PORT
-  --num-processes P --process-id I`, else JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
-  JAX_PROCESS_ID, else SLURM (jax's auto-detection inside an `srun` step of several tasks).
+- **Processes** (`resolve_processes`, `initialize`; in `ppo_jax.processes`, re-exported here):
+  `--coordinator-address HOST:PORT --num-processes P --process-id I`, else JAX_COORDINATOR_ADDRESS /
+  JAX_NUM_PROCESSES / JAX_PROCESS_ID, else SLURM (jax's auto-detection inside an `srun` step of
+  several tasks).
 """
 
 from __future__ import annotations
