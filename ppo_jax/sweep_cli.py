@@ -31,10 +31,12 @@ EPILOG = """examples:
   ppo-jax sweep --random "lr=loguniform(1e-5,1e-2)" --random "ent_coef=uniform(0,0.05)" --samples 32
 Only traced fields can be swept (lr, gamma, gae_lambda, clip_eps, ent_coef, vf_coef, max_grad_norm,
 init_log_std); static fields (num_envs, num_steps, network sizes, env, ...) are set once per sweep."""
+PARSER_TEXT = dict(description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
-    """The sweep's own flags plus one flag per `PPOConfig` field (the base configuration)."""
+    """The sweep's own flags plus one flag per `PPOConfig` field (the base configuration); the
+    parsed namespace runs `run_sweep_command`."""
     group = parser.add_argument_group("sweep")
     group.add_argument(
         "--grid",
@@ -69,19 +71,15 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--quiet", action="store_true", help="no live progress line")
     add_distributed_flags(parser)
     add_config_flags(parser)
+    parser.set_defaults(func=run_sweep_command)
 
 
 def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
     """Register `sweep` on the `ppo-jax` subcommand parsers; it runs `run_sweep_command`."""
     parser = subparsers.add_parser(
-        "sweep",
-        help="train seeds × hyperparameters in one compiled program; ranked table and plots",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "sweep", help="train seeds × hyperparameters in one compiled program; ranked table and plots", **PARSER_TEXT
     )
     add_sweep_arguments(parser)
-    parser.set_defaults(func=run_sweep_command)
     return parser
 
 
@@ -420,14 +418,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="ppo-jax sweep",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = argparse.ArgumentParser(prog="ppo-jax sweep", **PARSER_TEXT)
     add_sweep_arguments(parser)
-    parser.set_defaults(func=run_sweep_command)
     return run_command(parser.parse_args(argv))
 
 
