@@ -278,7 +278,9 @@ def run_updates(ctx: TrainContext, state: TrainState, hparams: Hyperparams, num_
     [num_updates, S] and the callback sees one call per update with [S]-shaped values.
     """
     step = functools.partial(update_step, ctx)
-    if batched:
+    if batched and state.update.shape == (1,):
+        step = _one_run(step)
+    elif batched:
         step = jax.vmap(step)
 
     def body(state, _):
@@ -287,6 +289,18 @@ def run_updates(ctx: TrainContext, state: TrainState, hparams: Hyperparams, num_
         return state, metrics
 
     return lax.scan(body, state, None, length=num_updates)
+
+
+def _one_run(step):
+    """`jax.vmap(step)` for a run axis of size 1, traced without the axis: XLA's CPU programs for
+    size-1 batched products and reductions were ~25 % slower than the same unbatched ones."""
+
+    def one(hparams, state):
+        squeeze = functools.partial(jax.tree.map, lambda x: x[0])
+        state, metrics = step(squeeze(hparams), squeeze(state))
+        return jax.tree.map(lambda x: x[None], (state, metrics))
+
+    return one
 
 
 def report_progress(ctx: TrainContext, update: jax.Array, metrics: dict) -> None:

@@ -173,6 +173,19 @@ def test_vmap_over_seeds_agrees_with_separate_runs(tiny_train, tiny_vmapped, see
         assert_trees_close(batched, (single.state.params, single.metrics))
 
 
+def test_one_run_batch_agrees_with_the_single_run_program(tiny_train, seed_keys):
+    """`make_train_batch` traces a run axis of size 1 without the axis; the result must still
+    be the batched layout ([num_updates, 1] metrics, [1, ...] params) of the same run."""
+    batch = jax.jit(ppo_jax.make_train_batch(TINY))(seed_keys[:1])
+    single = tiny_train(seed_keys[0])
+    for name, values in batch.metrics.items():
+        assert np.shape(values) == (TINY.num_updates, 1), name
+    assert jax.tree.structure(batch.state) == jax.tree.structure(single.state)
+    params, opt_state = jax.tree.map(lambda x: x[0], (batch.state.params, batch.state.opt_state))
+    assert_trees_close((params, opt_state), (single.state.params, single.state.opt_state))
+    assert_trees_close({k: v[:, 0] for k, v in batch.metrics.items()}, single.metrics)
+
+
 # Every traced hyperparameter moved away from its default (init_log_std and the KL-penalty
 # coefficients do not act on a discrete clipped-objective run).
 SWEPT = dict(lr=1e-3, gamma=0.9, gae_lambda=0.8, clip_eps=0.1, ent_coef=0.05, vf_coef=1.0, max_grad_norm=0.2)
