@@ -19,7 +19,7 @@ from jax import lax
 from ppo_jax.config import ConfigError, Hyperparams, PPOConfig
 from ppo_jax.envs import env_spec, make_env
 from ppo_jax.losses import LossInputs, clip_fraction, explained_variance, gae, normalize_advantages, ppo_loss
-from ppo_jax.networks import ActorCritic, log_prob_and_entropy
+from ppo_jax.networks import ActorCritic, init_actor_critic, log_prob_and_entropy
 from ppo_jax.objectives import a2c_loss, adapt_kl_coef, discounted_returns, kl_penalty_loss, reinforce_loss
 from ppo_jax.rollout import EnvCarry, RolloutContext, reset_envs, rollout
 
@@ -108,7 +108,8 @@ def init_state(ctx: TrainContext, key: jax.Array, hparams: Hyperparams) -> Train
     """Initialise parameters, optimizer and environments from one key."""
     key, key_net, key_env = jax.random.split(key, 3)
     spec = ctx.rollout.spec
-    params = ctx.rollout.network.init(key_net, jnp.zeros((1, *spec.obs_shape), jnp.float32), hparams.init_log_std)
+    obs = jnp.zeros((1, *spec.obs_shape), jnp.float32)
+    params = init_actor_critic(ctx.rollout.network, key_net, obs, hparams.init_log_std)
     opt_state = make_optimizer(ctx.config, hparams).init(params)
     env = reset_envs(ctx.rollout, key_env)
     return TrainState(params, opt_state, env, key, jnp.int32(0), jnp.asarray(hparams.kl_coef, jnp.float32))

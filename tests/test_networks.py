@@ -15,9 +15,11 @@ from ppo_jax.networks import (
     fuse_actor_critic,
     fused_apply,
     gaussian_log_prob,
+    init_actor_critic,
     log_softmax,
     orthogonal,
     polar_orthogonal,
+    polar_orthogonal_many,
     sample_with_noise,
 )
 from ppo_jax.train import init_state, make_context
@@ -43,6 +45,46 @@ def test_orthogonal_initializer_scales_by_gain_and_batches_under_vmap():
     assert batched.shape == (5, 8, 16)
     for w in np.asarray(batched, np.float64):
         np.testing.assert_allclose(w @ w.T, 2.0 * np.eye(8), atol=1e-5)
+
+
+def test_polar_orthogonal_many_gives_each_matrix_its_own_polar_factor():
+    shapes = [(4, 64), (64, 64), (64, 2), (400, 64), (3, 5), (64, 1)]
+    keys = jax.random.split(jax.random.key(7), len(shapes))
+    mats = [jax.random.normal(k, s) for k, s in zip(keys, shapes, strict=True)]
+    for a, q in zip(mats, jax.jit(polar_orthogonal_many)(mats), strict=True):
+        assert q.shape == a.shape
+        u, _, vt = np.linalg.svd(np.asarray(a, np.float64), full_matrices=False)
+        np.testing.assert_allclose(np.asarray(q, np.float64), u @ vt, atol=5e-5)
+
+
+@pytest.mark.parametrize(("env", "log_std"), [("CartPole-v1", 0.0), ("Pendulum-v1", -0.5), ("Breakout-MinAtar", 0.0)])
+def test_init_actor_critic_matches_the_flax_initializers_layer_by_layer(env, log_std):
+    """Same tree, shapes and dtypes as `network.init`; every kernel orthogonal with the gain that
+    Flax's own initializer gives it (read off ‖W‖²_F / min(m, n) of `network.init`'s kernel)."""
+    rollout_ctx = make_context(ppo_jax.default_config(env)).rollout
+    network = rollout_ctx.network
+    obs = jnp.zeros((1, *rollout_ctx.spec.obs_shape), jnp.float32)
+    reference = network.init(jax.random.key(0), obs, log_std)
+    params = jax.jit(lambda k: init_actor_critic(network, k, obs, log_std))(jax.random.key(1))
+    assert jax.tree.structure(params) == jax.tree.structure(reference)
+    flat_ref = dict(jax.tree_util.tree_flatten_with_path(reference)[0])
+    kernels = 0
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        want = np.asarray(flat_ref[path], np.float64)
+        got = np.asarray(leaf, np.float64)
+        assert got.shape == want.shape and leaf.dtype == flat_ref[path].dtype
+        if path[-1].key == "kernel":
+            kernels += 1
+            gain_sq = np.sum(want**2) / min(want.shape)
+            gram = got.T @ got if got.shape[0] >= got.shape[1] else got @ got.T
+            np.testing.assert_allclose(gram, gain_sq * np.eye(len(gram)), atol=1e-5 * max(gain_sq, 1.0))
+            assert not np.allclose(got, want)  # drawn, not copied
+        else:  # biases and log-std are constants
+            np.testing.assert_array_equal(got, want)
+    assert kernels == 2 * (len(network.hidden_sizes) + 1)
+    other = jax.jit(lambda k: init_actor_critic(network, k, obs, log_std))(jax.random.key(2))
+    pairs = zip(jax.tree.leaves(params), jax.tree.leaves(other), strict=True)
+    assert all(not np.allclose(a, b) for a, b in pairs if a.ndim == 2)
 
 
 @pytest.mark.parametrize("env", ["CartPole-v1", "Pendulum-v1", "Breakout-MinAtar"])
