@@ -6,6 +6,7 @@ Compiles are the expensive part on a CPU, so programs are shared through module-
 from __future__ import annotations
 
 import hashlib
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +18,17 @@ from ppo_jax import ActorCritic, PPOConfig
 from ppo_jax.envs import env_spec
 from ppo_jax.networks import log_prob_and_entropy
 from ppo_jax.rollout import rollout
-from ppo_jax.train import init_state, make_batch, make_context, make_network, minibatch_loss, run_updates
+from ppo_jax.train import (
+    NONFINITE_FLAGS,
+    describe_nonfinite,
+    init_state,
+    make_batch,
+    make_context,
+    make_network,
+    minibatch_loss,
+    nonfinite_code,
+    run_updates,
+)
 
 # 3 updates of 4 envs x 32 steps, 2 epochs of 2 minibatches: compiles and runs in seconds.
 TINY = PPOConfig(
@@ -304,3 +315,29 @@ def test_callback_every_reports_every_kth_update_and_the_last(every):
         assert seen == expected
     with pytest.raises(ppo_jax.ConfigError, match="callback_every"):
         ppo_jax.make_train(cfg, callback=callback, callback_every=0)
+
+
+# --- non-finite detection ----------------------------------------------------------------------
+
+
+def test_nonfinite_code_flags_exactly_the_quantities_holding_nan_or_inf():
+    class Traj(NamedTuple):
+        reward: jax.Array
+        obs: jax.Array
+
+    losses = {"policy_loss": jnp.zeros((2, 3)), "value_loss": jnp.ones((2, 3)), "grad_norm": jnp.ones((2, 3))}
+    params = {"w": jnp.ones((4, 5)), "b": jnp.zeros(5), "steps": jnp.arange(3)}  # int leaves cannot be NaN
+    traj = Traj(jnp.zeros((8, 2)), jnp.zeros((8, 2, 3), jnp.uint8))
+    fn = jax.jit(nonfinite_code)
+    assert int(fn(losses, params, traj)) == 0
+    poison = {
+        1: lambda: ({**losses, "value_loss": losses["value_loss"].at[1, 2].set(jnp.inf)}, params, traj),
+        2: lambda: ({**losses, "grad_norm": losses["grad_norm"].at[0, 0].set(jnp.nan)}, params, traj),
+        4: lambda: (losses, {**params, "b": params["b"].at[4].set(-jnp.inf)}, traj),
+        8: lambda: (losses, params, traj._replace(reward=traj.reward.at[7, 1].set(jnp.nan))),
+    }
+    for bit, make in poison.items():
+        assert int(fn(*make())) == bit, NONFINITE_FLAGS[bit]
+    everything = ({**losses, "policy_loss": losses["policy_loss"] * jnp.nan}, {**params, "w": params["w"] / 0.0}, traj)
+    assert int(fn(*everything)) == 1 | 4
+    assert describe_nonfinite(1 | 4) == "loss, parameters"
