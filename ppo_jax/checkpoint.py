@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from ppo_jax.config import CheckpointError, Hyperparams, PPOConfig
+from ppo_jax.config import TRACED_FIELDS, CheckpointError, Hyperparams, PPOConfig
 from ppo_jax.train import TrainContext, TrainState, broadcast_hparams, init_state, make_context
 
 FORMAT_VERSION = 1
@@ -53,6 +53,18 @@ def config_from_meta(meta: dict[str, Any]) -> PPOConfig:
     fields = dict(meta["config"])
     fields["hidden_sizes"] = tuple(fields["hidden_sizes"])
     return PPOConfig(**fields)
+
+
+def _saved_hparams(hparams: Hyperparams, saved_config: dict[str, Any]) -> dict[str, Any]:
+    """The fields of `hparams` that a checkpoint written with `saved_config` holds, as a dict
+    (a checkpoint from before a traced field existed lacks it)."""
+    return {name: getattr(hparams, name) for name in TRACED_FIELDS if name in saved_config}
+
+
+def _with_defaults(saved: dict[str, Any], defaults: Hyperparams) -> Hyperparams:
+    """`Hyperparams` from the restored fields, the missing ones from `defaults` (the config's,
+    which for a field added later is the value that was fixed before it was a field)."""
+    return Hyperparams(**{name: saved.get(name, getattr(defaults, name)) for name in TRACED_FIELDS})
 
 
 def abstract_checkpoint(ctx: TrainContext, num_runs: int, num_updates_done: int, metric_names) -> Checkpoint:
@@ -126,6 +138,7 @@ class RunCheckpoints:
         meta = self.read_meta(update)
         check_compatible(meta, ctx.config)
         target = abstract_checkpoint(ctx, len(meta["seeds"]), meta["update"], meta["metric_names"])
+        target = target._replace(hparams=_saved_hparams(target.hparams, meta["config"]))
         try:
             restored = self.manager.restore(update, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
         except Exception as err:
@@ -133,7 +146,8 @@ class RunCheckpoints:
                 f"checkpoint {self.directory / str(update)} is corrupted or incomplete: {err}"
             ) from err
         item = restored.state
-        item = Checkpoint(_from_saveable(TrainState(*item.state)), item.hparams, dict(item.metrics))
+        hparams = _with_defaults(item.hparams, broadcast_hparams(ctx.config.hyperparams(), len(meta["seeds"])))
+        item = Checkpoint(_from_saveable(TrainState(*item.state)), hparams, dict(item.metrics))
         return item, meta
 
     def close(self) -> None:
@@ -187,7 +201,7 @@ def load(path: str | os.PathLike, env: Any = None, env_params: Any = None) -> tu
             hparams = jax.tree.map(lambda x: np.broadcast_to(x, batch), config.hyperparams())
             target = {
                 "state": jax.eval_shape(lambda k, h: _to_saveable(init(k, h)), keys, hparams),
-                "hparams": jax.eval_shape(lambda h: h, hparams),
+                "hparams": _saved_hparams(jax.eval_shape(lambda h: h, hparams), meta["config"]),
             }
             item = ckptr.restore(path, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))).state
     except CheckpointError:

@@ -70,6 +70,7 @@ class PPOConfig:
     ent_coef: float = _traced(0.01, "entropy bonus coefficient (>= 0)")
     vf_coef: float = _traced(0.5, "value loss coefficient (>= 0)")
     max_grad_norm: float = _traced(0.5, "global gradient-norm clip (> 0)")
+    adam_eps: float = _traced(1e-5, "Adam epsilon (> 0): 1e-5 as in Huang et al. 2022, optax's default is 1e-8")
     init_log_std: float = _traced(0.0, "initial log-std of the Gaussian policy (continuous)")
     kl_coef: float = _traced(1.0, "kl_penalty: initial KL coefficient beta (adapted every update)")
     kl_target: float = _traced(0.01, "kl_penalty: target KL per update (> 0)")
@@ -122,6 +123,7 @@ class Hyperparams:
     ent_coef: jax.Array
     vf_coef: jax.Array
     max_grad_norm: jax.Array
+    adam_eps: jax.Array
     init_log_std: jax.Array
     kl_coef: jax.Array
     kl_target: jax.Array
@@ -140,6 +142,7 @@ TRACED_RANGES: dict[str, tuple[float, float, bool]] = {
     "ent_coef": (0.0, math.inf, True),
     "vf_coef": (0.0, math.inf, True),
     "max_grad_norm": (0.0, math.inf, False),
+    "adam_eps": (0.0, math.inf, False),
     "init_log_std": (-math.inf, math.inf, True),
     "kl_coef": (0.0, math.inf, True),
     "kl_target": (0.0, math.inf, False),

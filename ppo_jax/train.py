@@ -87,12 +87,12 @@ def make_network(config: PPOConfig, spec) -> ActorCritic:
 
 
 def make_optimizer(config: PPOConfig, hparams: Hyperparams) -> optax.GradientTransformation:
-    """Global-norm clipping then Adam (eps 1e-5) with optional linear decay to 0 over all minibatch steps."""
+    """Global-norm clipping then Adam (eps `adam_eps`) with optional linear decay to 0 over all minibatch steps."""
     lr: Any = hparams.lr
     if config.anneal_lr:
         steps = config.num_updates * config.num_epochs * config.num_minibatches
         lr = optax.linear_schedule(hparams.lr, 0.0, steps)
-    return optax.chain(optax.clip_by_global_norm(hparams.max_grad_norm), optax.adam(lr, eps=1e-5))
+    return optax.chain(optax.clip_by_global_norm(hparams.max_grad_norm), optax.adam(lr, eps=hparams.adam_eps))
 
 
 def current_lr(config: PPOConfig, hparams: Hyperparams, update: jax.Array) -> jax.Array:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ from ppo_jax import cli
 from ppo_jax.checkpoint import CheckpointError, RunCheckpoints, check_compatible
 from ppo_jax.envs import normalize
 from ppo_jax.evaluate import evaluate, policy_action
-from ppo_jax.train import make_context
+from ppo_jax.train import init_state, make_context
 
 # 10 updates of 2 envs x 16 steps: compiles and runs in seconds.
 TINY = ["--num-envs", "2", "--num-steps", "16", "--num-minibatches", "2", "--num-epochs", "2"]
@@ -193,6 +194,36 @@ def test_library_save_and_load_round_trip(tmp_path):
 
 
 # --- failure handling ----------------------------------------------------------------------
+
+
+def test_checkpoint_from_before_a_traced_field_existed_restores_with_its_default(tmp_path, monkeypatch):
+    """A checkpoint written before `adam_eps` became a field holds neither the field in its
+    config nor the leaf in its hparams; it restores with the default, the value fixed back then."""
+    import ppo_jax.checkpoint as ckpt
+
+    config = ppo_jax.default_config("CartPole-v1", num_envs=2, num_steps=16, num_minibatches=2, num_epochs=1)
+    ctx = make_context(config.replace(total_timesteps=64))
+    hparams = ckpt.broadcast_hparams(ctx.config.hyperparams().replace(lr=jnp.float32(7e-4)), 1)
+    state = jax.jit(jax.vmap(functools.partial(init_state, ctx)))(jax.random.split(jax.random.key(0), 1), hparams)
+    state = state._replace(update=state.update + 1)  # as if one update had run
+    old_meta = ckpt._meta
+
+    def meta_without_field(*args):
+        meta = old_meta(*args)
+        del meta["config"]["adam_eps"]
+        return meta
+
+    monkeypatch.setattr(ckpt, "_meta", meta_without_field)
+    store = RunCheckpoints(tmp_path)
+    old_hparams = {n: getattr(hparams, n) for n in ckpt.TRACED_FIELDS if n != "adam_eps"}
+    store.save(ctx, [0], state, old_hparams, {"env_steps": np.full((1, 1), 64.0, np.float32)})
+    store.close()
+    saved, meta = RunCheckpoints(tmp_path).restore(ctx)
+    assert "adam_eps" not in meta["config"]
+    np.testing.assert_allclose(np.asarray(saved.hparams.adam_eps), [1e-5])
+    np.testing.assert_allclose(np.asarray(saved.hparams.lr), [7e-4])  # saved values are kept
+    for got, want in zip(jax.tree.leaves(saved.state.params), jax.tree.leaves(state.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
 def test_resume_of_missing_or_empty_folder_is_a_clear_error(tmp_path, capsys):

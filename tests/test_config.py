@@ -33,6 +33,8 @@ BAD_FIELDS = [
     ("vf_coef", -1.0),
     ("max_grad_norm", 0.0),
     ("max_grad_norm", -0.5),
+    ("adam_eps", 0.0),
+    ("adam_eps", -1e-8),
     ("lr", 0.0),
     ("lr", -1e-3),
     ("lr", math.inf),

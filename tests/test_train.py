@@ -25,6 +25,7 @@ from ppo_jax.train import (
     make_batch,
     make_context,
     make_network,
+    make_optimizer,
     minibatch_loss,
     nonfinite_code,
     run_updates,
@@ -199,7 +200,9 @@ def test_one_run_batch_agrees_with_the_single_run_program(tiny_train, seed_keys)
 
 # Every traced hyperparameter moved away from its default (init_log_std and the KL-penalty
 # coefficients do not act on a discrete clipped-objective run).
-SWEPT = dict(lr=1e-3, gamma=0.9, gae_lambda=0.8, clip_eps=0.1, ent_coef=0.05, vf_coef=1.0, max_grad_norm=0.2)
+SWEPT = dict(
+    lr=1e-3, gamma=0.9, gae_lambda=0.8, clip_eps=0.1, ent_coef=0.05, vf_coef=1.0, max_grad_norm=0.2, adam_eps=1e-3
+)
 
 
 def test_vmapped_hyperparameters_equal_separately_configured_runs(tiny_train, seed_keys):
@@ -213,6 +216,25 @@ def test_vmapped_hyperparameters_equal_separately_configured_runs(tiny_train, se
         batched = jax.tree.map(lambda x: x[i], (swept.state.params, swept.metrics))
         assert_trees_close(batched, (ref.state.params, ref.metrics))
     np.testing.assert_allclose(swept.metrics["lr"][1], SWEPT["lr"] * (1 - np.arange(TINY.num_updates) / 3), rtol=1e-6)
+
+
+@pytest.mark.parametrize("eps", [1e-8, 1e-5, 1e-3])
+def test_first_optimizer_step_is_clipped_adam_with_the_configured_eps(eps):
+    """Adam's first step, bias-corrected: m̂ = g, v̂ = g², so Δθ = −lr · g / (|g| + eps), after the
+    gradient is scaled to global norm ≤ max_grad_norm (hand-derived, in float64)."""
+    config = TINY.replace(adam_eps=eps, anneal_lr=False, lr=0.1, max_grad_norm=0.5)
+    hparams = config.hyperparams()
+    params = {"w": jnp.zeros(3)}
+    grads = {"w": jnp.array([3e-4, -2e-5, 0.0])}
+    opt = make_optimizer(config, hparams)
+    updates, _ = opt.update(grads, opt.init(params), params)
+    g = np.array([3e-4, -2e-5, 0.0])
+    g = g * min(1.0, 0.5 / np.linalg.norm(g))
+    np.testing.assert_allclose(np.asarray(updates["w"]), -0.1 * g / (np.abs(g) + eps), rtol=1e-5, atol=1e-9)
+    big = {"w": jnp.array([3.0, 4.0, 0.0])}  # norm 5: clipped to 0.5, then Adam normalises it
+    updates, _ = opt.update(big, opt.init(params), params)
+    g = np.array([0.3, 0.4, 0.0])
+    np.testing.assert_allclose(np.asarray(updates["w"]), -0.1 * g / (np.abs(g) + eps), rtol=1e-5, atol=1e-9)
 
 
 # --- learning ----------------------------------------------------------------------------------
