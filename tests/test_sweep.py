@@ -264,6 +264,7 @@ CLIP_VARIANTS = {
     "ent_coef": 1.0,  # the entropy gradient vanishes at the near-uniform initial policy: small effect
     "vf_coef": 2.0,
     "max_grad_norm": 0.001,
+    "adam_eps": 0.1,  # larger than the gradient entries: Adam's step shrinks
 }
 # the first updates move the policy by a KL of ~1e-5, below any usual target (beta halves either
 # way); a tiny target makes beta double instead
