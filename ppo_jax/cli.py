@@ -297,7 +297,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     spread = f" ± {summary['final_return_std']:.1f} (min {summary['final_return_min']:.1f})" if len(seeds) > 1 else ""
     print(
         f"final return {summary['final_return_mean']:.2f}{spread} | compile {timing['compile']:.1f} s | "
-        f"run {timing['run']:.1f} s | {summary['env_steps_per_second']:,.0f} env-steps/s\nrun folder: {out}"
+        f"{_speed_text(summary)}\nrun folder: {out}"
     )
     return 0
 
@@ -352,7 +352,7 @@ def _train_shard_envs(args: argparse.Namespace) -> int:
     runs.plot_curve(out / "curve.png", metrics["env_steps"], metrics["episode_return"], seeds, config.env)
     print(
         f"final return {summary['final_return_mean']:.2f} | compile {timing['compile']:.1f} s | "
-        f"run {timing['run']:.1f} s | {summary['env_steps_per_second']:,.0f} env-steps/s\nrun folder: {out}"
+        f"{_speed_text(summary)}\nrun folder: {out}"
     )
     return 0
 
@@ -372,6 +372,13 @@ def _seed_mesh(num_seeds: int):
 
 class NonFiniteError(RuntimeError):
     """Training produced NaN or Inf."""
+
+
+def _speed_text(summary: dict[str, Any]) -> str:
+    """'run s | env-steps/s' of a summary; a resumed run that had nothing left says so instead."""
+    if not math.isfinite(summary["env_steps_per_second"]):
+        return "no updates were left to run"
+    return f"run {summary['run_seconds']:.1f} s | {summary['env_steps_per_second']:,.0f} env-steps/s"
 
 
 def _summarize(config: PPOConfig, seeds, state, metrics, timing, steps_run: int) -> dict[str, Any]:

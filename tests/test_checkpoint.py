@@ -226,6 +226,16 @@ def test_checkpoint_from_before_a_traced_field_existed_restores_with_its_default
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
+def test_resuming_a_finished_run_says_nothing_was_left(full_run, tmp_path, capsys):
+    run = tmp_path / "done"
+    shutil.copytree(full_run, run)
+    capsys.readouterr()
+    assert run_cli("train", "--resume", run, "--quiet") == 0
+    out = capsys.readouterr().out
+    assert "no updates were left to run" in out and "nan" not in out
+    assert summary(run)["params_sha256"] == summary(full_run)["params_sha256"]
+
+
 def test_resume_of_missing_or_empty_folder_is_a_clear_error(tmp_path, capsys):
     assert run_cli("train", "--resume", tmp_path / "nope") == 2
     assert "does not exist" in capsys.readouterr().err
