@@ -19,11 +19,10 @@ import numpy as np
 from jax import lax
 
 _ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu}
-_SQRT2 = 2.0**0.5
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-HIDDEN_GAIN = _SQRT2  # orthogonal-init gains (Huang et al. 2022)
+HIDDEN_GAIN = math.sqrt(2.0)  # orthogonal-init gains (Huang et al. 2022)
 POLICY_HEAD_GAIN = 0.01
 VALUE_HEAD_GAIN = 1.0
 
@@ -186,22 +185,22 @@ def init_actor_critic(network: ActorCritic, key: jax.Array, obs: jax.Array, init
     abstract = jax.eval_shape(network.init, key, obs, init_log_std)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
     paths = [tuple(k.key for k in path) for path, _ in leaves]
-    kernels = [i for i, p in enumerate(paths) if p[-1] == "kernel"]
-    shapes = [leaves[i][1].shape for i in kernels]
-    sizes = [int(np.prod(shape)) for shape in shapes]
+    shapes = [leaf.shape for _, leaf in leaves]
+    kernels = [i for i, path in enumerate(paths) if path[-1] == "kernel"]
+    sizes = [math.prod(shapes[i]) for i in kernels]
     normal = jax.random.normal(key, (sum(sizes),), jnp.float32)
-    offsets = np.cumsum([0, *sizes])
-    draws = [normal[o : o + n].reshape(-1, shape[-1]) for o, n, shape in zip(offsets, sizes, shapes, strict=False)]
+    parts = jnp.split(normal, np.cumsum(sizes)[:-1])
+    draws = [part.reshape(-1, shapes[i][-1]) for i, part in zip(kernels, parts, strict=True)]
     orthogonal_kernels = dict(zip(kernels, polar_orthogonal_many(draws), strict=True))
     values = []
-    for i, (path, leaf) in enumerate(zip(paths, (leaf for _, leaf in leaves), strict=True)):
+    for i, (path, shape) in enumerate(zip(paths, shapes, strict=True)):
         if i in orthogonal_kernels:
-            w = _kernel_gain(path) * orthogonal_kernels[i]
+            w = _kernel_gain(path) * orthogonal_kernels[i].reshape(shape)
         elif path[-1] == "log_std":
-            w = jnp.full(leaf.shape, init_log_std, jnp.float32)
+            w = jnp.full(shape, init_log_std, jnp.float32)
         else:  # biases
-            w = jnp.zeros(leaf.shape, jnp.float32)
-        values.append(w.reshape(leaf.shape).astype(leaf.dtype))
+            w = jnp.zeros(shape, jnp.float32)
+        values.append(w.astype(leaves[i][1].dtype))
     return jax.tree_util.tree_unflatten(treedef, values)
 
 

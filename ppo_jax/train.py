@@ -194,9 +194,7 @@ def _all_finite(tree) -> jax.Array:
     """True when no float leaf of `tree` holds NaN/Inf: one reduction over the float leaves
     raveled and joined (XLA compiles one kernel rather than one per leaf)."""
     leaves = [jnp.ravel(x) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
-    if not leaves:
-        return jnp.bool_(True)
-    return jnp.all(jnp.isfinite(leaves[0] if len(leaves) == 1 else jnp.concatenate(leaves)))
+    return jnp.all(jnp.isfinite(jnp.concatenate(leaves))) if leaves else jnp.bool_(True)
 
 
 def nonfinite_code(losses: dict, params: Any, traj) -> jax.Array:

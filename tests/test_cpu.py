@@ -16,6 +16,8 @@ import pytest
 
 from ppo_jax.cpu import count_set_by_user, devices_for_runs, split_runs_over_cores, usable_cores
 
+TINY = "--num-envs 2 --num-steps 16 --num-minibatches 2 --num-epochs 1 --hidden-sizes 8,8 --total-timesteps 96"
+
 
 @pytest.mark.parametrize(
     ("runs", "cores", "expected"),
@@ -68,12 +70,11 @@ def test_importing_the_package_and_cli_leaves_the_device_count_open():
 
 @pytest.mark.skipif(usable_cores() < 2, reason="needs 2 cores")
 def test_train_cli_spreads_seeds_over_the_cores(tmp_path):
-    tiny = "--num-envs 2 --num-steps 16 --num-minibatches 2 --num-epochs 1 --hidden-sizes 8,8 --total-timesteps 96"
     _python(
         f"""
         import sys
         from ppo_jax.cli import main
-        sys.exit(main(["train", "--seeds", "2", "--quiet", "--out", {str(tmp_path / "run")!r}, *{tiny.split()!r}]))
+        sys.exit(main(["train", "--seeds", "2", "--quiet", "--out", {str(tmp_path / "run")!r}, *{TINY.split()!r}]))
         """
     )
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -82,8 +83,7 @@ def test_train_cli_spreads_seeds_over_the_cores(tmp_path):
 
 @pytest.mark.skipif(usable_cores() < 2, reason="needs 2 cores")
 def test_sweep_cli_spreads_runs_over_the_cores(tmp_path):
-    tiny = "--num-envs 2 --num-steps 16 --num-minibatches 2 --num-epochs 1 --hidden-sizes 8,8 --total-timesteps 96"
-    argv = ["sweep", "--seeds", "2", "--grid", "lr=1e-3,3e-4", "--out", str(tmp_path / "sweep"), *tiny.split()]
+    argv = ["sweep", "--seeds", "2", "--grid", "lr=1e-3,3e-4", "--out", str(tmp_path / "sweep"), *TINY.split()]
     _python(
         f"""
         import sys
