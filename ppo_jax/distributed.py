@@ -30,6 +30,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ppo_jax.config import ConfigError, Hyperparams
+from ppo_jax.losses import scale_centred
 from ppo_jax.objectives import adapt_kl_coef
 from ppo_jax.processes import Processes, initialize, resolve_processes  # noqa: F401  (re-exported)
 from ppo_jax.rollout import reset_envs, rollout
@@ -182,7 +183,8 @@ def _normalize_global(adv: jax.Array, eps: float = 1e-8) -> jax.Array:
     centred = adv - mean
     if adv.size * lax.psum(1, ENV_AXIS) < 2:
         return centred
-    return centred / (jnp.sqrt(lax.pmean(jnp.mean(centred**2), ENV_AXIS)) + eps)
+    std = jnp.sqrt(lax.pmean(jnp.mean(centred**2), ENV_AXIS))
+    return scale_centred(centred, std, lax.pmax(jnp.max(jnp.abs(adv)), ENV_AXIS), eps)
 
 
 def _minibatch_step(es: EnvSharding, hparams: Hyperparams, kl_coef: jax.Array, carry, mb: Batch):

@@ -102,11 +102,21 @@ def clip_fraction(log_prob, old_log_prob, clip_eps):
 
 
 def normalize_advantages(advantages, eps=1e-8):
-    """(A − mean A) / (std A + eps) over the minibatch; a minibatch of one is only centred."""
+    """(A − mean A) / (std A + eps) over the minibatch [B] -> [B]; a minibatch of one is only
+    centred, and one without spread becomes 0 (see `scale_centred`)."""
     centred = advantages - jnp.mean(advantages)
     if advantages.size < 2:
         return centred
-    return centred / (jnp.std(advantages) + eps)
+    return scale_centred(centred, jnp.std(advantages), jnp.max(jnp.abs(advantages)), eps)
+
+
+def scale_centred(centred, std, magnitude, eps=1e-8):
+    """centred / (std + eps), or 0 where the spread is only rounding: std ≤ 8·ε_float·magnitude
+    (magnitude = max |A|). A constant minibatch A = c has a float mean off by about one ulp of c,
+    so A − mean is ±ulp and std ~ ulp; dividing would turn that noise into same-signed
+    advantages near ±1. NaN stays NaN (0·NaN), for the non-finite check."""
+    noise = 8 * jnp.finfo(centred.dtype).eps * magnitude
+    return jnp.where(std > noise, centred / (std + eps), centred * 0)
 
 
 def explained_variance(values, returns):

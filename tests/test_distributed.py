@@ -241,3 +241,23 @@ def test_sharding_input_errors(tmp_path, capsys):
         make_env_sharding(make_context(default_config("Pendulum-v1")), run_mesh(axis=ENV_AXIS))
     assert cli.main(["train", "--shard-envs", "--seeds", "2", "--out", str(tmp_path / "x")]) == 2
     assert "remove --seeds" in capsys.readouterr().err
+
+
+def test_global_advantage_normalisation_matches_the_one_device_formula():
+    # In-process on a one-device mesh: the pmean/pmax formula of the sharded update against
+    # `normalize_advantages`, on spread-out and on constant minibatches.
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import PartitionSpec as P
+
+    from ppo_jax.distributed import ENV_AXIS, _normalize_global
+    from ppo_jax.losses import normalize_advantages
+
+    mesh = jax.make_mesh((1,), (ENV_AXIS,))
+    sharded = jax.jit(jax.shard_map(_normalize_global, mesh=mesh, in_specs=P(ENV_AXIS), out_specs=P(ENV_AXIS)))
+    norm = lambda adv: sharded(jax.device_put(adv, jax.NamedSharding(mesh, P(ENV_AXIS))))  # noqa: E731
+    rng = np.random.default_rng(61)
+    spread = jnp.asarray((1.5 + rng.normal(size=64)).astype(np.float32))
+    np.testing.assert_allclose(np.asarray(norm(spread)), np.asarray(normalize_advantages(spread)), rtol=1e-5, atol=1e-6)
+    for value in (0.1, 0.3, -2.2):
+        np.testing.assert_array_equal(np.asarray(norm(jnp.full((64,), value, jnp.float32))), 0.0)
