@@ -237,6 +237,29 @@ def test_first_optimizer_step_is_clipped_adam_with_the_configured_eps(eps):
     np.testing.assert_allclose(np.asarray(updates["w"]), -0.1 * g / (np.abs(g) + eps), rtol=1e-5, atol=1e-9)
 
 
+@pytest.mark.parametrize("anneal", [True, False])
+def test_optimizer_anneals_the_learning_rate_over_every_minibatch_step(anneal, tiny_train):
+    """With a constant gradient g = 1, Adam's bias-corrected step is −lr_t · g / (|g| + eps), so
+    the step sizes read off the rate the optimizer applies at each of the N = updates × epochs ×
+    minibatches steps: lr·(1 − t/N) (linear decay to 0 after the last step), or lr throughout.
+    Annealing per update instead of per minibatch step would reach 0 after `num_updates` steps."""
+    config = TINY.replace(anneal_lr=anneal, lr=0.01, max_grad_norm=1e9)
+    steps = config.num_updates * config.num_epochs * config.num_minibatches
+    opt = make_optimizer(config, config.hyperparams())
+    params = {"w": jnp.zeros(2)}
+
+    def step(state, _):
+        updates, state = opt.update({"w": jnp.ones(2)}, state, params)
+        return state, updates["w"][0]
+
+    _, sizes = jax.lax.scan(step, opt.init(params), None, length=steps)
+    want = 0.01 * (1.0 - np.arange(steps) / steps) if anneal else np.full(steps, 0.01)
+    np.testing.assert_allclose(-np.asarray(sizes), want / (1.0 + config.adam_eps), rtol=1e-4)
+    # the training program takes exactly those N optimizer steps
+    counts = [x for x in jax.tree.leaves(tiny_train(jax.random.key(7)).state.opt_state) if x.dtype == jnp.int32]
+    assert counts and all(int(c) == steps for c in counts)
+
+
 # --- learning ----------------------------------------------------------------------------------
 
 
