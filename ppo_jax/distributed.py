@@ -45,6 +45,7 @@ from ppo_jax.train import (
     make_optimizer,
     minibatch_loss,
     nonfinite_code,
+    policy_kl,
     report_progress,
 )
 
@@ -245,7 +246,9 @@ def env_sharded_update(es: EnvSharding, hparams: Hyperparams, state: TrainState,
     update = state.update + 1
     kl_coef = state.kl_coef
     if cfg.objective == "kl_penalty":
-        kl_coef = adapt_kl_coef(kl_coef, jnp.mean(losses["approx_kl"][-1]), hparams.kl_target)
+        flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), batch)
+        kl = lax.pmean(policy_kl(es.env_ctx, hparams, params, flat), ENV_AXIS)
+        kl_coef = adapt_kl_coef(kl_coef, kl, hparams.kl_target)
     count, ret_sum, len_sum = (lax.psum(jnp.sum(x), ENV_AXIS) for x in (episodes.count, *episodes[:2]))
     has_ep = count > 0
     metrics = {name: jnp.mean(value) for name, value in losses.items()}

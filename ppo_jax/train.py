@@ -18,7 +18,15 @@ from jax import lax
 
 from ppo_jax.config import ConfigError, Hyperparams, PPOConfig
 from ppo_jax.envs import env_spec, make_env
-from ppo_jax.losses import LossInputs, clip_fraction, explained_variance, gae, normalize_advantages, ppo_loss
+from ppo_jax.losses import (
+    LossInputs,
+    approx_kl_k3,
+    clip_fraction,
+    explained_variance,
+    gae,
+    normalize_advantages,
+    ppo_loss,
+)
 from ppo_jax.networks import ActorCritic, init_actor_critic, log_prob_and_entropy
 from ppo_jax.objectives import a2c_loss, adapt_kl_coef, discounted_returns, kl_penalty_loss, reinforce_loss
 from ppo_jax.rollout import EnvCarry, RolloutContext, reset_envs, rollout
@@ -190,6 +198,16 @@ def make_batch(ctx: TrainContext, hparams: Hyperparams, params: Any, traj) -> Ba
     return Batch(*map(flat, (traj.obs, traj.action, traj.log_prob, traj.value, adv, ret)))
 
 
+def policy_kl(ctx: TrainContext, hparams: Hyperparams, params: Any, batch: Batch) -> jax.Array:
+    """d = k3 estimate of KL[π_old ‖ π_θ] over the whole batch [B] under `params`: the PPO
+    paper's (§4) measure for adapting β, taken after the update's epochs. (The approx_kl metric
+    is measured before each minibatch step, so it never sees the last step, and with one
+    minibatch per update it is always 0.)"""
+    out = ctx.rollout.network.apply(params, batch.obs, hparams.init_log_std)
+    log_prob, _ = log_prob_and_entropy(out.dist, batch.action, ctx.rollout.spec.discrete)
+    return approx_kl_k3(log_prob, batch.log_prob)
+
+
 def _all_finite(tree) -> jax.Array:
     """True when no float leaf of `tree` holds NaN/Inf: one reduction over the float leaves
     raveled and joined (XLA compiles one kernel rather than one per leaf)."""
@@ -226,8 +244,8 @@ def update_step(ctx: TrainContext, hparams: Hyperparams, state: TrainState, _=No
     )
     update = state.update + 1
     kl_coef = state.kl_coef
-    if cfg.objective == "kl_penalty":  # PPO paper §4: adapt beta to the KL of the last epoch
-        kl_coef = adapt_kl_coef(kl_coef, jnp.mean(losses["approx_kl"][-1]), hparams.kl_target)
+    if cfg.objective == "kl_penalty":  # PPO paper §4: adapt beta to the KL the update ended at
+        kl_coef = adapt_kl_coef(kl_coef, policy_kl(ctx, hparams, params, batch), hparams.kl_target)
     nonfinite = nonfinite_code(losses, params, traj)
     has_ep = episodes.count > 0
     metrics = {name: jnp.mean(value) for name, value in losses.items()}

@@ -44,6 +44,18 @@ def test_kl_penalty_coefficient_doubles_or_halves_every_update(kl_target, factor
     np.testing.assert_allclose(float(result.state.kl_coef), 0.8 * factor**cfg.num_updates, rtol=1e-6)
 
 
+def test_kl_penalty_adapts_to_the_kl_the_update_ended_at():
+    # With one epoch of one minibatch, the KL before the only gradient step is exactly 0; the PPO
+    # paper adapts β to the KL after the update, which is > 0 and far above a 1e-12 target, so β
+    # must double every update (measuring before the step would halve it every time).
+    cfg = ppo_jax.default_config(
+        objective="kl_penalty", kl_coef=0.8, kl_target=1e-12, **{**TINY, "num_epochs": 1, "num_minibatches": 1}
+    )
+    result = jax.jit(ppo_jax.make_train(cfg))(jax.random.key(0))
+    np.testing.assert_array_equal(np.asarray(result.metrics["approx_kl"]), 0.0)  # measured before the step
+    np.testing.assert_allclose(float(result.state.kl_coef), 0.8 * 2.0**cfg.num_updates, rtol=1e-6)
+
+
 def test_clip_objective_keeps_the_coefficient_fixed():
     cfg = ppo_jax.default_config(kl_coef=0.3, **TINY)
     result = jax.jit(ppo_jax.make_train(cfg))(jax.random.key(0))

@@ -137,6 +137,28 @@ def test_shard_envs_on_2_and_4_devices_matches_1_device():
     assert not np.allclose(init, ref["params"])  # training moved the parameters
 
 
+def test_shard_envs_adapts_the_kl_coefficient_to_the_kl_the_update_ended_at():
+    # As in test_compare: one epoch of one minibatch, a 1e-12 target, so β doubles every update
+    # when the KL is measured (over all devices' envs) after the gradient step.
+    code = """
+        import functools, json, jax, numpy as np
+        from ppo_jax.config import default_config
+        from ppo_jax.distributed import (ENV_AXIS, init_env_sharded, make_env_sharding, place_env_sharded,
+                                         run_env_sharded, run_mesh)
+        from ppo_jax.train import make_context
+        cfg = default_config("CartPole-v1", objective="kl_penalty", kl_coef=0.8, kl_target=1e-12, num_envs=4,
+                             num_steps=16, num_minibatches=1, num_epochs=1, total_timesteps=4 * 48)
+        es = make_env_sharding(make_context(cfg), run_mesh(jax.devices()[:2], ENV_AXIS))
+        hp = cfg.hyperparams()
+        state = place_env_sharded(es, jax.jit(functools.partial(init_env_sharded, es))(jax.random.key(3), hp))
+        state, m = jax.jit(functools.partial(run_env_sharded, es, num_updates=cfg.num_updates))(state, hp)
+        print(json.dumps({"logged": np.asarray(m["kl_coef"]).tolist(), "final": float(state.kl_coef)}))
+    """
+    out = _python(code, devices=2)
+    np.testing.assert_allclose(out["logged"], 0.8 * 2.0 ** np.arange(3), rtol=1e-6)
+    np.testing.assert_allclose(out["final"], 0.8 * 2.0**3, rtol=1e-6)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
