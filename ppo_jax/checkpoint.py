@@ -76,6 +76,14 @@ def abstract_checkpoint(ctx: TrainContext, num_runs: int, num_updates_done: int,
     return Checkpoint(state, jax.eval_shape(lambda h: h, hparams), {name: metric for name in metric_names})
 
 
+def _on_this_device(target: Any) -> Any:
+    """The restore target with every array on this process's first device. Without a sharding,
+    orbax restores onto the devices recorded at save time, which fails when the device count has
+    changed (a 2-device CPU run evaluated in a 1-device process, a CPU run resumed on a GPU)."""
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), target)
+
+
 def _meta(ctx: TrainContext, seeds, update: int, metric_names) -> dict[str, Any]:
     return {
         "format_version": FORMAT_VERSION,
@@ -138,7 +146,7 @@ class RunCheckpoints:
         meta = self.read_meta(update)
         check_compatible(meta, ctx.config)
         target = abstract_checkpoint(ctx, len(meta["seeds"]), meta["update"], meta["metric_names"])
-        target = target._replace(hparams=_saved_hparams(target.hparams, meta["config"]))
+        target = _on_this_device(target._replace(hparams=_saved_hparams(target.hparams, meta["config"])))
         try:
             restored = self.manager.restore(update, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
         except Exception as err:
@@ -203,6 +211,7 @@ def load(path: str | os.PathLike, env: Any = None, env_params: Any = None) -> tu
                 "state": jax.eval_shape(lambda k, h: _to_saveable(init(k, h)), keys, hparams),
                 "hparams": _saved_hparams(jax.eval_shape(lambda h: h, hparams), meta["config"]),
             }
+            target = _on_this_device(target)
             item = ckptr.restore(path, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))).state
     except CheckpointError:
         raise

@@ -235,7 +235,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         runs.write_json(out / "config.json", {**config.to_dict(), "seeds": seeds})
         keys = place(jax.vmap(jax.random.key)(np.asarray(seeds, np.uint32)))
-        state = jax.jit(jax.vmap(functools.partial(init_state, ctx)))(keys, hparams)
+        # placed like a restored state: the program is compiled for these shardings and then fed its
+        # own output, whose every leaf is split by seed
+        state = place(jax.jit(jax.vmap(functools.partial(init_state, ctx)))(keys, hparams))
         done_metrics = {}
         print(f"training {config.env}: {len(seeds)} seed(s) x {config.env_steps:,} steps -> {out}")
 

@@ -8,10 +8,12 @@ subprocess.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from ppo_jax.cpu import count_set_by_user, devices_for_runs, split_runs_over_cores, usable_cores
@@ -42,10 +44,10 @@ def test_split_is_refused_once_jax_has_started():
     assert split_runs_over_cores(8, cores=2) == 0
 
 
-def _python(code: str, env_drop: tuple[str, ...] = ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS")) -> str:
+def _python(code: str, env_drop: tuple[str, ...] = ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS"), **env_set: str) -> str:
     import os
 
-    env = {k: v for k, v in os.environ.items() if k not in env_drop}
+    env = {k: v for k, v in os.environ.items() if k not in env_drop} | env_set
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, timeout=300
     )
@@ -69,16 +71,38 @@ def test_importing_the_package_and_cli_leaves_the_device_count_open():
 
 
 @pytest.mark.skipif(usable_cores() < 2, reason="needs 2 cores")
-def test_train_cli_spreads_seeds_over_the_cores(tmp_path):
+def test_train_cli_spreads_seeds_over_the_cores_and_its_checkpoints_load_on_one_device(tmp_path):
+    run, resumed = tmp_path / "run", tmp_path / "resumed"
+    argv = ["train", "--seeds", "2", "--checkpoint-every", "1", "--quiet", "--out", str(run), *TINY.split()]
     _python(
         f"""
         import sys
         from ppo_jax.cli import main
-        sys.exit(main(["train", "--seeds", "2", "--quiet", "--out", {str(tmp_path / "run")!r}, *{TINY.split()!r}]))
+        sys.exit(main({argv!r}))
         """
     )
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
     assert summary["devices"] == 2
+    assert summary["checkpoints_saved"] == 3  # one per update: the program ran again on its own output
+    # Another machine's device count: evaluate the run, and resume a copy cut back to update 1.
+    shutil.copytree(run, resumed)
+    for name in ("2", "3"):
+        shutil.rmtree(resumed / "checkpoints" / name)
+    (resumed / "summary.json").unlink()
+    _python(
+        f"""
+        import sys
+        from ppo_jax.cli import main
+        assert main(["eval", {str(run)!r}, "--episodes", "2"]) == 0
+        sys.exit(main(["train", "--resume", {str(resumed)!r}, "--checkpoint-every", "1", "--quiet"]))
+        """,
+        JAX_NUM_CPU_DEVICES="1",
+    )
+    report = json.loads((run / "eval.json").read_text())
+    assert report["update"] == 3 and len(report["return_mean_per_seed"]) == 2
+    again = json.loads((resumed / "summary.json").read_text())
+    assert again["devices"] == 1 and again["checkpoints_saved"] == 2
+    np.testing.assert_allclose(again["final_return_mean"], summary["final_return_mean"], rtol=1e-3)
 
 
 @pytest.mark.skipif(usable_cores() < 2, reason="needs 2 cores")
