@@ -28,7 +28,7 @@ def _typed(name: str, kind: type):
     def parse(text: str):
         try:
             if kind is tuple:
-                values = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+                values = tuple(int(v) for v in text.replace(" ", "").split(","))
                 if not values:
                     raise ValueError
                 return values
@@ -221,6 +221,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config = config_from_args(args)
         seeds = [config.seed + i for i in range(args.seeds)]
+        _refuse_used_run_dir(args.out)
         out = runs.prepare_dir(args.out or runs.default_run_dir(config.env))
     progress = None if args.quiet else Progress(config.env_steps * len(seeds), len(seeds))
     ctx = make_context(config, callback=progress, callback_every=progress_every(config))  # errors before compiling
@@ -322,6 +323,7 @@ def _train_shard_envs(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     progress = None if args.quiet else Progress(config.env_steps, 1)
     es = make_env_sharding(make_context(config, callback=progress, callback_every=progress_every(config)))
+    _refuse_used_run_dir(args.out)
     out = runs.prepare_dir(args.out or runs.default_run_dir(config.env))
     seeds = [config.seed]
     runs.write_json(out / "config.json", {**config.to_dict(), "seeds": seeds, "shard_envs": True})
@@ -357,6 +359,25 @@ def _train_shard_envs(args: argparse.Namespace) -> int:
         f"{_speed_text(summary)}\nrun folder: {out}"
     )
     return 0
+
+
+# What a training run writes into its folder; finding any of them means the folder holds a run.
+RUN_FILES = ("config.json", "summary.json", "metrics.csv", "checkpoints")
+
+
+def _refuse_used_run_dir(out: str | None) -> None:
+    """A fresh run may not write into a folder that holds another run: its checkpoints would be
+    mixed with the new ones (a save at an update number already there is skipped, and `eval`
+    reads the newest). Raises `ConfigError` naming what was found."""
+    if out is None:
+        return
+    found = [name for name in RUN_FILES if (Path(out) / name).exists()]
+    if found:
+        raise ConfigError(
+            "out",
+            f"{out} already holds a run ({', '.join(found)}); continue it with --resume {out}, "
+            "or choose another --out",
+        )
 
 
 def _seed_mesh(num_seeds: int):

@@ -274,6 +274,26 @@ def test_resume_refuses_config_flags(full_run, capsys):
     assert "--lr" in capsys.readouterr().err
 
 
+def test_a_fresh_run_refuses_a_folder_that_holds_another_run(full_run, tmp_path, capsys):
+    # Mixing two runs' checkpoints made `eval` report the old run's policy.
+    before = sorted(p.name for p in (full_run / "checkpoints").iterdir())
+    config_before = (full_run / "config.json").read_text()
+    assert run_cli("train", *TINY, *TINY_STEPS, "--lr", "1e-3", "--out", full_run, "--quiet") == 2
+    err = capsys.readouterr().err
+    assert "error: out:" in err and f"--resume {full_run}" in err and "checkpoints" in err
+    assert sorted(p.name for p in (full_run / "checkpoints").iterdir()) == before
+    assert (full_run / "config.json").read_text() == config_before
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("unrelated")  # a folder without a run is fine
+    assert cli._refuse_used_run_dir(str(tmp_path / "other")) is None
+
+
+def test_hidden_sizes_with_an_empty_entry_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run_cli("train", "--hidden-sizes", "64,,64")
+    assert exit_.value.code == 2 and "--hidden-sizes expects comma-separated integers" in capsys.readouterr().err
+
+
 def test_unwritable_output_folder_is_reported_before_training(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
