@@ -6,6 +6,7 @@ import argparse
 import functools
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -153,10 +154,15 @@ def start_distributed(args: argparse.Namespace) -> None:
 
 
 class StopRequest:
-    """SIGINT handler: the first Ctrl-C asks training to stop at the next chunk boundary."""
+    """SIGINT handler: the first Ctrl-C asks training to stop at the next chunk boundary (a run
+    without `--checkpoint-every` has none and finishes); the second one ends the process at once.
 
-    def __init__(self):
+    A running XLA program cannot be interrupted from Python, so the second Ctrl-C restores the
+    default handler and re-raises the signal rather than waiting for the program to return."""
+
+    def __init__(self, has_boundary: bool = True):
         self.requested = False
+        self.has_boundary = has_boundary
         self.previous = None
 
     def __enter__(self):
@@ -164,10 +170,20 @@ class StopRequest:
         return self
 
     def _handle(self, signum, frame):
-        if self.requested:  # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
+        if self.requested:
+            sys.stderr.write("\naborted without saving\n")
+            sys.stderr.flush()
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+            return
         self.requested = True
-        sys.stderr.write("\nstopping at the next checkpoint boundary (Ctrl-C again to abort)...\n")
+        if self.has_boundary:
+            sys.stderr.write("\nstopping at the next checkpoint boundary (Ctrl-C again to abort without saving)...\n")
+        else:
+            sys.stderr.write(
+                "\nthis run has no checkpoint boundary before its end (train with --checkpoint-every N to be able "
+                "to stop early): it finishes and saves; Ctrl-C again to abort without saving\n"
+            )
 
     def __exit__(self, *exc):
         signal.signal(signal.SIGINT, self.previous)
@@ -261,9 +277,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         timing["save"] += time.perf_counter() - t0
         timing["saves"] += 1
 
-    with StopRequest() as stop:
+    if args.resume and done >= config.num_updates and (out / "summary.json").exists():
+        print(f"{out} has finished all {config.num_updates} updates; no updates were left to run")
+        store.close()
+        return 0
+    with StopRequest(has_boundary=chunk < config.num_updates - done) as stop:
         while done < config.num_updates:
-            n = min(chunk, config.num_updates - done)
+            # chunks end on multiples of the checkpoint interval, also after resuming elsewhere
+            n = min(chunk - done % chunk, config.num_updates - done)
             fn = program(n)
             t0 = time.perf_counter()
             new_state, metrics = jax.block_until_ready(fn(state, hparams))
@@ -375,8 +396,7 @@ def _refuse_used_run_dir(out: str | None) -> None:
     if found:
         raise ConfigError(
             "out",
-            f"{out} already holds a run ({', '.join(found)}); continue it with --resume {out}, "
-            "or choose another --out",
+            f"{out} already holds a run ({', '.join(found)}); continue it with --resume {out}, or choose another --out",
         )
 
 

@@ -84,9 +84,10 @@ def test_checkpoint_holds_optimizer_count_and_normalisation_stats(tmp_path):
     assert last.metrics["env_steps"].shape == (4, 1)
 
 
-def _start(out: Path, *extra: str) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "ppo_jax.cli", "train", *TINY, "--total-timesteps", str(2 * 16 * 400)]
-    argv += ["--checkpoint-every", "20", "--out", str(out), "--quiet", *extra]
+def _start(out: Path, *extra: str, updates: int = 400, every: int | None = 20) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "ppo_jax.cli", "train", *TINY, "--total-timesteps", str(2 * 16 * updates)]
+    argv += ["--checkpoint-every", str(every)] if every else []
+    argv += ["--out", str(out), "--quiet", *extra]
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
@@ -132,6 +133,44 @@ def test_sigint_saves_a_resumable_checkpoint(long_reference, tmp_path):
     assert stopped_at is not None and 20 <= stopped_at < 400
     assert run_cli("train", "--resume", out, "--quiet") == 0
     assert summary(out)["params_sha256"] == summary(long_reference)["params_sha256"]
+
+
+def test_sigint_without_checkpoint_interval_says_so_and_finishes(tmp_path):
+    out = tmp_path / "no-interval"
+    proc = _start(out, every=None)
+    _wait_for(out / "config.json", proc)
+    time.sleep(1.0)  # compiling or training: inside the loop that handles Ctrl-C
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "no checkpoint boundary" in stderr and "--checkpoint-every" in stderr
+    assert summary(out)["num_updates"] == 400 and (out / "metrics.csv").exists()
+
+
+def test_second_sigint_aborts_at_once_without_saving(tmp_path):
+    out = tmp_path / "aborted"
+    proc = _start(out, every=None, updates=100_000)  # far longer than the test waits
+    _wait_for(out / "config.json", proc)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert time.monotonic() - t0 < 10.0
+    assert proc.returncode == -signal.SIGINT, stderr
+    assert "aborted without saving" in stderr and not (out / "summary.json").exists()
+
+
+def test_checkpoints_after_a_resume_fall_on_multiples_of_the_interval(tmp_path):
+    run = tmp_path / "run"
+    assert run_cli("train", *TINY, *TINY_STEPS, "--checkpoint-every", "3", "--out", run, "--quiet") == 0
+    assert sorted(int(p.name) for p in (run / "checkpoints").iterdir()) == [3, 6, 9, 10]
+    for name in ("6", "9", "10"):
+        shutil.rmtree(run / "checkpoints" / name)
+    (run / "summary.json").unlink()
+    assert run_cli("train", "--resume", run, "--checkpoint-every", "2", "--quiet") == 0
+    assert sorted(int(p.name) for p in (run / "checkpoints").iterdir()) == [3, 4, 6, 8, 10]
 
 
 def test_eval_is_deterministic_and_uses_the_mode_action(full_run):
@@ -233,7 +272,8 @@ def test_resuming_a_finished_run_says_nothing_was_left(full_run, tmp_path, capsy
     assert run_cli("train", "--resume", run, "--quiet") == 0
     out = capsys.readouterr().out
     assert "no updates were left to run" in out and "nan" not in out
-    assert summary(run)["params_sha256"] == summary(full_run)["params_sha256"]
+    # the finished run's own figures are kept, not replaced by a resume that ran nothing
+    assert (run / "summary.json").read_text() == (full_run / "summary.json").read_text()
 
 
 def test_resume_of_missing_or_empty_folder_is_a_clear_error(tmp_path, capsys):
