@@ -236,7 +236,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         config, seeds, out = _resume_setup(args)
     else:
         config = config_from_args(args)
-        seeds = [config.seed + i for i in range(args.seeds)]
+        seeds = seed_list(config, args.seeds)
         _refuse_used_run_dir(args.out)
         out = runs.prepare_dir(args.out or runs.default_run_dir(config.env))
     progress = None if args.quiet else Progress(config.env_steps * len(seeds), len(seeds))
@@ -384,6 +384,15 @@ def _train_shard_envs(args: argparse.Namespace) -> int:
 
 # What a training run writes into its folder; finding any of them means the folder holds a run.
 RUN_FILES = ("config.json", "summary.json", "metrics.csv", "checkpoints")
+
+
+def seed_list(config: PPOConfig, count: int) -> list[int]:
+    """The seeds config.seed, config.seed + 1, ... of `count` runs; `ConfigError` past 2^31."""
+    from ppo_jax.config import MAX_SEED
+
+    if config.seed + count > MAX_SEED:
+        raise ConfigError("seeds", f"seed + seeds - 1 = {config.seed + count - 1} must be below 2^31")
+    return [config.seed + i for i in range(count)]
 
 
 def _refuse_used_run_dir(out: str | None) -> None:
@@ -569,8 +578,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ConfigError("objectives", f"choose from {', '.join(OBJECTIVES)}, got {args.objectives!r}")
     if args.seeds < 1:
         raise ConfigError("seeds", f"must be a positive integer, got {args.seeds}")
+    if args.objective is not None:
+        raise ConfigError("objective", "compare trains each of --objectives; remove --objective")
     config = config_from_args(args)
-    seeds = [config.seed + i for i in range(args.seeds)]
+    seeds = seed_list(config, args.seeds)
     out = runs.prepare_dir(args.out or runs.default_run_dir(f"compare-{config.env}"))
     print(f"comparing {', '.join(objectives)} on {config.env}: {len(seeds)} seeds x {config.env_steps:,} steps")
     results = compare(config, objectives, seeds, timer=time.perf_counter)

@@ -149,13 +149,22 @@ TRACED_RANGES: dict[str, tuple[float, float, bool]] = {
 }
 
 
+# Seeds are drawn into uint32 keys; runs use seed, seed + 1, ... below this bound (as sweeps do).
+MAX_SEED = 2**31
+
+# Traced values are float32 on the device: a larger magnitude would become inf there.
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def check_traced_value(name: str, value: float) -> None:
-    """Raise `ConfigError` if `value` is outside the allowed range of traced field `name`."""
+    """Raise `ConfigError` if `value` is outside the allowed range of traced field `name` (which
+    is capped at float32's largest finite magnitude)."""
     low, high, low_inclusive = TRACED_RANGES[name]
+    low, high = max(low, -FLOAT32_MAX), min(high, FLOAT32_MAX)
     ok = math.isfinite(value) and (value >= low if low_inclusive else value > low) and value <= high
     if not ok:
         lo = "[" if low_inclusive else "("
-        raise ConfigError(name, f"must be in {lo}{low}, {high}], got {value}")
+        raise ConfigError(name, f"must be in {lo}{low:g}, {high:g}], got {value}")
 
 
 def _check_type(name: str, value: Any, kind: type) -> None:
@@ -176,8 +185,8 @@ def validate(config: PPOConfig) -> None:
             raise ConfigError(name, f"must be a positive integer, got {value}")
     _check_type("env", config.env, str)
     _check_type("seed", config.seed, int)
-    if config.seed < 0:
-        raise ConfigError("seed", f"must be >= 0, got {config.seed}")
+    if not 0 <= config.seed < MAX_SEED:
+        raise ConfigError("seed", f"must be in [0, 2^31), got {config.seed}")
     if not isinstance(config.hidden_sizes, tuple) or not config.hidden_sizes:
         raise ConfigError("hidden_sizes", f"must be a non-empty tuple of ints, got {config.hidden_sizes!r}")
     for width in config.hidden_sizes:

@@ -328,6 +328,19 @@ def test_a_fresh_run_refuses_a_folder_that_holds_another_run(full_run, tmp_path,
     assert cli._refuse_used_run_dir(str(tmp_path / "other")) is None
 
 
+@pytest.mark.parametrize(
+    "argv, field",
+    [
+        (["train", "--seed", str(2**31 - 1), "--seeds", "2"], "seeds"),
+        (["compare", "--objective", "reinforce", "--objectives", "clip"], "objective"),
+    ],
+)
+def test_seed_range_and_compare_objective_are_refused_before_anything_is_written(argv, field, tmp_path, capsys):
+    assert run_cli(*argv, "--out", tmp_path / "never") == 2
+    assert f"error: {field}:" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+
+
 def test_hidden_sizes_with_an_empty_entry_is_refused(capsys):
     with pytest.raises(SystemExit) as exit_:
         run_cli("train", "--hidden-sizes", "64,,64")

@@ -60,6 +60,10 @@ BAD_FIELDS = [
     ("env", 3),
     ("seed", -1),
     ("seed", 1.5),
+    ("seed", 2**31),  # seeds become uint32 keys; sweeps allow [0, 2^31) too
+    ("lr", 1e39),  # finite for Python, inf in float32 on the device
+    ("init_log_std", -1e39),
+    ("kl_target", 3.5e38),
 ]
 
 
