@@ -98,10 +98,14 @@ def _meta(ctx: TrainContext, seeds, update: int, metric_names) -> dict[str, Any]
 class RunCheckpoints:
     """The checkpoints of one run folder (`<run>/checkpoints/<update>`), keeping the newest `keep`."""
 
-    def __init__(self, run_dir: str | os.PathLike, keep: int | None = None):
+    def __init__(self, run_dir: str | os.PathLike, keep: int | None = None, create: bool = True):
+        """`create=False` (reading only: eval, the resume set-up) leaves a folder without
+        checkpoints as it was and raises `CheckpointError`."""
         ocp = _ocp()
         self.directory = Path(run_dir).resolve() / CHECKPOINT_DIR
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False, create=True)
+        if not create and not self.directory.is_dir():
+            raise CheckpointError(f"no checkpoint found in {self.directory}")
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False, create=create)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
 
     def save(self, ctx: TrainContext, seeds, state: TrainState, hparams: Hyperparams, metrics: dict) -> None:
@@ -150,8 +154,10 @@ class RunCheckpoints:
         try:
             restored = self.manager.restore(update, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
         except Exception as err:
+            older = sorted(s for s in self.manager.all_steps(read=True) if s < update)
+            hint = f"; older checkpoints {older} are kept: move this one away to use them" if older else ""
             raise CheckpointError(
-                f"checkpoint {self.directory / str(update)} is corrupted or incomplete: {err}"
+                f"checkpoint {self.directory / str(update)} is corrupted or incomplete ({_first_line(err)}){hint}"
             ) from err
         item = restored.state
         hparams = _with_defaults(item.hparams, broadcast_hparams(ctx.config.hyperparams(), len(meta["seeds"])))
@@ -160,6 +166,12 @@ class RunCheckpoints:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def _first_line(err: Exception, limit: int = 200) -> str:
+    """The start of an orbax/TensorStore error (their messages carry kilobytes of specs)."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def check_compatible(meta: dict[str, Any], config: PPOConfig) -> None:

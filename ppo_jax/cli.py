@@ -200,7 +200,7 @@ def _resume_setup(args: argparse.Namespace):
     run_dir = Path(args.resume)
     if not run_dir.is_dir():
         raise ConfigError("resume", f"run folder {run_dir} does not exist")
-    meta = RunCheckpoints(run_dir).read_meta()
+    meta = RunCheckpoints(run_dir, create=False).read_meta()
     return config_from_meta(meta), list(meta["seeds"]), runs.prepare_dir(run_dir)
 
 
@@ -238,9 +238,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = config_from_args(args)
         seeds = seed_list(config, args.seeds)
         _refuse_used_run_dir(args.out)
-        out = runs.prepare_dir(args.out or runs.default_run_dir(config.env))
+        out = None
     progress = None if args.quiet else Progress(config.env_steps * len(seeds), len(seeds))
     ctx = make_context(config, callback=progress, callback_every=progress_every(config))  # errors before compiling
+    if out is None:  # created once the env is known to exist
+        out = runs.prepare_dir(args.out or runs.default_run_dir(config.env))
     store = RunCheckpoints(out, keep=args.keep)
     mesh = _seed_mesh(len(seeds))  # None: one device
     place = (lambda tree: tree) if mesh is None else functools.partial(put_runs, mesh=mesh)
@@ -483,7 +485,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise ConfigError("run_dir", f"run folder {run_dir} does not exist")
-    store = RunCheckpoints(run_dir)
+    saved_config = run_dir / "config.json"
+    if saved_config.is_file() and json.loads(saved_config.read_text()).get("shard_envs"):
+        raise CheckpointError(
+            f"{run_dir} was trained with --shard-envs, which keeps no checkpoints; its policy is "
+            f"{run_dir / 'policy-seed0.npz'} (ppo_jax.load_policy(path).act(obs))"
+        )
+    store = RunCheckpoints(run_dir, create=False)
     config = config_from_meta(store.read_meta())
     ctx = make_context(config)
     saved, meta = store.restore(ctx)

@@ -283,6 +283,19 @@ def test_resume_of_missing_or_empty_folder_is_a_clear_error(tmp_path, capsys):
     assert run_cli("train", "--resume", tmp_path / "empty") == 1
     err = capsys.readouterr().err
     assert "no checkpoint found" in err and "Traceback" not in err
+    assert run_cli("eval", tmp_path / "empty") == 1
+    assert "no checkpoint found" in capsys.readouterr().err
+    assert list((tmp_path / "empty").iterdir()) == []  # reading created nothing
+
+
+def test_eval_of_a_shard_envs_run_points_to_its_exported_policy(tmp_path, capsys):
+    run = tmp_path / "sharded"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"env": "CartPole-v1", "shard_envs": True}))
+    assert run_cli("eval", run) == 1
+    err = capsys.readouterr().err
+    assert "--shard-envs" in err and "policy-seed0.npz" in err
+    assert not (run / "checkpoints").exists()
 
 
 def test_corrupted_checkpoint_is_a_clear_error(full_run, tmp_path, capsys):
@@ -298,6 +311,8 @@ def test_corrupted_checkpoint_is_a_clear_error(full_run, tmp_path, capsys):
     assert run_cli("eval", run, "--episodes", "2") == 1
     err = capsys.readouterr().err
     assert "corrupted" in err or "unreadable" in err
+    assert "older checkpoints [2, 4, 6, 8]" in err  # where to go from here
+    assert len(err) < 1000  # one line, not TensorStore's specs
 
 
 def test_checkpoint_from_another_env_or_config_is_refused(full_run):
@@ -333,6 +348,7 @@ def test_a_fresh_run_refuses_a_folder_that_holds_another_run(full_run, tmp_path,
     [
         (["train", "--seed", str(2**31 - 1), "--seeds", "2"], "seeds"),
         (["compare", "--objective", "reinforce", "--objectives", "clip"], "objective"),
+        (["train", "--env", "CartPol-v1"], "env"),
     ],
 )
 def test_seed_range_and_compare_objective_are_refused_before_anything_is_written(argv, field, tmp_path, capsys):
