@@ -154,44 +154,49 @@ def start_distributed(args: argparse.Namespace) -> None:
 
 
 class StopRequest:
-    """SIGINT handler: the first Ctrl-C asks training to stop at the next chunk boundary (a run
-    without `--checkpoint-every` has none and finishes); the second one ends the process at once.
+    """SIGINT and SIGTERM handler: the first signal (Ctrl-C, or a scheduler's SIGTERM before it
+    preempts a job) asks training to stop at the next chunk boundary, where it saves (a run
+    without `--checkpoint-every` has none and finishes); a second one ends the process at once.
 
-    A running XLA program cannot be interrupted from Python, so the second Ctrl-C restores the
-    default handler and re-raises the signal rather than waiting for the program to return."""
+    A running XLA program cannot be interrupted from Python, so the second signal restores the
+    default handler and re-raises itself rather than waiting for the program to return."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, has_boundary: bool = True):
         self.requested = False
         self.has_boundary = has_boundary
-        self.previous = None
+        self.previous: dict[int, Any] = {}
 
     def __enter__(self):
-        self.previous = signal.signal(signal.SIGINT, self._handle)
+        self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame):
         if self.requested:
             sys.stderr.write("\naborted without saving\n")
             sys.stderr.flush()
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
             return
         self.requested = True
+        what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         if self.has_boundary:
-            sys.stderr.write("\nstopping at the next checkpoint boundary (Ctrl-C again to abort without saving)...\n")
+            sys.stderr.write(f"\n{what}: stopping at the next checkpoint boundary (again to abort without saving)\n")
         else:
             sys.stderr.write(
-                "\nthis run has no checkpoint boundary before its end (train with --checkpoint-every N to be able "
-                "to stop early): it finishes and saves; Ctrl-C again to abort without saving\n"
+                f"\n{what}: this run has no checkpoint boundary before its end (train with --checkpoint-every N "
+                "to be able to stop early): it finishes and saves; again to abort without saving\n"
             )
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self.previous)
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
         return False
 
 
 def _resume_setup(args: argparse.Namespace):
-    """(config, seeds, run folder) of the run in `--resume DIR`, from its newest checkpoint."""
+    """(config, seeds, run folder, updates done) of the run in `--resume DIR`, from its newest checkpoint."""
     from ppo_jax.checkpoint import RunCheckpoints, config_from_meta
 
     given = [_flag(n) for n in FIELDS if getattr(args, n, None) is not None]
@@ -201,7 +206,7 @@ def _resume_setup(args: argparse.Namespace):
     if not run_dir.is_dir():
         raise ConfigError("resume", f"run folder {run_dir} does not exist")
     meta = RunCheckpoints(run_dir, create=False).read_meta()
-    return config_from_meta(meta), list(meta["seeds"]), runs.prepare_dir(run_dir)
+    return config_from_meta(meta), list(meta["seeds"]), runs.prepare_dir(run_dir), int(meta["update"])
 
 
 def _requested_seeds(args: argparse.Namespace) -> int:
@@ -233,57 +238,58 @@ def cmd_train(args: argparse.Namespace) -> int:
     if getattr(args, "shard_envs", False):
         return _train_shard_envs(args)
     if args.resume:
-        config, seeds, out = _resume_setup(args)
+        config, seeds, out, saved_update = _resume_setup(args)
     else:
         config = config_from_args(args)
         seeds = seed_list(config, args.seeds)
         _refuse_used_run_dir(args.out)
-        out = None
+        out, saved_update = None, 0
     progress = None if args.quiet else Progress(config.env_steps * len(seeds), len(seeds))
     ctx = make_context(config, callback=progress, callback_every=progress_every(config))  # errors before compiling
     if out is None:  # created once the env is known to exist
         out = runs.prepare_dir(args.out or runs.default_run_dir(config.env))
-    store = RunCheckpoints(out, keep=args.keep)
-    mesh = _seed_mesh(len(seeds))  # None: one device
-    place = (lambda tree: tree) if mesh is None else functools.partial(put_runs, mesh=mesh)
-    hparams = place(broadcast_hparams(config.hyperparams(), len(seeds)))
-    if args.resume:
-        saved, _ = store.restore(ctx)
-        state, done_metrics = place(saved.state), {k: [np.asarray(v)] for k, v in saved.metrics.items()}
-        print(f"resuming {out} at update {int(np.max(state.update))}/{config.num_updates}")
-    else:
-        runs.write_json(out / "config.json", {**config.to_dict(), "seeds": seeds})
-        keys = place(jax.vmap(jax.random.key)(np.asarray(seeds, np.uint32)))
-        # placed like a restored state: the program is compiled for these shardings and then fed its
-        # own output, whose every leaf is split by seed
-        state = place(jax.jit(jax.vmap(functools.partial(init_state, ctx)))(keys, hparams))
-        done_metrics = {}
-        print(f"training {config.env}: {len(seeds)} seed(s) x {config.env_steps:,} steps -> {out}")
-
+    # from here on, Ctrl-C or SIGTERM (also while compiling) asks for a stop at the next boundary
     chunk = min(args.checkpoint_every or config.num_updates, config.num_updates)
-    compiled: dict[int, Any] = {}
-    timing = {"compile": 0.0, "run": 0.0, "save": 0.0, "saves": 0}
-    start_update = done = int(np.max(np.asarray(state.update)))
+    with StopRequest(has_boundary=chunk < config.num_updates - saved_update) as stop:
+        store = RunCheckpoints(out, keep=args.keep)
+        mesh = _seed_mesh(len(seeds))  # None: one device
+        place = (lambda tree: tree) if mesh is None else functools.partial(put_runs, mesh=mesh)
+        hparams = place(broadcast_hparams(config.hyperparams(), len(seeds)))
+        if args.resume:
+            saved, _ = store.restore(ctx)
+            state, done_metrics = place(saved.state), {k: [np.asarray(v)] for k, v in saved.metrics.items()}
+            print(f"resuming {out} at update {int(np.max(state.update))}/{config.num_updates}")
+        else:
+            runs.write_json(out / "config.json", {**config.to_dict(), "seeds": seeds})
+            keys = place(jax.vmap(jax.random.key)(np.asarray(seeds, np.uint32)))
+            # placed like a restored state: the program is compiled for these shardings and then fed its
+            # own output, whose every leaf is split by seed
+            state = place(jax.jit(jax.vmap(functools.partial(init_state, ctx)))(keys, hparams))
+            done_metrics = {}
+            print(f"training {config.env}: {len(seeds)} seed(s) x {config.env_steps:,} steps -> {out}")
 
-    def program(n: int):
-        if n not in compiled:
+        compiled: dict[int, Any] = {}
+        timing = {"compile": 0.0, "run": 0.0, "save": 0.0, "saves": 0}
+        start_update = done = int(np.max(np.asarray(state.update)))
+
+        def program(n: int):
+            if n not in compiled:
+                t0 = time.perf_counter()
+                fn = jax.jit(functools.partial(run_updates, ctx, num_updates=n, batched=True))
+                compiled[n] = fn.lower(state, hparams).compile(compiler_options=compiler_options())
+                timing["compile"] += time.perf_counter() - t0
+            return compiled[n]
+
+        def save():
             t0 = time.perf_counter()
-            fn = jax.jit(functools.partial(run_updates, ctx, num_updates=n, batched=True))
-            compiled[n] = fn.lower(state, hparams).compile(compiler_options=compiler_options())
-            timing["compile"] += time.perf_counter() - t0
-        return compiled[n]
+            store.save(ctx, seeds, state, hparams, {k: np.concatenate(v) for k, v in done_metrics.items()})
+            timing["save"] += time.perf_counter() - t0
+            timing["saves"] += 1
 
-    def save():
-        t0 = time.perf_counter()
-        store.save(ctx, seeds, state, hparams, {k: np.concatenate(v) for k, v in done_metrics.items()})
-        timing["save"] += time.perf_counter() - t0
-        timing["saves"] += 1
-
-    if args.resume and done >= config.num_updates and (out / "summary.json").exists():
-        print(f"{out} has finished all {config.num_updates} updates; no updates were left to run")
-        store.close()
-        return 0
-    with StopRequest(has_boundary=chunk < config.num_updates - done) as stop:
+        if args.resume and done >= config.num_updates and (out / "summary.json").exists():
+            print(f"{out} has finished all {config.num_updates} updates; no updates were left to run")
+            store.close()
+            return 0
         while done < config.num_updates:
             # chunks end on multiples of the checkpoint interval, also after resuming elsewhere
             n = min(chunk - done % chunk, config.num_updates - done)

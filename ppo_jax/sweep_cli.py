@@ -11,6 +11,7 @@ import math
 import re
 import resource
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,8 +30,11 @@ DESCRIPTION = (
 EPILOG = """examples:
   ppo-jax sweep --env CartPole-v1 --seeds 16 --grid lr=1e-4,3e-4,1e-3 --grid clip_eps=0.1,0.2,0.3
   ppo-jax sweep --random "lr=loguniform(1e-5,1e-2)" --random "ent_coef=uniform(0,0.05)" --samples 32
-Only traced fields can be swept (lr, gamma, gae_lambda, clip_eps, ent_coef, vf_coef, max_grad_norm, adam_eps,
-init_log_std); static fields (num_envs, num_steps, network sizes, env, ...) are set once per sweep."""
+""" + textwrap.fill(
+    f"Only traced fields can be swept ({', '.join(TRACED_FIELDS)}); static fields (num_envs, num_steps, "
+    "network sizes, env, ...) are set once per sweep.",
+    width=110,
+)
 PARSER_TEXT = dict(description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 

@@ -4,6 +4,7 @@ equal to `ppo-jax train --seed s`, every traced field taking effect, and the swe
 import csv
 import json
 import math
+import re
 
 import jax
 import numpy as np
@@ -274,6 +275,11 @@ CONTINUOUS_VARIANTS = {"init_log_std": -1.0}
 
 def test_every_traced_field_is_covered_below():
     assert set(CLIP_VARIANTS) | set(KL_VARIANTS) | set(CONTINUOUS_VARIANTS) == set(TRACED_FIELDS)
+
+
+def test_sweep_help_names_every_sweepable_field():
+    listed = re.search(r"Only traced fields can be swept \(([^)]*)\)", " ".join(sweep_cli.EPILOG.split())).group(1)
+    assert set(listed.split(", ")) == set(TRACED_FIELDS)
 
 
 def _check_each_field_changes_params(config, variants, seeds):
