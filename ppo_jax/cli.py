@@ -33,8 +33,13 @@ def _typed(name: str, kind: type):
                 if not values:
                     raise ValueError
                 return values
+            if kind is int and not text.strip().lstrip("+-").isdigit():
+                number = float(text)  # 1e6, 2.5e5: accepted when the value is a whole number
+                if not number.is_integer():
+                    raise ValueError
+                return int(number)
             return kind(text)
-        except ValueError:
+        except (ValueError, OverflowError):
             want = {int: "an integer", float: "a number", tuple: "comma-separated integers, e.g. 64,64"}[kind]
             raise argparse.ArgumentTypeError(f"{_flag(name)} expects {want}, got {text!r}") from None
 
@@ -200,8 +205,10 @@ def _resume_setup(args: argparse.Namespace):
     from ppo_jax.checkpoint import RunCheckpoints, config_from_meta
 
     given = [_flag(n) for n in FIELDS if getattr(args, n, None) is not None]
+    given += ["--seeds"] if args.seeds != 1 else []
+    given += ["--out"] if args.out is not None else []
     if given:
-        raise ConfigError("resume", f"a resumed run keeps its saved config; remove {', '.join(given)}")
+        raise ConfigError("resume", f"a resumed run keeps its config, seeds and folder; remove {', '.join(given)}")
     run_dir = Path(args.resume)
     if not run_dir.is_dir():
         raise ConfigError("resume", f"run folder {run_dir} does not exist")
@@ -346,6 +353,7 @@ def _train_shard_envs(args: argparse.Namespace) -> int:
         ("seeds", args.seeds != 1),
         ("resume", args.resume),
         ("checkpoint_every", args.checkpoint_every),
+        ("keep", args.keep),
     ):
         if given:
             raise ConfigError("shard_envs", f"--shard-envs trains one run without checkpoints; remove {_flag(flag)}")

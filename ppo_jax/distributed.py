@@ -146,7 +146,11 @@ def make_env_sharding(ctx: TrainContext, mesh: Mesh | None = None) -> EnvShardin
     cfg = ctx.config
     if cfg.normalize_obs or cfg.normalize_reward:
         name = "normalize_obs" if cfg.normalize_obs else "normalize_reward"
-        raise ConfigError(name, "--shard-envs does not support running normalisation statistics (shared over envs)")
+        raise ConfigError(
+            name,
+            "--shard-envs does not support running normalisation statistics (shared over envs); "
+            "train with --no-normalize-obs --no-normalize-reward (the shipped configs of some envs turn them on)",
+        )
     if cfg.num_steps % cfg.num_minibatches:
         raise ConfigError(
             "num_minibatches",

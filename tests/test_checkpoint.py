@@ -323,9 +323,20 @@ def test_checkpoint_from_another_env_or_config_is_refused(full_run):
         check_compatible(meta, other)
 
 
-def test_resume_refuses_config_flags(full_run, capsys):
-    assert run_cli("train", "--resume", full_run, "--lr", "0.1") == 2
-    assert "--lr" in capsys.readouterr().err
+@pytest.mark.parametrize("flags", [["--lr", "0.1"], ["--seeds", "4"], ["--out", "elsewhere"]])
+def test_resume_refuses_config_seed_and_folder_flags(full_run, capsys, flags):
+    assert run_cli("train", "--resume", full_run, *flags) == 2
+    assert f"remove {flags[0]}" in capsys.readouterr().err
+
+
+def test_integer_flags_accept_whole_numbers_in_scientific_notation(capsys):
+    parser = cli.build_parser()
+    assert parser.parse_args(["train", "--total-timesteps", "1e6"]).total_timesteps == 1_000_000
+    assert parser.parse_args(["train", "--num-envs", "+8"]).num_envs == 8
+    for text in ("1.5", "1e3.5", "inf", "nan"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["train", "--total-timesteps", text])
+        assert "expects an integer" in capsys.readouterr().err
 
 
 def test_a_fresh_run_refuses_a_folder_that_holds_another_run(full_run, tmp_path, capsys):

@@ -259,10 +259,12 @@ def test_sharding_input_errors(tmp_path, capsys):
     with pytest.raises(ConfigError, match="num_steps = 15 must be divisible by num_minibatches = 4") as err:
         make_env_sharding(make_context(cfg))
     assert err.value.field == "num_minibatches"
-    with pytest.raises(ConfigError, match="normalize_obs"):
+    with pytest.raises(ConfigError, match="normalize_obs.*--no-normalize-obs --no-normalize-reward"):
         make_env_sharding(make_context(default_config("Pendulum-v1")), run_mesh(axis=ENV_AXIS))
-    assert cli.main(["train", "--shard-envs", "--seeds", "2", "--out", str(tmp_path / "x")]) == 2
-    assert "remove --seeds" in capsys.readouterr().err
+    for flags in (["--seeds", "2"], ["--keep", "2"]):
+        assert cli.main(["train", "--shard-envs", *flags, "--out", str(tmp_path / "x")]) == 2
+        assert f"remove {flags[0]}" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_global_advantage_normalisation_matches_the_one_device_formula():
