@@ -403,12 +403,10 @@ RUN_FILES = ("config.json", "summary.json", "metrics.csv", "checkpoints")
 
 
 def seed_list(config: PPOConfig, count: int) -> list[int]:
-    """The seeds config.seed, config.seed + 1, ... of `count` runs; `ConfigError` past 2^31."""
-    from ppo_jax.config import MAX_SEED
+    """The seeds config.seed, config.seed + 1, ... of `count` runs, checked as sweeps check them."""
+    from ppo_jax.sweeps import resolve_seeds
 
-    if config.seed + count > MAX_SEED:
-        raise ConfigError("seeds", f"seed + seeds - 1 = {config.seed + count - 1} must be below 2^31")
-    return [config.seed + i for i in range(count)]
+    return list(resolve_seeds(config, count))
 
 
 def _refuse_used_run_dir(out: str | None) -> None:

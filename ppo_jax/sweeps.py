@@ -32,6 +32,7 @@ from jax.sharding import PartitionSpec as P
 
 from ppo_jax import stats
 from ppo_jax.config import (
+    MAX_SEED,
     STATIC_FIELDS,
     TRACED_FIELDS,
     TRACED_RANGES,
@@ -259,7 +260,7 @@ def resolve_seeds(config: PPOConfig, seeds: int | Sequence[int]) -> tuple[int, .
     if not out:
         raise ConfigError("seeds", "no seeds given")
     for s in out:
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= s < 2**31:
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= s < MAX_SEED:
             raise ConfigError("seeds", f"seeds must be integers in [0, 2^31), got {s!r}")
     if len(set(out)) != len(out):
         raise ConfigError("seeds", f"duplicate seeds {list(out)} would repeat identical runs")
