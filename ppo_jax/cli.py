@@ -398,10 +398,6 @@ def _train_shard_envs(args: argparse.Namespace) -> int:
     return 0
 
 
-# What a training run writes into its folder; finding any of them means the folder holds a run.
-RUN_FILES = ("config.json", "summary.json", "metrics.csv", "checkpoints")
-
-
 def seed_list(config: PPOConfig, count: int) -> list[int]:
     """The seeds config.seed, config.seed + 1, ... of `count` runs, checked as sweeps check them."""
     from ppo_jax.sweeps import resolve_seeds
@@ -413,9 +409,14 @@ def _refuse_used_run_dir(out: str | None) -> None:
     """A fresh run may not write into a folder that holds another run: its checkpoints would be
     mixed with the new ones (a save at an update number already there is skipped, and `eval`
     reads the newest). Raises `ConfigError` naming what was found."""
+    from ppo_jax.checkpoint import CHECKPOINT_DIR
+
     if out is None:
         return
-    found = [name for name in RUN_FILES if (Path(out) / name).exists()]
+    # what a training run writes into its folder; any of them means the folder holds a run
+    found = [
+        name for name in ("config.json", "summary.json", "metrics.csv", CHECKPOINT_DIR) if (Path(out) / name).exists()
+    ]
     if found:
         raise ConfigError(
             "out",
