@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ppo_jax.cpu import compiler_options
+from ppo_jax.runtime.cpu import compiler_options
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PEERS_DIR = REPO_ROOT / "scripts" / "peers"
@@ -304,8 +304,8 @@ def _place_seeds(keys):
     """Shard the seed axis of `keys` over as many devices as divide it (all of them if they do)."""
     import jax
 
-    from ppo_jax.cpu import devices_for_runs
-    from ppo_jax.distributed import put_runs, run_mesh
+    from ppo_jax.runtime.cpu import devices_for_runs
+    from ppo_jax.runtime.distributed import put_runs, run_mesh
 
     count = devices_for_runs(keys.shape[0], jax.device_count())
     return keys if count < 2 else put_runs(keys, run_mesh(jax.devices()[:count]))
@@ -315,7 +315,7 @@ def _compile_and_run(cfg, seeds: int) -> tuple[Any, float, float]:
     """`jax.jit(train)` (1 seed) or `jax.jit(jax.vmap(train))`: (result, compile s, run s)."""
     import jax
 
-    from ppo_jax.train import make_train
+    from ppo_jax.engine.train import make_train
 
     train = make_train(cfg)
     keys = _place_seeds(jax.random.split(jax.random.key(cfg.seed), seeds))
@@ -342,9 +342,9 @@ def evaluate_policy(cfg, state, key, episodes: int):
     import jax
     import jax.numpy as jnp
 
+    from ppo_jax.engine.train import make_context
     from ppo_jax.envs import env_action, normalize
-    from ppo_jax.networks import sample_action
-    from ppo_jax.train import make_context
+    from ppo_jax.policies.mlp import sample_action
 
     roll = make_context(cfg).rollout
     env, env_params, spec, net = roll.env, roll.env_params, roll.spec, roll.network
@@ -380,7 +380,7 @@ def worker_train(spec: dict[str, Any]) -> dict[str, Any]:
     """Train `seeds` seeds of the config; the record the parent summarises."""
     import resource
 
-    from ppo_jax.cpu import split_runs_over_cores
+    from ppo_jax.runtime.cpu import split_runs_over_cores
 
     seeds = int(spec["seeds"])
     if spec.get("split_cores"):
@@ -455,7 +455,7 @@ def _timed_runs(cfg, seeds: int, min_total_s: float = 2.0, max_runs: int = 5) ->
     """(fastest run s, compile s) of the compiled program, repeated until `min_total_s` has passed."""
     import jax
 
-    from ppo_jax.train import make_train
+    from ppo_jax.engine.train import make_train
 
     keys = jax.random.split(jax.random.key(cfg.seed), seeds)
     fn = jax.jit(make_train(cfg)) if seeds == 1 else jax.jit(jax.vmap(make_train(cfg)))
@@ -513,8 +513,8 @@ def worker_profile(spec: dict[str, Any]) -> dict[str, Any]:
     """
     import jax
 
-    from ppo_jax.rollout import rollout
-    from ppo_jax.train import init_state, make_batch, make_context, make_train
+    from ppo_jax.engine.rollout import rollout
+    from ppo_jax.engine.train import init_state, make_batch, make_context, make_train
 
     cfg = _config_from(spec["config"])
     ctx = make_context(cfg)

@@ -17,8 +17,8 @@ import jax
 import numpy as np
 
 import ppo_jax
-from ppo_jax.cpu import compiler_options
-from ppo_jax.runs import final_returns
+from ppo_jax.runtime.cpu import compiler_options
+from ppo_jax.runtime.files import final_returns
 
 
 def measure(env: str, num_seeds: int, total_timesteps: int, repeats: int) -> dict:

@@ -21,11 +21,11 @@ from flax import struct
 from gymnax.environments import environment, spaces
 
 import ppo_jax
-from ppo_jax import cli
-from ppo_jax.checkpoint import CheckpointError, RunCheckpoints, check_compatible
+from ppo_jax.commands import main as cli
+from ppo_jax.engine.evaluate import evaluate, policy_action
+from ppo_jax.engine.train import init_state, make_context
 from ppo_jax.envs import normalize
-from ppo_jax.evaluate import evaluate, policy_action
-from ppo_jax.train import init_state, make_context
+from ppo_jax.runtime.checkpoint import CheckpointError, RunCheckpoints, check_compatible
 
 # 10 updates of 2 envs x 16 steps: compiles and runs in seconds.
 TINY = ["--num-envs", "2", "--num-steps", "16", "--num-minibatches", "2", "--num-epochs", "2"]
@@ -85,7 +85,7 @@ def test_checkpoint_holds_optimizer_count_and_normalisation_stats(tmp_path):
 
 
 def _start(out: Path, *extra: str, updates: int = 400, every: int | None = 20) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "ppo_jax.cli", "train", *TINY, "--total-timesteps", str(2 * 16 * updates)]
+    argv = [sys.executable, "-m", "ppo_jax.commands.main", "train", *TINY, "--total-timesteps", str(2 * 16 * updates)]
     argv += ["--checkpoint-every", str(every)] if every else []
     argv += ["--out", str(out), "--quiet", *extra]
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
@@ -237,7 +237,7 @@ def test_library_save_and_load_round_trip(tmp_path):
 def test_checkpoint_from_before_a_traced_field_existed_restores_with_its_default(tmp_path, monkeypatch):
     """A checkpoint written before `adam_eps` became a field holds neither the field in its
     config nor the leaf in its hparams; it restores with the default, the value fixed back then."""
-    import ppo_jax.checkpoint as ckpt
+    import ppo_jax.runtime.checkpoint as ckpt
 
     config = ppo_jax.default_config("CartPole-v1", num_envs=2, num_steps=16, num_minibatches=2, num_epochs=1)
     ctx = make_context(config.replace(total_timesteps=64))

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import ppo_jax
-from ppo_jax import cli
-from ppo_jax.compare import compare, objective_config
+from ppo_jax.commands import main as cli
+from ppo_jax.runtime.compare import compare, objective_config
 
 TINY = dict(num_envs=2, num_steps=16, num_epochs=2, num_minibatches=2, total_timesteps=2 * 16 * 4)
 

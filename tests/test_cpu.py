@@ -16,7 +16,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from ppo_jax.cpu import count_set_by_user, devices_for_runs, split_runs_over_cores, usable_cores
+from ppo_jax.runtime.cpu import count_set_by_user, devices_for_runs, split_runs_over_cores, usable_cores
 
 TINY = "--num-envs 2 --num-steps 16 --num-minibatches 2 --num-epochs 1 --hidden-sizes 8,8 --total-timesteps 96"
 
@@ -58,10 +58,10 @@ def _python(code: str, env_drop: tuple[str, ...] = ("JAX_NUM_CPU_DEVICES", "XLA_
 def test_importing_the_package_and_cli_leaves_the_device_count_open():
     out = _python(
         """
-        import ppo_jax, ppo_jax.cli
-        ppo_jax.cli.build_parser()
+        import ppo_jax, ppo_jax.commands.main
+        ppo_jax.commands.main.build_parser()
         assert "make_train" in dir(ppo_jax)
-        from ppo_jax.cpu import split_runs_over_cores
+        from ppo_jax.runtime.cpu import split_runs_over_cores
         print(split_runs_over_cores(4, cores=2))
         import jax
         print(jax.device_count())
@@ -77,7 +77,7 @@ def test_train_cli_spreads_seeds_over_the_cores_and_its_checkpoints_load_on_one_
     _python(
         f"""
         import sys
-        from ppo_jax.cli import main
+        from ppo_jax.commands.main import main
         sys.exit(main({argv!r}))
         """
     )
@@ -92,7 +92,7 @@ def test_train_cli_spreads_seeds_over_the_cores_and_its_checkpoints_load_on_one_
     _python(
         f"""
         import sys
-        from ppo_jax.cli import main
+        from ppo_jax.commands.main import main
         assert main(["eval", {str(run)!r}, "--episodes", "2"]) == 0
         sys.exit(main(["train", "--resume", {str(resumed)!r}, "--checkpoint-every", "1", "--quiet"]))
         """,
@@ -111,7 +111,7 @@ def test_sweep_cli_spreads_runs_over_the_cores(tmp_path):
     _python(
         f"""
         import sys
-        from ppo_jax.cli import main
+        from ppo_jax.commands.main import main
         sys.exit(main({argv!r}))
         """
     )

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ppo_jax import sweep_cli
+from ppo_jax.commands import sweep as sweep_cli
 from ppo_jax.config import ConfigError
-from ppo_jax.distributed import resolve_processes
+from ppo_jax.runtime.distributed import resolve_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--num-envs", "4", "--num-steps", "16", "--num-minibatches", "2", "--num-epochs", "2"]
@@ -59,10 +59,10 @@ def one_and_four(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep4")
     code = f"""
         import json, jax, numpy as np
-        from ppo_jax import sweep_cli
+        from ppo_jax.commands import sweep as sweep_cli
         from ppo_jax.config import default_config
-        from ppo_jax.distributed import run_mesh
-        from ppo_jax.sweeps import plan_sweep, run_sweep
+        from ppo_jax.runtime.distributed import run_mesh
+        from ppo_jax.runtime.sweeps import plan_sweep, run_sweep
         assert sweep_cli.main({[*SWEEP, "--quiet", "--out", str(out)]!r}) == 0
         cfg = default_config("CartPole-v1", num_envs=4, num_steps=16, num_minibatches=2, num_epochs=2,
                              total_timesteps=256)
@@ -96,9 +96,9 @@ def test_shard_envs_on_2_and_4_devices_matches_1_device():
     code = """
         import functools, json, jax, numpy as np
         from ppo_jax.config import default_config
-        from ppo_jax.distributed import (ENV_AXIS, init_env_sharded, make_env_sharding, place_env_sharded,
+        from ppo_jax.runtime.distributed import (ENV_AXIS, init_env_sharded, make_env_sharding, place_env_sharded,
                                          run_env_sharded, run_mesh)
-        from ppo_jax.train import make_context
+        from ppo_jax.engine.train import make_context
         cfg = default_config("CartPole-v1", num_envs=4, num_steps=16, num_minibatches=2, num_epochs=2,
                              total_timesteps=4 * 64)
         out = {}
@@ -125,8 +125,8 @@ def test_shard_envs_on_2_and_4_devices_matches_1_device():
         """
         import functools, json, jax, numpy as np
         from ppo_jax.config import default_config
-        from ppo_jax.distributed import init_env_sharded, make_env_sharding
-        from ppo_jax.train import make_context
+        from ppo_jax.runtime.distributed import init_env_sharded, make_env_sharding
+        from ppo_jax.engine.train import make_context
         cfg = default_config("CartPole-v1", num_envs=4, num_steps=16, num_minibatches=2, total_timesteps=64)
         es = make_env_sharding(make_context(cfg))
         s = init_env_sharded(es, jax.random.key(3), cfg.hyperparams())
@@ -143,9 +143,9 @@ def test_shard_envs_adapts_the_kl_coefficient_to_the_kl_the_update_ended_at():
     code = """
         import functools, json, jax, numpy as np
         from ppo_jax.config import default_config
-        from ppo_jax.distributed import (ENV_AXIS, init_env_sharded, make_env_sharding, place_env_sharded,
+        from ppo_jax.runtime.distributed import (ENV_AXIS, init_env_sharded, make_env_sharding, place_env_sharded,
                                          run_env_sharded, run_mesh)
-        from ppo_jax.train import make_context
+        from ppo_jax.engine.train import make_context
         cfg = default_config("CartPole-v1", objective="kl_penalty", kl_coef=0.8, kl_target=1e-12, num_envs=4,
                              num_steps=16, num_minibatches=1, num_epochs=1, total_timesteps=4 * 48)
         es = make_env_sharding(make_context(cfg), run_mesh(jax.devices()[:2], ENV_AXIS))
@@ -170,7 +170,7 @@ def test_two_processes_complete_a_sweep_and_process_0_writes_it(tmp_path, one_an
     outs = [tmp_path / f"p{i}" for i in range(2)]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "ppo_jax.sweep_cli", *SWEEP, "--quiet", "--out", str(outs[i])]
+            [sys.executable, "-m", "ppo_jax.commands.sweep", *SWEEP, "--quiet", "--out", str(outs[i])]
             + ["--coordinator-address", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)]
             + ["--distributed-timeout", "60"],
             env=_env(1),
@@ -200,7 +200,7 @@ def test_unreachable_coordinator_fails_clearly_within_the_timeout(tmp_path):
     argv += ["--num-processes", "2", "--process-id", "1", "--distributed-timeout", "3"]
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "ppo_jax.sweep_cli", *argv],
+        [sys.executable, "-m", "ppo_jax.commands.sweep", *argv],
         env=_env(1),
         cwd=ROOT,
         capture_output=True,
@@ -248,10 +248,10 @@ def test_processes_from_environment_and_slurm():
 
 
 def test_sharding_input_errors(tmp_path, capsys):
-    from ppo_jax import cli
+    from ppo_jax.commands import main as cli
     from ppo_jax.config import default_config
-    from ppo_jax.distributed import ENV_AXIS, check_divisible, make_env_sharding, run_mesh
-    from ppo_jax.train import make_context
+    from ppo_jax.engine.train import make_context
+    from ppo_jax.runtime.distributed import ENV_AXIS, check_divisible, make_env_sharding, run_mesh
 
     with pytest.raises(ConfigError, match="3 seeds do not divide over 4 devices"):
         check_divisible(3, 4, "seeds", "seeds")
@@ -274,8 +274,8 @@ def test_global_advantage_normalisation_matches_the_one_device_formula():
     import jax.numpy as jnp
     from jax.sharding import PartitionSpec as P
 
-    from ppo_jax.distributed import ENV_AXIS, _normalize_global
-    from ppo_jax.losses import normalize_advantages
+    from ppo_jax.core.losses import normalize_advantages
+    from ppo_jax.runtime.distributed import ENV_AXIS, _normalize_global
 
     mesh = jax.make_mesh((1,), (ENV_AXIS,))
     sharded = jax.jit(jax.shard_map(_normalize_global, mesh=mesh, in_specs=P(ENV_AXIS), out_specs=P(ENV_AXIS)))

@@ -114,8 +114,8 @@ def test_env_step_with_drawn_resets_equals_gymnax_auto_reset_step(name):
     """The rollout's step (step_env + is_truncated + pre-drawn resets) against gymnax's own `step`,
     given the key halves gymnax would split off; episodes end (terminated or truncated) in the run."""
     from ppo_jax.config import default_config
-    from ppo_jax.rollout import env_step, reset_envs, steps_without_autoreset
-    from ppo_jax.train import make_context
+    from ppo_jax.engine.rollout import env_step, reset_envs, steps_without_autoreset
+    from ppo_jax.engine.train import make_context
 
     ctx = make_context(default_config(name, num_envs=3)).rollout
     assert steps_without_autoreset(ctx.env)
@@ -149,7 +149,7 @@ def test_env_step_with_drawn_resets_equals_gymnax_auto_reset_step(name):
 def test_overridden_step_keeps_the_envs_own_step():
     from gymnax.environments.classic_control.cartpole import CartPole
 
-    from ppo_jax.rollout import steps_without_autoreset
+    from ppo_jax.engine.rollout import steps_without_autoreset
 
     class CountingCartPole(CartPole):
         def step(self, key, state, action, params=None):

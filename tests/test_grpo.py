@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ppo_jax.grpo import group_advantages, grpo_loss, reference_kl, repeat_prompts
+from ppo_jax.core.grpo import group_advantages, grpo_loss, reference_kl, repeat_prompts
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 

@@ -294,10 +294,10 @@ def test_explained_variance_matches_numpy_and_is_nan_free():
 def test_normalize_advantages_matches_numpy_and_a_single_sample_is_only_centred():
     rng = np.random.default_rng(60)
     adv = (3.0 + 2.0 * rng.normal(size=128)).astype(np.float32)
-    got = np.asarray(ppo_jax.losses.normalize_advantages(jnp.asarray(adv)))
+    got = np.asarray(ppo_jax.core.losses.normalize_advantages(jnp.asarray(adv)))
     ref = adv.astype(np.float64)
     np.testing.assert_allclose(got, (ref - ref.mean()) / (ref.std() + 1e-8), rtol=1e-5, atol=1e-6)
-    assert float(ppo_jax.losses.normalize_advantages(jnp.asarray([2.5]))[0]) == 0.0
+    assert float(ppo_jax.core.losses.normalize_advantages(jnp.asarray([2.5]))[0]) == 0.0
 
 
 @pytest.mark.parametrize("size", [64, 128])
@@ -306,12 +306,12 @@ def test_normalize_advantages_of_a_constant_minibatch_is_zero(value, size):
     # float32's mean of these constants is off by about one ulp; dividing that rounding noise by
     # its own std would give every sample the same advantage near ±1.
     adv = jnp.full((size,), value, jnp.float32)
-    np.testing.assert_array_equal(np.asarray(jax.jit(ppo_jax.losses.normalize_advantages)(adv)), 0.0)
+    np.testing.assert_array_equal(np.asarray(jax.jit(ppo_jax.core.losses.normalize_advantages)(adv)), 0.0)
 
 
 def test_normalize_advantages_keeps_nan_visible():
     adv = jnp.asarray([1.0, np.nan, 3.0, 4.0], jnp.float32)
-    assert np.all(np.isnan(np.asarray(ppo_jax.losses.normalize_advantages(adv))))
+    assert np.all(np.isnan(np.asarray(ppo_jax.core.losses.normalize_advantages(adv))))
 
 
 @pytest.mark.parametrize("clip_value_loss", [True, False])
@@ -325,7 +325,7 @@ def test_ppo_loss_combines_its_terms_with_the_documented_signs_and_coefficients(
     entropy = np.abs(entropy)
     eps, vf_coef, ent_coef = 0.15, 0.7, 0.03
     arrays = (log_prob, old_log_prob, entropy, values, old_values, adv, ret)
-    inputs = ppo_jax.losses.LossInputs(*map(jnp.asarray, arrays))
+    inputs = ppo_jax.core.losses.LossInputs(*map(jnp.asarray, arrays))
     loss, metrics = ppo_jax.ppo_loss(inputs, eps, vf_coef, ent_coef, clip_value_loss)
     v = values.astype(np.float64)
     v_loss = (v - ret) ** 2

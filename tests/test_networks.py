@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import ppo_jax
-from ppo_jax.networks import (
+from ppo_jax.engine.train import init_state, make_context
+from ppo_jax.policies.mlp import (
     action_noise,
     categorical_entropy,
     categorical_log_prob,
@@ -22,7 +23,6 @@ from ppo_jax.networks import (
     polar_orthogonal_many,
     sample_with_noise,
 )
-from ppo_jax.train import init_state, make_context
 
 
 @pytest.mark.parametrize("shape", [(4, 64), (64, 64), (64, 2), (64, 1), (256, 256), (400, 256)])

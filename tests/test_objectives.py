@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ppo_jax.losses import LossInputs
-from ppo_jax.objectives import (
+from ppo_jax.core.losses import LossInputs
+from ppo_jax.core.policy_gradient import (
     a2c_loss,
     adapt_kl_coef,
     categorical_kl,

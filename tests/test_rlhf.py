@@ -13,13 +13,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ppo_jax.commands.rlhf import RESULT_NAME, main
 from ppo_jax.config import ConfigError
 from ppo_jax.rlhf import RLHFConfig, pipeline, prepare, run_rlhf
 from ppo_jax.rlhf.finetune import Rollout, grpo_batch, ppo_batch, token_rewards
 from ppo_jax.rlhf.model import TokenModel, completion_outputs, hidden_states, init_params, sample_completions
 from ppo_jax.rlhf.pretrain import bradley_terry_loss, preference_accuracy, sequence_score
 from ppo_jax.rlhf.task import decode, generate_completions, make_corpus, preference_pairs, true_reward
-from ppo_jax.rlhf_cli import RESULT_NAME, main
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ppo_jax import stats
+from ppo_jax.runtime import stats
 
 scipy_stats = pytest.importorskip("scipy.stats")
 

@@ -10,9 +10,12 @@ import jax
 import numpy as np
 import pytest
 
-from ppo_jax import cli, stats, sweep_cli
+from ppo_jax.commands import main as cli
+from ppo_jax.commands import sweep as sweep_cli
 from ppo_jax.config import TRACED_FIELDS, ConfigError, default_config
-from ppo_jax.sweeps import (
+from ppo_jax.engine.train import make_train_batch
+from ppo_jax.runtime import stats
+from ppo_jax.runtime.sweeps import (
     CompileCounter,
     Distribution,
     check_configurations,
@@ -27,7 +30,6 @@ from ppo_jax.sweeps import (
     sample_configurations,
     sweep,
 )
-from ppo_jax.train import make_train_batch
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 

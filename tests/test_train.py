@@ -15,10 +15,8 @@ import pytest
 
 import ppo_jax
 from ppo_jax import ActorCritic, PPOConfig
-from ppo_jax.envs import env_spec
-from ppo_jax.networks import log_prob_and_entropy
-from ppo_jax.rollout import rollout
-from ppo_jax.train import (
+from ppo_jax.engine.rollout import rollout
+from ppo_jax.engine.train import (
     NONFINITE_FLAGS,
     describe_nonfinite,
     init_state,
@@ -30,6 +28,8 @@ from ppo_jax.train import (
     nonfinite_code,
     run_updates,
 )
+from ppo_jax.envs import env_spec
+from ppo_jax.policies.mlp import log_prob_and_entropy
 
 # 3 updates of 4 envs x 32 steps, 2 epochs of 2 minibatches: compiles and runs in seconds.
 TINY = PPOConfig(
@@ -298,7 +298,7 @@ def test_pendulum_improves_clearly():
 
 @pytest.mark.parametrize("n", [1, 2, 7, 128, 512, 1000, 8192])
 def test_permutation_is_a_permutation(n):
-    from ppo_jax.train import permutation
+    from ppo_jax.engine.train import permutation
 
     for seed in range(3):
         perm = np.asarray(jax.jit(permutation, static_argnums=1)(jax.random.key(seed), n))
@@ -310,7 +310,7 @@ def test_permutation_is_uniform_over_all_orders():
     # n = 4 has 24 orders: 24,000 draws give ~1,000 each; chi-square against the uniform law.
     from scipy import stats as scipy_stats
 
-    from ppo_jax.train import permutation
+    from ppo_jax.engine.train import permutation
 
     draws = 24_000
     perms = np.asarray(jax.jit(jax.vmap(lambda k: permutation(k, 4)))(jax.random.split(jax.random.key(7), draws)))
@@ -329,8 +329,8 @@ def test_permutation_is_uniform_over_all_orders():
 def test_rollout_log_probs_and_values_are_the_networks_for_packed_and_plain_policies(hidden, packed):
     """Narrow networks run packed in the rollout, wide ones as they are; either way the stored
     log π(a|s) and V(s) are the network's own on the stored observations."""
-    from ppo_jax.networks import FusedActorCritic
-    from ppo_jax.rollout import policy_params
+    from ppo_jax.engine.rollout import policy_params
+    from ppo_jax.policies.mlp import FusedActorCritic
 
     for env in ("CartPole-v1", "Pendulum-v1"):
         cfg = ppo_jax.default_config(env, num_envs=3, num_steps=8, hidden_sizes=hidden)

@@ -7,9 +7,9 @@ pretrained policy) by β·KL, as in Ouyang et al. 2022 and Shao et al. 2024:
 
 - PPO (with a critic): per-token reward r_i = −β (log π_old(y_i|s_i) − log π_ref(y_i|s_i)) plus
   r_φ(x, y) at i = L − 1; GAE over tokens with the value head; the clipped PPO loss
-  (`ppo_jax.losses.ppo_loss`).
+  (`ppo_jax.core.losses.ppo_loss`).
 - GRPO (no critic): G completions per prompt, group-relative advantages of r_φ, and the clipped
-  loss with the k3 penalty β·KL[π_θ ‖ π_ref] in the loss (`ppo_jax.grpo.grpo_loss`).
+  loss with the k3 penalty β·KL[π_θ ‖ π_ref] in the loss (`ppo_jax.core.grpo.grpo_loss`).
 
 The whole phase is one jitted `lax.scan` over updates; each update is a sampling scan, scoring,
 and `num_epochs` × `num_minibatches` gradient steps over shuffled completions.
@@ -25,10 +25,10 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from ppo_jax.grpo import group_advantages, grpo_loss, repeat_prompts
-from ppo_jax.losses import LossInputs, gae, normalize_advantages, ppo_loss
-from ppo_jax.networks import categorical_entropy, categorical_log_prob
-from ppo_jax.objectives import categorical_kl
+from ppo_jax.core.grpo import group_advantages, grpo_loss, repeat_prompts
+from ppo_jax.core.losses import LossInputs, gae, normalize_advantages, ppo_loss
+from ppo_jax.core.policy_gradient import categorical_kl
+from ppo_jax.policies.mlp import categorical_entropy, categorical_log_prob
 from ppo_jax.rlhf.config import RLHFConfig, RLHyperparams
 from ppo_jax.rlhf.model import completion_outputs, sample_completions, sequence_score
 from ppo_jax.rlhf.pretrain import Callback, make_model

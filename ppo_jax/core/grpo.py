@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ppo_jax.losses import approx_kl_k3, clip_fraction, clipped_surrogate
+from ppo_jax.core.losses import approx_kl_k3, clip_fraction, clipped_surrogate
 
 
 def group_advantages(rewards, eps=1e-8):

@@ -21,7 +21,7 @@ from flax import traverse_util
 from jax import lax
 
 from ppo_jax.envs import EnvSpec, RunningStats, env_action, normalize
-from ppo_jax.networks import ActorCritic, mode_action, sample_action
+from ppo_jax.policies.mlp import ActorCritic, mode_action, sample_action
 
 POLICY_FORMAT = 1
 

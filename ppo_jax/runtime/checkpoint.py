@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from ppo_jax.config import TRACED_FIELDS, CheckpointError, Hyperparams, PPOConfig
-from ppo_jax.train import TrainContext, TrainState, broadcast_hparams, init_state, make_context
+from ppo_jax.engine.train import TrainContext, TrainState, broadcast_hparams, init_state, make_context
 
 FORMAT_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"

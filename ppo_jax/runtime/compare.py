@@ -13,9 +13,9 @@ import jax
 import numpy as np
 
 from ppo_jax.config import OBJECTIVES, ConfigError, PPOConfig, default_config
-from ppo_jax.runs import final_returns, forward_fill
-from ppo_jax.stats import area_under_curve, bootstrap_ci
-from ppo_jax.train import make_train_batch
+from ppo_jax.engine.train import make_train_batch
+from ppo_jax.runtime.files import final_returns, forward_fill
+from ppo_jax.runtime.stats import area_under_curve, bootstrap_ci
 
 
 class ObjectiveResult(NamedTuple):

@@ -1,7 +1,7 @@
 """The `rlhf` command: run the token-level RLHF pipeline, print progress, write rlhf.json and rlhf.png.
 
 `add_rlhf_parser(subparsers)` registers the subcommand on an argparse sub-parser set and
-`rlhf_main(args) -> int` runs it; `python -m ppo_jax.rlhf_cli --algo ppo` runs it standalone.
+`rlhf_main(args) -> int` runs it; `python -m ppo_jax.commands.rlhf --algo ppo` runs it standalone.
 Every `RLHFConfig` field is a flag (`--rl-updates 50`, `--kl-coef 0.1`, ...).
 """
 

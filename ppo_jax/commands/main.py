@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from ppo_jax import runs
 from ppo_jax.config import ENV_DEFAULTS, FIELDS, CheckpointError, ConfigError, PPOConfig, default_config
-from ppo_jax.cpu import compiler_options
+from ppo_jax.runtime import files as runs
+from ppo_jax.runtime.cpu import compiler_options
 
 
 def _flag(name: str) -> str:
@@ -148,9 +148,9 @@ def start_distributed(args: argparse.Namespace) -> None:
     """Check the multi-process flags (bad input is refused before starting), then start the runtime.
 
     One process on a CPU-only machine gets one device per core (the run axis is padded to their
-    count and sharded over them, see `ppo_jax.cpu`)."""
-    from ppo_jax.cpu import split_runs_over_cores, usable_cores
-    from ppo_jax.processes import initialize, resolve_processes
+    count and sharded over them, see `ppo_jax.runtime.cpu`)."""
+    from ppo_jax.runtime.cpu import split_runs_over_cores, usable_cores
+    from ppo_jax.runtime.processes import initialize, resolve_processes
 
     processes = resolve_processes(args.coordinator_address, args.num_processes, args.process_id)
     if processes is None:
@@ -202,7 +202,7 @@ class StopRequest:
 
 def _resume_setup(args: argparse.Namespace):
     """(config, seeds, run folder, updates done) of the run in `--resume DIR`, from its newest checkpoint."""
-    from ppo_jax.checkpoint import RunCheckpoints, config_from_meta
+    from ppo_jax.runtime.checkpoint import RunCheckpoints, config_from_meta
 
     given = [_flag(n) for n in FIELDS if getattr(args, n, None) is not None]
     given += ["--seeds"] if args.seeds != 1 else []
@@ -227,16 +227,16 @@ def _requested_seeds(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ppo_jax.cpu import split_runs_over_cores
+    from ppo_jax.runtime.cpu import split_runs_over_cores
 
     if not getattr(args, "shard_envs", False):
         split_runs_over_cores(_requested_seeds(args))  # before JAX starts: seeds spread over the cores
 
     import jax
 
-    from ppo_jax.checkpoint import RunCheckpoints
-    from ppo_jax.distributed import put_runs
-    from ppo_jax.train import broadcast_hparams, describe_nonfinite, init_state, make_context, run_updates
+    from ppo_jax.engine.train import broadcast_hparams, describe_nonfinite, init_state, make_context, run_updates
+    from ppo_jax.runtime.checkpoint import RunCheckpoints
+    from ppo_jax.runtime.distributed import put_runs
 
     for name in ("seeds", "checkpoint_every", "keep"):
         value = getattr(args, name)
@@ -346,8 +346,8 @@ def _train_shard_envs(args: argparse.Namespace) -> int:
     `distributed.make_env_sharding` for the semantics). No checkpoints."""
     import jax
 
-    from ppo_jax.distributed import init_env_sharded, make_env_sharding, place_env_sharded, run_env_sharded
-    from ppo_jax.train import describe_nonfinite, make_context
+    from ppo_jax.engine.train import describe_nonfinite, make_context
+    from ppo_jax.runtime.distributed import init_env_sharded, make_env_sharding, place_env_sharded, run_env_sharded
 
     for flag, given in (
         ("seeds", args.seeds != 1),
@@ -400,7 +400,7 @@ def _train_shard_envs(args: argparse.Namespace) -> int:
 
 def seed_list(config: PPOConfig, count: int) -> list[int]:
     """The seeds config.seed, config.seed + 1, ... of `count` runs, checked as sweeps check them."""
-    from ppo_jax.sweeps import resolve_seeds
+    from ppo_jax.runtime.sweeps import resolve_seeds
 
     return list(resolve_seeds(config, count))
 
@@ -409,7 +409,7 @@ def _refuse_used_run_dir(out: str | None) -> None:
     """A fresh run may not write into a folder that holds another run: its checkpoints would be
     mixed with the new ones (a save at an update number already there is skipped, and `eval`
     reads the newest). Raises `ConfigError` naming what was found."""
-    from ppo_jax.checkpoint import CHECKPOINT_DIR
+    from ppo_jax.runtime.checkpoint import CHECKPOINT_DIR
 
     if out is None:
         return
@@ -429,7 +429,7 @@ def _seed_mesh(num_seeds: int):
     Raises `ConfigError` when the seeds do not divide over the devices."""
     import jax
 
-    from ppo_jax.distributed import check_divisible, run_mesh
+    from ppo_jax.runtime.distributed import check_divisible, run_mesh
 
     if jax.device_count() == 1 or num_seeds == 1:
         return None
@@ -478,7 +478,7 @@ def _summarize(config: PPOConfig, seeds, state, metrics, timing, steps_run: int)
 def _export_policies(ctx, config: PPOConfig, seeds, state, out: Path) -> None:
     import jax
 
-    from ppo_jax.evaluate import export_policy
+    from ppo_jax.engine.evaluate import export_policy
 
     for s, seed in enumerate(seeds):
         params = jax.tree.map(lambda x: x[s], state.params)
@@ -489,9 +489,9 @@ def _export_policies(ctx, config: PPOConfig, seeds, state, out: Path) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     import jax
 
-    from ppo_jax.checkpoint import RunCheckpoints, config_from_meta
-    from ppo_jax.evaluate import evaluate, max_episode_steps
-    from ppo_jax.train import make_context
+    from ppo_jax.engine.evaluate import evaluate, max_episode_steps
+    from ppo_jax.engine.train import make_context
+    from ppo_jax.runtime.checkpoint import RunCheckpoints, config_from_meta
 
     if args.episodes < 1:
         raise ConfigError("episodes", f"must be a positive integer, got {args.episodes}")
@@ -559,7 +559,7 @@ def _render(ctx, state, stats, args: argparse.Namespace, max_steps: int) -> None
     """Play one episode of the first seed on the host and save it with gymnax's visualizer."""
     import jax
 
-    from ppo_jax.evaluate import policy_action
+    from ppo_jax.engine.evaluate import policy_action
 
     roll = ctx.rollout
     params = jax.tree.map(lambda x: x[0], state.params)
@@ -590,8 +590,8 @@ def _render(ctx, state, stats, args: argparse.Namespace, max_steps: int) -> None
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from ppo_jax.compare import compare
     from ppo_jax.config import OBJECTIVES
+    from ppo_jax.runtime.compare import compare
 
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
     unknown = [o for o in objectives if o not in OBJECTIVES]
@@ -676,8 +676,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--out", default=None, help="output folder (default: runs/compare-<env>-<timestamp>)")
     cmp.set_defaults(func=cmd_compare)
 
-    from ppo_jax.rlhf_cli import add_rlhf_parser
-    from ppo_jax.sweep_cli import add_sweep_parser
+    from ppo_jax.commands.rlhf import add_rlhf_parser
+    from ppo_jax.commands.sweep import add_sweep_parser
 
     add_sweep_parser(sub)
     sub.add_parser("bench", help="benchmark against rejax and Stable-Baselines3 (see ppo-jax bench --help)")

@@ -1,7 +1,7 @@
 """The `ppo-jax sweep` command: seeds × hyperparameters in one compiled program, a ranked table,
 and a sweep folder (sweep.json, per-run metrics.csv, curves.png, sensitivity plots).
 
-Runnable on its own as `python -m ppo_jax.sweep_cli [FLAGS]`.
+Runnable on its own as `python -m ppo_jax.commands.sweep [FLAGS]`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ppo_jax.cli import add_config_flags, add_distributed_flags, config_from_args, run_command, start_distributed
+from ppo_jax.commands.main import (
+    add_config_flags,
+    add_distributed_flags,
+    config_from_args,
+    run_command,
+    start_distributed,
+)
 from ppo_jax.config import TRACED_FIELDS, ConfigError
 
 DESCRIPTION = (
@@ -220,7 +226,7 @@ def sweep_record(result, search: dict, extra: dict) -> dict:
 
 def write_run_files(out: Path, result, tensorboard: bool) -> None:
     """runs/<configuration>/seed<N>/metrics.csv (the `ppo-jax train` format), and event files."""
-    from ppo_jax import runs
+    from ppo_jax.runtime import files as runs
 
     for c, point in enumerate(result.configurations):
         for s, seed in enumerate(result.seeds):
@@ -264,8 +270,8 @@ def plot_curves(path: Path, result, top: int = 5) -> None:
     With more than `top` configurations only the best `top` are coloured and banded; the others
     are thin grey lines.
     """
-    from ppo_jax import stats
-    from ppo_jax.sweeps import learning_curves
+    from ppo_jax.runtime import stats
+    from ppo_jax.runtime.sweeps import learning_curves
 
     plt = _pyplot()
     x, curves = learning_curves(result)  # [P], [P, C, S]
@@ -365,9 +371,9 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
     t_start = time.perf_counter()
     start_distributed(args)  # before any computation (importing gymnax runs one); bad flags are refused first
-    from ppo_jax import runs
-    from ppo_jax.distributed import topology
-    from ppo_jax.sweeps import make_configurations, parse_grid, parse_random, plan_sweep, run_sweep
+    from ppo_jax.runtime import files as runs
+    from ppo_jax.runtime.distributed import topology
+    from ppo_jax.runtime.sweeps import make_configurations, parse_grid, parse_random, plan_sweep, run_sweep
 
     writer = jax.process_index() == 0  # every process computes its share; process 0 writes
     config = config_from_args(args)

@@ -10,7 +10,7 @@ Three pieces, all with `jax.sharding` (no pmap):
   runs one device computes at once).
 - **Env sharding** (`make_env_sharded_update`): one large run whose `num_envs` environments are split
   over the devices; see that function for the exact semantics.
-- **Processes** (`resolve_processes`, `initialize`; in `ppo_jax.processes`, re-exported here):
+- **Processes** (`resolve_processes`, `initialize`; in `ppo_jax.runtime.processes`, re-exported here):
   `--coordinator-address HOST:PORT --num-processes P --process-id I`, else JAX_COORDINATOR_ADDRESS /
   JAX_NUM_PROCESSES / JAX_PROCESS_ID, else SLURM (jax's auto-detection inside an `srun` step of
   several tasks).
@@ -30,11 +30,10 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ppo_jax.config import ConfigError, Hyperparams
-from ppo_jax.losses import scale_centred
-from ppo_jax.objectives import adapt_kl_coef
-from ppo_jax.processes import Processes, initialize, resolve_processes  # noqa: F401  (re-exported)
-from ppo_jax.rollout import reset_envs, rollout
-from ppo_jax.train import (
+from ppo_jax.core.losses import scale_centred
+from ppo_jax.core.policy_gradient import adapt_kl_coef
+from ppo_jax.engine.rollout import reset_envs, rollout
+from ppo_jax.engine.train import (
     NONFINITE_FLAGS,
     Batch,
     TrainContext,
@@ -48,6 +47,7 @@ from ppo_jax.train import (
     policy_kl,
     report_progress,
 )
+from ppo_jax.runtime.processes import Processes, initialize, resolve_processes  # noqa: F401  (re-exported)
 
 RUN_AXIS = "runs"
 ENV_AXIS = "envs"

@@ -1,6 +1,6 @@
 """Policy-gradient objectives other than the clipped surrogate, as pure loss functions.
 
-Each full loss takes the same `LossInputs` as `ppo_jax.losses.ppo_loss` and returns
+Each full loss takes the same `LossInputs` as `ppo_jax.core.losses.ppo_loss` and returns
 (loss scalar, metrics dict) with the same metric names (`policy_loss`, `value_loss`, `entropy`,
 `approx_kl`), so a training loop can swap objectives without other changes. All are to be
 minimised; all arrays are [B] (a flattened minibatch) unless stated otherwise.
@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ppo_jax.losses import LossInputs, approx_kl_k3, gae, surrogate_objective, value_loss
+from ppo_jax.core.losses import LossInputs, approx_kl_k3, gae, surrogate_objective, value_loss
 
 
 def categorical_kl(logits_p, logits_q):
@@ -49,7 +49,7 @@ def discounted_returns(rewards, terminated, truncated, gamma):
         G_t = r_t + γ (1 − e_t) G_{t+1},   G_T = 0,   e_t = terminated[t] ∨ truncated[t]
 
     The sum stops at every episode end and at the end of the rollout (no bootstrapping): this is
-    GAE with λ = 1 and V ≡ 0, and is computed by `ppo_jax.losses.gae`.
+    GAE with λ = 1 and V ≡ 0, and is computed by `ppo_jax.core.losses.gae`.
     """
     zeros = jnp.zeros_like(rewards)
     returns, _ = gae(rewards, zeros, zeros, terminated, truncated, gamma, 1.0)

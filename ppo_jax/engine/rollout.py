@@ -22,7 +22,7 @@ from ppo_jax.envs import (
     scale_reward,
     update_running_stats,
 )
-from ppo_jax.networks import (
+from ppo_jax.policies.mlp import (
     ActorCritic,
     FusedActorCritic,
     action_noise,

@@ -30,7 +30,6 @@ from jax import lax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ppo_jax import stats
 from ppo_jax.config import (
     MAX_SEED,
     STATIC_FIELDS,
@@ -41,10 +40,11 @@ from ppo_jax.config import (
     PPOConfig,
     check_traced_value,
 )
-from ppo_jax.cpu import compiler_options
-from ppo_jax.distributed import RUN_AXIS, gather, put_runs, run_mesh
-from ppo_jax.runs import final_returns, forward_fill
-from ppo_jax.train import METRIC_NAMES, TrainContext, TrainState, init_state, make_context, run_updates
+from ppo_jax.engine.train import METRIC_NAMES, TrainContext, TrainState, init_state, make_context, run_updates
+from ppo_jax.runtime import stats
+from ppo_jax.runtime.cpu import compiler_options
+from ppo_jax.runtime.distributed import RUN_AXIS, gather, put_runs, run_mesh
+from ppo_jax.runtime.files import final_returns, forward_fill
 
 Configuration = dict[str, float]  # values of some traced fields; the rest come from the config
 DISTRIBUTIONS = ("uniform", "loguniform")

@@ -17,8 +17,7 @@ import optax
 from jax import lax
 
 from ppo_jax.config import ConfigError, Hyperparams, PPOConfig
-from ppo_jax.envs import env_spec, make_env
-from ppo_jax.losses import (
+from ppo_jax.core.losses import (
     LossInputs,
     approx_kl_k3,
     clip_fraction,
@@ -27,9 +26,10 @@ from ppo_jax.losses import (
     normalize_advantages,
     ppo_loss,
 )
-from ppo_jax.networks import ActorCritic, init_actor_critic, log_prob_and_entropy
-from ppo_jax.objectives import a2c_loss, adapt_kl_coef, discounted_returns, kl_penalty_loss, reinforce_loss
-from ppo_jax.rollout import EnvCarry, RolloutContext, reset_envs, rollout
+from ppo_jax.core.policy_gradient import a2c_loss, adapt_kl_coef, discounted_returns, kl_penalty_loss, reinforce_loss
+from ppo_jax.engine.rollout import EnvCarry, RolloutContext, reset_envs, rollout
+from ppo_jax.envs import env_spec, make_env
+from ppo_jax.policies.mlp import ActorCritic, init_actor_critic, log_prob_and_entropy
 
 METRIC_NAMES = (
     "env_steps",

@@ -147,7 +147,7 @@ def plot_compare(path: Path, results, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ppo_jax.stats import pointwise_bootstrap_ci
+    from ppo_jax.runtime.stats import pointwise_bootstrap_ci
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
     for r in results:
