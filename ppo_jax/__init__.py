@@ -8,22 +8,16 @@ computation: JAX options that must precede backend start-up (`jax_num_cpu_device
 import importlib
 
 _EXPORTS = {
-    "stats": "ppo_jax.runtime.stats",
-    "CheckpointError": "ppo_jax.runtime.checkpoint",
-    "load": "ppo_jax.runtime.checkpoint",
-    "save": "ppo_jax.runtime.checkpoint",
-    "ConfigError": "ppo_jax.config",
+    # errors
+    "CheckpointError": "ppo_jax.errors",
+    "ConfigError": "ppo_jax.errors",
+    "NonFiniteError": "ppo_jax.errors",
+    "RunStopped": "ppo_jax.errors",
+    # configuration
     "Hyperparams": "ppo_jax.config",
     "PPOConfig": "ppo_jax.config",
     "default_config": "ppo_jax.config",
-    "EnvSpec": "ppo_jax.envs",
-    "env_spec": "ppo_jax.envs",
-    "make_env": "ppo_jax.envs",
-    "EvalResult": "ppo_jax.engine.evaluate",
-    "Policy": "ppo_jax.engine.evaluate",
-    "evaluate": "ppo_jax.engine.evaluate",
-    "export_policy": "ppo_jax.engine.evaluate",
-    "load_policy": "ppo_jax.engine.evaluate",
+    # the math (core)
     "approx_kl_k3": "ppo_jax.core.losses",
     "clip_fraction": "ppo_jax.core.losses",
     "clipped_surrogate": "ppo_jax.core.losses",
@@ -31,17 +25,34 @@ _EXPORTS = {
     "gae": "ppo_jax.core.losses",
     "ppo_loss": "ppo_jax.core.losses",
     "value_loss": "ppo_jax.core.losses",
-    "Actor": "ppo_jax.policies.mlp",
+    "OBJECTIVES": "ppo_jax.core.objectives",
+    "Objective": "ppo_jax.core.objectives",
+    # policies and environments
     "ActorCritic": "ppo_jax.policies.mlp",
-    "Critic": "ppo_jax.policies.mlp",
+    "PolicyFamily": "ppo_jax.policies",
+    "make_policy": "ppo_jax.policies",
+    "EnvSpec": "ppo_jax.envs",
+    "env_spec": "ppo_jax.envs",
+    "make_env": "ppo_jax.envs",
+    # the training program (engine)
     "Transition": "ppo_jax.engine.rollout",
     "rollout": "ppo_jax.engine.rollout",
-    "SweepResult": "ppo_jax.runtime.sweeps",
-    "sweep": "ppo_jax.runtime.sweeps",
     "TrainResult": "ppo_jax.engine.train",
     "TrainState": "ppo_jax.engine.train",
     "make_train": "ppo_jax.engine.train",
     "make_train_batch": "ppo_jax.engine.train",
+    "EvalResult": "ppo_jax.engine.evaluate",
+    "evaluate": "ppo_jax.engine.evaluate",
+    # the host side (runtime)
+    "run": "ppo_jax.runtime.driver",
+    "load": "ppo_jax.runtime.checkpoint",
+    "save": "ppo_jax.runtime.checkpoint",
+    "Policy": "ppo_jax.runtime.policy_file",
+    "export_policy": "ppo_jax.runtime.policy_file",
+    "load_policy": "ppo_jax.runtime.policy_file",
+    "SweepResult": "ppo_jax.runtime.sweeps",
+    "sweep": "ppo_jax.runtime.sweeps",
+    "stats": "ppo_jax.runtime.stats",
 }
 
 __version__ = "0.1.0"

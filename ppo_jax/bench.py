@@ -339,37 +339,23 @@ def evaluate_policy(cfg, state, key, episodes: int):
     `state` is a TrainState with a leading seed axis. Observation statistics are frozen; rewards
     are the raw env rewards. Each episode runs until it terminates or is truncated.
     """
+    import functools
+
     import jax
     import jax.numpy as jnp
 
+    from ppo_jax.engine.evaluate import Acting, evaluate
     from ppo_jax.engine.train import make_context
-    from ppo_jax.envs import env_action, normalize
-    from ppo_jax.policies.mlp import sample_action
 
-    roll = make_context(cfg).rollout
-    env, env_params, spec, net = roll.env, roll.env_params, roll.spec, roll.network
-    batched_step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+    ctx = make_context(cfg)
+    roll = ctx.rollout
+    acting = Acting(ctx.policy, ctx.dist, roll.spec)
+    max_steps = int(roll.env_params.max_steps_in_episode)
+    play = functools.partial(evaluate, roll.env, roll.env_params, acting)
 
     def one_seed(params, obs_stats, key):
-        key_reset, key_run = jax.random.split(key)
-        obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(key_reset, episodes), env_params)
-
-        def step(carry, k):
-            obs, env_state, alive, total = carry
-            x = normalize(obs, obs_stats) if cfg.normalize_obs else obs.astype(jnp.float32)
-            out = net.apply(params, x, cfg.init_log_std)
-            key_act, key_env = jax.random.split(k)
-            action, _ = sample_action(key_act, out.dist, spec.discrete)
-            obs, env_state, reward, term, trunc, _ = batched_step(
-                jax.random.split(key_env, episodes), env_state, env_action(action, spec), env_params
-            )
-            total = total + jnp.where(alive, reward, 0.0)
-            return (obs, env_state, alive & ~(term | trunc), total), None
-
-        init = (obs, env_state, jnp.ones(episodes, bool), jnp.zeros(episodes, jnp.float32))
-        keys = jax.random.split(key_run, int(env_params.max_steps_in_episode))
-        (_, _, _, total), _ = jax.lax.scan(step, init, keys)
-        return jnp.mean(total)
+        stats = obs_stats if cfg.normalize_obs else None
+        return jnp.mean(play(params, stats, key, episodes, max_steps, True).returns)
 
     seeds = jax.tree.leaves(state.params)[0].shape[0]
     fn = jax.jit(jax.vmap(one_seed))

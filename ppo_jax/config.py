@@ -10,23 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
-
-class ConfigError(ValueError):
-    """An invalid configuration value; `field` names the offending field."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable, corrupted, or does not fit the requested run."""
+from ppo_jax.core.objectives import OBJECTIVES
+from ppo_jax.errors import CheckpointError, ConfigError  # noqa: F401  (re-exported)
+from ppo_jax.policies import FAMILIES
+from ppo_jax.policies.layers import ACTIVATIONS as _ACTIVATION_FUNCTIONS
 
 
 def _static(default: Any, help: str) -> Any:
@@ -37,10 +32,9 @@ def _traced(default: float, help: str) -> Any:
     return dataclasses.field(default=default, metadata={"help": help, "traced": True})
 
 
-ACTIVATIONS = ("tanh", "relu", "gelu", "silu")
-OBJECTIVES = ("clip", "kl_penalty", "reinforce", "a2c")
-# Objectives that take one gradient step per rollout (their gradient is only right on-policy).
-ON_POLICY_OBJECTIVES = ("reinforce", "a2c")
+ACTIVATIONS = tuple(_ACTIVATION_FUNCTIONS)
+NETWORKS = tuple(FAMILIES)
+OBJECTIVE_NAMES = tuple(OBJECTIVES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,14 +47,17 @@ class PPOConfig:
     num_epochs: int = _static(4, "passes over each rollout batch")
     num_minibatches: int = _static(4, "minibatches per epoch")
     total_timesteps: int = _static(500_000, "environment steps per seed")
-    hidden_sizes: tuple[int, ...] = _static((64, 64), "hidden layer widths of actor and critic")
+    network: str = _static("mlp", f"policy family, one of {', '.join(NETWORKS)}")
+    hidden_sizes: tuple[int, ...] = _static((64, 64), "hidden layer widths of actor and critic (gru: encoder, heads)")
+    rnn_size: int = _static(128, "gru: width of the recurrent state")
+    conv_channels: tuple[int, ...] = _static((16,), "cnn: filters of each 3x3 convolution layer")
     activation: str = _static("tanh", f"hidden activation, one of {', '.join(ACTIVATIONS)}")
     anneal_lr: bool = _static(True, "decay the learning rate linearly to 0")
     clip_value_loss: bool = _static(True, "clip the value update to ±clip_eps around the old value")
     normalize_advantages: bool = _static(True, "normalise advantages per minibatch")
     normalize_obs: bool = _static(False, "running observation normalisation (clip ±10)")
     normalize_reward: bool = _static(False, "scale rewards by the running std of the return")
-    objective: str = _static("clip", f"policy objective, one of {', '.join(OBJECTIVES)}")
+    objective: str = _static("clip", f"policy objective, one of {', '.join(OBJECTIVE_NAMES)}")
     reinforce_baseline: bool = _static(False, "reinforce: subtract a learned V(s) baseline")
     seed: int = _static(0, "random seed (seeds are seed, seed+1, ...)")
     lr: float = _traced(2.5e-4, "Adam learning rate (initial value when annealed)")
@@ -74,6 +71,7 @@ class PPOConfig:
     init_log_std: float = _traced(0.0, "initial log-std of the Gaussian policy (continuous)")
     kl_coef: float = _traced(1.0, "kl_penalty: initial KL coefficient beta (adapted every update)")
     kl_target: float = _traced(0.01, "kl_penalty: target KL per update (> 0)")
+    max_kl: float = _traced(0.01, "trpo: trust-region radius delta on the mean KL per update (> 0)")
 
     def __post_init__(self):
         validate(self)
@@ -127,6 +125,7 @@ class Hyperparams:
     init_log_std: jax.Array
     kl_coef: jax.Array
     kl_target: jax.Array
+    max_kl: jax.Array
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(PPOConfig)}
@@ -146,6 +145,7 @@ TRACED_RANGES: dict[str, tuple[float, float, bool]] = {
     "init_log_std": (-math.inf, math.inf, True),
     "kl_coef": (0.0, math.inf, True),
     "kl_target": (0.0, math.inf, False),
+    "max_kl": (0.0, math.inf, False),
 }
 
 
@@ -176,6 +176,14 @@ def _check_type(name: str, value: Any, kind: type) -> None:
         raise ConfigError(name, f"must be {kind.__name__}, got {value!r}")
 
 
+def _check_widths(name: str, widths: Any) -> None:
+    if not isinstance(widths, tuple) or not widths:
+        raise ConfigError(name, f"must be a non-empty tuple of ints, got {widths!r}")
+    for width in widths:
+        if isinstance(width, bool) or not isinstance(width, int) or width <= 0:
+            raise ConfigError(name, f"widths must be positive integers, got {widths!r}")
+
+
 def validate(config: PPOConfig) -> None:
     """Check every field; raise `ConfigError` naming the first bad one. Runs on construction."""
     for name in ("num_envs", "num_steps", "num_epochs", "num_minibatches", "total_timesteps"):
@@ -187,11 +195,13 @@ def validate(config: PPOConfig) -> None:
     _check_type("seed", config.seed, int)
     if not 0 <= config.seed < MAX_SEED:
         raise ConfigError("seed", f"must be in [0, 2^31), got {config.seed}")
-    if not isinstance(config.hidden_sizes, tuple) or not config.hidden_sizes:
-        raise ConfigError("hidden_sizes", f"must be a non-empty tuple of ints, got {config.hidden_sizes!r}")
-    for width in config.hidden_sizes:
-        if isinstance(width, bool) or not isinstance(width, int) or width <= 0:
-            raise ConfigError("hidden_sizes", f"widths must be positive integers, got {config.hidden_sizes!r}")
+    for name in ("hidden_sizes", "conv_channels"):
+        _check_widths(name, getattr(config, name))
+    _check_type("rnn_size", config.rnn_size, int)
+    if config.rnn_size <= 0:
+        raise ConfigError("rnn_size", f"must be a positive integer, got {config.rnn_size}")
+    if config.network not in NETWORKS:
+        raise ConfigError("network", f"must be one of {', '.join(NETWORKS)}, got {config.network!r}")
     if config.activation not in ACTIVATIONS:
         raise ConfigError("activation", f"must be one of {', '.join(ACTIVATIONS)}, got {config.activation!r}")
     for name in (
@@ -204,8 +214,8 @@ def validate(config: PPOConfig) -> None:
     ):
         _check_type(name, getattr(config, name), bool)
     if config.objective not in OBJECTIVES:
-        raise ConfigError("objective", f"must be one of {', '.join(OBJECTIVES)}, got {config.objective!r}")
-    if config.objective in ON_POLICY_OBJECTIVES and (config.num_epochs, config.num_minibatches) != (1, 1):
+        raise ConfigError("objective", f"must be one of {', '.join(OBJECTIVE_NAMES)}, got {config.objective!r}")
+    if OBJECTIVES[config.objective].on_policy and (config.num_epochs, config.num_minibatches) != (1, 1):
         raise ConfigError(
             "objective",
             f"{config.objective} takes one gradient step per rollout: set num_epochs=1 and num_minibatches=1 "
@@ -226,6 +236,23 @@ def validate(config: PPOConfig) -> None:
         value = getattr(config, name)
         _check_type(name, value, float)
         check_traced_value(name, float(value))
+
+
+def resolve_seeds(config: PPOConfig, seeds: int | Sequence[int]) -> tuple[int, ...]:
+    """An int n means seeds config.seed, ..., config.seed + n − 1; a sequence is taken as given."""
+    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ConfigError("seeds", f"must be a positive integer, got {seeds}")
+        seeds = range(config.seed, config.seed + int(seeds))
+    out = tuple(seeds)
+    if not out:
+        raise ConfigError("seeds", "no seeds given")
+    for s in out:
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= s < MAX_SEED:
+            raise ConfigError("seeds", f"seeds must be integers in [0, 2^31), got {s!r}")
+    if len(set(out)) != len(out):
+        raise ConfigError("seeds", f"duplicate seeds {list(out)} would repeat identical runs")
+    return tuple(int(s) for s in out)
 
 
 _CLASSIC = dict(num_envs=4, num_steps=128, num_epochs=4, num_minibatches=4, total_timesteps=500_000)
@@ -270,6 +297,7 @@ def default_config(env: str = "CartPole-v1", **overrides: Any) -> PPOConfig:
     An on-policy `objective` (reinforce, a2c) defaults to one epoch of one minibatch.
     """
     fields = {**ENV_DEFAULTS.get(env, {}), **overrides}
-    if fields.get("objective") in ON_POLICY_OBJECTIVES:
+    objective = OBJECTIVES.get(fields.get("objective", "clip"))
+    if objective is not None and objective.on_policy:
         fields.update({k: overrides.get(k, 1) for k in ("num_epochs", "num_minibatches")})
     return PPOConfig().replace(env=env, **fields)

@@ -22,10 +22,11 @@ from gymnax.environments import environment, spaces
 
 import ppo_jax
 from ppo_jax.commands import main as cli
-from ppo_jax.engine.evaluate import evaluate, policy_action
+from ppo_jax.engine.evaluate import Acting, evaluate, policy_action
 from ppo_jax.engine.train import init_state, make_context
 from ppo_jax.envs import normalize
-from ppo_jax.runtime.checkpoint import CheckpointError, RunCheckpoints, check_compatible
+from ppo_jax.runtime.checkpoint import CheckpointError, RunCheckpoints, check_compatible, config_from_meta
+from ppo_jax.runtime.driver import refuse_used_run_dir
 
 # 10 updates of 2 envs x 16 steps: compiles and runs in seconds.
 TINY = ["--num-envs", "2", "--num-steps", "16", "--num-minibatches", "2", "--num-epochs", "2"]
@@ -178,21 +179,23 @@ def test_eval_is_deterministic_and_uses_the_mode_action(full_run):
     saved, _ = RunCheckpoints(full_run).restore(ctx)
     params = jax.tree.map(lambda x: x[0], saved.state.params)
     roll = ctx.rollout
+    acting = Acting(ctx.policy, ctx.dist, roll.spec)
+
+    def act(obs, key, stochastic):
+        return policy_action(acting, params, None, (), obs, jnp.ones(obs.shape[:1], bool), key, stochastic)[0]
 
     def run(key, stochastic=False):
-        return evaluate(roll.env, roll.env_params, roll.network, roll.spec, params, None, key, 8, 500, stochastic)
+        return evaluate(roll.env, roll.env_params, acting, params, None, key, 8, 500, stochastic)
 
     a, b = run(jax.random.key(3)), run(jax.random.key(3))
     np.testing.assert_array_equal(np.asarray(a.returns), np.asarray(b.returns))
     # the deterministic action is the argmax of the logits, whatever the key
     obs = jax.random.normal(jax.random.key(0), (64, 4))
-    logits = np.asarray(roll.network.apply(params, obs).dist)
+    logits = np.asarray(ctx.policy.network.apply(params, obs).dist)
     for seed in range(3):
-        action = policy_action(roll.network, roll.spec, params, None, obs, jax.random.key(seed), False)
+        action = act(obs, jax.random.key(seed), False)
         np.testing.assert_array_equal(np.asarray(action), logits.argmax(-1))
-    sampled = [
-        np.asarray(policy_action(roll.network, roll.spec, params, None, obs, jax.random.key(s), True)) for s in (0, 1)
-    ]
+    sampled = [np.asarray(act(obs, jax.random.key(s), True)) for s in (0, 1)]
     assert not np.array_equal(*sampled)
     # the CLI reports the same kind of figures and writes eval.json
     assert run_cli("eval", full_run, "--episodes", "4") == 0
@@ -211,7 +214,7 @@ def test_exported_policy_reproduces_trained_actions(tmp_path):
     params = jax.tree.map(lambda x: x[0], saved.state.params)
     stats = jax.tree.map(lambda x: x[0], saved.state.env.obs_stats)
     obs = 3.0 * jax.random.normal(jax.random.key(1), (32, 3))
-    mean = np.asarray(ctx.rollout.network.apply(params, normalize(obs, stats)).dist[0])
+    mean = np.asarray(ctx.policy.network.apply(params, normalize(obs, stats)).dist[0])
     expected = np.clip(mean, -2.0, 2.0)  # Pendulum torque bounds
     np.testing.assert_allclose(np.asarray(policy.act(obs)), expected, rtol=1e-6, atol=1e-6)
     assert policy.env == "Pendulum-v1"
@@ -287,16 +290,6 @@ def test_resume_of_missing_or_empty_folder_is_a_clear_error(tmp_path, capsys):
     assert list((tmp_path / "empty").iterdir()) == []  # reading created nothing
 
 
-def test_eval_of_a_shard_envs_run_points_to_its_exported_policy(tmp_path, capsys):
-    run = tmp_path / "sharded"
-    run.mkdir()
-    (run / "config.json").write_text(json.dumps({"env": "CartPole-v1", "shard_envs": True}))
-    assert run_cli("eval", run) == 1
-    err = capsys.readouterr().err
-    assert "--shard-envs" in err and "policy-seed0.npz" in err
-    assert not (run / "checkpoints").exists()
-
-
 def test_corrupted_checkpoint_is_a_clear_error(full_run, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(full_run, run)
@@ -318,7 +311,7 @@ def test_checkpoint_from_another_env_or_config_is_refused(full_run):
     meta = RunCheckpoints(full_run).read_meta()
     with pytest.raises(CheckpointError, match="env"):
         check_compatible(meta, ppo_jax.default_config("Acrobot-v1"))
-    other = ppo_jax.PPOConfig(**{**meta["config"], "hidden_sizes": (32, 32)})
+    other = config_from_meta(meta).replace(hidden_sizes=(32, 32))
     with pytest.raises(CheckpointError, match="hidden_sizes"):
         check_compatible(meta, other)
 
@@ -350,7 +343,7 @@ def test_a_fresh_run_refuses_a_folder_that_holds_another_run(full_run, tmp_path,
     assert (full_run / "config.json").read_text() == config_before
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("unrelated")  # a folder without a run is fine
-    assert cli._refuse_used_run_dir(str(tmp_path / "other")) is None
+    assert refuse_used_run_dir(str(tmp_path / "other")) is None
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ def test_on_policy_objectives_get_one_epoch_of_one_minibatch():
         cfg = objective_config(base, objective)
         assert (cfg.num_epochs, cfg.num_minibatches) == (2, 2)
     with pytest.raises(ppo_jax.ConfigError) as err:
-        objective_config(base, "trpo")
+        objective_config(base, "ppg")  # not an objective here
     assert err.value.field == "objective"
 
 
@@ -64,7 +64,7 @@ def test_clip_objective_keeps_the_coefficient_fixed():
 
 def test_compare_trains_every_objective_and_writes_a_table(tmp_path, capsys):
     results = compare(ppo_jax.default_config(**TINY), seeds=(0, 1))
-    assert [r.objective for r in results] == ["clip", "kl_penalty", "reinforce", "a2c"]
+    assert [r.objective for r in results] == ["clip", "kl_penalty", "reinforce", "a2c", "trpo"]
     for r in results:
         assert r.returns.shape == (r.config.num_updates, 2) and r.final_returns.shape == (2,)
         assert r.ci_low <= r.iqm <= r.ci_high

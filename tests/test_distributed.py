@@ -96,16 +96,16 @@ def test_shard_envs_on_2_and_4_devices_matches_1_device():
     code = """
         import functools, json, jax, numpy as np
         from ppo_jax.config import default_config
-        from ppo_jax.runtime.distributed import (ENV_AXIS, init_env_sharded, make_env_sharding, place_env_sharded,
-                                         run_env_sharded, run_mesh)
-        from ppo_jax.engine.train import make_context
+        from ppo_jax.engine.sharded import ENV_AXIS, make_env_sharding, place_env_sharded, run_env_sharded
+        from ppo_jax.engine.train import init_state, make_context
+        from ppo_jax.runtime.distributed import run_mesh
         cfg = default_config("CartPole-v1", num_envs=4, num_steps=16, num_minibatches=2, num_epochs=2,
                              total_timesteps=4 * 64)
         out = {}
         for d in (1, 2, 4):
             es = make_env_sharding(make_context(cfg), run_mesh(jax.devices()[:d], ENV_AXIS))
             hp = cfg.hyperparams()
-            state = place_env_sharded(es, jax.jit(functools.partial(init_env_sharded, es))(jax.random.key(3), hp))
+            state = place_env_sharded(es, jax.jit(functools.partial(init_state, es.ctx))(jax.random.key(3), hp))
             state, m = jax.jit(functools.partial(run_env_sharded, es, num_updates=cfg.num_updates))(state, hp)
             leaves = jax.tree.leaves(state.params)
             out[d] = {"params": np.concatenate([np.ravel(x) for x in leaves]).tolist(),
@@ -125,11 +125,11 @@ def test_shard_envs_on_2_and_4_devices_matches_1_device():
         """
         import functools, json, jax, numpy as np
         from ppo_jax.config import default_config
-        from ppo_jax.runtime.distributed import init_env_sharded, make_env_sharding
-        from ppo_jax.engine.train import make_context
+        from ppo_jax.engine.sharded import make_env_sharding
+        from ppo_jax.engine.train import init_state, make_context
         cfg = default_config("CartPole-v1", num_envs=4, num_steps=16, num_minibatches=2, total_timesteps=64)
         es = make_env_sharding(make_context(cfg))
-        s = init_env_sharded(es, jax.random.key(3), cfg.hyperparams())
+        s = init_state(es.ctx, jax.random.key(3), cfg.hyperparams())
         print(json.dumps(np.concatenate([np.ravel(x) for x in jax.tree.leaves(s.params)]).tolist()))
         """,
         devices=1,
@@ -143,14 +143,14 @@ def test_shard_envs_adapts_the_kl_coefficient_to_the_kl_the_update_ended_at():
     code = """
         import functools, json, jax, numpy as np
         from ppo_jax.config import default_config
-        from ppo_jax.runtime.distributed import (ENV_AXIS, init_env_sharded, make_env_sharding, place_env_sharded,
-                                         run_env_sharded, run_mesh)
-        from ppo_jax.engine.train import make_context
+        from ppo_jax.engine.sharded import ENV_AXIS, make_env_sharding, place_env_sharded, run_env_sharded
+        from ppo_jax.engine.train import init_state, make_context
+        from ppo_jax.runtime.distributed import run_mesh
         cfg = default_config("CartPole-v1", objective="kl_penalty", kl_coef=0.8, kl_target=1e-12, num_envs=4,
                              num_steps=16, num_minibatches=1, num_epochs=1, total_timesteps=4 * 48)
         es = make_env_sharding(make_context(cfg), run_mesh(jax.devices()[:2], ENV_AXIS))
         hp = cfg.hyperparams()
-        state = place_env_sharded(es, jax.jit(functools.partial(init_env_sharded, es))(jax.random.key(3), hp))
+        state = place_env_sharded(es, jax.jit(functools.partial(init_state, es.ctx))(jax.random.key(3), hp))
         state, m = jax.jit(functools.partial(run_env_sharded, es, num_updates=cfg.num_updates))(state, hp)
         print(json.dumps({"logged": np.asarray(m["kl_coef"]).tolist(), "final": float(state.kl_coef)}))
     """
@@ -250,8 +250,9 @@ def test_processes_from_environment_and_slurm():
 def test_sharding_input_errors(tmp_path, capsys):
     from ppo_jax.commands import main as cli
     from ppo_jax.config import default_config
+    from ppo_jax.engine.sharded import ENV_AXIS, make_env_sharding
     from ppo_jax.engine.train import make_context
-    from ppo_jax.runtime.distributed import ENV_AXIS, check_divisible, make_env_sharding, run_mesh
+    from ppo_jax.runtime.distributed import check_divisible, run_mesh
 
     with pytest.raises(ConfigError, match="3 seeds do not divide over 4 devices"):
         check_divisible(3, 4, "seeds", "seeds")
@@ -261,7 +262,7 @@ def test_sharding_input_errors(tmp_path, capsys):
     assert err.value.field == "num_minibatches"
     with pytest.raises(ConfigError, match="normalize_obs.*--no-normalize-obs --no-normalize-reward"):
         make_env_sharding(make_context(default_config("Pendulum-v1")), run_mesh(axis=ENV_AXIS))
-    for flags in (["--seeds", "2"], ["--keep", "2"]):
+    for flags in (["--seeds", "2"],):  # (--keep is allowed: --shard-envs runs keep checkpoints)
         assert cli.main(["train", "--shard-envs", *flags, "--out", str(tmp_path / "x")]) == 2
         assert f"remove {flags[0]}" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
@@ -275,13 +276,46 @@ def test_global_advantage_normalisation_matches_the_one_device_formula():
     from jax.sharding import PartitionSpec as P
 
     from ppo_jax.core.losses import normalize_advantages
-    from ppo_jax.runtime.distributed import ENV_AXIS, _normalize_global
+    from ppo_jax.engine.sgd import Collective
+    from ppo_jax.engine.sharded import ENV_AXIS
 
     mesh = jax.make_mesh((1,), (ENV_AXIS,))
-    sharded = jax.jit(jax.shard_map(_normalize_global, mesh=mesh, in_specs=P(ENV_AXIS), out_specs=P(ENV_AXIS)))
+    global_norm = lambda adv: normalize_advantages(adv, reduce=Collective(ENV_AXIS))  # noqa: E731
+    sharded = jax.jit(jax.shard_map(global_norm, mesh=mesh, in_specs=P(ENV_AXIS), out_specs=P(ENV_AXIS)))
     norm = lambda adv: sharded(jax.device_put(adv, jax.NamedSharding(mesh, P(ENV_AXIS))))  # noqa: E731
     rng = np.random.default_rng(61)
     spread = jnp.asarray((1.5 + rng.normal(size=64)).astype(np.float32))
     np.testing.assert_allclose(np.asarray(norm(spread)), np.asarray(normalize_advantages(spread)), rtol=1e-5, atol=1e-6)
     for value in (0.1, 0.3, -2.2):
         np.testing.assert_array_equal(np.asarray(norm(jnp.full((64,), value, jnp.float32))), 0.0)
+
+
+def test_shard_envs_run_keeps_checkpoints_resumes_exactly_and_is_evaluated(tmp_path):
+    """`train --shard-envs` goes through the run driver: checkpoints, exact resume, eval."""
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    argv = ["train", "--shard-envs", "--num-envs", "4", "--num-steps", "16", "--num-minibatches", "2"]
+    argv += ["--num-epochs", "1", "--total-timesteps", str(4 * 16 * 6), "--checkpoint-every", "2", "--quiet"]
+    code = f"""
+        import json, shutil
+        from pathlib import Path
+        from ppo_jax.commands.main import main
+        argv = {argv!r}
+        assert main([*argv, "--out", {str(full)!r}]) == 0
+        assert main([*argv, "--out", {str(cut)!r}]) == 0
+        cut = Path({str(cut)!r})
+        for name in ("summary.json", "metrics.csv"):
+            (cut / name).unlink()
+        for ckpt in (cut / "checkpoints").iterdir():
+            if int(ckpt.name) > 2:
+                shutil.rmtree(ckpt)
+        assert main(["train", "--resume", str(cut), "--quiet"]) == 0
+        assert main(["eval", {str(full)!r}, "--episodes", "3"]) == 0
+        print(json.dumps({{"devices": json.loads((cut / "summary.json").read_text())["devices"]}}))
+    """
+    out = _python(code, devices=2)
+    assert out["devices"] == 2
+    summaries = [json.loads((run / "summary.json").read_text()) for run in (full, cut)]
+    assert summaries[0]["shard_envs"] and summaries[0]["params_sha256"] == summaries[1]["params_sha256"]
+    assert (full / "metrics.csv").read_text() == (cut / "metrics.csv").read_text()
+    assert json.loads((full / "eval.json").read_text())["episodes_per_seed"] == 3
+    assert sorted(int(p.name) for p in (full / "checkpoints").iterdir()) == [2, 4, 6]

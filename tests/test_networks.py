@@ -8,21 +8,17 @@ import numpy as np
 import pytest
 
 import ppo_jax
-from ppo_jax.engine.train import init_state, make_context
-from ppo_jax.policies.mlp import (
-    action_noise,
+from ppo_jax.core.distributions import (
+    Categorical,
+    DiagGaussian,
     categorical_entropy,
     categorical_log_prob,
-    fuse_actor_critic,
-    fused_apply,
     gaussian_log_prob,
-    init_actor_critic,
     log_softmax,
-    orthogonal,
-    polar_orthogonal,
-    polar_orthogonal_many,
-    sample_with_noise,
 )
+from ppo_jax.engine.train import init_state, make_context
+from ppo_jax.policies.init import orthogonal, polar_orthogonal, polar_orthogonal_many
+from ppo_jax.policies.mlp import fuse_actor_critic, fused_apply, init_actor_critic
 
 
 @pytest.mark.parametrize("shape", [(4, 64), (64, 64), (64, 2), (64, 1), (256, 256), (400, 256)])
@@ -62,7 +58,7 @@ def test_init_actor_critic_matches_the_flax_initializers_layer_by_layer(env, log
     """Same tree, shapes and dtypes as `network.init`; every kernel orthogonal with the gain that
     Flax's own initializer gives it (read off ‖W‖²_F / min(m, n) of `network.init`'s kernel)."""
     rollout_ctx = make_context(ppo_jax.default_config(env)).rollout
-    network = rollout_ctx.network
+    network = make_context(ppo_jax.default_config(env)).policy.network
     obs = jnp.zeros((1, *rollout_ctx.spec.obs_shape), jnp.float32)
     reference = network.init(jax.random.key(0), obs, log_std)
     params = jax.jit(lambda k: init_actor_critic(network, k, obs, log_std))(jax.random.key(1))
@@ -93,8 +89,8 @@ def test_fused_forward_equals_separate_actor_and_critic(env):
     ctx = make_context(config)
     params = init_state(ctx, jax.random.key(3), config.hyperparams()).params
     obs = jax.random.normal(jax.random.key(4), (9, *ctx.rollout.spec.obs_shape))
-    separate = ctx.rollout.network.apply(params, obs)
-    fused = fused_apply(ctx.rollout.network, fuse_actor_critic(params), obs)
+    separate = ctx.policy.network.apply(params, obs)
+    fused = fused_apply(ctx.policy.network, fuse_actor_critic(params), obs)
     for a, b in zip(jax.tree.leaves(separate), jax.tree.leaves(fused), strict=True):
         assert a.shape == b.shape
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
@@ -102,8 +98,8 @@ def test_fused_forward_equals_separate_actor_and_critic(env):
 
 def test_gumbel_sampling_matches_softmax_frequencies_and_log_prob():
     logits = jnp.array([[0.3, -1.0, 1.2]])
-    noise = action_noise(jax.random.key(0), (40_000,), 3, True)
-    actions, log_prob = sample_with_noise(jnp.broadcast_to(logits, (40_000, 3)), noise, True)
+    noise = Categorical(3).noise(jax.random.key(0), (40_000,))
+    actions, log_prob = Categorical(3).sample_with_noise(jnp.broadcast_to(logits, (40_000, 3)), noise)
     p = np.exp(np.asarray(logits[0], np.float64))
     p /= p.sum()
     freq = np.bincount(np.asarray(actions), minlength=3) / actions.size
@@ -115,9 +111,9 @@ def test_gumbel_sampling_matches_softmax_frequencies_and_log_prob():
 def test_gaussian_sampling_log_prob_from_noise_equals_density():
     mean = jnp.array([[0.5, -1.0]])
     log_std = jnp.array([[-0.3, 0.2]])
-    noise = action_noise(jax.random.key(1), (6,), 2, False)
-    actions, log_prob = sample_with_noise(
-        (jnp.broadcast_to(mean, (6, 2)), jnp.broadcast_to(log_std, (6, 2))), noise, False
+    noise = DiagGaussian(2).noise(jax.random.key(1), (6,))
+    actions, log_prob = DiagGaussian(2).sample_with_noise(
+        (jnp.broadcast_to(mean, (6, 2)), jnp.broadcast_to(log_std, (6, 2))), noise
     )
     sigma = np.exp(np.asarray(log_std[0], np.float64))
     a = np.asarray(actions, np.float64)

@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ppo_jax.core.distributions import categorical_kl
 from ppo_jax.core.losses import LossInputs
 from ppo_jax.core.policy_gradient import (
     a2c_loss,
     adapt_kl_coef,
-    categorical_kl,
     discounted_returns,
     kl_penalty_loss,
     policy_gradient_loss,

@@ -273,10 +273,13 @@ CLIP_VARIANTS = {
 # way); a tiny target makes beta double instead
 KL_VARIANTS = {"kl_coef": 5.0, "kl_target": 1e-9}
 CONTINUOUS_VARIANTS = {"init_log_std": -1.0}
+# the trust region's radius scales TRPO's natural-gradient step
+TRPO_VARIANTS = {"max_kl": 1e-4}
 
 
 def test_every_traced_field_is_covered_below():
-    assert set(CLIP_VARIANTS) | set(KL_VARIANTS) | set(CONTINUOUS_VARIANTS) == set(TRACED_FIELDS)
+    covered = set(CLIP_VARIANTS) | set(KL_VARIANTS) | set(CONTINUOUS_VARIANTS) | set(TRPO_VARIANTS)
+    assert covered == set(TRACED_FIELDS)
 
 
 def test_sweep_help_names_every_sweepable_field():
@@ -326,6 +329,10 @@ def test_each_clip_field_changes_params_and_runs_equal_single_training():
 def test_kl_penalty_fields_change_params():
     # kl_target adapts beta at the end of update 1, so it shows in the parameters after update 2
     _check_each_field_changes_params(tiny(updates=2, objective="kl_penalty"), KL_VARIANTS, seeds=[0])
+
+
+def test_trpo_fields_change_params():
+    _check_each_field_changes_params(tiny(updates=1, objective="trpo"), TRPO_VARIANTS, seeds=[0])
 
 
 def test_init_log_std_changes_params_on_a_continuous_env():

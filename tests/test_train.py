@@ -16,20 +16,20 @@ import pytest
 import ppo_jax
 from ppo_jax import ActorCritic, PPOConfig
 from ppo_jax.engine.rollout import rollout
+from ppo_jax.engine.sgd import LOCAL
 from ppo_jax.engine.train import (
     NONFINITE_FLAGS,
     describe_nonfinite,
     init_state,
     make_batch,
     make_context,
-    make_network,
     make_optimizer,
     minibatch_loss,
     nonfinite_code,
     run_updates,
 )
 from ppo_jax.envs import env_spec
-from ppo_jax.policies.mlp import log_prob_and_entropy
+from ppo_jax.policies import make_policy, unroll
 
 # 3 updates of 4 envs x 32 steps, 2 epochs of 2 minibatches: compiles and runs in seconds.
 TINY = PPOConfig(
@@ -92,7 +92,7 @@ def test_time_limit_truncation_bootstraps_to_the_infinite_horizon_value(always_o
     env, params = always_one_env, always_one_env.default_params
     result = jax.jit(ppo_jax.make_train(cfg, env=env, env_params=params))(jax.random.key(0))
     assert float(result.metrics["episode_length"][-1]) == 20.0  # gymnax did truncate the episodes
-    network = make_network(cfg, env_spec(env, params))
+    network = make_policy(cfg, env_spec(env, params)).network
     obs0, _ = env.reset(jax.random.key(1), params)
     value = float(network.apply(result.state.params, obs0[None], method=ActorCritic.value)[0])
     assert value == pytest.approx(1.0 / (1.0 - gamma), abs=0.25), value
@@ -111,12 +111,13 @@ def first_minibatch_check(cfg: PPOConfig, updates_before: int):
             state, _ = run_updates(ctx, state, hp, updates_before)
         key_roll = jax.random.fold_in(key, 1)
         _, traj, _ = rollout(ctx.rollout, state.params, hp, state.env, key_roll)
-        batch = make_batch(ctx, hp, state.params, traj)
-        mb = jax.tree.map(lambda x: x[: cfg.minibatch_size], batch)
-        _, metrics = minibatch_loss(ctx, hp, state.kl_coef, state.params, mb)
-        out = ctx.rollout.network.apply(state.params, mb.obs, hp.init_log_std)
-        log_prob, _ = log_prob_and_entropy(out.dist, mb.action, ctx.rollout.spec.discrete)
-        return metrics, log_prob, mb.log_prob, out.value, mb.value
+        batch = make_batch(ctx, hp, state.params, traj, state.env.policy_carry)
+        mb = jax.tree.map(
+            lambda x: x[0], ctx.split(LOCAL, key_roll, batch)
+        )  # the first minibatch, as the update splits
+        _, metrics = minibatch_loss(ctx, hp, state.kl_coef, LOCAL, state.params, mb)
+        dist, value = unroll(ctx.policy, state.params, mb.carry, mb.obs, mb.first)
+        return metrics, ctx.dist.log_prob(dist, mb.action), mb.log_prob, value, mb.value
 
     return jax.jit(run)(jax.random.key(3))
 
@@ -298,7 +299,7 @@ def test_pendulum_improves_clearly():
 
 @pytest.mark.parametrize("n", [1, 2, 7, 128, 512, 1000, 8192])
 def test_permutation_is_a_permutation(n):
-    from ppo_jax.engine.train import permutation
+    from ppo_jax.engine.sgd import permutation
 
     for seed in range(3):
         perm = np.asarray(jax.jit(permutation, static_argnums=1)(jax.random.key(seed), n))
@@ -310,7 +311,7 @@ def test_permutation_is_uniform_over_all_orders():
     # n = 4 has 24 orders: 24,000 draws give ~1,000 each; chi-square against the uniform law.
     from scipy import stats as scipy_stats
 
-    from ppo_jax.engine.train import permutation
+    from ppo_jax.engine.sgd import permutation
 
     draws = 24_000
     perms = np.asarray(jax.jit(jax.vmap(lambda k: permutation(k, 4)))(jax.random.split(jax.random.key(7), draws)))
@@ -329,17 +330,16 @@ def test_permutation_is_uniform_over_all_orders():
 def test_rollout_log_probs_and_values_are_the_networks_for_packed_and_plain_policies(hidden, packed):
     """Narrow networks run packed in the rollout, wide ones as they are; either way the stored
     log π(a|s) and V(s) are the network's own on the stored observations."""
-    from ppo_jax.engine.rollout import policy_params
     from ppo_jax.policies.mlp import FusedActorCritic
 
     for env in ("CartPole-v1", "Pendulum-v1"):
         cfg = ppo_jax.default_config(env, num_envs=3, num_steps=8, hidden_sizes=hidden)
         ctx = make_context(cfg)
         state = init_state(ctx, jax.random.key(5), cfg.hyperparams())
-        assert isinstance(policy_params(ctx.rollout, state.params), FusedActorCritic) == packed
+        assert isinstance(ctx.policy.rollout_apply(state.params).args[-1], FusedActorCritic) == packed
         _, traj, _ = jax.jit(lambda s: rollout(ctx.rollout, s.params, cfg.hyperparams(), s.env, s.key))(state)
-        out = ctx.rollout.network.apply(state.params, traj.obs)
-        log_prob, _ = log_prob_and_entropy(out.dist, traj.action, ctx.rollout.spec.discrete)
+        out = ctx.policy.network.apply(state.params, traj.obs)
+        log_prob = ctx.dist.log_prob(out.dist, traj.action)
         np.testing.assert_allclose(np.asarray(traj.log_prob), np.asarray(log_prob), rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(np.asarray(traj.value), np.asarray(out.value), rtol=1e-4, atol=1e-5)
 

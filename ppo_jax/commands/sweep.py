@@ -18,13 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ppo_jax.commands.main import (
+from ppo_jax.commands.common import (
     add_config_flags,
     add_distributed_flags,
     config_from_args,
     run_command,
     start_distributed,
 )
+from ppo_jax.commands.progress import SweepProgressBar
 from ppo_jax.config import TRACED_FIELDS, ConfigError
 
 DESCRIPTION = (
@@ -91,53 +92,6 @@ def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
     )
     add_sweep_arguments(parser)
     return parser
-
-
-class SweepProgressBar:
-    """Host callback: one live line with runs and updates done, env steps and aggregate env-steps/s."""
-
-    def __init__(self, stream=sys.stderr, min_interval: float = 0.2):
-        self.stream = stream
-        self.live = stream.isatty()
-        self.min_interval = min_interval if self.live else 5.0
-        self.start: float | None = None  # time and steps at the first update: the rate excludes it
-        self.start_steps = 0
-        self.last_print = 0.0
-
-    def __call__(self, p) -> None:
-        now = time.perf_counter()
-        if self.start is None:
-            self.start, self.start_steps = now, p.env_steps_done
-        done = p.updates_done >= p.total_updates
-        if now - self.last_print >= self.min_interval or done:
-            self.last_print = now
-            self.show(p, now, done)
-
-    def show(self, p, now: float, done: bool) -> None:
-        elapsed = now - (self.start or now)
-        rate = (p.env_steps_done - self.start_steps) / elapsed if elapsed > 0 else 0.0
-        left = p.total_env_steps - p.env_steps_done
-        eta = f" | ETA {_duration(left / rate)}" if rate > 0 and not done else ""
-        batch = f" | batch {p.batch + 1}/{p.num_batches}" if p.num_batches > 1 else ""
-        line = (
-            f"runs {p.runs_done:>4}/{p.num_runs} | updates {p.updates_done:>9,}/{p.total_updates:,} "
-            f"({100 * p.updates_done / p.total_updates:5.1f}%) | {_si(p.env_steps_done)}/{_si(p.total_env_steps)} "
-            f"steps | {rate:>10,.0f} steps/s{batch}{eta}"
-        )
-        self.stream.write(line + ("\r" if self.live and not done else "\n"))
-        self.stream.flush()
-
-
-def _si(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.1f}{unit}"
-    return f"{n:.0f}"
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 def _fmt(value: float) -> str:

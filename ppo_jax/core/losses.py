@@ -101,13 +101,23 @@ def clip_fraction(log_prob, old_log_prob, clip_eps):
     return jnp.mean((jnp.abs(ratio - 1.0) > clip_eps).astype(jnp.float32))
 
 
-def normalize_advantages(advantages, eps=1e-8):
-    """(A − mean A) / (std A + eps) over the minibatch [B] -> [B]; a minibatch of one is only
-    centred, and one without spread becomes 0 (see `scale_centred`)."""
-    centred = advantages - jnp.mean(advantages)
-    if advantages.size < 2:
+def normalize_advantages(advantages, eps=1e-8, reduce=None):
+    """(A − mean A) / (std A + eps) over the minibatch [B] (any shape) -> same shape; a minibatch
+    of one is only centred, and one without spread becomes 0 (see `scale_centred`).
+
+    `reduce` (optional) supplies cross-device `mean`, `max` and `size()` for a minibatch split
+    over devices (`engine.sgd.Collective`): the moments are then those of the whole minibatch.
+    """
+    if reduce is None or reduce.axis is None:
+        centred = advantages - jnp.mean(advantages)
+        if advantages.size < 2:
+            return centred
+        return scale_centred(centred, jnp.std(advantages), jnp.max(jnp.abs(advantages)), eps)
+    centred = advantages - reduce.mean(jnp.mean(advantages))
+    if advantages.size * reduce.size() < 2:
         return centred
-    return scale_centred(centred, jnp.std(advantages), jnp.max(jnp.abs(advantages)), eps)
+    std = jnp.sqrt(reduce.mean(jnp.mean(jnp.square(centred))))
+    return scale_centred(centred, std, reduce.max(jnp.max(jnp.abs(advantages))), eps)
 
 
 def scale_centred(centred, std, magnitude, eps=1e-8):
@@ -119,10 +129,15 @@ def scale_centred(centred, std, magnitude, eps=1e-8):
     return jnp.where(std > noise, centred / (std + eps), centred * 0)
 
 
-def explained_variance(values, returns):
-    """1 − Var[R − V] / Var[R]; 1 is a perfect critic, ≤ 0 no better than a constant. NaN-free."""
-    var_r = jnp.var(returns)
-    return jnp.where(var_r > 0, 1.0 - jnp.var(returns - values) / jnp.where(var_r > 0, var_r, 1.0), 0.0)
+def explained_variance(values, returns, reduce=None):
+    """1 − Var[R − V] / Var[R]; 1 is a perfect critic, ≤ 0 no better than a constant. NaN-free.
+    With `reduce` (see `normalize_advantages`) the variances are those of all devices' samples."""
+    if reduce is None or reduce.axis is None:
+        var = jnp.var
+    else:
+        var = lambda x: reduce.mean(jnp.mean(jnp.square(x - reduce.mean(jnp.mean(x)))))  # noqa: E731
+    var_r = var(returns)
+    return jnp.where(var_r > 0, 1.0 - var(returns - values) / jnp.where(var_r > 0, var_r, 1.0), 0.0)
 
 
 class LossInputs(NamedTuple):

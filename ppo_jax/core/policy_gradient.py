@@ -24,16 +24,6 @@ from jax import lax
 from ppo_jax.core.losses import LossInputs, approx_kl_k3, gae, surrogate_objective, value_loss
 
 
-def categorical_kl(logits_p, logits_q):
-    """Exact KL(p‖q) = Σ_a p(a) (log p(a) − log q(a)) of two categoricals; logits [..., A] -> [...].
-
-    Non-negative; zero iff the two distributions are equal.
-    """
-    log_p = jax.nn.log_softmax(logits_p)
-    log_q = jax.nn.log_softmax(logits_q)
-    return jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
-
-
 def policy_gradient_loss(log_prob, weights):
     """Score-function (REINFORCE) surrogate −mean_b(log π_θ(a_b|s_b) · w_b); [B], [B] -> scalar.
 

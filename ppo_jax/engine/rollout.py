@@ -1,6 +1,11 @@
-"""Rollout: `num_steps` of N vectorised gymnax envs as one `lax.scan` over time.
+"""Rollout: `num_steps` of N vectorised envs as one `lax.scan` over time, with any policy family.
 
-Data are time-major: every `Transition` field is [T, N, ...].
+Data are time-major: every `Transition` field is [T, N, ...]. A recurrent policy's carry lives in
+`EnvCarry.policy_carry` and is reset where an observation starts an episode (`first`).
+
+All random draws of a rollout (env keys, action noise, auto-reset states) are made for the
+run's N envs at once; on a device that holds only some envs of the run (`--shard-envs`), the
+draws are sliced to its envs, so a run's random stream does not depend on the device count.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ppo_jax.engine.sgd import LOCAL, Collective
 from ppo_jax.envs import (
     EnvSpec,
     RewardScaler,
@@ -22,14 +28,7 @@ from ppo_jax.envs import (
     scale_reward,
     update_running_stats,
 )
-from ppo_jax.policies.mlp import (
-    ActorCritic,
-    FusedActorCritic,
-    action_noise,
-    fuse_actor_critic,
-    fused_apply,
-    sample_with_noise,
-)
+from ppo_jax.policies import rollout_apply
 
 
 class Transition(NamedTuple):
@@ -43,17 +42,21 @@ class Transition(NamedTuple):
     terminated: jax.Array  # d_t: s'_t is terminal [N] bool
     truncated: jax.Array  # the episode was cut by a time limit at t [N] bool
     final_obs: jax.Array  # s'_t, the true next state (pre-reset), normalised like obs [N, *obs]
+    first: jax.Array  # s_t starts an episode (the policy carry was reset before it) [N] bool
+    next_carry: Any  # the policy carry after seeing s_t (for V(s'_t)); () when feed-forward
 
 
 class EnvCarry(NamedTuple):
     """Everything about the environments that persists across steps and updates."""
 
-    env_state: Any  # gymnax state, batched over N
+    env_state: Any  # suite state, batched over N
     obs: jax.Array  # raw observation of the current state [N, *obs]
     episode_return: jax.Array  # undiscounted raw return of the running episode [N]
     episode_length: jax.Array  # steps of the running episode [N] int32
     obs_stats: RunningStats  # observation normalisation statistics
     reward_scaler: RewardScaler  # reward scaling state
+    policy_carry: Any  # the policy's recurrent state [N, ...]; () when feed-forward
+    first: jax.Array  # obs starts an episode [N] bool
 
 
 class EpisodeStats(NamedTuple):
@@ -74,15 +77,16 @@ class RolloutContext(NamedTuple):
     env: Any
     env_params: Any
     spec: EnvSpec
-    network: ActorCritic
-    num_envs: int
+    policy: Any  # a policy family (`ppo_jax.policies.PolicyFamily`)
+    dist: Any  # the action distribution (`ppo_jax.core.distributions`)
+    num_envs: int  # N, the run's envs (all devices together)
     num_steps: int
     normalize_obs: bool
     normalize_reward: bool
 
 
 def reset_envs(ctx: RolloutContext, key: jax.Array) -> EnvCarry:
-    """Reset N envs; zero episode counters and fresh normalisation statistics."""
+    """Reset N envs; zero episode counters, fresh normalisation statistics, initial policy carry."""
     obs, env_state = jax.vmap(ctx.env.reset, in_axes=(0, None))(jax.random.split(key, ctx.num_envs), ctx.env_params)
     zeros = jnp.zeros((ctx.num_envs,), jnp.float32)
     return EnvCarry(
@@ -92,6 +96,8 @@ def reset_envs(ctx: RolloutContext, key: jax.Array) -> EnvCarry:
         episode_length=jnp.zeros((ctx.num_envs,), jnp.int32),
         obs_stats=init_running_stats(ctx.spec.obs_shape),
         reward_scaler=RewardScaler(zeros, init_running_stats(())),
+        policy_carry=ctx.policy.initial_carry(ctx.num_envs),
+        first=jnp.ones((ctx.num_envs,), bool),
     )
 
 
@@ -129,32 +135,17 @@ def env_step(ctx: RolloutContext, keys: jax.Array, carry: EnvCarry, action: jax.
     return obs, state, reward.astype(jnp.float32), terminated, jnp.asarray(truncated, bool), final_obs
 
 
-# Widest hidden layer for which the rollout packs actor and critic into one block-diagonal MLP:
-# with few envs a step is bound by the number of kernels (packing halves it); with wide layers it
-# is bound by FLOPs, which the zero blocks would double.
-FUSE_MAX_WIDTH = 128
-
-
-def policy_params(ctx: RolloutContext, params: Any) -> Any:
-    """What `rollout_step` evaluates the policy with: packed parameters for narrow networks,
-    the parameters as they are for wide ones (see `FUSE_MAX_WIDTH`)."""
-    return fuse_actor_critic(params) if max(ctx.network.hidden_sizes, default=0) <= FUSE_MAX_WIDTH else params
-
-
-def rollout_step(ctx: RolloutContext, policy: Any, hparams: Any, state, xs):
+def rollout_step(ctx: RolloutContext, apply: Any, hparams: Any, state, xs):
     """One policy + environment step. Carry: (EnvCarry, EpisodeStats); xs: (env keys [N], action
-    noise [N, A], auto-reset (obs, states) [N] drawn in advance or None). `policy` comes from
-    `policy_params`. Emits a `Transition`."""
+    noise [N, A], auto-reset (obs, states) [N] drawn in advance or None). `apply(carry, obs,
+    reset)` is the policy prepared for the rollout (`policies.rollout_apply`). Emits a `Transition`."""
     carry, episodes = state
     env_keys, noise, resets = xs
     obs_stats = update_running_stats(carry.obs_stats, carry.obs) if ctx.normalize_obs else carry.obs_stats
     norm = (lambda o: normalize(o, obs_stats)) if ctx.normalize_obs else (lambda o: o.astype(jnp.float32))
     obs = norm(carry.obs)
-    if isinstance(policy, FusedActorCritic):
-        out = fused_apply(ctx.network, policy, obs)
-    else:
-        out = ctx.network.apply(policy, obs)
-    action, log_prob = sample_with_noise(out.dist, noise, ctx.spec.discrete)
+    policy_carry, dist, value = apply(carry.policy_carry, obs, carry.first)
+    action, log_prob = ctx.dist.sample_with_noise(dist, noise)
     next_obs, env_state, reward, terminated, truncated, final_obs = env_step(ctx, env_keys, carry, action, resets)
 
     done = jnp.logical_or(terminated, truncated)
@@ -168,6 +159,9 @@ def rollout_step(ctx: RolloutContext, policy: Any, hparams: Any, state, xs):
     scaler = carry.reward_scaler
     if ctx.normalize_reward:
         scaler, reward = scale_reward(scaler, reward, done, hparams.gamma)
+    transition = Transition(
+        obs, action, log_prob, value, reward, terminated, truncated, norm(final_obs), carry.first, policy_carry
+    )
     carry = EnvCarry(
         env_state=env_state,
         obs=next_obs,
@@ -175,25 +169,34 @@ def rollout_step(ctx: RolloutContext, policy: Any, hparams: Any, state, xs):
         episode_length=jnp.where(done, 0, ep_length),
         obs_stats=obs_stats,
         reward_scaler=scaler,
+        policy_carry=policy_carry,
+        first=done,
     )
-    transition = Transition(obs, action, log_prob, out.value, reward, terminated, truncated, norm(final_obs))
     return (carry, episodes), transition
 
 
-def rollout(ctx: RolloutContext, params: Any, hparams: Any, carry: EnvCarry, key: jax.Array):
-    """Collect `ctx.num_steps` steps from N envs with the current policy.
+def _local_envs(x: jax.Array, reduce: Collective, num_local: int) -> jax.Array:
+    """The columns [T, n] of this device's n envs out of a draw [T, N, ...] for the whole run."""
+    if reduce.axis is None:
+        return x
+    return lax.dynamic_slice_in_dim(x, reduce.index() * num_local, num_local, axis=1)
 
-    Returns (EnvCarry after the last step, Transition [T, N, ...], EpisodeStats of the episodes
-    that ended during the rollout).
+
+def rollout(ctx: RolloutContext, params: Any, hparams: Any, carry: EnvCarry, key: jax.Array, reduce=LOCAL):
+    """Collect `ctx.num_steps` steps from the envs in `carry` with the current policy.
+
+    Returns (EnvCarry after the last step, Transition [T, n, ...], EpisodeStats of the episodes
+    that ended during the rollout); n = N on one device, this device's envs under `reduce`.
     """
     key_env, key_reset, key_act = jax.random.split(key, 3)
     shape = (ctx.num_steps, ctx.num_envs)
-    env_keys = jax.random.split(key_env, shape)
-    noise = action_noise(key_act, shape, ctx.spec.action_dim, ctx.spec.discrete)
+    local = functools.partial(_local_envs, reduce=reduce, num_local=carry.obs.shape[0])
+    env_keys = local(jax.random.split(key_env, shape))
+    noise = local(ctx.dist.noise(key_act, shape))
     resets = None
     if steps_without_autoreset(ctx.env):
         reset = jax.vmap(jax.vmap(ctx.env.reset_env, in_axes=(0, None)), in_axes=(0, None))
-        resets = reset(jax.random.split(key_reset, shape), ctx.env_params)
-    step = functools.partial(rollout_step, ctx, policy_params(ctx, params), hparams)
+        resets = reset(local(jax.random.split(key_reset, shape)), ctx.env_params)
+    step = functools.partial(rollout_step, ctx, rollout_apply(ctx.policy, params), hparams)
     (carry, episodes), traj = lax.scan(step, (carry, EpisodeStats.zero()), (env_keys, noise, resets))
     return carry, traj, episodes

@@ -1,8 +1,10 @@
-"""Training: named runner state, one PPO update, and `make_train(config) -> train(key, hparams)`.
+"""The training program: `make_train(config) -> train(key, hparams)`, composed from a policy
+family, an objective record and an environment.
 
-The whole run is one jitted program: `lax.scan` over updates, each update a rollout scan,
-GAE, and `num_epochs` × `num_minibatches` gradient steps. Metrics are reduced per update inside
-the program; progress leaves through an optional host callback.
+The whole run is one jitted program: `lax.scan` over updates (`update.update_step`), each a
+rollout scan, the objective's targets, and `num_epochs` × `num_minibatches` gradient steps.
+Metrics are reduced per update inside the program; progress leaves through an optional host
+callback.
 """
 
 from __future__ import annotations
@@ -13,23 +15,28 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 from jax import lax
 
 from ppo_jax.config import ConfigError, Hyperparams, PPOConfig
-from ppo_jax.core.losses import (
-    LossInputs,
-    approx_kl_k3,
-    clip_fraction,
-    explained_variance,
-    gae,
-    normalize_advantages,
-    ppo_loss,
+from ppo_jax.core.objectives import OBJECTIVES
+from ppo_jax.engine.rollout import RolloutContext, reset_envs
+from ppo_jax.engine.sgd import Collective, sequence_split, shuffle_split, stratified_split
+from ppo_jax.engine.update import (  # noqa: F401  (re-exported: the update's pieces)
+    NONFINITE_FLAGS,
+    Batch,
+    TrainContext,
+    TrainState,
+    current_lr,
+    describe_nonfinite,
+    make_batch,
+    make_optimizer,
+    minibatch_loss,
+    nonfinite_code,
+    policy_kl,
+    update_step,
 )
-from ppo_jax.core.policy_gradient import a2c_loss, adapt_kl_coef, discounted_returns, kl_penalty_loss, reinforce_loss
-from ppo_jax.engine.rollout import EnvCarry, RolloutContext, reset_envs, rollout
-from ppo_jax.envs import env_spec, make_env
-from ppo_jax.policies.mlp import ActorCritic, init_actor_critic, log_prob_and_entropy
+from ppo_jax.envs import action_distribution, env_spec, make_env
+from ppo_jax.policies import is_recurrent, make_policy
 
 METRIC_NAMES = (
     "env_steps",
@@ -48,218 +55,59 @@ METRIC_NAMES = (
     "nonfinite",
 )
 
-# Bits of the "nonfinite" metric: which quantity held a NaN or Inf in an update.
-NONFINITE_FLAGS = {1: "loss", 2: "gradients", 4: "parameters", 8: "environment outputs (reward or observation)"}
-
-
-class TrainState(NamedTuple):
-    """The complete state of a run between updates (what a checkpoint must hold)."""
-
-    params: Any  # Flax parameters of the ActorCritic
-    opt_state: Any  # optax state (includes the schedule's step count)
-    env: EnvCarry  # env states, last observations, episode counters, normalisation statistics
-    key: jax.Array  # RNG key for the next update
-    update: jax.Array  # number of updates done, int32
-    kl_coef: jax.Array  # adaptive KL-penalty coefficient beta (kl_penalty objective; else constant)
-
-
-class Batch(NamedTuple):
-    """A flattened rollout for the update: every field [B, ...] with B = num_envs * num_steps."""
-
-    obs: jax.Array
-    action: jax.Array
-    log_prob: jax.Array
-    value: jax.Array
-    advantages: jax.Array
-    returns: jax.Array
-
-
-class TrainContext(NamedTuple):
-    """Static pieces of a run, bound once by `make_train`."""
-
-    config: PPOConfig
-    rollout: RolloutContext
-    callback: Callable[..., None] | None
-    callback_every: int = 1  # call `callback` after every k-th update (and the last)
-
-
-def make_network(config: PPOConfig, spec) -> ActorCritic:
-    """The ActorCritic for `config` and an `EnvSpec`."""
-    return ActorCritic(
-        action_dim=spec.action_dim,
-        discrete=spec.discrete,
-        obs_ndim=len(spec.obs_shape),
-        hidden_sizes=tuple(config.hidden_sizes),
-        activation=config.activation,
-    )
-
-
-def make_optimizer(config: PPOConfig, hparams: Hyperparams) -> optax.GradientTransformation:
-    """Global-norm clipping then Adam (eps `adam_eps`) with optional linear decay to 0 over all minibatch steps."""
-    lr: Any = hparams.lr
-    if config.anneal_lr:
-        steps = config.num_updates * config.num_epochs * config.num_minibatches
-        lr = optax.linear_schedule(hparams.lr, 0.0, steps)
-    return optax.chain(optax.clip_by_global_norm(hparams.max_grad_norm), optax.adam(lr, eps=hparams.adam_eps))
-
-
-def current_lr(config: PPOConfig, hparams: Hyperparams, update: jax.Array) -> jax.Array:
-    """Learning rate at the first minibatch step of update number `update`."""
-    if not config.anneal_lr:
-        return hparams.lr
-    steps = config.num_updates * config.num_epochs * config.num_minibatches
-    count = update * config.num_epochs * config.num_minibatches
-    return hparams.lr * (1.0 - count / steps)
-
 
 def init_state(ctx: TrainContext, key: jax.Array, hparams: Hyperparams) -> TrainState:
     """Initialise parameters, optimizer and environments from one key."""
     key, key_net, key_env = jax.random.split(key, 3)
-    spec = ctx.rollout.spec
-    obs = jnp.zeros((1, *spec.obs_shape), jnp.float32)
-    params = init_actor_critic(ctx.rollout.network, key_net, obs, hparams.init_log_std)
+    obs = jnp.zeros((1, *ctx.rollout.spec.obs_shape), jnp.float32)
+    params = ctx.policy.init(key_net, obs, init_log_std=hparams.init_log_std)
     opt_state = make_optimizer(ctx.config, hparams).init(params)
     env = reset_envs(ctx.rollout, key_env)
     return TrainState(params, opt_state, env, key, jnp.int32(0), jnp.asarray(hparams.kl_coef, jnp.float32))
 
 
-def minibatch_loss(ctx: TrainContext, hparams: Hyperparams, kl_coef: jax.Array, params: Any, mb: Batch):
-    """Loss of one minibatch under `params` for the configured objective: (loss, metrics)."""
-    cfg = ctx.config
-    out = ctx.rollout.network.apply(params, mb.obs, hparams.init_log_std)
-    log_prob, entropy = log_prob_and_entropy(out.dist, mb.action, ctx.rollout.spec.discrete)
-    adv = normalize_advantages(mb.advantages) if cfg.normalize_advantages else mb.advantages
-    inputs = LossInputs(log_prob, mb.log_prob, entropy, out.value, mb.value, adv, mb.returns)
-    if cfg.objective == "clip":
-        loss, metrics = ppo_loss(inputs, hparams.clip_eps, hparams.vf_coef, hparams.ent_coef, cfg.clip_value_loss)
-    elif cfg.objective == "kl_penalty":
-        loss, metrics = kl_penalty_loss(inputs, kl_coef, hparams.vf_coef, hparams.ent_coef)
-    elif cfg.objective == "a2c":
-        loss, metrics = a2c_loss(inputs, hparams.vf_coef, hparams.ent_coef)
-    else:
-        loss, metrics = reinforce_loss(inputs, hparams.vf_coef, hparams.ent_coef, cfg.reinforce_baseline)
-    metrics = {k: metrics[k] for k in ("policy_loss", "value_loss", "entropy", "approx_kl")}
-    metrics["clip_frac"] = clip_fraction(lax.stop_gradient(log_prob), mb.log_prob, hparams.clip_eps)
-    return loss, metrics
+# --- minibatch splits (`TrainContext.split`): (reduce, key, Batch [T, N]) -> [M, ...] ---------
 
 
-def minibatch_step(ctx: TrainContext, hparams: Hyperparams, kl_coef: jax.Array, carry, mb: Batch):
-    """One gradient step on one minibatch. Carry: (params, opt_state)."""
-    params, opt_state = carry
-    grads, metrics = jax.grad(functools.partial(minibatch_loss, ctx, hparams, kl_coef), has_aux=True)(params, mb)
-    updates, opt_state = make_optimizer(ctx.config, hparams).update(grads, opt_state, params)
-    metrics["grad_norm"] = optax.tree.norm(grads)
-    return (optax.apply_updates(params, updates), opt_state), metrics
+def split_shuffled(num_minibatches: int, reduce: Collective, key: jax.Array, batch: Batch) -> Batch:
+    """Feed-forward policies on one device: all T·N samples shuffled together."""
+    return shuffle_split(num_minibatches, key, batch)
 
 
-def permutation(key: jax.Array, n: int) -> jax.Array:
-    """A uniformly random permutation of 0..n−1 [n] int32, by sorting packed 32-bit keys.
-
-    Each round sorts k = (random bits with the low b = ⌈log2 n⌉ bits cleared) | position, one
-    uint32 operand, then maps the positions through the order so far. A tie in the random bits
-    keeps the previous order, so rounds are repeated until n³ ≤ 2^(rounds·(32 − b)), the
-    confidence `jax.random.permutation` asks of its own rounds: uniform up to such ties, like
-    it, and several times faster on CPU (XLA sorts one integer operand without calling a
-    comparator per pair). A different random stream from `jax.random.permutation`.
-    """
-    bits = max(1, (n - 1).bit_length())
-    if bits > 24:  # fewer than 8 random bits per round: use JAX's sort of key-value pairs
-        return jax.random.permutation(key, n).astype(jnp.int32)
-    rounds = -(-3 * bits // (32 - bits))
-    index = jnp.arange(n, dtype=jnp.uint32)
-    low = jnp.uint32((1 << bits) - 1)
-    order = jnp.arange(n, dtype=jnp.int32)
-    for round_key in jax.random.split(key, rounds):
-        noise = jax.random.bits(round_key, (n,), jnp.uint32)
-        position = lax.sort((noise & ~low) | index) & low
-        order = order[position.astype(jnp.int32)]
-    return order
+def split_stratified(num_minibatches: int, reduce: Collective, key: jax.Array, batch: Batch) -> Batch:
+    """Feed-forward policies with envs over devices: every minibatch takes T/M steps of every env."""
+    num_local = batch.obs.shape[1]
+    env_ids = reduce.index() * num_local + jnp.arange(num_local)
+    return stratified_split(num_minibatches, env_ids, key, batch)
 
 
-def epoch_step(ctx: TrainContext, hparams: Hyperparams, kl_coef: jax.Array, batch: Batch, carry, key: jax.Array):
-    """One pass over the batch in shuffled minibatches, each sample used once."""
-    cfg = ctx.config
-    perm = permutation(key, cfg.batch_size)
-    shuffled = jax.tree.map(
-        lambda x: jnp.take(x, perm, axis=0).reshape(cfg.num_minibatches, cfg.minibatch_size, *x.shape[1:]), batch
-    )
-    return lax.scan(functools.partial(minibatch_step, ctx, hparams, kl_coef), carry, shuffled)
+def split_sequences(num_minibatches: int, reduce: Collective, key: jax.Array, batch: Batch) -> Batch:
+    """Recurrent policies: minibatches of whole env sequences with their start carries."""
+    steps, carry = sequence_split(num_minibatches, key, batch._replace(carry=None), batch.carry)
+    return steps._replace(carry=carry)
 
 
-def make_batch(ctx: TrainContext, hparams: Hyperparams, params: Any, traj) -> Batch:
-    """GAE over the rollout, with V(s'_t) from one batched critic pass over the final observations."""
-    next_values = ctx.rollout.network.apply(params, traj.final_obs, method=ActorCritic.value)
-    adv, ret = gae(
-        traj.reward, traj.value, next_values, traj.terminated, traj.truncated, hparams.gamma, hparams.gae_lambda
-    )
-    if ctx.config.objective == "reinforce":  # Monte-Carlo return within the rollout, no bootstrap
-        ret = discounted_returns(traj.reward, traj.terminated, traj.truncated, hparams.gamma)
-    flat = lambda x: x.reshape(ctx.config.batch_size, *x.shape[2:])  # noqa: E731
-    return Batch(*map(flat, (traj.obs, traj.action, traj.log_prob, traj.value, adv, ret)))
-
-
-def policy_kl(ctx: TrainContext, hparams: Hyperparams, params: Any, batch: Batch) -> jax.Array:
-    """d = k3 estimate of KL[π_old ‖ π_θ] over the whole batch [B] under `params`: the PPO
-    paper's (§4) measure for adapting β, taken after the update's epochs. (The approx_kl metric
-    is measured before each minibatch step, so it never sees the last step, and with one
-    minibatch per update it is always 0.)"""
-    out = ctx.rollout.network.apply(params, batch.obs, hparams.init_log_std)
-    log_prob, _ = log_prob_and_entropy(out.dist, batch.action, ctx.rollout.spec.discrete)
-    return approx_kl_k3(log_prob, batch.log_prob)
-
-
-def _all_finite(tree) -> jax.Array:
-    """True when no float leaf of `tree` holds NaN/Inf: one reduction over the float leaves
-    raveled and joined (XLA compiles one kernel rather than one per leaf)."""
-    leaves = [jnp.ravel(x) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
-    return jnp.all(jnp.isfinite(jnp.concatenate(leaves))) if leaves else jnp.bool_(True)
-
-
-def nonfinite_code(losses: dict, params: Any, traj) -> jax.Array:
-    """Bitmask (see `NONFINITE_FLAGS`) of the quantities holding NaN/Inf in this update; 0 if none."""
-    loss_terms = {k: v for k, v in losses.items() if k != "grad_norm"}
-    flags = (
-        (~_all_finite(loss_terms), 1),
-        (~jnp.all(jnp.isfinite(losses["grad_norm"])), 2),
-        (~_all_finite(params), 4),
-        (~(_all_finite(traj.reward) & _all_finite(traj.obs)), 8),
-    )
-    return sum(jnp.where(bad, bit, 0) for bad, bit in flags).astype(jnp.float32)
-
-
-def describe_nonfinite(code: int) -> str:
-    """Names of the quantities in a `nonfinite` bitmask."""
-    return ", ".join(name for bit, name in NONFINITE_FLAGS.items() if int(code) & bit)
-
-
-def update_step(ctx: TrainContext, hparams: Hyperparams, state: TrainState, _=None):
-    """One PPO update: rollout, GAE, epochs of minibatch steps. Returns (state, metrics)."""
-    cfg = ctx.config
-    key, key_roll, key_epochs = jax.random.split(state.key, 3)
-    env, traj, episodes = rollout(ctx.rollout, state.params, hparams, state.env, key_roll)
-    batch = make_batch(ctx, hparams, state.params, traj)
-    epoch = functools.partial(epoch_step, ctx, hparams, state.kl_coef, batch)
-    (params, opt_state), losses = lax.scan(
-        epoch, (state.params, state.opt_state), jax.random.split(key_epochs, cfg.num_epochs)
-    )
-    update = state.update + 1
-    kl_coef = state.kl_coef
-    if cfg.objective == "kl_penalty":  # PPO paper §4: adapt beta to the KL the update ended at
-        kl_coef = adapt_kl_coef(kl_coef, policy_kl(ctx, hparams, params, batch), hparams.kl_target)
-    nonfinite = nonfinite_code(losses, params, traj)
-    has_ep = episodes.count > 0
-    metrics = {name: jnp.mean(value) for name, value in losses.items()}
-    metrics.update(
-        env_steps=update.astype(jnp.float32) * cfg.batch_size,
-        episode_return=jnp.where(has_ep, episodes.return_sum / jnp.maximum(episodes.count, 1), jnp.nan),
-        episode_length=jnp.where(has_ep, episodes.length_sum / jnp.maximum(episodes.count, 1), jnp.nan),
-        episodes=episodes.count,
-        explained_variance=explained_variance(batch.value, batch.returns),
-        lr=current_lr(cfg, hparams, state.update),
-        kl_coef=state.kl_coef,
-        nonfinite=nonfinite,
-    )
-    return TrainState(params, opt_state, env, key, update, kl_coef), metrics
+def choose_split(config: PPOConfig, recurrent: bool, sharded: bool) -> Callable:
+    """The minibatch split for a run; `ConfigError` when the sizes do not allow it."""
+    if recurrent:
+        if sharded:
+            raise ConfigError("shard_envs", "--shard-envs does not support recurrent policies; use one device")
+        if config.num_envs % config.num_minibatches:
+            raise ConfigError(
+                "num_minibatches",
+                f"a recurrent policy trains on whole env sequences: num_envs = {config.num_envs} must be "
+                f"divisible by num_minibatches = {config.num_minibatches}",
+            )
+        return functools.partial(split_sequences, config.num_minibatches)
+    if sharded:
+        if config.num_steps % config.num_minibatches:
+            raise ConfigError(
+                "num_minibatches",
+                f"--shard-envs forms each minibatch from every env's steps: num_steps = {config.num_steps} must be "
+                f"divisible by num_minibatches = {config.num_minibatches}",
+            )
+        return functools.partial(split_stratified, config.num_minibatches)
+    return functools.partial(split_shuffled, config.num_minibatches)
 
 
 class TrainResult(NamedTuple):
@@ -269,8 +117,18 @@ class TrainResult(NamedTuple):
     metrics: dict[str, jax.Array]
 
 
-def make_context(config: PPOConfig, env=None, env_params=None, callback=None, callback_every: int = 1) -> TrainContext:
-    """Resolve the environment and network; raises `ConfigError` before anything is compiled."""
+def make_context(
+    config: PPOConfig,
+    env=None,
+    env_params=None,
+    callback=None,
+    callback_every: int = 1,
+    network: Any = None,
+    sharded: bool = False,
+) -> TrainContext:
+    """Resolve the environment, policy family, objective and minibatch split; raises
+    `ConfigError` before anything is compiled. `network`: a user's own policy family (default:
+    the family named by `config.network`); `sharded`: the envs will be split over devices."""
     if int(callback_every) != callback_every or callback_every < 1:
         raise ConfigError("callback_every", f"must be a positive integer, got {callback_every!r}")
     if env is None:
@@ -279,27 +137,38 @@ def make_context(config: PPOConfig, env=None, env_params=None, callback=None, ca
     elif env_params is None:
         env_params = env.default_params
     spec = env_spec(env, env_params)
+    policy = make_policy(config, spec) if network is None else network
     roll = RolloutContext(
         env=env,
         env_params=env_params,
         spec=spec,
-        network=make_network(config, spec),
+        policy=policy,
+        dist=action_distribution(spec),
         num_envs=config.num_envs,
         num_steps=config.num_steps,
         normalize_obs=config.normalize_obs,
         normalize_reward=config.normalize_reward,
     )
-    return TrainContext(config, roll, callback, int(callback_every))
+    split = choose_split(config, is_recurrent(policy), sharded)
+    return TrainContext(config, roll, OBJECTIVES[config.objective], split, callback, int(callback_every))
 
 
-def run_updates(ctx: TrainContext, state: TrainState, hparams: Hyperparams, num_updates: int, batched: bool = False):
+def run_updates(
+    ctx: TrainContext,
+    state: TrainState,
+    hparams: Hyperparams,
+    num_updates: int,
+    batched: bool = False,
+    step: Callable | None = None,
+):
     """`num_updates` updates as one `lax.scan`: (state, metrics [num_updates, ...]).
 
     With `batched`, `state` and `hparams` carry a leading run axis [S] and each update is
     `jax.vmap`-ed over it (the same program as vmapping the whole scan); metrics are then
     [num_updates, S] and the callback sees one call per update with [S]-shaped values.
+    `step(hparams, state) -> (state, metrics)` replaces `update_step` (e.g. its env-sharded form).
     """
-    step = functools.partial(update_step, ctx)
+    step = functools.partial(update_step, ctx) if step is None else step
     if batched and state.update.shape == (1,):
         step = _one_run(step)
     elif batched:
@@ -370,15 +239,17 @@ def make_train(
     env_params: Any = None,
     callback: Callable[..., None] | None = None,
     callback_every: int = 1,
+    network: Any = None,
 ) -> Callable[..., TrainResult]:
-    """Bind a config (and optionally a custom gymnax-style env) into `train(key, hparams=None)`.
+    """Bind a config (and optionally a custom gymnax-style env or policy family) into
+    `train(key, hparams=None)`.
 
     `train` is pure and traceable: `jax.jit(jax.vmap(make_train(cfg)))(keys)` trains one run per
     key. `hparams` defaults to `config.hyperparams()`; pass a batched `Hyperparams` under vmap to
     sweep. `callback(update, metrics)` is called on the host after every `callback_every`-th
     update and the last one, when given.
     """
-    return functools.partial(train, make_context(config, env, env_params, callback, callback_every))
+    return functools.partial(train, make_context(config, env, env_params, callback, callback_every, network))
 
 
 def make_train_batch(
@@ -387,7 +258,8 @@ def make_train_batch(
     env_params: Any = None,
     callback: Callable[..., None] | None = None,
     callback_every: int = 1,
+    network: Any = None,
 ) -> Callable[..., TrainResult]:
     """Like `make_train`, but `train(keys [S], hparams=None)` runs S runs in one program and calls
     `callback(update [S], metrics [S])` once per reported update (not once per run)."""
-    return functools.partial(train_batch, make_context(config, env, env_params, callback, callback_every))
+    return functools.partial(train_batch, make_context(config, env, env_params, callback, callback_every, network))

@@ -25,10 +25,9 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from ppo_jax.core.distributions import categorical_entropy, categorical_kl, categorical_log_prob
 from ppo_jax.core.grpo import group_advantages, grpo_loss, repeat_prompts
 from ppo_jax.core.losses import LossInputs, gae, normalize_advantages, ppo_loss
-from ppo_jax.core.policy_gradient import categorical_kl
-from ppo_jax.policies.mlp import categorical_entropy, categorical_log_prob
 from ppo_jax.rlhf.config import RLHFConfig, RLHyperparams
 from ppo_jax.rlhf.model import completion_outputs, sample_completions, sequence_score
 from ppo_jax.rlhf.pretrain import Callback, make_model

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ppo_jax.policies.mlp import categorical_sample
+from ppo_jax.core.distributions import categorical_sample
 
 
 class TokenModel(nn.Module):

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from ppo_jax.policies.mlp import categorical_log_prob
+from ppo_jax.core.distributions import categorical_log_prob
 from ppo_jax.rlhf.config import RLHFConfig
 from ppo_jax.rlhf.model import TokenModel, completion_outputs, init_params, sequence_score
 from ppo_jax.rlhf.task import Corpus, PreferencePairs, generate_completions, preference_pairs, sample_prompts

@@ -21,7 +21,8 @@ import numpy as np
 from ppo_jax.config import TRACED_FIELDS, CheckpointError, Hyperparams, PPOConfig
 from ppo_jax.engine.train import TrainContext, TrainState, broadcast_hparams, init_state, make_context
 
-FORMAT_VERSION = 1
+# 2: the env carry holds the policy's recurrent state and episode-start flags (ppo_jax 0.2)
+FORMAT_VERSION = 2
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -50,8 +51,7 @@ def _from_saveable(state: TrainState) -> TrainState:
 
 def config_from_meta(meta: dict[str, Any]) -> PPOConfig:
     """Rebuild the `PPOConfig` stored in checkpoint metadata."""
-    fields = dict(meta["config"])
-    fields["hidden_sizes"] = tuple(fields["hidden_sizes"])
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()}
     return PPOConfig(**fields)
 
 
@@ -84,7 +84,7 @@ def _on_this_device(target: Any) -> Any:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), target)
 
 
-def _meta(ctx: TrainContext, seeds, update: int, metric_names) -> dict[str, Any]:
+def _meta(ctx: TrainContext, seeds, update: int, metric_names, extra: dict[str, Any] | None) -> dict[str, Any]:
     return {
         "format_version": FORMAT_VERSION,
         "env": ctx.config.env,
@@ -92,6 +92,7 @@ def _meta(ctx: TrainContext, seeds, update: int, metric_names) -> dict[str, Any]
         "seeds": list(seeds),
         "update": int(update),
         "metric_names": list(metric_names),
+        **(extra or {}),
     }
 
 
@@ -108,12 +109,15 @@ class RunCheckpoints:
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False, create=create)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
 
-    def save(self, ctx: TrainContext, seeds, state: TrainState, hparams: Hyperparams, metrics: dict) -> None:
-        """Save after `state.update` updates (blocking; the previous checkpoint survives a crash)."""
+    def save(
+        self, ctx: TrainContext, seeds, state: TrainState, hparams: Hyperparams, metrics: dict, extra_meta=None
+    ) -> None:
+        """Save after `state.update` updates (blocking; the previous checkpoint survives a crash).
+        `extra_meta`: more JSON fields for the metadata (e.g. how the run was laid out)."""
         ocp = _ocp()
         update = int(np.max(np.asarray(state.update)))
         item = Checkpoint(_to_saveable(state), hparams, {k: np.asarray(v, np.float32) for k, v in metrics.items()})
-        meta = _meta(ctx, seeds, update, list(metrics))
+        meta = _meta(ctx, seeds, update, list(metrics), extra_meta)
         args = ocp.args.Composite(state=ocp.args.StandardSave(item), meta=ocp.args.JsonSave(meta))
         self.manager.save(update, args=args, force=True)
         self.manager.wait_until_finished()
@@ -129,8 +133,13 @@ class RunCheckpoints:
             meta = self.manager.restore(update, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
         except Exception as err:  # orbax raises many types for unreadable files
             raise CheckpointError(f"checkpoint {self.directory / str(update)} is unreadable: {err}") from err
-        if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        if not isinstance(meta, dict) or not isinstance(meta.get("format_version"), int):
             raise CheckpointError(f"checkpoint {self.directory / str(update)} has an unknown format")
+        if meta["format_version"] != FORMAT_VERSION:
+            raise CheckpointError(
+                f"checkpoint {self.directory / str(update)} has format {meta['format_version']}, this ppo_jax reads "
+                f"format {FORMAT_VERSION}: resume or evaluate it with the ppo_jax version that wrote it"
+            )
         return meta
 
     def _pick(self, update: int | None) -> int:

@@ -1,4 +1,5 @@
-"""The policy-gradient chain side by side: each objective trained over the same seeds.
+"""The policy-gradient chain side by side: each objective of the registry
+(`ppo_jax.core.objectives`) trained over the same seeds.
 
 `compare(config, objectives, seeds)` trains one batched program per objective (the objective is a
 static switch, so each is its own compile) and returns per-seed final returns and learning curves.
@@ -12,7 +13,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from ppo_jax.config import OBJECTIVES, ConfigError, PPOConfig, default_config
+from ppo_jax.config import OBJECTIVE_NAMES, OBJECTIVES, ConfigError, PPOConfig, default_config
 from ppo_jax.engine.train import make_train_batch
 from ppo_jax.runtime.files import final_returns, forward_fill
 from ppo_jax.runtime.stats import area_under_curve, bootstrap_ci
@@ -36,17 +37,17 @@ class ObjectiveResult(NamedTuple):
 def objective_config(base: PPOConfig, objective: str) -> PPOConfig:
     """`base` with `objective`; on-policy objectives get one epoch of one minibatch."""
     if objective not in OBJECTIVES:
-        raise ConfigError("objective", f"must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+        raise ConfigError("objective", f"must be one of {', '.join(OBJECTIVE_NAMES)}, got {objective!r}")
     fields = {k: v for k, v in base.to_dict().items() if k not in ("env", "num_epochs", "num_minibatches")}
     fields["objective"] = objective
-    if objective not in ("reinforce", "a2c"):
+    if not OBJECTIVES[objective].on_policy:
         fields.update(num_epochs=base.num_epochs, num_minibatches=base.num_minibatches)
     return default_config(base.env, **fields)
 
 
 def compare(
     config: PPOConfig,
-    objectives: Sequence[str] = OBJECTIVES,
+    objectives: Sequence[str] = OBJECTIVE_NAMES,
     seeds: Sequence[int] = tuple(range(8)),
     timer: Callable[[], float] | None = None,
 ) -> list[ObjectiveResult]:

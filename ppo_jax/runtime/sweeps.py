@@ -31,7 +31,6 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ppo_jax.config import (
-    MAX_SEED,
     STATIC_FIELDS,
     TRACED_FIELDS,
     TRACED_RANGES,
@@ -39,7 +38,9 @@ from ppo_jax.config import (
     Hyperparams,
     PPOConfig,
     check_traced_value,
+    resolve_seeds,
 )
+from ppo_jax.core.objectives import OBJECTIVES, objectives_reading
 from ppo_jax.engine.train import METRIC_NAMES, TrainContext, TrainState, init_state, make_context, run_updates
 from ppo_jax.runtime import stats
 from ppo_jax.runtime.cpu import compiler_options
@@ -155,21 +156,18 @@ def _check_value(name: str, value: float, where: str) -> None:
 
 
 def inactive_fields(config: PPOConfig, discrete: bool) -> dict[str, str]:
-    """Traced fields that cannot change training under `config`'s static choices, with the reason."""
+    """Traced fields that cannot change training under `config`'s static choices, with the reason
+    (read off the objective's record, `core.objectives.Objective.reads`)."""
+    reads = OBJECTIVES[config.objective].reads(config)
     out = {}
-    if discrete:
-        out["init_log_std"] = f"it only acts on continuous action spaces and {config.env} has discrete actions"
-    objective = getattr(config, "objective", "clip")
-    if objective != "clip":
-        out["clip_eps"] = f"it only acts with --objective clip, this sweep uses {objective}"
-    if objective != "kl_penalty":
-        for name in ("kl_coef", "kl_target"):
-            out[name] = f"it only acts with --objective kl_penalty, this sweep uses {objective}"
-    if objective == "reinforce":
-        out["gae_lambda"] = "reinforce trains on Monte-Carlo returns, not GAE advantages"
-        if not getattr(config, "reinforce_baseline", False):
-            out["vf_coef"] = "reinforce without --reinforce-baseline has no value loss"
-    return {n: r for n, r in out.items() if n in TRACED_FIELDS}
+    for name in TRACED_FIELDS:
+        if name == "init_log_std" and discrete:
+            out[name] = f"it only acts on continuous action spaces and {config.env} has discrete actions"
+        elif name not in reads:
+            users = [o for o in objectives_reading(name) if o != config.objective]
+            where = f"--objective {' or '.join(users)}" if users else "another configuration"
+            out[name] = f"it only acts with {where}; this sweep uses {config.objective}"
+    return out
 
 
 def grid_configurations(grid: Mapping[str, Sequence[float]]) -> list[Configuration]:
@@ -250,23 +248,6 @@ def check_configurations(config: PPOConfig, configurations: Sequence[Mapping[str
     return tuple(names)
 
 
-def resolve_seeds(config: PPOConfig, seeds: int | Sequence[int]) -> tuple[int, ...]:
-    """An int n means seeds config.seed, ..., config.seed + n − 1; a sequence is taken as given."""
-    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
-        if seeds < 1:
-            raise ConfigError("seeds", f"must be a positive integer, got {seeds}")
-        seeds = range(config.seed, config.seed + int(seeds))
-    out = tuple(seeds)
-    if not out:
-        raise ConfigError("seeds", "no seeds given")
-    for s in out:
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= s < MAX_SEED:
-            raise ConfigError("seeds", f"seeds must be integers in [0, 2^31), got {s!r}")
-    if len(set(out)) != len(out):
-        raise ConfigError("seeds", f"duplicate seeds {list(out)} would repeat identical runs")
-    return tuple(int(s) for s in out)
-
-
 def run_hyperparams(config: PPOConfig, configurations: Sequence[Mapping[str, float]], num_seeds: int) -> Hyperparams:
     """Host-side `Hyperparams` with float32 leaves [C·S]: run r = c·S + s gets configuration c."""
     base = {n: float(getattr(config, n)) for n in TRACED_FIELDS}
@@ -301,23 +282,29 @@ def device_memory_bytes(device: Any = None) -> int:
         return 8 << 30
 
 
-def run_memory_estimate(config: PPOConfig, obs_size: int, action_dim: int) -> int:
+def run_memory_estimate(config: PPOConfig, obs_size: int, action_dim: int, num_params: int) -> int:
     """Upper estimate of the device bytes one run needs inside the program (float32 words × 4).
 
-    Counts the rollout buffer [T, N] (twice the observation: s_t and s'_t), the flattened and
-    shuffled batch copies, the activations of one minibatch through both MLPs forward and
-    backward, parameters with Adam moments and gradients, and the per-update metrics; then
-    doubles it for the temporaries XLA keeps alive.
+    Counts the rollout buffer [T, N] (twice the observation: s_t and s'_t), the batch and its
+    shuffled copies, the activations of one minibatch forward and backward (for any policy
+    family: a few layers of width √num_params, the width of a square layer with that many
+    parameters), parameters with Adam moments and gradients, and the per-update metrics; then
+    doubles it for the temporaries XLA keeps alive. `run_sweep` checks the compiled program's own
+    memory analysis against it.
     """
-    widths = (obs_size, *config.hidden_sizes)
-    mlp = sum(a * b + b for a, b in itertools.pairwise(widths))
-    params = 2 * mlp + config.hidden_sizes[-1] * (action_dim + 1) + 2 * action_dim
     rollout = config.batch_size * (2 * obs_size + action_dim + 8)
     batch = 3 * config.batch_size * (obs_size + action_dim + 4)
-    activations = 2 * 4 * config.minibatch_size * sum(config.hidden_sizes)
+    activations = 2 * 4 * config.minibatch_size * 4 * int(num_params**0.5)
     metrics = config.num_updates * len(METRIC_NAMES)
-    words = rollout + batch + activations + 5 * params + metrics + config.num_envs * 4 * obs_size
+    words = rollout + batch + activations + 5 * num_params + metrics + config.num_envs * 4 * obs_size
     return 2 * 4 * words
+
+
+def parameter_count(ctx: TrainContext) -> int:
+    """Number of parameters of the run's policy family (abstract init: nothing is computed)."""
+    obs = jax.ShapeDtypeStruct((1, *ctx.rollout.spec.obs_shape), np.float32)
+    params = jax.eval_shape(ctx.policy.init, jax.random.key(0), obs)
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
 
 
 def choose_max_parallel(num_runs: int, run_bytes: int, memory_bytes: int, fraction: float = 0.5) -> int:
@@ -604,7 +591,7 @@ def plan_sweep(
         if name in inactive:
             raise ConfigError(name, f"sweeping it would change nothing: {inactive[name]}")
     mesh = run_mesh() if mesh is None else mesh
-    size = _round_up(_batch_size(config, spec, num_runs, max_parallel), mesh.size)
+    size = _round_up(_batch_size(ctx, num_runs, max_parallel), mesh.size)
     run_seeds = np.tile(np.asarray(seeds, np.uint32), len(configurations))  # run r = c·S + s
     return SweepPlan(
         config=config,
@@ -728,12 +715,11 @@ def _round_up(size: int, multiple: int) -> int:
     return -(-size // multiple) * multiple
 
 
-def _batch_size(config: PPOConfig, spec, num_runs: int, max_parallel: int | None) -> int:
+def _batch_size(ctx: TrainContext, num_runs: int, max_parallel: int | None) -> int:
     if max_parallel is None:
-        obs_size = int(np.prod(spec.obs_shape))
-        return choose_max_parallel(
-            num_runs, run_memory_estimate(config, obs_size, spec.action_dim), device_memory_bytes()
-        )
+        spec = ctx.rollout.spec
+        estimate = run_memory_estimate(ctx.config, int(np.prod(spec.obs_shape)), spec.action_dim, parameter_count(ctx))
+        return choose_max_parallel(num_runs, estimate, device_memory_bytes())
     if isinstance(max_parallel, bool) or not isinstance(max_parallel, (int, np.integer)) or max_parallel < 1:
         raise ConfigError("max_parallel", f"must be a positive integer, got {max_parallel!r}")
     return min(int(max_parallel), num_runs)

@@ -1,0 +1,124 @@
+"""What every command shares: flags generated from `PPOConfig`, the multi-process flags, and
+turning library exceptions into one line on stderr and an exit code (no traceback)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ppo_jax.config import ENV_DEFAULTS, FIELDS, PPOConfig, default_config
+from ppo_jax.errors import CheckpointError, ConfigError, NonFiniteError, RunStopped
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _typed(name: str, kind: type):
+    def parse(text: str):
+        try:
+            if kind is tuple:
+                values = tuple(int(v) for v in text.replace(" ", "").split(","))
+                if not values:
+                    raise ValueError
+                return values
+            if kind is int and not text.strip().lstrip("+-").isdigit():
+                number = float(text)  # 1e6, 2.5e5: accepted when the value is a whole number
+                if not number.is_integer():
+                    raise ValueError
+                return int(number)
+            return kind(text)
+        except (ValueError, OverflowError):
+            want = {int: "an integer", float: "a number", tuple: "comma-separated integers, e.g. 64,64"}[kind]
+            raise argparse.ArgumentTypeError(f"{flag(name)} expects {want}, got {text!r}") from None
+
+    return parse
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per `PPOConfig` field, generated from the dataclass (help text and defaults)."""
+    base = PPOConfig()
+    group = parser.add_argument_group(
+        "config",
+        f"every PPOConfig field; defaults shown for CartPole-v1, per-env defaults for {len(ENV_DEFAULTS)} envs",
+    )
+    for name, field in FIELDS.items():
+        default = getattr(base, name)
+        kind = {bool: bool, int: int, float: float, str: str, tuple: tuple}[type(default)]
+        tag = "traced" if field.metadata["traced"] else "static"
+        shown = ",".join(map(str, default)) if kind is tuple else default
+        help_text = f"{field.metadata['help']} ({tag}; default: {shown})"
+        if kind is bool:
+            group.add_argument(flag(name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif kind is str:
+            group.add_argument(flag(name), default=None, help=help_text, metavar="NAME" if name == "env" else None)
+        else:
+            group.add_argument(
+                flag(name), type=_typed(name, kind), default=None, help=help_text, metavar=kind.__name__.upper()
+            )
+
+
+def config_from_args(args: argparse.Namespace) -> PPOConfig:
+    """Shipped defaults for `--env`, overridden by every flag given."""
+    overrides = {name: getattr(args, name) for name in FIELDS if getattr(args, name, None) is not None}
+    env = overrides.pop("env", "CartPole-v1")
+    return default_config(env, **overrides)
+
+
+def print_err(message: str) -> None:
+    sys.stderr.write(f"ppo-jax: error: {message}\n")
+
+
+def add_distributed_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags of JAX's multi-process runtime (named as `jax.distributed.initialize` names them)."""
+    group = parser.add_argument_group(
+        "across hosts",
+        "start jax.distributed before any computation; without these flags JAX_COORDINATOR_ADDRESS, "
+        "JAX_NUM_PROCESSES and JAX_PROCESS_ID are read, else SLURM is detected inside an srun step",
+    )
+    group.add_argument("--coordinator-address", default=None, metavar="HOST:PORT", help="address of process 0")
+    group.add_argument("--num-processes", type=int, default=None, metavar="P", help="number of processes")
+    group.add_argument("--process-id", type=int, default=None, metavar="I", help="this process, 0 <= I < P")
+    group.add_argument(
+        "--distributed-timeout",
+        type=int,
+        default=300,
+        metavar="SECONDS",
+        help="give up if the coordinator cannot be reached within this time (default: 300)",
+    )
+
+
+def start_distributed(args: argparse.Namespace) -> None:
+    """Check the multi-process flags (bad input is refused before starting), then start the runtime.
+
+    One process on a CPU-only machine gets one device per core (the run axis is padded to their
+    count and sharded over them, see `ppo_jax.runtime.cpu`)."""
+    from ppo_jax.runtime.cpu import split_runs_over_cores, usable_cores
+    from ppo_jax.runtime.processes import initialize, resolve_processes
+
+    processes = resolve_processes(args.coordinator_address, args.num_processes, args.process_id)
+    if processes is None:
+        split_runs_over_cores(usable_cores())
+    initialize(processes, args.distributed_timeout)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run `args.func(args)`, mapping errors to one line on stderr and an exit code (no traceback):
+    2 bad input, 1 files or checkpoints, 3 non-finite training, 130 stopped by a signal."""
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as err:
+        print_err(str(err))
+        return 2
+    except (OSError, CheckpointError) as err:
+        print_err(str(err))
+        return 1
+    except NonFiniteError as err:
+        print_err(str(err))
+        return 3
+    except RunStopped as err:
+        print(str(err))
+        return 130
+    except KeyboardInterrupt:
+        print_err("interrupted")
+        return 130

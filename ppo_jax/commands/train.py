@@ -1,0 +1,122 @@
+"""`ppo-jax train`: parse the flags, call the run driver (`ppo_jax.runtime.driver`), print."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from ppo_jax.commands.common import add_config_flags, config_from_args, flag
+from ppo_jax.config import FIELDS
+from ppo_jax.errors import ConfigError
+
+
+def add_train_parser(sub) -> argparse.ArgumentParser:
+    train = sub.add_parser(
+        "train",
+        help="train PPO on an environment (CartPole-v1 by default)",
+        description="Train PPO; every config field is a flag. Writes config.json, metrics.csv, "
+        "summary.json, curve.png, checkpoints/ and policy-seed<S>.npz to the run folder.",
+    )
+    add_config_flags(train)
+    train.add_argument("--seeds", type=int, default=1, help="number of seeds trained together with jax.vmap")
+    train.add_argument("--out", default=None, help="run folder (default: runs/<env>-<timestamp>)")
+    train.add_argument("--quiet", action="store_true", help="no live progress line")
+    train.add_argument(
+        "--checkpoint-every", type=int, default=None, metavar="N", help="save a checkpoint every N updates"
+    )
+    train.add_argument("--keep", type=int, default=None, metavar="K", help="keep only the newest K checkpoints")
+    train.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
+    train.add_argument(
+        "--shard-envs",
+        action="store_true",
+        help="one run with its num_envs environments split over all devices, gradients averaged",
+    )
+    train.set_defaults(func=cmd_train)
+    return train
+
+
+def _requested_seeds(args: argparse.Namespace) -> int:
+    """How many seeds `train` will run, read without starting JAX (0 if unknown)."""
+    if not args.resume:
+        return args.seeds or 0
+    try:
+        return len(json.loads((Path(args.resume) / "config.json").read_text())["seeds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0  # the resume path reports the problem itself
+
+
+def _refuse_flags_with_resume(args: argparse.Namespace) -> None:
+    given = [flag(n) for n in FIELDS if getattr(args, n, None) is not None]
+    given += ["--seeds"] if args.seeds != 1 else []
+    given += ["--out"] if args.out is not None else []
+    given += ["--shard-envs"] if args.shard_envs else []
+    if given:
+        raise ConfigError("resume", f"a resumed run keeps its config, seeds and folder; remove {', '.join(given)}")
+
+
+def notify(kind: str, message: str) -> None:
+    """The driver's messages: the run's start on stdout, stop requests on stderr."""
+    stream = sys.stderr if kind in ("stop", "abort") else sys.stdout
+    prefix = "\n" if kind in ("stop", "abort") else ""
+    stream.write(f"{prefix}{message}\n")
+    stream.flush()
+
+
+def _speed_text(summary: dict[str, Any]) -> str:
+    """'run s | env-steps/s' of a summary; a resumed run that had nothing left says so instead."""
+    rate = summary.get("env_steps_per_second")
+    if rate is None or not math.isfinite(rate):
+        return "no updates were left to run"
+    return f"run {summary['run_seconds']:.1f} s | {rate:,.0f} env-steps/s"
+
+
+def final_line(summary: dict[str, Any], out: Path) -> str:
+    """The closing lines: the final return (mean of the last 10 % of updates), timings, folder."""
+    mean = summary.get("final_return_mean")
+    if mean is None or not math.isfinite(mean):
+        shown = "no episode ended"
+    else:
+        spread = ""
+        if len(summary["seeds"]) > 1:
+            spread = f" ± {summary['final_return_std']:.1f} (min {summary['final_return_min']:.1f})"
+        shown = f"{mean:.2f}{spread}"
+    return (
+        f"final return (last 10% of updates) {shown} | compile {summary['compile_seconds']:.1f} s | "
+        f"{_speed_text(summary)}\nrun folder: {out}"
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ppo_jax.runtime.cpu import split_runs_over_cores
+
+    if not args.shard_envs:
+        split_runs_over_cores(_requested_seeds(args))  # before JAX starts: seeds spread over the cores
+
+    from ppo_jax.commands.progress import TrainProgress
+    from ppo_jax.runtime.driver import execute, plan_run
+
+    progress = None if args.quiet else TrainProgress()
+    if args.resume:
+        _refuse_flags_with_resume(args)
+        config, seeds = None, 1
+    else:
+        config, seeds = config_from_args(args), args.seeds
+    plan = plan_run(
+        config,
+        out=args.out,
+        seeds=seeds,
+        checkpoint_every=args.checkpoint_every,
+        keep=args.keep,
+        resume=args.resume,
+        shard_envs=args.shard_envs,
+        callback=progress,
+    )
+    if progress is not None:
+        progress.expect(plan.config.env_steps * len(plan.seeds), len(plan.seeds))
+    summary = execute(plan, notify)
+    print(final_line(summary, plan.out))
+    return 0

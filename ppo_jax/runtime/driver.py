@@ -1,0 +1,314 @@
+"""The run driver: `run(config, out=..., seeds=..., ...)` trains a run into a run folder and
+returns its summary. `ppo-jax train` is this function plus flag parsing and printing.
+
+It owns everything around the jitted program: checking the request before anything compiles,
+the run folder, chunked training between checkpoints, exact resume, stop signals (SIGINT and
+SIGTERM stop at the next checkpoint), the NaN/Inf check after every chunk, policy export and
+the files a run leaves (`config.json`, `metrics.csv`, `summary.json`, `curve.png`,
+`checkpoints/`, `policy-seed<S>.npz`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from ppo_jax.config import PPOConfig, resolve_seeds
+from ppo_jax.engine.evaluate import Acting
+from ppo_jax.engine.train import TrainContext, describe_nonfinite, make_context
+from ppo_jax.errors import ConfigError, NonFiniteError, RunStopped
+from ppo_jax.runtime import files
+from ppo_jax.runtime.checkpoint import CHECKPOINT_DIR, RunCheckpoints, config_from_meta
+from ppo_jax.runtime.policy_file import export_policy
+from ppo_jax.runtime.runners import RUNNERS, EnvShardedRun, SeedRuns
+from ppo_jax.runtime.signals import Notify, StopRequest, _silent
+
+# What a training run writes into its folder; any of them means the folder holds a run.
+RUN_FILES = ("config.json", "summary.json", "metrics.csv", CHECKPOINT_DIR)
+
+
+class RunPlan(NamedTuple):
+    """A checked request: everything `execute` needs, decided before anything compiles."""
+
+    config: PPOConfig
+    seeds: list[int]
+    out: Path
+    runner: Any  # `runners.SeedRuns` or `runners.EnvShardedRun`
+    resume: bool
+    saved_update: int  # updates done by the checkpoint a resume starts from (0 for a fresh run)
+    checkpoint_every: int | None
+    keep: int | None
+
+    @property
+    def ctx(self) -> TrainContext:
+        return self.runner.ctx
+
+
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(name, f"must be a positive integer, got {value!r}")
+
+
+def refuse_used_run_dir(out: str | Path | None) -> None:
+    """A fresh run may not write into a folder that holds another run: its checkpoints would be
+    mixed with the new ones. Raises `ConfigError` naming what was found."""
+    if out is None:
+        return
+    found = [name for name in RUN_FILES if (Path(out) / name).exists()]
+    if found:
+        raise ConfigError(
+            "out",
+            f"{out} already holds a run ({', '.join(found)}); continue it with --resume {out}, or choose another --out",
+        )
+
+
+def _context(config: PPOConfig, callback, callback_every, env, env_params, network) -> TrainContext:
+    every = callback_every or max(1, config.num_updates // 50)
+    return make_context(config, env, env_params, callback, every, network)
+
+
+def plan_run(
+    config: PPOConfig | None,
+    *,
+    out: str | Path | None = None,
+    seeds: int | Sequence[int] = 1,
+    checkpoint_every: int | None = None,
+    keep: int | None = None,
+    resume: str | Path | None = None,
+    shard_envs: bool = False,
+    callback: Callable | None = None,
+    callback_every: int | None = None,
+    env: Any = None,
+    env_params: Any = None,
+    network: Any = None,
+) -> RunPlan:
+    """Check a run request and resolve its environment and policy; raises `ConfigError` or
+    `CheckpointError` naming the problem before anything is compiled or written."""
+    for name, value in (("checkpoint_every", checkpoint_every), ("keep", keep)):
+        _positive(name, value)
+    if resume is not None:
+        return _plan_resume(
+            Path(resume), config, out, seeds, shard_envs, checkpoint_every, keep, callback, callback_every
+        )
+    if config is None:
+        raise ConfigError("config", "give a PPOConfig, or resume= a run folder")
+    seed_list = list(resolve_seeds(config, seeds))
+    if shard_envs and len(seed_list) != 1:
+        raise ConfigError("seeds", "--shard-envs trains one run (its envs split over the devices); remove --seeds")
+    ctx = _context(config, callback, callback_every, env, env_params, network)
+    runner = (EnvShardedRun if shard_envs else SeedRuns)(ctx, seed_list)
+    refuse_used_run_dir(out)
+    folder = files.prepare_dir(out or files.default_run_dir(config.env))  # created once the env is known
+    return RunPlan(config, seed_list, folder, runner, False, 0, checkpoint_every, keep)
+
+
+def _plan_resume(run_dir: Path, config, out, seeds, shard_envs, checkpoint_every, keep, callback, callback_every):
+    given = [name for name, value in (("config", config), ("out", out), ("shard_envs", shard_envs)) if value]
+    given += ["seeds"] if seeds != 1 else []
+    if given:
+        raise ConfigError(
+            "resume", f"a resumed run keeps its config, seeds, layout and folder; remove {', '.join(given)}"
+        )
+    if not run_dir.is_dir():
+        raise ConfigError("resume", f"run folder {run_dir} does not exist")
+    meta = RunCheckpoints(run_dir, create=False).read_meta()
+    config = config_from_meta(meta)
+    ctx = _context(config, callback, callback_every, None, None, None)
+    runner = RUNNERS[meta.get("layout", "seeds")](ctx, list(meta["seeds"]))
+    return RunPlan(
+        config,
+        list(meta["seeds"]),
+        files.prepare_dir(run_dir),
+        runner,
+        True,
+        int(meta["update"]),
+        checkpoint_every,
+        keep,
+    )
+
+
+class _Chunks:
+    """The chunk loop's mutable record: compiled programs by length, metrics and timings."""
+
+    def __init__(self):
+        self.programs: dict[int, Any] = {}
+        self.metrics: dict[str, list[np.ndarray]] = {}
+        self.timing = {"compile": 0.0, "run": 0.0, "save": 0.0, "saves": 0}
+
+    def program(self, plan: RunPlan, state, hparams, n: int):
+        if n not in self.programs:
+            t0 = time.perf_counter()
+            self.programs[n] = plan.runner.program(state, hparams, n)
+            self.timing["compile"] += time.perf_counter() - t0
+        return self.programs[n]
+
+    def add(self, metrics: dict) -> None:
+        for k, v in metrics.items():
+            self.metrics.setdefault(k, []).append(np.asarray(v))
+
+    def joined(self) -> dict[str, np.ndarray]:
+        return {k: np.concatenate(v) for k, v in self.metrics.items()}
+
+
+def _check_finite(metrics: dict, done: int, seeds: list[int], store: RunCheckpoints) -> None:
+    """Raise `NonFiniteError` naming the quantity, update and seed of the first NaN/Inf."""
+    codes = np.asarray(metrics["nonfinite"])
+    bad = np.argwhere(codes > 0)
+    if bad.size:
+        u, s = bad[0]
+        last = store.latest_update()
+        keep = f"the last good checkpoint (update {last}) is kept" if last else "no checkpoint was written"
+        raise NonFiniteError(
+            f"non-finite {describe_nonfinite(int(codes[u, s]))} at update {done + u + 1} (seed {seeds[s]}); {keep}"
+        )
+
+
+def _save(plan: RunPlan, store: RunCheckpoints, chunks: _Chunks, state, hparams) -> None:
+    t0 = time.perf_counter()
+    runner = plan.runner
+    extra = {"layout": runner.layout}
+    store.save(plan.ctx, plan.seeds, runner.saved(state), runner.saved_hparams(hparams), chunks.joined(), extra)
+    chunks.timing["save"] += time.perf_counter() - t0
+    chunks.timing["saves"] += 1
+
+
+def _start(plan: RunPlan, store: RunCheckpoints, chunks: _Chunks, hparams, notify: Notify):
+    """The state to continue from: restored from the newest checkpoint, or initialised."""
+    if plan.resume:
+        saved, _ = store.restore(plan.ctx)
+        chunks.add(saved.metrics)
+        state = plan.runner.restored(saved.state)
+        notify("resume", f"resuming {plan.out} at update {plan.saved_update}/{plan.config.num_updates}")
+        return state
+    record = {**plan.config.to_dict(), "seeds": plan.seeds, "shard_envs": plan.runner.layout == "shard_envs"}
+    files.write_json(plan.out / "config.json", record)
+    state = plan.runner.init(hparams)
+    steps = f"{plan.config.env_steps:,} steps"
+    notify("start", f"training {plan.config.env}: {len(plan.seeds)} seed(s) x {steps} -> {plan.out}")
+    return state
+
+
+def _train_chunks(plan: RunPlan, store: RunCheckpoints, chunks: _Chunks, stop: StopRequest, state, hparams):
+    """Run chunks of updates to the end (or a stop request), saving at the checkpoint interval."""
+    total, every = plan.config.num_updates, plan.checkpoint_every
+    chunk = min(every or total, total)
+    done = plan.saved_update
+    while done < total:
+        n = min(chunk - done % chunk, total - done)  # chunks end on multiples of the interval
+        fn = chunks.program(plan, state, hparams, n)
+        t0 = time.perf_counter()
+        new_state, metrics = jax.block_until_ready(fn(state, hparams))
+        chunks.timing["run"] += time.perf_counter() - t0
+        _check_finite(metrics, done, plan.seeds, store)
+        state, done = new_state, done + n
+        chunks.add(metrics)
+        if every and (done % every == 0 or done == total):
+            _save(plan, store, chunks, state, hparams)
+        if stop.requested and done < total:
+            if store.latest_update() != done:
+                _save(plan, store, chunks, state, hparams)
+            raise RunStopped(plan.out, done, total)
+    if store.latest_update() != done:
+        _save(plan, store, chunks, state, hparams)
+    return state
+
+
+def summarize(plan: RunPlan, state, metrics: dict, timing: dict, steps_run: int) -> dict[str, Any]:
+    """What `summary.json` holds: final returns per seed and their statistics, timings, speed,
+    the parameters' SHA-256 and where the run ran."""
+    per_seed = files.final_returns(metrics["episode_return"])
+    finite = per_seed[np.isfinite(per_seed)]
+    stat = (lambda f: float(f(finite))) if finite.size else (lambda f: math.nan)
+    return {
+        "env": plan.config.env,
+        "seeds": plan.seeds,
+        "total_timesteps": plan.config.env_steps,
+        "num_updates": plan.config.num_updates,
+        "final_return_mean": stat(np.mean),
+        "final_return_std": stat(np.std),
+        "final_return_min": stat(np.min),
+        "final_return_max": stat(np.max),
+        "final_return_per_seed": per_seed.tolist(),
+        "compile_seconds": timing["compile"],
+        "run_seconds": timing["run"],
+        "env_steps_per_second": steps_run / timing["run"] if timing["run"] > 0 else math.nan,
+        "checkpoint_seconds": timing["save"],
+        "checkpoints_saved": timing["saves"],
+        "params_sha256": files.params_sha256(state.params),
+        "backend": jax.default_backend(),
+        "processes": jax.process_count(),
+        "devices": plan.runner.devices(),
+        "shard_envs": plan.runner.layout == "shard_envs",
+    }
+
+
+def export_policies(plan: RunPlan, state) -> None:
+    """One `policy-seed<S>.npz` per seed (state batched over runs)."""
+    ctx = plan.ctx
+    acting = Acting(ctx.policy, ctx.dist, ctx.rollout.spec)
+    for s, seed in enumerate(plan.seeds):
+        params = jax.tree.map(lambda x: x[s], state.params)  # noqa: B023
+        stats = jax.tree.map(lambda x: x[s], state.env.obs_stats) if plan.config.normalize_obs else None  # noqa: B023
+        export_policy(plan.out / f"policy-seed{seed}.npz", acting, params, stats, plan.config.env)
+
+
+def _finish(plan: RunPlan, state, chunks: _Chunks) -> dict[str, Any]:
+    state = plan.runner.saved(state)
+    metrics = chunks.joined()
+    steps_run = (plan.config.num_updates - plan.saved_update) * plan.config.batch_size * len(plan.seeds)
+    summary = summarize(plan, state, metrics, chunks.timing, steps_run)
+    export_policies(plan, state)
+    files.write_metrics_csv(plan.out / "metrics.csv", metrics, plan.seeds)
+    files.write_json(plan.out / "summary.json", summary)
+    files.plot_curve(
+        plan.out / "curve.png", metrics["env_steps"], metrics["episode_return"], plan.seeds, plan.config.env
+    )
+    return summary
+
+
+def execute(plan: RunPlan, notify: Notify | None = None, handle_signals: bool = True) -> dict[str, Any]:
+    """Train `plan` to its end and write the run folder; returns the summary. Raises `RunStopped`
+    after saving when a stop signal arrived, `NonFiniteError` on NaN/Inf."""
+    notify = notify or _silent
+    total = plan.config.num_updates
+    summary_path = plan.out / "summary.json"
+    if plan.resume and plan.saved_update >= total and summary_path.exists():
+        notify("finished", f"{plan.out} has finished all {total} updates; no updates were left to run")
+        return json.loads(summary_path.read_text())
+    boundary = (plan.checkpoint_every or total) < total - plan.saved_update
+    # from here on, SIGINT or SIGTERM (also while compiling) asks for a stop at the next boundary
+    with StopRequest(boundary, notify, handle_signals) as stop:
+        store = RunCheckpoints(plan.out, keep=plan.keep)
+        try:
+            chunks = _Chunks()
+            hparams = plan.runner.hparams(plan.config)
+            state = _start(plan, store, chunks, hparams, notify)
+            state = _train_chunks(plan, store, chunks, stop, state, hparams)
+        finally:
+            store.close()
+    return _finish(plan, state, chunks)
+
+
+def run(config: PPOConfig | None = None, **options: Any) -> dict[str, Any]:
+    """Train PPO into a run folder and return the summary that `summary.json` holds.
+
+    options: out (folder; default runs/<env>-<time>), seeds (a count or the seeds), checkpoint_every
+    and keep (orbax checkpoints), resume (a run folder to continue exactly; no config then),
+    shard_envs (one run, envs over all devices), callback(update, metrics) and callback_every
+    (progress from inside the program), notify(kind, message) (messages: start, resume, stop,
+    abort, finished), handle_signals (SIGINT/SIGTERM stop at the next checkpoint; default True),
+    env / env_params / network (a custom env or policy family).
+
+    Raises `ConfigError` (bad input, before compiling), `CheckpointError`, `NonFiniteError`,
+    `RunStopped` (stopped by a signal after saving a checkpoint) and `OSError`.
+    """
+    notify = options.pop("notify", None)
+    handle_signals = options.pop("handle_signals", True)
+    return execute(plan_run(config, **options), notify, handle_signals)

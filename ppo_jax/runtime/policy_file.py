@@ -1,0 +1,110 @@
+"""A small, code-free policy export: `export_policy` writes a policy's parameters, normalisation
+statistics and its family's description to one `.npz` file (arrays plus a JSON string, no
+pickle); `load_policy` turns it into `act(obs)` (feed-forward) or `act(obs, state) -> (action,
+state)` (recurrent)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from ppo_jax.engine.evaluate import Acting, policy_action
+from ppo_jax.envs import EnvSpec, RunningStats, action_distribution
+from ppo_jax.policies import is_recurrent, policy_from_description
+
+POLICY_FORMAT = 2  # 1: an mlp policy described by top-level fields (still readable)
+
+
+def export_policy(path: str | os.PathLike, acting: Acting, params: Any, obs_stats: RunningStats | None, env: str):
+    """Write a single-run policy to `path` (.npz: parameter arrays + JSON description; no pickle)."""
+    path = Path(path)
+    flat = traverse_util.flatten_dict(jax.device_get(params), sep="/")
+    arrays = {f"params/{k}": np.asarray(v) for k, v in flat.items()}
+    if obs_stats is not None:
+        arrays["obs_mean"] = np.asarray(obs_stats.mean)
+        arrays["obs_var"] = np.asarray(obs_stats.var)
+    spec = acting.spec
+    meta = {
+        "format": POLICY_FORMAT,
+        "env": env,
+        "policy": acting.policy.describe(),
+        "obs_shape": list(spec.obs_shape),
+        "discrete": spec.discrete,
+        "action_dim": spec.action_dim,
+        "action_shape": list(spec.action_shape),
+        "action_low": None if spec.action_low is None else list(spec.action_low),
+        "action_high": None if spec.action_high is None else list(spec.action_high),
+    }
+    arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    return path
+
+
+class Policy(NamedTuple):
+    """A loaded policy. Feed-forward: `act(obs)` gives the deterministic env action for raw
+    observations [*obs_shape] or [B, *obs_shape]. Recurrent: `act(obs, state)` gives (action,
+    state); state None starts an episode. Actions are sampled when `key` is given."""
+
+    acting: Acting
+    params: Any
+    obs_stats: RunningStats | None
+    env: str
+
+    @property
+    def recurrent(self) -> bool:
+        return is_recurrent(self.acting.policy)
+
+    def act(self, obs, state: Any = None, key: jax.Array | None = None):
+        obs = jnp.asarray(obs)
+        single = obs.ndim == len(self.acting.spec.obs_shape)
+        batch = obs[None] if single else obs
+        reset = jnp.full(batch.shape[:1], state is None)
+        carry = self.acting.policy.initial_carry(batch.shape[0]) if state is None else state
+        stochastic = key is not None
+        key = jax.random.key(0) if key is None else key
+        action, carry = _act(self.acting, self.params, self.obs_stats, carry, batch, reset, key, stochastic)
+        action = action[0] if single else action
+        return (action, carry) if self.recurrent else action
+
+
+@functools.partial(jax.jit, static_argnums=(0, 7))
+def _act(acting, params, obs_stats, carry, obs, reset, key, stochastic):
+    return policy_action(acting, params, obs_stats, carry, obs, reset, key, stochastic)
+
+
+def _description(meta: dict[str, Any]) -> dict[str, Any]:
+    """The policy family's description (format 1 files held an mlp's fields at the top level)."""
+    if meta.get("format") == 1:
+        keys = ("action_dim", "discrete", "obs_ndim", "hidden_sizes", "activation")
+        return {"family": "mlp", **{k: meta[k] for k in keys}}
+    return meta["policy"]
+
+
+def load_policy(path: str | os.PathLike) -> Policy:
+    """Read an `export_policy` file. Only arrays and JSON are read: no code is executed."""
+    with np.load(Path(path), allow_pickle=False) as data:
+        meta = json.loads(bytes(data["meta_json"]).decode())
+        if meta.get("format") not in (1, POLICY_FORMAT):
+            raise ValueError(f"{path}: unknown policy format {meta.get('format')!r}")
+        flat = {k[len("params/") :]: jnp.asarray(data[k]) for k in data.files if k.startswith("params/")}
+        stats = None
+        if "obs_mean" in data.files:
+            stats = RunningStats(jnp.asarray(data["obs_mean"]), jnp.asarray(data["obs_var"]), jnp.float32(1))
+    params = traverse_util.unflatten_dict(flat, sep="/")
+    low = None if meta["action_low"] is None else tuple(meta["action_low"])
+    high = None if meta["action_high"] is None else tuple(meta["action_high"])
+    spec = EnvSpec(
+        tuple(meta["obs_shape"]), meta["discrete"], meta["action_dim"], tuple(meta["action_shape"]), low, high
+    )
+    acting = Acting(policy_from_description(_description(meta)), action_distribution(spec), spec)
+    return Policy(acting, params, stats, meta["env"])

@@ -1,0 +1,112 @@
+"""How the run driver lays a run out on the devices: one implementation per layout, the same
+methods each, so the driver's chunk loop, checkpoints and exports do not branch on it.
+
+- `SeedRuns`: S seeds as one vmapped program, the seed axis sharded over the devices when it
+  divides over them (CPU cores exposed as devices, or GPUs).
+- `EnvShardedRun`: one run whose envs are split over the devices (`engine.sharded`).
+
+Both keep the driver's view of the state batched over runs ([S, ...], S = 1 for the env-sharded
+run), which is also the checkpoint layout, so `ppo-jax eval` and `--resume` read either.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import numpy as np
+
+from ppo_jax.config import Hyperparams, PPOConfig
+from ppo_jax.engine.sharded import ENV_AXIS, make_env_sharding, place_env_sharded, run_env_sharded
+from ppo_jax.engine.train import TrainContext, TrainState, broadcast_hparams, init_state, run_updates
+from ppo_jax.runtime.cpu import compiler_options
+from ppo_jax.runtime.distributed import check_divisible, put_runs, run_mesh
+
+
+def _compile(fn, *args):
+    return jax.jit(fn).lower(*args).compile(compiler_options=compiler_options())
+
+
+class SeedRuns:
+    """S seeds of one config in one vmapped program (metrics [n, S])."""
+
+    layout = "seeds"
+
+    def __init__(self, ctx: TrainContext, seeds: list[int]):
+        self.ctx, self.seeds = ctx, list(seeds)
+        self.mesh = None
+        if jax.device_count() > 1 and len(seeds) > 1:
+            check_divisible(len(seeds), jax.device_count(), "seeds", "seeds")
+            self.mesh = run_mesh()
+
+    def place(self, tree: Any) -> Any:
+        """Split the leading run axis over the devices (nothing to do on one device)."""
+        return tree if self.mesh is None else put_runs(tree, self.mesh)
+
+    def hparams(self, config: PPOConfig) -> Hyperparams:
+        return self.place(broadcast_hparams(config.hyperparams(), len(self.seeds)))
+
+    def init(self, hparams: Hyperparams) -> TrainState:
+        keys = self.place(jax.vmap(jax.random.key)(np.asarray(self.seeds, np.uint32)))
+        # placed like a restored state: the program is compiled for these shardings and then fed its
+        # own output, whose every leaf is split by seed
+        return self.place(jax.jit(jax.vmap(functools.partial(init_state, self.ctx)))(keys, hparams))
+
+    def program(self, state: TrainState, hparams: Hyperparams, num_updates: int):
+        """The compiled chunk: (state, hparams) -> (state, metrics [num_updates, S])."""
+        return _compile(functools.partial(run_updates, self.ctx, num_updates=num_updates, batched=True), state, hparams)
+
+    def saved(self, state: TrainState) -> TrainState:
+        return state
+
+    def saved_hparams(self, hparams: Hyperparams) -> Hyperparams:
+        return hparams
+
+    def restored(self, state: TrainState) -> TrainState:
+        return self.place(state)
+
+    def devices(self) -> int:
+        return 1 if self.mesh is None else self.mesh.size
+
+
+class EnvShardedRun:
+    """One run (seed `config.seed`) with its envs over every device (metrics [n, 1])."""
+
+    layout = "shard_envs"
+
+    def __init__(self, ctx: TrainContext, seeds: list[int]):
+        self.es = make_env_sharding(ctx, run_mesh(axis=ENV_AXIS))
+        self.ctx, self.seeds = self.es.ctx, list(seeds)
+
+    def hparams(self, config: PPOConfig) -> Hyperparams:
+        return config.hyperparams()
+
+    def init(self, hparams: Hyperparams) -> TrainState:
+        key = jax.random.key(self.seeds[0])
+        return place_env_sharded(self.es, jax.jit(functools.partial(init_state, self.ctx))(key, hparams))
+
+    def program(self, state: TrainState, hparams: Hyperparams, num_updates: int):
+        compiled = _compile(functools.partial(run_env_sharded, self.es, num_updates=num_updates), state, hparams)
+        return functools.partial(_with_run_axis, compiled)
+
+    def saved(self, state: TrainState) -> TrainState:
+        """The state with a run axis of 1, as checkpoints and exports hold it."""
+        return jax.tree.map(lambda x: x[None], state)
+
+    def saved_hparams(self, hparams: Hyperparams) -> Hyperparams:
+        return broadcast_hparams(hparams, 1)
+
+    def restored(self, state: TrainState) -> TrainState:
+        return place_env_sharded(self.es, jax.tree.map(lambda x: x[0], state))
+
+    def devices(self) -> int:
+        return self.es.mesh.size
+
+
+def _with_run_axis(compiled, state, hparams):
+    state, metrics = compiled(state, hparams)
+    return state, jax.tree.map(lambda m: m[:, None], metrics)
+
+
+RUNNERS = {runner.layout: runner for runner in (SeedRuns, EnvShardedRun)}
