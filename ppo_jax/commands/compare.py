@@ -27,7 +27,7 @@ def add_compare_parser(sub) -> argparse.ArgumentParser:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from ppo_jax.runtime import files
+    from ppo_jax.runtime import files, plots
     from ppo_jax.runtime.compare import compare
 
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
@@ -66,6 +66,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     files.write_json(
         out / "compare.json", {"env": config.env, "seeds": seeds, "config": config.to_dict(), "objectives": rows}
     )
-    files.plot_compare(out / "compare.png", results, config.env)
+    plots.plot_compare(out / "compare.png", results, config.env)
     print(f"wrote {out / 'compare.json'} and {out / 'compare.png'}")
     return 0

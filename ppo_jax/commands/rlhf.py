@@ -97,11 +97,9 @@ def result_json(result) -> dict[str, Any]:
 
 def plot_history(result, path: str) -> None:
     """True and learned reward, and KL to the reference, per RL update (Agg backend)."""
-    import matplotlib
+    from ppo_jax.runtime.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     history = result.history
     updates = np.arange(1, len(history["true_reward"]) + 1)
     fig, (ax_r, ax_s, ax_kl) = plt.subplots(1, 3, figsize=(13, 3.6))

@@ -209,95 +209,6 @@ def write_tensorboard(run_dir: Path, metrics: dict[str, np.ndarray], hparams: di
                     writer.add_scalar(f"train/{name}", float(value), int(step))
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_curves(path: Path, result, top: int = 5) -> None:
-    """Mean return over seeds per configuration with a pointwise bootstrap CI band.
-
-    With more than `top` configurations only the best `top` are coloured and banded; the others
-    are thin grey lines.
-    """
-    from ppo_jax.runtime import stats
-    from ppo_jax.runtime.sweeps import learning_curves
-
-    plt = _pyplot()
-    x, curves = learning_curves(result)  # [P], [P, C, S]
-    fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=110)
-    shown = list(result.ranking[:top])
-    handles: dict[int, object] = {}
-    colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, max(len(shown), 1)))
-    for c in result.ranking[::-1]:
-        y = curves[:, c, :]
-        ok = np.isfinite(y).all(axis=0)
-        if not ok.any():
-            continue
-        if c not in shown:
-            ax.plot(x, np.nanmean(y, axis=1), lw=0.6, color="0.7", zorder=1)
-            continue
-        mean, low, high = stats.pointwise_bootstrap_ci(
-            np.where(np.isfinite(y), y, np.nan)[:, ok], confidence=result.confidence, reps=1000
-        )
-        colour = colours[shown.index(c)]
-        label = ", ".join(f"{n}={result.summaries[c].hyperparams[n]:.3g}" for n in result.names)
-        ax.fill_between(x, low, high, color=colour, alpha=0.2, lw=0, zorder=2)
-        (line,) = ax.plot(x, mean, lw=1.8, color=colour, label=f"#{shown.index(c) + 1} {label}", zorder=3)
-        handles[shown.index(c)] = line
-    extra = f"; top {top} of {len(result.configurations)} coloured" if len(result.configurations) > top else ""
-    ax.set_title(
-        f"{result.config.env}: mean of {len(result.seeds)} seeds, "
-        f"{round(100 * result.confidence)}% bootstrap CI{extra}",
-        fontsize=10,
-    )
-    ax.set_xlabel("environment steps")
-    ax.set_ylabel("episodic return")
-    ax.grid(alpha=0.3)
-    if handles:
-        ax.legend(handles=[handles[i] for i in sorted(handles)], loc="best", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def plot_sensitivity(path: Path, result, name: str) -> None:
-    """Final-return IQM with its CI against the value of `name`, one line per setting of the other
-    swept fields (grid), or one point per configuration (random search)."""
-    plt = _pyplot()
-    others = [n for n in result.names if n != name]
-    groups: dict[tuple, list] = {}
-    for s in result.summaries:
-        groups.setdefault(tuple(s.hyperparams[n] for n in others), []).append(s)
-    as_lines = max(len(g) for g in groups.values()) > 1
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
-    colours = plt.get_cmap("tab10")
-    for i, (key, members) in enumerate(sorted(groups.items())):
-        members.sort(key=lambda s: s.hyperparams[name])
-        x = np.array([s.hyperparams[name] for s in members])
-        y = np.array([s.iqm for s in members])
-        err = np.array([[s.iqm - s.ci_low for s in members], [s.ci_high - s.iqm for s in members]])
-        label = ", ".join(f"{n}={v:.3g}" for n, v in zip(others, key, strict=True)) if others and as_lines else None
-        colour = colours(i % 10) if as_lines else "tab:blue"
-        ax.errorbar(x, y, yerr=err, fmt="o-" if as_lines else "o", color=colour, capsize=3, ms=4, lw=1.2, label=label)
-    values = np.array([s.hyperparams[name] for s in result.summaries])
-    if (values > 0).all() and values.max() / values.min() >= 10:
-        ax.set_xscale("log")
-    ax.set_xlabel(name)
-    ax.set_ylabel(f"IQM of final return ({round(100 * result.confidence)}% CI)")
-    ax.set_title(f"{result.config.env}: sensitivity to {name} ({len(result.seeds)} seeds each)", fontsize=10)
-    ax.grid(alpha=0.3)
-    if as_lines and others and len(groups) <= 10:
-        ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 def _search(args: argparse.Namespace, grid: dict, dists: dict, sample_seed: int) -> dict:
     search: dict = {}
     if grid:
@@ -326,6 +237,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     start_distributed(args)  # before any computation (importing gymnax runs one); bad flags are refused first
     from ppo_jax.runtime import files as runs
+    from ppo_jax.runtime import plots
     from ppo_jax.runtime.distributed import topology
     from ppo_jax.runtime.sweeps import make_configurations, parse_grid, parse_random, plan_sweep, run_sweep
 
@@ -361,9 +273,9 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     write_run_files(out, result, args.tensorboard)
-    plot_curves(out / "curves.png", result)
+    plots.plot_sweep_curves(out / "curves.png", result)
     for name in result.names:
-        plot_sensitivity(out / f"sensitivity_{name}.png", result, name)
+        plots.plot_sensitivity(out / f"sensitivity_{name}.png", result, name)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     extra = {
         "bootstrap_reps": args.bootstrap_reps,

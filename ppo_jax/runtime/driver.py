@@ -24,7 +24,7 @@ from ppo_jax.config import PPOConfig, resolve_seeds
 from ppo_jax.engine.evaluate import Acting
 from ppo_jax.engine.train import TrainContext, describe_nonfinite, make_context
 from ppo_jax.errors import ConfigError, NonFiniteError, RunStopped
-from ppo_jax.runtime import files
+from ppo_jax.runtime import files, plots
 from ppo_jax.runtime.checkpoint import CHECKPOINT_DIR, RunCheckpoints, config_from_meta
 from ppo_jax.runtime.policy_file import export_policy
 from ppo_jax.runtime.runners import RUNNERS, EnvShardedRun, SeedRuns
@@ -267,7 +267,7 @@ def _finish(plan: RunPlan, state, chunks: _Chunks) -> dict[str, Any]:
     export_policies(plan, state)
     files.write_metrics_csv(plan.out / "metrics.csv", metrics, plan.seeds)
     files.write_json(plan.out / "summary.json", summary)
-    files.plot_curve(
+    plots.plot_curve(
         plan.out / "curve.png", metrics["env_steps"], metrics["episode_return"], plan.seeds, plan.config.env
     )
     return summary

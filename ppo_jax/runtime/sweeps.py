@@ -45,7 +45,7 @@ from ppo_jax.engine.train import METRIC_NAMES, TrainContext, TrainState, init_st
 from ppo_jax.runtime import stats
 from ppo_jax.runtime.cpu import compiler_options
 from ppo_jax.runtime.distributed import RUN_AXIS, gather, put_runs, run_mesh
-from ppo_jax.runtime.files import final_returns, forward_fill
+from ppo_jax.runtime.files import final_returns
 
 Configuration = dict[str, float]  # values of some traced fields; the rest come from the config
 DISTRIBUTIONS = ("uniform", "loguniform")
@@ -411,15 +411,6 @@ def rank(summaries: Sequence[ConfigSummary]) -> tuple[int, ...]:
         return (-iqm, -auc, s.index)
 
     return tuple(s.index for s in sorted(summaries, key=key))
-
-
-def learning_curves(result: SweepResult, points: int = 250) -> tuple[np.ndarray, np.ndarray]:
-    """(env_steps [P], forward-filled episode returns [P, C, S]) at ≤ `points` evenly spaced updates."""
-    returns = np.asarray(result.metrics["episode_return"], np.float64)
-    num_updates = returns.shape[0]
-    idx = np.unique(np.linspace(0, num_updates - 1, min(points, num_updates)).round().astype(int))
-    filled = forward_fill(returns.reshape(num_updates, -1)).reshape(returns.shape)
-    return np.asarray(result.metrics["env_steps"])[idx, 0, 0], filled[idx]
 
 
 # ---------------------------------------------------------------------------------------------
