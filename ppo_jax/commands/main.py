@@ -32,10 +32,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
         argv = ["train"]
-    if argv[0] == "bench":  # the benchmark owns its flags
-        from ppo_jax.bench import main as bench_main
+    if argv[0] == "bench":  # the benchmark owns its flags and lives in scripts/ of a source checkout
+        import subprocess
+        from pathlib import Path
 
-        return bench_main(argv[1:])
+        import ppo_jax
+
+        script = Path(ppo_jax.__file__).resolve().parents[1] / "scripts" / "benchmark.py"
+        if not script.exists():
+            print(
+                "ppo-jax: error: the benchmark lives in scripts/benchmark.py of a source checkout of ppo_jax "
+                "(it needs scripts/peers/); run it from there",
+                file=sys.stderr,
+            )
+            return 2
+        return subprocess.run([sys.executable, str(script), *argv[1:]]).returncode
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
