@@ -79,6 +79,13 @@ def permutation(key: jax.Array, n: int) -> jax.Array:
     return order
 
 
+def shuffle_rows(num_minibatches: int, key: jax.Array, batch: Any) -> Any:
+    """Shuffle the leading (sample) axis: leaves [B, ...] -> [M, B/M, ...] (e.g. completions)."""
+    size = jax.tree.leaves(batch)[0].shape[0]
+    perm = jax.random.permutation(key, size)
+    return jax.tree.map(lambda x: jnp.take(x, perm, axis=0).reshape(num_minibatches, -1, *x.shape[1:]), batch)
+
+
 def shuffle_split(num_minibatches: int, key: jax.Array, batch: Any) -> Any:
     """Flatten the [T, N] sample axes and shuffle: leaves [T, N, ...] -> [M, T·N/M, ...]."""
     leaves = jax.tree.leaves(batch)

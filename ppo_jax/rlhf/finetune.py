@@ -12,7 +12,8 @@ pretrained policy) by β·KL, as in Ouyang et al. 2022 and Shao et al. 2024:
   loss with the k3 penalty β·KL[π_θ ‖ π_ref] in the loss (`ppo_jax.core.grpo.grpo_loss`).
 
 The whole phase is one jitted `lax.scan` over updates; each update is a sampling scan, scoring,
-and `num_epochs` × `num_minibatches` gradient steps over shuffled completions.
+and `num_epochs` × `num_minibatches` gradient steps over shuffled completions (`engine.sgd`,
+the same minibatch SGD as the classic trainer).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from jax import lax
 from ppo_jax.core.distributions import categorical_entropy, categorical_kl, categorical_log_prob
 from ppo_jax.core.grpo import group_advantages, grpo_loss, repeat_prompts
 from ppo_jax.core.losses import LossInputs, gae, normalize_advantages, ppo_loss
+from ppo_jax.engine.sgd import OptCarry, sgd_epochs, shuffle_rows
 from ppo_jax.rlhf.config import RLHFConfig, RLHyperparams
 from ppo_jax.rlhf.model import completion_outputs, sample_completions, sequence_score
 from ppo_jax.rlhf.pretrain import Callback, make_model
@@ -50,13 +52,6 @@ class RLState(NamedTuple):
     opt_state: Any
     key: jax.Array
     update: jax.Array  # int32, updates done
-
-
-class OptCarry(NamedTuple):
-    """Carry of the minibatch scans."""
-
-    params: Any
-    opt_state: Any
 
 
 class Rollout(NamedTuple):
@@ -181,22 +176,6 @@ def make_optimizer(config: RLHFConfig, hp: RLHyperparams) -> optax.GradientTrans
     return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(hp.rl_lr, eps=1e-5))
 
 
-def minibatch_step(config: RLHFConfig, hp: RLHyperparams, loss_fn, carry: OptCarry, mb):
-    """One gradient step of `loss_fn(config, hp, params, mb) -> (loss, metrics)`."""
-    grads, metrics = jax.grad(functools.partial(loss_fn, config, hp), has_aux=True)(carry.params, mb)
-    updates, opt_state = make_optimizer(config, hp).update(grads, carry.opt_state, carry.params)
-    metrics["grad_norm"] = optax.tree.norm(grads)
-    return OptCarry(optax.apply_updates(carry.params, updates), opt_state), metrics
-
-
-def epoch_step(config: RLHFConfig, hp: RLHyperparams, loss_fn, batch, carry: OptCarry, key: jax.Array):
-    """One pass over the completions in shuffled minibatches, each completion used once."""
-    perm = jax.random.permutation(key, config.rl_batch)
-    shape = (config.num_minibatches, config.minibatch_size)
-    shuffled = jax.tree.map(lambda x: jnp.take(x, perm, axis=0).reshape(*shape, *x.shape[1:]), batch)
-    return lax.scan(functools.partial(minibatch_step, config, hp, loss_fn), carry, shuffled)
-
-
 def rl_prompts(config: RLHFConfig, key: jax.Array) -> jax.Array:
     """The prompts of one update [rl_batch, P]: distinct for PPO, each repeated G times for GRPO."""
     prompts = sample_prompts(key, config.rl_prompts, config.prompt_len, config.vocab_size)
@@ -211,10 +190,11 @@ def rl_update(config: RLHFConfig, callback: Callback | None, hp: RLHyperparams, 
         batch, loss_fn = ppo_batch(config, hp, rollout), ppo_minibatch_loss
     else:
         batch, loss_fn = grpo_batch(config, hp, rollout), grpo_minibatch_loss
-    epoch = functools.partial(epoch_step, config, hp, loss_fn, batch)
-    carry, losses = lax.scan(
-        epoch, OptCarry(state.params, state.opt_state), jax.random.split(key_epochs, config.num_epochs)
-    )
+    loss = functools.partial(loss_fn, config, hp)
+    split = functools.partial(shuffle_rows, config.num_minibatches)
+    opt = make_optimizer(config, hp)
+    carry = OptCarry(state.params, state.opt_state)
+    carry, losses = sgd_epochs(loss, opt, carry, batch, key_epochs, config.num_epochs, split)
     update = state.update + 1
     metrics = {f"train_{name}": jnp.mean(value) for name, value in losses.items()}
     metrics.update(
