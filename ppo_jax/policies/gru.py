@@ -15,16 +15,15 @@ holds one small matrix product per step.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from ppo_jax.policies.base import reset_carry
+from ppo_jax.policies.gru_scan import gru_sequence
 from ppo_jax.policies.init import HIDDEN_GAIN, actor_critic_gain, init_in_one_draw, log_std_fill, orthogonal
 from ppo_jax.policies.layers import ACTIVATIONS, Actor, Critic, dense, flatten_obs
 
@@ -94,9 +93,12 @@ class GRUPolicy:
         return h, dist, value
 
     def unroll(self, params: Any, carry: jax.Array, obs: jax.Array, reset: jax.Array):
-        """obs [T, N, ...], reset [T, N], carry [N, H] -> (dist, value) [T, N]."""
+        """obs [T, N, ...], reset [T, N], carry [N, H] -> (dist, value) [T, N]: the inputs projected
+        for all steps at once, the recurrence by `gru_scan.gru_sequence` (whose backward pass
+        forms the recurrent weights' gradient in one product), the heads on all states at once."""
         xp = self.network.apply(params, obs, method="project")
-        _, hs = lax.scan(functools.partial(_recur, self, params), carry, (xp, reset))
+        gates = params["params"]["hidden_gates"]
+        hs = gru_sequence(gates["kernel"], gates["bias"], carry, xp, reset)
         return self.network.apply(params, hs, method="heads")
 
     def value(self, params: Any, carry: jax.Array, obs: jax.Array) -> jax.Array:
@@ -120,12 +122,6 @@ class GRUPolicy:
         keys = ("action_dim", "discrete", "obs_ndim", "hidden_sizes", "rnn_size", "activation")
         args = {k: tuple(desc[k]) if k == "hidden_sizes" else desc[k] for k in keys}
         return cls(GRUActorCritic(**args))
-
-
-def _recur(policy: GRUPolicy, params: Any, h: jax.Array, xs):
-    xp, reset = xs
-    h = policy.network.apply(params, reset_carry(policy, h, reset), xp, method="cell")
-    return h, h
 
 
 def make(config: Any, spec: Any) -> GRUPolicy:
