@@ -109,7 +109,11 @@ def plan_run(
     return RunPlan(config, seed_list, folder, runner, False, 0, checkpoint_every, keep)
 
 
-def _plan_resume(run_dir: Path, config, out, seeds, shard_envs, checkpoint_every, keep, callback, callback_every):
+def _plan_resume(
+    run_dir: Path, config, out, seeds, shard_envs, checkpoint_every, keep, callback, callback_every, custom
+):
+    """The plan of a resumed run: config, seeds and layout from its newest checkpoint; `custom`
+    (env, env_params, network) must be given again for a run trained with them."""
     given = [name for name, value in (("config", config), ("out", out), ("shard_envs", shard_envs)) if value]
     given += ["seeds"] if seeds != 1 else []
     if given:
@@ -120,7 +124,7 @@ def _plan_resume(run_dir: Path, config, out, seeds, shard_envs, checkpoint_every
         raise ConfigError("resume", f"run folder {run_dir} does not exist")
     meta = RunCheckpoints(run_dir, create=False).read_meta()
     config = config_from_meta(meta)
-    ctx = _context(config, callback, callback_every, None, None, None)
+    ctx = _context(config, callback, callback_every, *custom)
     runner = RUNNERS[meta.get("layout", "seeds")](ctx, list(meta["seeds"]))
     return RunPlan(
         config,
@@ -249,14 +253,18 @@ def summarize(plan: RunPlan, state, metrics: dict, timing: dict, steps_run: int)
     }
 
 
-def export_policies(plan: RunPlan, state) -> None:
-    """One `policy-seed<S>.npz` per seed (state batched over runs)."""
+def export_policies(plan: RunPlan, state) -> bool:
+    """One `policy-seed<S>.npz` per seed (state batched over runs); False (nothing written) for a
+    user's policy family that cannot describe itself (`describe()`, see `policies.base`)."""
     ctx = plan.ctx
+    if not hasattr(ctx.policy, "describe"):
+        return False
     acting = Acting(ctx.policy, ctx.dist, ctx.rollout.spec)
     for s, seed in enumerate(plan.seeds):
         params = jax.tree.map(lambda x: x[s], state.params)  # noqa: B023
         stats = jax.tree.map(lambda x: x[s], state.env.obs_stats) if plan.config.normalize_obs else None  # noqa: B023
         export_policy(plan.out / f"policy-seed{seed}.npz", acting, params, stats, plan.config.env)
+    return True
 
 
 def _finish(plan: RunPlan, state, chunks: _Chunks) -> dict[str, Any]:
@@ -264,7 +272,7 @@ def _finish(plan: RunPlan, state, chunks: _Chunks) -> dict[str, Any]:
     metrics = chunks.joined()
     steps_run = (plan.config.num_updates - plan.saved_update) * plan.config.batch_size * len(plan.seeds)
     summary = summarize(plan, state, metrics, chunks.timing, steps_run)
-    export_policies(plan, state)
+    summary["policies_exported"] = export_policies(plan, state)
     files.write_metrics_csv(plan.out / "metrics.csv", metrics, plan.seeds)
     files.write_json(plan.out / "summary.json", summary)
     plots.plot_curve(
