@@ -12,6 +12,7 @@ _EXPORTS = {
     "CheckpointError": "ppo_jax.errors",
     "ConfigError": "ppo_jax.errors",
     "NonFiniteError": "ppo_jax.errors",
+    "RunFileError": "ppo_jax.errors",
     "RunStopped": "ppo_jax.errors",
     # configuration
     "Hyperparams": "ppo_jax.config",

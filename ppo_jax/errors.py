@@ -26,3 +26,12 @@ class RunStopped(RuntimeError):
     def __init__(self, out, update: int, num_updates: int):
         super().__init__(f"stopped at update {update}/{num_updates}; resume with: ppo-jax train --resume {out}")
         self.out, self.update, self.num_updates = out, update, num_updates
+
+
+class RunFileError(RuntimeError):
+    """A file a command reads (config, summary, checkpoint metadata, exported policy) is missing,
+    empty, truncated, garbage or of another kind; `path` names it."""
+
+    def __init__(self, path, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path = path

@@ -4,10 +4,12 @@ turning library exceptions into one line on stderr and an exit code (no tracebac
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import threading
 
 from ppo_jax.config import ENV_DEFAULTS, FIELDS, PPOConfig, default_config
-from ppo_jax.errors import CheckpointError, ConfigError, NonFiniteError, RunStopped
+from ppo_jax.errors import CheckpointError, ConfigError, NonFiniteError, RunFileError, RunStopped
 
 
 def flag(name: str) -> str:
@@ -102,6 +104,58 @@ def start_distributed(args: argparse.Namespace) -> None:
     initialize(processes, args.distributed_timeout)
 
 
+class StderrFilter:
+    """sys.stderr without one useless message: when orbax gives up reading a damaged checkpoint,
+    tensorstore's reader threads still call back into the event loop orbax has closed, and Python
+    prints `RuntimeError: Event loop is closed` with a traceback for each (0 to ~200 of them,
+    interleaved with each other and with the command's own error line). The checkpoint error is
+    reported in one line already, so exactly the lines of those tracebacks are dropped; every other
+    line is written unchanged (lines are assembled per thread)."""
+
+    HEADER = "Traceback (most recent call last):"
+    DROPPED = (
+        re.compile(r'  File ".*asyncio/base_events\.py", line \d+, in (call_soon_threadsafe|_check_closed)$'),
+        re.compile(r"    self\._check_closed\(\)$"),
+        re.compile(r"    raise RuntimeError\('Event loop is closed'\)$"),
+        re.compile(r"RuntimeError: Event loop is closed$"),
+    )
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.partial: dict[int, str] = {}  # per thread: text after its last newline
+        self.headers = 0  # traceback headers held back until the next line shows what follows
+
+    def write(self, text: str) -> int:
+        thread = threading.get_ident()
+        lines = (self.partial.pop(thread, "") + text).split("\n")
+        if lines[-1]:
+            self.partial[thread] = lines[-1]
+        for line in lines[:-1]:
+            self._line(line)
+        return len(text)
+
+    def _line(self, line: str) -> None:
+        if line == self.HEADER:
+            self.headers += 1
+        elif any(pattern.match(line) for pattern in self.DROPPED):
+            if "call_soon_threadsafe" in line and self.headers:
+                self.headers -= 1  # the header of this traceback
+        else:
+            self.stream.write(f"{self.HEADER}\n" * self.headers + line + "\n")
+            self.headers = 0
+
+    def flush(self) -> None:
+        self.stream.write(f"{self.HEADER}\n" * self.headers + "".join(self.partial.values()))
+        self.headers, self.partial = 0, {}
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Run `args.func(args)`, mapping errors to one line on stderr and an exit code (no traceback):
     2 bad input, 1 files or checkpoints, 3 non-finite training, 130 stopped by a signal."""
@@ -110,7 +164,7 @@ def run_command(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print_err(str(err))
         return 2
-    except (OSError, CheckpointError) as err:
+    except (OSError, CheckpointError, RunFileError) as err:
         print_err(str(err))
         return 1
     except NonFiniteError as err:

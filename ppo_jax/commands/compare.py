@@ -22,6 +22,7 @@ def add_compare_parser(sub) -> argparse.ArgumentParser:
     cmp.add_argument("--seeds", type=int, default=8, help="seeds per objective (default: 8)")
     cmp.add_argument("--objectives", default=",".join(OBJECTIVE_NAMES), help="comma-separated objectives")
     cmp.add_argument("--out", default=None, help="output folder (default: runs/compare-<env>-<timestamp>)")
+    cmp.add_argument("--overwrite", action="store_true", help="replace the comparison files in --out")
     cmp.set_defaults(func=cmd_compare)
     return cmp
 
@@ -40,6 +41,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ConfigError("objective", "compare trains each of --objectives; remove --objective")
     config = config_from_args(args)
     seeds = list(resolve_seeds(config, args.seeds))
+    files.claim_folder(args.out, ("compare.json", "compare.png"), "an objective comparison", args.overwrite)
     out = files.prepare_dir(args.out or files.default_run_dir(f"compare-{config.env}"))
     print(f"comparing {', '.join(objectives)} on {config.env}: {len(seeds)} seeds x {config.env_steps:,} steps")
     results = compare(config, objectives, seeds, timer=time.perf_counter)

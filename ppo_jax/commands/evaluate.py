@@ -50,17 +50,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ppo_jax.engine.evaluate import Acting, evaluate, max_episode_steps
     from ppo_jax.engine.train import make_context
     from ppo_jax.runtime import files
-    from ppo_jax.runtime.checkpoint import RunCheckpoints, config_from_meta
+    from ppo_jax.runtime.checkpoint import config_from_meta, open_run
 
     if args.episodes < 1:
         raise ConfigError("episodes", f"must be a positive integer, got {args.episodes}")
     run_dir = Path(args.run_dir)
-    if not run_dir.is_dir():
-        raise ConfigError("run_dir", f"run folder {run_dir} does not exist")
-    store = RunCheckpoints(run_dir, create=False)
-    config = config_from_meta(store.read_meta())
-    ctx = make_context(config)
-    saved, meta = store.restore(ctx)
+    with open_run(run_dir) as store:
+        config = config_from_meta(store.read_meta())
+        ctx = make_context(config)
+        saved, meta = store.restore(ctx)
     roll = ctx.rollout
     acting = Acting(ctx.policy, ctx.dist, roll.spec)
     stats = saved.state.env.obs_stats if config.normalize_obs else None

@@ -4,10 +4,11 @@ checkout). Commands parse flags, call the library and print; they are the only p
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
-from ppo_jax.commands.common import run_command
+from ppo_jax.commands.common import StderrFilter, run_command
 from ppo_jax.commands.compare import add_compare_parser
 from ppo_jax.commands.evaluate import add_eval_parser
 from ppo_jax.commands.rlhf import add_rlhf_parser
@@ -28,30 +29,50 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run `ppo-jax ARGV` and return its exit code. From the console (`argv` None), a failed
+    command ends the process right after its error line: threads that orbax or tensorstore left
+    behind can print nothing after it, and nothing is left unsaved by then."""
+    if not isinstance(sys.stderr, StderrFilter):
+        sys.stderr = StderrFilter(sys.stderr)
+    code = _main(argv)
+    if argv is None and code != 0:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv:
-        argv = ["train"]
-    if argv[0] == "bench":  # the benchmark owns its flags and lives in scripts/ of a source checkout
-        import subprocess
-        from pathlib import Path
-
-        import ppo_jax
-
-        script = Path(ppo_jax.__file__).resolve().parents[1] / "scripts" / "benchmark.py"
-        if not script.exists():
-            print(
-                "ppo-jax: error: the benchmark lives in scripts/benchmark.py of a source checkout of ppo_jax "
-                "(it needs scripts/peers/); run it from there",
-                file=sys.stderr,
-            )
-            return 2
-        return subprocess.run([sys.executable, str(script), *argv[1:]]).returncode
+    if not argv:  # bare `ppo-jax`: the commands, nothing started
+        parser.print_help()
+        return 0
+    if argv[0] == "bench":
+        return _bench(argv[1:])
     args = parser.parse_args(argv)
-    if args.command is None:
+    if args.command is None:  # only global flags were given
         parser.print_help()
         return 2
     return run_command(args)
+
+
+def _bench(argv: list[str]) -> int:
+    """The benchmark owns its flags and lives in scripts/ of a source checkout."""
+    import subprocess
+    from pathlib import Path
+
+    import ppo_jax
+
+    script = Path(ppo_jax.__file__).resolve().parents[1] / "scripts" / "benchmark.py"
+    if not script.exists():
+        print(
+            "ppo-jax: error: the benchmark lives in scripts/benchmark.py of a source checkout of ppo_jax "
+            "(it needs scripts/peers/); run it from there",
+            file=sys.stderr,
+        )
+        return 2
+    return subprocess.run([sys.executable, str(script), *argv]).returncode
 
 
 if __name__ == "__main__":

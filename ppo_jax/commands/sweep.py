@@ -76,6 +76,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
         help="runs per batch through the compiled program (default: as many as fit in half the free memory)",
     )
     group.add_argument("--out", default=None, help="sweep folder (default: sweeps/<env>-<timestamp>)")
+    group.add_argument("--overwrite", action="store_true", help="replace the sweep files in --out")
     group.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files per run")
     group.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals")
     group.add_argument("--bootstrap-reps", type=int, default=10_000, help="bootstrap replicates (default: 10000)")
@@ -180,14 +181,14 @@ def sweep_record(result, search: dict, extra: dict) -> dict:
 
 def write_run_files(out: Path, result, tensorboard: bool) -> None:
     """runs/<configuration>/seed<N>/metrics.csv (the `ppo-jax train` format), and event files."""
-    from ppo_jax.runtime import files as runs
+    from ppo_jax.runtime import files
 
     for c, point in enumerate(result.configurations):
         for s, seed in enumerate(result.seeds):
             run_dir = out / "runs" / run_dir_name(c, point) / f"seed{seed}"
             run_dir.mkdir(parents=True, exist_ok=True)
             metrics = {n: v[:, c, s, None] for n, v in result.metrics.items()}
-            runs.write_metrics_csv(run_dir / "metrics.csv", metrics, [seed])
+            files.write_metrics_csv(run_dir / "metrics.csv", metrics, [seed])
             if tensorboard:
                 write_tensorboard(
                     run_dir, metrics, {**{n: float(getattr(result.config, n)) for n in TRACED_FIELDS}, **point}
@@ -230,14 +231,26 @@ def _check_tensorboard() -> None:
         )
 
 
+# What a sweep writes into its folder.
+SWEEP_FILES = ("sweep.json", "runs", "curves.png")
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    if args.tensorboard:
+        _check_tensorboard()
+    if not 0.0 < args.confidence < 1.0:
+        raise ConfigError("confidence", f"must be in (0, 1), got {args.confidence}")
+    if args.bootstrap_reps < 1:
+        raise ConfigError("bootstrap_reps", f"must be a positive integer, got {args.bootstrap_reps}")
+
+
 def run_sweep_command(args: argparse.Namespace) -> int:
     """`ppo-jax sweep`: validate everything, compile once, train, then write the sweep folder."""
     import jax
 
     t_start = time.perf_counter()
     start_distributed(args)  # before any computation (importing gymnax runs one); bad flags are refused first
-    from ppo_jax.runtime import files as runs
-    from ppo_jax.runtime import plots
+    from ppo_jax.runtime import files
     from ppo_jax.runtime.distributed import topology
     from ppo_jax.runtime.sweeps import make_configurations, parse_grid, parse_random, plan_sweep, run_sweep
 
@@ -246,18 +259,14 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     grid, dists = parse_grid(args.grid), parse_random(args.random)
     sample_seed = config.seed if args.sample_seed is None else args.sample_seed
     configurations = make_configurations(grid, dists, args.samples, sample_seed)
-    if args.tensorboard:
-        _check_tensorboard()
-    if not 0.0 < args.confidence < 1.0:
-        raise ConfigError("confidence", f"must be in (0, 1), got {args.confidence}")
-    if args.bootstrap_reps < 1:
-        raise ConfigError("bootstrap_reps", f"must be a positive integer, got {args.bootstrap_reps}")
+    _check_flags(args)
     plan = plan_sweep(config, configurations, args.seeds, args.max_parallel)  # all checks, no compile
     where = topology()
     if not writer:  # the same program on every process: a silent callback where process 0 has one
         run_sweep(plan, None if args.quiet else (lambda progress: None), args.confidence, args.bootstrap_reps)
         return 0
-    out = runs.prepare_dir(args.out or runs.default_run_dir(config.env, root="sweeps"))
+    files.claim_folder(args.out, SWEEP_FILES, "a sweep", args.overwrite)
+    out = files.prepare_dir(args.out or files.default_run_dir(config.env, root="sweeps"))
     batches = f"{plan.num_batches} batches of {plan.max_parallel}" if plan.num_batches > 1 else "one batch"
     print(
         f"sweeping {config.env}: {len(plan.configurations)} configurations x {len(plan.seeds)} seeds = "
@@ -270,6 +279,14 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         f"compiled {result.compiles} program{'s' if result.compiles != 1 else ''} in {result.compile_seconds:.1f} s | "
         f"ran {plan.num_runs} runs in {result.run_seconds:.1f} s | {result.env_steps_per_second:,.0f} env-steps/s"
     )
+    search = _search(args, grid, dists, sample_seed)
+    _write_sweep(out, result, search, args, {"command_started": t_start, **where})
+    return 0
+
+
+def _write_sweep(out: Path, result, search: dict, args: argparse.Namespace, where: dict) -> None:
+    """The sweep folder: per-run files, plots, sweep.json; then the table and the folder's name."""
+    from ppo_jax.runtime import files, plots
 
     t0 = time.perf_counter()
     write_run_files(out, result, args.tensorboard)
@@ -277,20 +294,20 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     for name in result.names:
         plots.plot_sensitivity(out / f"sensitivity_{name}.png", result, name)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    started = where.pop("command_started")
     extra = {
         "bootstrap_reps": args.bootstrap_reps,
         "peak_rss_bytes": peak_rss,
         "write_seconds": time.perf_counter() - t0,
-        "command_wall_seconds": time.perf_counter() - t_start,
+        "command_wall_seconds": time.perf_counter() - started,
         **where,
     }
-    runs.write_json(out / "sweep.json", sweep_record(result, _search(args, grid, dists, sample_seed), extra))
+    files.write_json(out / "sweep.json", sweep_record(result, search, extra))
     print(format_table(result))
     bad = [s for s in result.summaries if s.nonfinite]
     if bad:
         print(f"warning: {sum(s.nonfinite for s in bad)} run(s) in {len(bad)} configuration(s) produced NaN/Inf")
     print(f"peak memory (RSS) {peak_rss / 2**20:,.0f} MiB\nsweep folder: {out}")
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

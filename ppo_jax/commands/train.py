@@ -29,7 +29,15 @@ def add_train_parser(sub) -> argparse.ArgumentParser:
         "--checkpoint-every", type=int, default=None, metavar="N", help="save a checkpoint every N updates"
     )
     train.add_argument("--keep", type=int, default=None, metavar="K", help="keep only the newest K checkpoints")
-    train.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
+    train.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR exactly (from update 0 if it stopped before its first checkpoint)",
+    )
+    train.add_argument(
+        "--overwrite", action="store_true", help="replace the run files in --out (an earlier run there is deleted)"
+    )
     train.add_argument(
         "--shard-envs",
         action="store_true",
@@ -54,6 +62,7 @@ def _refuse_flags_with_resume(args: argparse.Namespace) -> None:
     given += ["--seeds"] if args.seeds != 1 else []
     given += ["--out"] if args.out is not None else []
     given += ["--shard-envs"] if args.shard_envs else []
+    given += ["--overwrite"] if args.overwrite else []
     if given:
         raise ConfigError("resume", f"a resumed run keeps its config, seeds and folder; remove {', '.join(given)}")
 
@@ -112,6 +121,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         keep=args.keep,
         resume=args.resume,
+        overwrite=args.overwrite,
         shard_envs=args.shard_envs,
         callback=progress,
     )

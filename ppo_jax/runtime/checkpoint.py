@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from ppo_jax.config import TRACED_FIELDS, CheckpointError, Hyperparams, PPOConfig
+from ppo_jax.config import TRACED_FIELDS, CheckpointError, ConfigError, Hyperparams, PPOConfig
 from ppo_jax.engine.train import TrainContext, TrainState, broadcast_hparams, init_state, make_context
 
 # 2: the env carry holds the policy's recurrent state and episode-start flags (ppo_jax 0.2)
@@ -37,7 +37,9 @@ class Checkpoint(NamedTuple):
 def _ocp():
     import orbax.checkpoint as ocp
 
-    logging.getLogger("absl").setLevel(logging.ERROR)
+    # orbax logs every unreadable file through absl before raising; the exception carries the
+    # problem, which CheckpointError reports with the checkpoint's path and what to do
+    logging.getLogger("absl").setLevel(logging.CRITICAL)
     return ocp
 
 
@@ -96,6 +98,35 @@ def _meta(ctx: TrainContext, seeds, update: int, metric_names, extra: dict[str, 
     }
 
 
+# Result files of the other commands: a folder holding one of them is not a training run.
+OTHER_RUN_KINDS = {
+    "sweep.json": "a sweep (ppo-jax sweep)",
+    "compare.json": "an objective comparison (ppo-jax compare)",
+    "rlhf.json": "an RLHF run (ppo-jax rlhf)",
+}
+
+
+def open_run(run_dir: str | os.PathLike) -> RunCheckpoints:
+    """The checkpoints of a `ppo-jax train` run folder, for reading; `ConfigError` naming what the
+    path is instead (missing, a file, another command's folder, a run with no checkpoint yet)."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise ConfigError("run_dir", f"run folder {run_dir} does not exist")
+    if not run_dir.is_dir():
+        raise ConfigError("run_dir", f"{run_dir} is a file; give the run folder that ppo-jax train wrote")
+    if not (run_dir / CHECKPOINT_DIR).is_dir() or not any((run_dir / CHECKPOINT_DIR).iterdir()):
+        other = next((kind for name, kind in OTHER_RUN_KINDS.items() if (run_dir / name).exists()), None)
+        if other:
+            raise ConfigError("run_dir", f"{run_dir} holds {other}, not a training run folder of ppo-jax train")
+        if (run_dir / "config.json").exists():
+            raise CheckpointError(
+                f"{run_dir} has no checkpoint yet (its run stopped before the first one); "
+                f"continue it with: ppo-jax train --resume {run_dir}"
+            )
+        raise CheckpointError(f"no checkpoint found in {run_dir / CHECKPOINT_DIR}: {run_dir} holds no ppo_jax run")
+    return RunCheckpoints(run_dir, create=False)
+
+
 class RunCheckpoints:
     """The checkpoints of one run folder (`<run>/checkpoints/<update>`), keeping the newest `keep`."""
 
@@ -132,7 +163,9 @@ class RunCheckpoints:
         try:
             meta = self.manager.restore(update, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
         except Exception as err:  # orbax raises many types for unreadable files
-            raise CheckpointError(f"checkpoint {self.directory / str(update)} is unreadable: {err}") from err
+            raise CheckpointError(
+                f"checkpoint {self.directory / str(update)} is unreadable ({_first_line(err)}){self._older(update)}"
+            ) from err
         if not isinstance(meta, dict) or not isinstance(meta.get("format_version"), int):
             raise CheckpointError(f"checkpoint {self.directory / str(update)} has an unknown format")
         if meta["format_version"] != FORMAT_VERSION:
@@ -163,18 +196,31 @@ class RunCheckpoints:
         try:
             restored = self.manager.restore(update, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
         except Exception as err:
-            older = sorted(s for s in self.manager.all_steps(read=True) if s < update)
-            hint = f"; older checkpoints {older} are kept: move this one away to use them" if older else ""
             raise CheckpointError(
-                f"checkpoint {self.directory / str(update)} is corrupted or incomplete ({_first_line(err)}){hint}"
+                f"checkpoint {self.directory / str(update)} is corrupted or incomplete ({_first_line(err)})"
+                f"{self._older(update)}"
             ) from err
         item = restored.state
         hparams = _with_defaults(item.hparams, broadcast_hparams(ctx.config.hyperparams(), len(meta["seeds"])))
         item = Checkpoint(_from_saveable(TrainState(*item.state)), hparams, dict(item.metrics))
         return item, meta
 
+    def _older(self, update: int) -> str:
+        """What to do about a damaged checkpoint: the older ones to fall back on, if any."""
+        older = sorted(s for s in self.manager.all_steps(read=True) if s < update)
+        if older:
+            return f"; older checkpoints {older} are kept: move this one out of {self.directory} to use them"
+        return "; no older checkpoint is kept"
+
     def close(self) -> None:
         self.manager.close()
+
+    def __enter__(self) -> RunCheckpoints:
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.close()
+        return False
 
 
 def _first_line(err: Exception, limit: int = 200) -> str:

@@ -10,7 +10,7 @@ the files a run leaves (`config.json`, `metrics.csv`, `summary.json`, `curve.png
 
 from __future__ import annotations
 
-import json
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -23,15 +23,15 @@ import numpy as np
 from ppo_jax.config import PPOConfig, resolve_seeds
 from ppo_jax.engine.evaluate import Acting
 from ppo_jax.engine.train import TrainContext, describe_nonfinite, make_context
-from ppo_jax.errors import ConfigError, NonFiniteError, RunStopped
+from ppo_jax.errors import CheckpointError, ConfigError, NonFiniteError, RunFileError, RunStopped
 from ppo_jax.runtime import files, plots
 from ppo_jax.runtime.checkpoint import CHECKPOINT_DIR, RunCheckpoints, config_from_meta
 from ppo_jax.runtime.policy_file import export_policy
 from ppo_jax.runtime.runners import RUNNERS, EnvShardedRun, SeedRuns
 from ppo_jax.runtime.signals import Notify, StopRequest, _silent
 
-# What a training run writes into its folder; any of them means the folder holds a run.
-RUN_FILES = ("config.json", "summary.json", "metrics.csv", CHECKPOINT_DIR)
+# Files whose presence means a folder holds a run.
+RUN_MARKERS = ("config.json", "summary.json", "metrics.csv", CHECKPOINT_DIR)
 
 
 class RunPlan(NamedTuple):
@@ -61,15 +61,16 @@ def refuse_used_run_dir(out: str | Path | None) -> None:
     mixed with the new ones. Raises `ConfigError` naming what was found."""
     if out is None:
         return
-    found = [name for name in RUN_FILES if (Path(out) / name).exists()]
+    found = [name for name in RUN_MARKERS if (Path(out) / name).exists()]
     if found:
         raise ConfigError(
             "out",
-            f"{out} already holds a run ({', '.join(found)}); continue it with --resume {out}, or choose another --out",
+            f"{out} already holds a run ({', '.join(found)}); continue it with --resume {out}, replace it with "
+            "--overwrite, or choose another --out",
         )
 
 
-def _context(config: PPOConfig, callback, callback_every, env, env_params, network) -> TrainContext:
+def _context(config: PPOConfig, *, callback, callback_every, env, env_params, network) -> TrainContext:
     every = callback_every or max(1, config.num_updates // 50)
     return make_context(config, env, env_params, callback, every, network)
 
@@ -82,6 +83,7 @@ def plan_run(
     checkpoint_every: int | None = None,
     keep: int | None = None,
     resume: str | Path | None = None,
+    overwrite: bool = False,
     shard_envs: bool = False,
     callback: Callable | None = None,
     callback_every: int | None = None,
@@ -89,53 +91,61 @@ def plan_run(
     env_params: Any = None,
     network: Any = None,
 ) -> RunPlan:
-    """Check a run request and resolve its environment and policy; raises `ConfigError` or
-    `CheckpointError` naming the problem before anything is compiled or written."""
+    """Check a run request and resolve its environment and policy; raises `ConfigError`,
+    `CheckpointError` or `RunFileError` naming the problem before anything is compiled or written."""
     for name, value in (("checkpoint_every", checkpoint_every), ("keep", keep)):
         _positive(name, value)
+    make_ctx = functools.partial(
+        _context, callback=callback, callback_every=callback_every, env=env, env_params=env_params, network=network
+    )
     if resume is not None:
-        return _plan_resume(
-            Path(resume), config, out, seeds, shard_envs, checkpoint_every, keep, callback, callback_every
-        )
+        given = {"config": config, "out": out, "shard_envs": shard_envs, "seeds": seeds != 1, "overwrite": overwrite}
+        named = [name for name, value in given.items() if value is not None and value is not False]
+        if named:
+            raise ConfigError(
+                "resume", f"a resumed run keeps its config, seeds, layout and folder; remove {', '.join(named)}"
+            )
+        return _plan_resume(Path(resume), make_ctx, checkpoint_every, keep)
     if config is None:
         raise ConfigError("config", "give a PPOConfig, or resume= a run folder")
     seed_list = list(resolve_seeds(config, seeds))
     if shard_envs and len(seed_list) != 1:
         raise ConfigError("seeds", "--shard-envs trains one run (its envs split over the devices); remove --seeds")
-    ctx = _context(config, callback, callback_every, env, env_params, network)
-    runner = (EnvShardedRun if shard_envs else SeedRuns)(ctx, seed_list)
+    runner = (EnvShardedRun if shard_envs else SeedRuns)(make_ctx(config), seed_list)
+    if overwrite and out is not None:
+        files.remove_run_files(Path(out))
     refuse_used_run_dir(out)
     folder = files.prepare_dir(out or files.default_run_dir(config.env))  # created once the env is known
     return RunPlan(config, seed_list, folder, runner, False, 0, checkpoint_every, keep)
 
 
-def _plan_resume(
-    run_dir: Path, config, out, seeds, shard_envs, checkpoint_every, keep, callback, callback_every, custom
-):
-    """The plan of a resumed run: config, seeds and layout from its newest checkpoint; `custom`
-    (env, env_params, network) must be given again for a run trained with them."""
-    given = [name for name, value in (("config", config), ("out", out), ("shard_envs", shard_envs)) if value]
-    given += ["seeds"] if seeds != 1 else []
-    if given:
-        raise ConfigError(
-            "resume", f"a resumed run keeps its config, seeds, layout and folder; remove {', '.join(given)}"
-        )
+def _plan_resume(run_dir: Path, make_ctx: Callable, checkpoint_every: int | None, keep: int | None) -> RunPlan:
+    """The plan of a resumed run: config, seeds and layout from its newest checkpoint, or, for a
+    run stopped before its first checkpoint, from its `config.json` (starting at update 0)."""
     if not run_dir.is_dir():
         raise ConfigError("resume", f"run folder {run_dir} does not exist")
-    meta = RunCheckpoints(run_dir, create=False).read_meta()
+    store = RunCheckpoints(run_dir, create=False) if (run_dir / CHECKPOINT_DIR).is_dir() else None
+    if store is None or store.latest_update() is None:
+        return _plan_restart(run_dir, make_ctx, checkpoint_every, keep)
+    meta = store.read_meta()
     config = config_from_meta(meta)
-    ctx = _context(config, callback, callback_every, *custom)
-    runner = RUNNERS[meta.get("layout", "seeds")](ctx, list(meta["seeds"]))
-    return RunPlan(
-        config,
-        list(meta["seeds"]),
-        files.prepare_dir(run_dir),
-        runner,
-        True,
-        int(meta["update"]),
-        checkpoint_every,
-        keep,
-    )
+    seeds = list(meta["seeds"])
+    runner = RUNNERS[meta.get("layout", "seeds")](make_ctx(config), seeds)
+    folder = files.prepare_dir(run_dir)
+    return RunPlan(config, seeds, folder, runner, True, int(meta["update"]), checkpoint_every, keep)
+
+
+def _plan_restart(run_dir: Path, make_ctx: Callable, checkpoint_every: int | None, keep: int | None) -> RunPlan:
+    """A run folder without a checkpoint (its run failed or was aborted before the first one):
+    the same run again from update 0, with the config and seeds of its `config.json`."""
+    path = run_dir / "config.json"
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint found in {run_dir / CHECKPOINT_DIR} , no config.json: nothing to resume")
+    record = files.read_json(path, "the run's config")
+    config, seeds, shard_envs = files.config_record(record, path)
+    runner = (EnvShardedRun if shard_envs else SeedRuns)(make_ctx(config), seeds)
+    files.remove_run_files(run_dir, keep=("config.json",))
+    return RunPlan(config, seeds, files.prepare_dir(run_dir), runner, False, 0, checkpoint_every, keep)
 
 
 class _Chunks:
@@ -170,7 +180,8 @@ def _check_finite(metrics: dict, done: int, seeds: list[int], store: RunCheckpoi
         last = store.latest_update()
         keep = f"the last good checkpoint (update {last}) is kept" if last else "no checkpoint was written"
         raise NonFiniteError(
-            f"non-finite {describe_nonfinite(int(codes[u, s]))} at update {done + u + 1} (seed {seeds[s]}); {keep}"
+            f"non-finite {describe_nonfinite(int(codes[u, s]))} at update {done + u + 1} (seed {seeds[s]}); {keep}; "
+            "a lower --lr or --max-grad-norm usually helps (train again into the same folder with --overwrite)"
         )
 
 
@@ -194,7 +205,10 @@ def _start(plan: RunPlan, store: RunCheckpoints, chunks: _Chunks, hparams, notif
     record = {**plan.config.to_dict(), "seeds": plan.seeds, "shard_envs": plan.runner.layout == "shard_envs"}
     files.write_json(plan.out / "config.json", record)
     state = plan.runner.init(hparams)
-    steps = f"{plan.config.env_steps:,} steps"
+    cfg = plan.config
+    steps = f"{cfg.env_steps:,} steps"
+    if cfg.env_steps != cfg.total_timesteps:
+        steps += f" (total_timesteps {cfg.total_timesteps:,} rounded down to whole batches of {cfg.batch_size:,})"
     notify("start", f"training {plan.config.env}: {len(plan.seeds)} seed(s) x {steps} -> {plan.out}")
     return state
 
@@ -288,8 +302,13 @@ def execute(plan: RunPlan, notify: Notify | None = None, handle_signals: bool = 
     total = plan.config.num_updates
     summary_path = plan.out / "summary.json"
     if plan.resume and plan.saved_update >= total and summary_path.exists():
-        notify("finished", f"{plan.out} has finished all {total} updates; no updates were left to run")
-        return json.loads(summary_path.read_text())
+        try:
+            summary = files.read_json(summary_path, "the run's summary")
+        except RunFileError as err:  # the final checkpoint still holds everything: write the files again
+            notify("repair", f"{err}; writing the run's files again from its final checkpoint")
+        else:
+            notify("finished", f"{plan.out} has finished all {total} updates; no updates were left to run")
+            return summary
     boundary = (plan.checkpoint_every or total) < total - plan.saved_update
     # from here on, SIGINT or SIGTERM (also while compiling) asks for a stop at the next boundary
     with StopRequest(boundary, notify, handle_signals) as stop:

@@ -11,12 +11,15 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
+
+from ppo_jax.errors import ConfigError, RunFileError
 
 
 def default_run_dir(env: str, root: str | os.PathLike = "runs") -> Path:
@@ -40,6 +43,76 @@ def prepare_dir(path: str | os.PathLike) -> Path:
     except OSError as err:
         raise OSError(f"output folder {path} is not writable: {err.strerror or err}") from err
     return path
+
+
+# What a training run writes into its folder (the first four mark a folder as holding a run).
+RUN_FILES = ("config.json", "summary.json", "metrics.csv", "checkpoints", "curve.png", "eval.json")
+
+
+def remove_run_files(folder: Path, keep: Sequence[str] = ()) -> None:
+    """Delete what a training run wrote into `folder` (files of `RUN_FILES`, exported policies),
+    except the names in `keep`; other files are left alone."""
+    if not folder.is_dir():
+        return
+    names = [name for name in RUN_FILES if name not in keep]
+    targets = [folder / name for name in names] + sorted(folder.glob("policy-seed*.npz"))
+    for target in targets:
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
+def claim_folder(out: str | os.PathLike | None, markers: Sequence[str], kind: str, overwrite: bool) -> None:
+    """Refuse an output folder that already holds `kind` (any of `markers` exists) unless
+    `overwrite`, in which case those entries are deleted. `ConfigError` naming the flag."""
+    if out is None:
+        return
+    folder = Path(out)
+    found = [name for name in markers if (folder / name).exists()]
+    if found and not overwrite:
+        raise ConfigError(
+            "out",
+            f"{folder} already holds {kind} ({', '.join(found)}); replace it with --overwrite, or choose another --out",
+        )
+    for name in found:
+        target = folder / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+
+
+def read_json(path: Path, what: str) -> Any:
+    """The JSON in `path`; `RunFileError` naming the file when it is missing, unreadable, empty,
+    truncated or not JSON (`what` says what the file should hold)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise RunFileError(path, f"missing ({what})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise RunFileError(path, f"unreadable ({what}): {err}") from None
+    if not text.strip():
+        raise RunFileError(path, f"empty; it should hold {what}")
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        raise RunFileError(path, f"not valid JSON ({err.msg} at line {err.lineno}); it should hold {what}") from None
+
+
+def config_record(record: Any, path: Path):
+    """(PPOConfig, seeds, shard_envs) from a run's `config.json` record; `RunFileError` naming the
+    file when it is not one (wrong type, missing or invalid fields)."""
+    from ppo_jax.config import FIELDS, PPOConfig
+
+    if not isinstance(record, dict) or not isinstance(record.get("seeds"), list) or "env" not in record:
+        raise RunFileError(path, "is not a ppo_jax run config (a JSON object with env, seeds and the PPOConfig fields)")
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in record.items() if k in FIELDS}
+    try:
+        config = PPOConfig(**fields)
+    except (ConfigError, TypeError) as err:
+        raise RunFileError(path, f"holds an invalid config ({err})") from None
+    seeds = record["seeds"]
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise RunFileError(path, f"holds invalid seeds {seeds!r}")
+    return config, seeds, bool(record.get("shard_envs", False))
 
 
 def params_sha256(params: Any) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -18,6 +19,7 @@ from flax import traverse_util
 
 from ppo_jax.engine.evaluate import Acting, policy_action
 from ppo_jax.envs import EnvSpec, RunningStats, action_distribution
+from ppo_jax.errors import RunFileError
 from ppo_jax.policies import is_recurrent, policy_from_description
 
 POLICY_FORMAT = 2  # 1: an mlp policy described by top-level fields (still readable)
@@ -90,21 +92,42 @@ def _description(meta: dict[str, Any]) -> dict[str, Any]:
     return meta["policy"]
 
 
+def _read_policy_file(path: Path):
+    """(meta, flat params, obs stats) of a policy file; `RunFileError` naming the file when it is
+    missing, not an .npz archive, holds pickled objects, or lacks the policy's layout."""
+    not_policy = "is not a ppo_jax policy file (written by ppo-jax train as policy-seed<S>.npz)"
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "meta_json" not in data.files or not any(k.startswith("params/") for k in data.files):
+                raise RunFileError(path, f"{not_policy}: no meta_json and params/ arrays")
+            meta = json.loads(bytes(data["meta_json"]).decode())
+            flat = {k[len("params/") :]: jnp.asarray(data[k]) for k in data.files if k.startswith("params/")}
+            stats = None
+            if "obs_mean" in data.files:
+                stats = RunningStats(jnp.asarray(data["obs_mean"]), jnp.asarray(data["obs_var"]), jnp.float32(1))
+    except FileNotFoundError:
+        raise RunFileError(path, "missing") from None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as err:
+        raise RunFileError(path, f"{not_policy} ({type(err).__name__}: {err})"[:300]) from None
+    if not isinstance(meta, dict) or meta.get("format") not in (1, POLICY_FORMAT):
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise RunFileError(path, f"unknown policy format {found!r}; this ppo_jax reads formats 1 and {POLICY_FORMAT}")
+    return meta, flat, stats
+
+
 def load_policy(path: str | os.PathLike) -> Policy:
-    """Read an `export_policy` file. Only arrays and JSON are read: no code is executed."""
-    with np.load(Path(path), allow_pickle=False) as data:
-        meta = json.loads(bytes(data["meta_json"]).decode())
-        if meta.get("format") not in (1, POLICY_FORMAT):
-            raise ValueError(f"{path}: unknown policy format {meta.get('format')!r}")
-        flat = {k[len("params/") :]: jnp.asarray(data[k]) for k in data.files if k.startswith("params/")}
-        stats = None
-        if "obs_mean" in data.files:
-            stats = RunningStats(jnp.asarray(data["obs_mean"]), jnp.asarray(data["obs_var"]), jnp.float32(1))
+    """Read an `export_policy` file. Only arrays and JSON are read: no code is executed. Raises
+    `RunFileError` naming the file when it is not a policy file of a known format."""
+    path = Path(path)
+    meta, flat, stats = _read_policy_file(path)
     params = traverse_util.unflatten_dict(flat, sep="/")
-    low = None if meta["action_low"] is None else tuple(meta["action_low"])
-    high = None if meta["action_high"] is None else tuple(meta["action_high"])
-    spec = EnvSpec(
-        tuple(meta["obs_shape"]), meta["discrete"], meta["action_dim"], tuple(meta["action_shape"]), low, high
-    )
-    acting = Acting(policy_from_description(_description(meta)), action_distribution(spec), spec)
+    try:
+        low = None if meta["action_low"] is None else tuple(meta["action_low"])
+        high = None if meta["action_high"] is None else tuple(meta["action_high"])
+        spec = EnvSpec(
+            tuple(meta["obs_shape"]), meta["discrete"], meta["action_dim"], tuple(meta["action_shape"]), low, high
+        )
+        acting = Acting(policy_from_description(_description(meta)), action_distribution(spec), spec)
+    except (KeyError, TypeError, ValueError) as err:
+        raise RunFileError(path, f"policy description is incomplete or invalid ({err!r})") from None
     return Policy(acting, params, stats, meta["env"])
