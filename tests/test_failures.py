@@ -164,3 +164,34 @@ def test_load_policy_names_a_file_that_is_not_a_policy(tmp_path, content, proble
     with pytest.raises(ppo_jax.RunFileError) as err:
         ppo_jax.load_policy(path)
     assert str(path) in str(err.value) and problem in str(err.value)
+
+
+def test_a_writer_killed_in_the_middle_of_a_checkpoint_leaves_the_previous_one_usable(tmp_path):
+    """SIGKILL while orbax writes a checkpoint (its temporary folder exists): the folder is not
+    taken for a checkpoint, the newest complete one is evaluated and the run resumes from it."""
+    import signal
+    import time
+
+    for attempt in range(5):
+        out = tmp_path / f"killed{attempt}"
+        argv = [*TINY, "--total-timesteps", str(32 * 400), "--checkpoint-every", "1", "--out", out, "--quiet"]
+        env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+        proc = subprocess.Popen([sys.executable, "-m", "ppo_jax.commands.main", "train", *map(str, argv)], env=env)
+        deadline, caught = time.monotonic() + 240, False
+        while proc.poll() is None and time.monotonic() < deadline:
+            ckpts = out / "checkpoints"
+            names = [p.name for p in ckpts.iterdir()] if ckpts.is_dir() else []
+            if sum(n.isdigit() for n in names) >= 2 and any("tmp" in n for n in names):
+                proc.send_signal(signal.SIGKILL)
+                caught = True
+                break
+            time.sleep(0.001)
+        proc.wait()
+        if caught:
+            break
+    assert caught, "no checkpoint was caught half-written"
+    rc, out_text, err = ppo_jax_cli("eval", out, "--episodes", "2")
+    assert rc == 0, err
+    rc, _, err = ppo_jax_cli("train", "--resume", out, "--quiet")
+    assert rc == 0, err
+    assert json.loads((out / "summary.json").read_text())["num_updates"] == 400

@@ -247,7 +247,8 @@ def summarize(plan: RunPlan, state, metrics: dict, timing: dict, steps_run: int)
     return {
         "env": plan.config.env,
         "seeds": plan.seeds,
-        "total_timesteps": plan.config.env_steps,
+        "total_timesteps": plan.config.env_steps,  # steps run per seed: whole batches
+        "total_timesteps_requested": plan.config.total_timesteps,
         "num_updates": plan.config.num_updates,
         "final_return_mean": stat(np.mean),
         "final_return_std": stat(np.std),
