@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
@@ -96,8 +95,9 @@ class PPOConfig:
         return self.num_updates * self.batch_size
 
     def hyperparams(self) -> Hyperparams:
-        """The traced fields as a `Hyperparams` pytree of float32 scalars."""
-        return Hyperparams(**{n: jnp.float32(getattr(self, n)) for n in TRACED_FIELDS})
+        """The traced fields as a `Hyperparams` pytree of float32 scalars (NumPy: building it runs
+        no JAX computation; jit takes them as arguments)."""
+        return Hyperparams(**{n: np.float32(getattr(self, n)) for n in TRACED_FIELDS})
 
     def replace(self, **changes: Any) -> PPOConfig:
         """A new, validated config with `changes` applied."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +14,9 @@ from gymnax.environments import environment, spaces
 
 # Implicit rank promotion ([N, 1] op [N] -> [N, N]) is a classic silent bug in RL code: make it an error.
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# Commands keep compiled programs in $XDG_CACHE_HOME/ppo_jax: the tests use a folder of their own.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="ppo_jax-test-cache-")
 
 BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 

@@ -104,6 +104,23 @@ def start_distributed(args: argparse.Namespace) -> None:
     initialize(processes, args.distributed_timeout)
 
 
+def add_cache_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="compile everything afresh (default: compiled programs are kept in $XDG_CACHE_HOME/ppo_jax or "
+        "~/.cache/ppo_jax and reused by later runs of the same shapes)",
+    )
+
+
+def use_compile_cache(args: argparse.Namespace) -> None:
+    """Turn JAX's persistent compilation cache on unless --no-compile-cache (before any compile)."""
+    if not getattr(args, "no_compile_cache", False):
+        from ppo_jax.runtime import compile_cache
+
+        compile_cache.enable()
+
+
 class StderrFilter:
     """sys.stderr without one useless message: when orbax gives up reading a damaged checkpoint,
     tensorstore's reader threads still call back into the event loop orbax has closed, and Python

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from ppo_jax.commands.common import add_config_flags, config_from_args
+from ppo_jax.commands.common import add_cache_flag, add_config_flags, config_from_args, use_compile_cache
 from ppo_jax.config import OBJECTIVE_NAMES, resolve_seeds
 from ppo_jax.errors import ConfigError
 
@@ -23,6 +23,7 @@ def add_compare_parser(sub) -> argparse.ArgumentParser:
     cmp.add_argument("--objectives", default=",".join(OBJECTIVE_NAMES), help="comma-separated objectives")
     cmp.add_argument("--out", default=None, help="output folder (default: runs/compare-<env>-<timestamp>)")
     cmp.add_argument("--overwrite", action="store_true", help="replace the comparison files in --out")
+    add_cache_flag(cmp)
     cmp.set_defaults(func=cmd_compare)
     return cmp
 
@@ -31,6 +32,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from ppo_jax.runtime import files, plots
     from ppo_jax.runtime.compare import compare
 
+    use_compile_cache(args)
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
     unknown = [o for o in objectives if o not in OBJECTIVE_NAMES]
     if unknown or not objectives:

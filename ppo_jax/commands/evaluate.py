@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ppo_jax.commands.common import add_cache_flag, use_compile_cache
 from ppo_jax.errors import ConfigError
 
 
@@ -19,6 +20,7 @@ def add_eval_parser(sub) -> argparse.ArgumentParser:
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode action")
     ev.add_argument("--seed", type=int, default=0, help="evaluation seed (default: 0)")
     ev.add_argument("--render", default=None, metavar="OUT.gif", help="also write one episode as an animation")
+    add_cache_flag(ev)
     ev.set_defaults(func=cmd_eval)
     return ev
 
@@ -52,6 +54,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ppo_jax.runtime import files
     from ppo_jax.runtime.checkpoint import config_from_meta, open_run
 
+    use_compile_cache(args)
     if args.episodes < 1:
         raise ConfigError("episodes", f"must be a positive integer, got {args.episodes}")
     run_dir = Path(args.run_dir)

@@ -19,11 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from ppo_jax.commands.common import (
+    add_cache_flag,
     add_config_flags,
     add_distributed_flags,
     config_from_args,
     run_command,
     start_distributed,
+    use_compile_cache,
 )
 from ppo_jax.commands.progress import SweepProgressBar
 from ppo_jax.config import TRACED_FIELDS, ConfigError
@@ -82,6 +84,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--bootstrap-reps", type=int, default=10_000, help="bootstrap replicates (default: 10000)")
     group.add_argument("--quiet", action="store_true", help="no live progress line")
     add_distributed_flags(parser)
+    add_cache_flag(parser)
     add_config_flags(parser)
     parser.set_defaults(func=run_sweep_command)
 
@@ -250,6 +253,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
     t_start = time.perf_counter()
     start_distributed(args)  # before any computation (importing gymnax runs one); bad flags are refused first
+    use_compile_cache(args)
     from ppo_jax.runtime import files
     from ppo_jax.runtime.distributed import topology
     from ppo_jax.runtime.sweeps import make_configurations, parse_grid, parse_random, plan_sweep, run_sweep

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ppo_jax.commands.common import add_config_flags, config_from_args, flag
+from ppo_jax.commands.common import add_cache_flag, add_config_flags, config_from_args, flag, use_compile_cache
 from ppo_jax.config import FIELDS
 from ppo_jax.errors import ConfigError
 
@@ -43,6 +43,7 @@ def add_train_parser(sub) -> argparse.ArgumentParser:
         action="store_true",
         help="one run with its num_envs environments split over all devices, gradients averaged",
     )
+    add_cache_flag(train)
     train.set_defaults(func=cmd_train)
     return train
 
@@ -108,6 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ppo_jax.commands.progress import TrainProgress
     from ppo_jax.runtime.driver import execute, plan_run
 
+    use_compile_cache(args)
     progress = None if args.quiet else TrainProgress()
     if args.resume:
         _refuse_flags_with_resume(args)

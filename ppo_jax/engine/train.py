@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from ppo_jax.config import ConfigError, Hyperparams, PPOConfig
@@ -209,8 +210,15 @@ def report_progress(ctx: TrainContext, update: jax.Array, metrics: dict) -> None
 
 
 def broadcast_hparams(hparams: Hyperparams, num_runs: int) -> Hyperparams:
-    """Give every leaf a leading run axis [num_runs] (leaves that already have one are kept)."""
-    return jax.tree.map(lambda x: jnp.broadcast_to(x, (num_runs,)) if jnp.ndim(x) == 0 else x, hparams)
+    """Give every leaf a leading run axis [num_runs] (leaves that already have one are kept);
+    NumPy leaves stay NumPy (no JAX computation outside a program)."""
+
+    def broadcast(x):
+        if jnp.ndim(x) != 0:
+            return x
+        return jnp.broadcast_to(x, (num_runs,)) if isinstance(x, jax.Array) else np.broadcast_to(x, (num_runs,))
+
+    return jax.tree.map(broadcast, hparams)
 
 
 def train(ctx: TrainContext, key: jax.Array, hparams: Hyperparams | None = None) -> TrainResult:

@@ -132,13 +132,23 @@ class RunCheckpoints:
 
     def __init__(self, run_dir: str | os.PathLike, keep: int | None = None, create: bool = True):
         """`create=False` (reading only: eval, the resume set-up) leaves a folder without
-        checkpoints as it was and raises `CheckpointError`."""
-        ocp = _ocp()
+        checkpoints as it was and raises `CheckpointError`. Orbax is imported and its manager
+        made on first use (a run that saves only at its end imports it while it trains)."""
         self.directory = Path(run_dir).resolve() / CHECKPOINT_DIR
         if not create and not self.directory.is_dir():
             raise CheckpointError(f"no checkpoint found in {self.directory}")
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False, create=create)
-        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+        self.keep, self.create = keep, create
+        self._manager = None
+
+    @property
+    def manager(self):
+        if self._manager is None:
+            ocp = _ocp()
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=self.keep, enable_async_checkpointing=False, create=self.create
+            )
+            self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+        return self._manager
 
     def save(
         self, ctx: TrainContext, seeds, state: TrainState, hparams: Hyperparams, metrics: dict, extra_meta=None
@@ -213,7 +223,8 @@ class RunCheckpoints:
         return "; no older checkpoint is kept"
 
     def close(self) -> None:
-        self.manager.close()
+        if self._manager is not None:
+            self._manager.close()
 
     def __enter__(self) -> RunCheckpoints:
         return self

@@ -24,6 +24,11 @@ from ppo_jax.runtime.cpu import compiler_options
 from ppo_jax.runtime.distributed import check_divisible, put_runs, run_mesh
 
 
+def init_runs(ctx: TrainContext, seeds: jax.Array, hparams: Hyperparams) -> TrainState:
+    """`init_state` of every run from its seed [S] (keys made inside the program)."""
+    return jax.vmap(functools.partial(init_state, ctx))(jax.vmap(jax.random.key)(seeds), hparams)
+
+
 def _compile(fn, *args):
     return jax.jit(fn).lower(*args).compile(compiler_options=compiler_options())
 
@@ -48,10 +53,10 @@ class SeedRuns:
         return self.place(broadcast_hparams(config.hyperparams(), len(self.seeds)))
 
     def init(self, hparams: Hyperparams) -> TrainState:
-        keys = self.place(jax.vmap(jax.random.key)(np.asarray(self.seeds, np.uint32)))
+        seeds = self.place(np.asarray(self.seeds, np.uint32))
         # placed like a restored state: the program is compiled for these shardings and then fed its
         # own output, whose every leaf is split by seed
-        return self.place(jax.jit(jax.vmap(functools.partial(init_state, self.ctx)))(keys, hparams))
+        return self.place(jax.jit(functools.partial(init_runs, self.ctx))(seeds, hparams))
 
     def program(self, state: TrainState, hparams: Hyperparams, num_updates: int):
         """The compiled chunk: (state, hparams) -> (state, metrics [num_updates, S])."""
