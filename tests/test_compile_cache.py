@@ -42,7 +42,8 @@ def test_traced_hyperparameters_enter_the_program_as_arguments():
 def _train(cache: str, out: str, *flags: str) -> dict:
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XDG_CACHE_HOME": cache}
     argv = ["train", *[f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()], "--out", out, "--quiet", *flags]
-    proc = subprocess.run([sys.executable, "-m", "ppo_jax.commands.main", *argv], env=env, capture_output=True, text=True, timeout=300)
+    cmd = [sys.executable, "-m", "ppo_jax.commands.main", *argv]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     with open(os.path.join(out, "summary.json")) as f:
         return json.load(f)
@@ -55,7 +56,8 @@ def test_a_second_process_loads_the_programs_from_the_cache_and_trains_the_same(
     other_lr = _train(cache, str(tmp_path / "c"), "--lr", "1e-3")
     uncached = _train(cache, str(tmp_path / "d"), "--no-compile-cache")
     assert first["compile_cache_dir"] == os.path.join(cache, "ppo_jax")
-    assert (first["compile_cache_hit"], second["compile_cache_hit"], other_lr["compile_cache_hit"]) == (False, True, True)
+    hits = [run["compile_cache_hit"] for run in (first, second, other_lr)]
+    assert hits == [False, True, True]
     assert second["params_sha256"] == first["params_sha256"] == uncached["params_sha256"]
     assert other_lr["params_sha256"] != first["params_sha256"]
     assert uncached["compile_cache_dir"] is None and uncached["compile_cache_hit"] is False

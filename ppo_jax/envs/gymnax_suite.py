@@ -6,8 +6,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-import gymnax
-
+from ppo_jax.envs.deferred import gymnax  # first: gymnax without its renderers' imports
 from ppo_jax.envs.memory import REGISTERED
 from ppo_jax.errors import ConfigError
 
