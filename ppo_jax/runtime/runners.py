@@ -21,7 +21,7 @@ from ppo_jax.config import Hyperparams, PPOConfig
 from ppo_jax.engine.sharded import ENV_AXIS, make_env_sharding, place_env_sharded, run_env_sharded
 from ppo_jax.engine.train import TrainContext, TrainState, broadcast_hparams, init_state, run_updates
 from ppo_jax.runtime.cpu import compiler_options
-from ppo_jax.runtime.distributed import check_divisible, put_runs, run_mesh
+from ppo_jax.runtime.distributed import check_divisible, lowering_mesh, put_runs, run_mesh
 
 
 def init_runs(ctx: TrainContext, seeds: jax.Array, hparams: Hyperparams) -> TrainState:
@@ -60,7 +60,9 @@ class SeedRuns:
 
     def program(self, state: TrainState, hparams: Hyperparams, num_updates: int):
         """The compiled chunk: (state, hparams) -> (state, metrics [num_updates, S])."""
-        return _compile(functools.partial(run_updates, self.ctx, num_updates=num_updates, batched=True), state, hparams)
+        program = functools.partial(run_updates, self.ctx, num_updates=num_updates, batched=True)
+        with lowering_mesh(self.mesh):
+            return _compile(program, state, hparams)
 
     def saved(self, state: TrainState) -> TrainState:
         return state
