@@ -46,6 +46,7 @@ class RunPlan(NamedTuple):
     saved_update: int  # updates done by the checkpoint a resume starts from (0 for a fresh run)
     checkpoint_every: int | None
     keep: int | None
+    loggers: tuple = ()  # `runtime.loggers.RunLogger`s fed from the progress callback
 
     @property
     def ctx(self) -> TrainContext:
@@ -76,6 +77,21 @@ def _context(config: PPOConfig, *, callback, callback_every, env, env_params, ne
     return make_context(config, env, env_params, callback, every, network)
 
 
+def _with_loggers(callback: Callable | None, loggers: Sequence) -> Callable | None:
+    """The program's host callback: the caller's, then every logger's `log`."""
+    if not loggers:
+        return callback
+
+    def report(update, metrics):
+        if callback is not None:
+            callback(update, metrics)
+        count = int(np.max(np.asarray(update)))
+        for logger in loggers:
+            logger.log(count, metrics)
+
+    return report
+
+
 def plan_run(
     config: PPOConfig | None,
     *,
@@ -91,13 +107,20 @@ def plan_run(
     env: Any = None,
     env_params: Any = None,
     network: Any = None,
+    loggers: Sequence = (),
 ) -> RunPlan:
     """Check a run request and resolve its environment and policy; raises `ConfigError`,
     `CheckpointError` or `RunFileError` naming the problem before anything is compiled or written."""
     for name, value in (("checkpoint_every", checkpoint_every), ("keep", keep)):
         _positive(name, value)
+    loggers = tuple(loggers)
     make_ctx = functools.partial(
-        _context, callback=callback, callback_every=callback_every, env=env, env_params=env_params, network=network
+        _context,
+        callback=_with_loggers(callback, loggers),
+        callback_every=callback_every,
+        env=env,
+        env_params=env_params,
+        network=network,
     )
     if resume is not None:
         given = {"config": config, "out": out, "shard_envs": shard_envs, "seeds": seeds != 1, "overwrite": overwrite}
@@ -106,7 +129,7 @@ def plan_run(
             raise ConfigError(
                 "resume", f"a resumed run keeps its config, seeds, layout and folder; remove {', '.join(named)}"
             )
-        return _plan_resume(Path(resume), make_ctx, checkpoint_every, keep)
+        return _plan_resume(Path(resume), make_ctx, checkpoint_every, keep)._replace(loggers=loggers)
     if config is None:
         raise ConfigError("config", "give a PPOConfig, or resume= a run folder")
     seed_list = list(resolve_seeds(config, seeds))
@@ -117,7 +140,7 @@ def plan_run(
         files.remove_run_files(Path(out))
     refuse_used_run_dir(out)
     folder = files.prepare_dir(out or files.default_run_dir(config.env))  # created once the env is known
-    return RunPlan(config, seed_list, folder, runner, False, 0, checkpoint_every, keep)
+    return RunPlan(config, seed_list, folder, runner, False, 0, checkpoint_every, keep, loggers)
 
 
 def _plan_resume(run_dir: Path, make_ctx: Callable, checkpoint_every: int | None, keep: int | None) -> RunPlan:
@@ -343,17 +366,25 @@ def execute(plan: RunPlan, notify: Notify | None = None, handle_signals: bool = 
             notify("finished", f"{plan.out} has finished all {total} updates; no updates were left to run")
             return summary
     boundary = (plan.checkpoint_every or total) < total - plan.saved_update
-    # from here on, SIGINT or SIGTERM (also while compiling) asks for a stop at the next boundary
-    with StopRequest(boundary, notify, handle_signals) as stop:
-        store = RunCheckpoints(plan.out, keep=plan.keep)
-        try:
-            chunks = _Chunks()
-            hparams = plan.runner.hparams(plan.config)
-            state = _start(plan, store, chunks, hparams, notify)
-            state = _train_chunks(plan, store, chunks, stop, state, hparams)
-        finally:
-            store.close()
-    return _finish(plan, state, chunks)
+    summary = None
+    for logger in plan.loggers:
+        logger.open(plan.out, {**plan.config.to_dict(), "seeds": plan.seeds}, plan.seeds, plan.resume)
+    try:
+        # from here on, SIGINT or SIGTERM (also while compiling) asks for a stop at the next boundary
+        with StopRequest(boundary, notify, handle_signals) as stop:
+            store = RunCheckpoints(plan.out, keep=plan.keep)
+            try:
+                chunks = _Chunks()
+                hparams = plan.runner.hparams(plan.config)
+                state = _start(plan, store, chunks, hparams, notify)
+                state = _train_chunks(plan, store, chunks, stop, state, hparams)
+            finally:
+                store.close()
+        summary = _finish(plan, state, chunks)
+        return summary
+    finally:
+        for logger in plan.loggers:
+            logger.close(summary)
 
 
 def run(config: PPOConfig | None = None, **options: Any) -> dict[str, Any]:
@@ -364,7 +395,8 @@ def run(config: PPOConfig | None = None, **options: Any) -> dict[str, Any]:
     shard_envs (one run, envs over all devices), callback(update, metrics) and callback_every
     (progress from inside the program), notify(kind, message) (messages: start, resume, stop,
     abort, finished), handle_signals (SIGINT/SIGTERM stop at the next checkpoint; default True),
-    env / env_params / network (a custom env or policy family).
+    env / env_params / network (a custom env or policy family), loggers (`runtime.loggers`
+    TensorBoardLogger / WandbLogger, or your own with open/log/close; fed while the program runs).
 
     Raises `ConfigError` (bad input, before compiling), `CheckpointError`, `NonFiniteError`,
     `RunStopped` (stopped by a signal after saving a checkpoint) and `OSError`.
