@@ -288,6 +288,17 @@ ENV_DEFAULTS: dict[str, dict[str, Any]] = {
     "Freeway-MinAtar": dict(_MINATAR),
     "Seaquest-MinAtar": dict(_MINATAR),
     "SpaceInvaders-MinAtar": dict(_MINATAR),
+    # Recurrent benchmark envs (`network="gru"`; `--network mlp` keeps the other settings).
+    # lr 3e-3: sweep StatelessCartPole-v1 gru lr in {3e-4, 1e-3, 3e-3} x 2 seeds x 300k steps at 4 envs x
+    # 128 steps, 4 minibatches: final 125.7 / 500.0 / 500.0, AUC 61.4 / 311.6 / 376.8
+    # (docs/benchmarks/recurrent_sweeps.md).
+    "StatelessCartPole-v1": dict(_CLASSIC, network="gru", total_timesteps=1_000_000, lr=3e-3),
+    # MemoryChain-bsuite (6-step episodes): 8 envs x 32 steps, 2 minibatches (chosen for a cheap update, not
+    # swept); lr 1e-3: sweep MemoryChain-bsuite gru lr in {3e-4, 1e-3, 3e-3} x 2 seeds x 100k steps: final
+    # 0.999 / 1.000 / 0.494 (3e-3: one seed at 0), AUC 0.945 / 0.978 / 0.512 (docs/benchmarks/recurrent_sweeps.md).
+    "MemoryChain-bsuite": dict(
+        _CLASSIC, network="gru", num_envs=8, num_steps=32, num_minibatches=2, total_timesteps=100_000, lr=1e-3
+    ),
 }
 
 

@@ -110,6 +110,21 @@ def test_derived_sizes():
     assert cfg.env_steps == 7 * 128
 
 
+@pytest.mark.parametrize("env", ["StatelessCartPole-v1", "MemoryChain-bsuite"])
+def test_recurrent_benchmark_envs_ship_gru_defaults_that_an_mlp_can_share(env, no_compiles):
+    """The partially observed envs default to the gru family with whole env sequences per
+    minibatch; `network="mlp"` changes nothing else (the benchmark's comparison)."""
+    from ppo_jax.engine.train import make_context
+
+    with no_compiles():
+        gru = ppo_jax.default_config(env)
+        mlp = ppo_jax.default_config(env, network="mlp")
+        assert gru.network == "gru"
+        assert gru.num_envs % gru.num_minibatches == 0
+        assert gru.replace(network="mlp") == mlp
+        make_context(gru)
+
+
 def test_config_is_frozen():
     cfg = PPOConfig()
     with pytest.raises(AttributeError):
