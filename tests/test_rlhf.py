@@ -1,8 +1,8 @@
-"""Token-level RLHF: the hidden rule, the GRU, the reward model and short PPO / GRPO runs.
+"""The preference task: the hidden rule, the GRU, the reward model and short PPO / GRPO runs.
 
 References are independent: the hidden rule and the GRU are re-implemented in NumPy, the losses
 are checked against hand-derived values. The learning tests share one reduced phase 1 (pretraining
-and reward model) and run a short RL phase each.
+and reward model, GRU) and run a short RL phase each.
 """
 
 import json
@@ -13,24 +13,36 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ppo_jax.commands.rlhf import RESULT_NAME, main
+from ppo_jax.commands.rlhf import main
 from ppo_jax.config import ConfigError
-from ppo_jax.rlhf import RLHFConfig, pipeline, prepare, run_rlhf
-from ppo_jax.rlhf.finetune import Rollout, grpo_batch, ppo_batch, token_rewards
+from ppo_jax.core.token_losses import completion_mask, kl_k1, token_rewards
+from ppo_jax.errors import CheckpointError
+from ppo_jax.rlhf import RLHFConfig, make_setup, pipeline, prepare, run_files, run_rlhf
+from ppo_jax.rlhf.config import RLHyperparams
 from ppo_jax.rlhf.model import TokenModel, completion_outputs, hidden_states, init_params, sample_completions
-from ppo_jax.rlhf.pretrain import bradley_terry_loss, preference_accuracy, sequence_score
+from ppo_jax.rlhf.preference import PreferenceTask
+from ppo_jax.rlhf.pretrain import bradley_terry_loss, preference_accuracy
+from ppo_jax.rlhf.rollout import Rollout, group_targets, ppo_targets
+from ppo_jax.rlhf.run_files import RESULT_NAME
+from ppo_jax.rlhf.setup import sequence_score
 from ppo_jax.rlhf.task import decode, generate_completions, make_corpus, preference_pairs, true_reward
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 # Reduced pipeline: each learning test runs in seconds on 2 CPU cores.
 SMALL = dict(
+    task="preference",
+    model="gru",
+    algo="ppo",
     pretrain_steps=300,
     rm_steps=300,
     rm_pairs=2048,
     rm_eval_pairs=512,
     rl_updates=15,
     rl_batch=128,
+    rl_lr=1e-3,
+    num_epochs=4,
+    num_minibatches=4,
     eval_prompts=256,
 )
 
@@ -163,38 +175,65 @@ def test_preference_accuracy_hand_value():
 def test_token_rewards_kl_per_token_and_delayed_score():
     log_prob = jnp.log(jnp.array([[0.5, 0.5, 0.5]]))
     ref = jnp.log(jnp.array([[0.25, 0.5, 1.0]]))
-    got = np.asarray(token_rewards(jnp.array([2.0]), log_prob, ref, 0.1))
+    got = np.asarray(token_rewards(jnp.array([2.0]), kl_k1(log_prob, ref), jnp.ones((1, 3)), 0.1))
     np.testing.assert_allclose(got, [[-0.1 * math.log(2), 0.0, 0.1 * math.log(2) + 2.0]], rtol=1e-6)
 
 
-def _rollout(score, values):
+def _rollout(reward, values, mask=None):
     b, length = values.shape
     zeros = jnp.zeros((b, length))
     ints = jnp.zeros((b, length), jnp.int32)
-    return Rollout(ints, ints, zeros, zeros, values, zeros, score, jnp.zeros(b), jnp.zeros(b))
+    mask = jnp.ones((b, length)) if mask is None else mask
+    false = jnp.zeros(b, bool)
+    return Rollout(ints, ints, mask, zeros, zeros, values * mask, zeros, reward, jnp.zeros(b), jnp.zeros(b), false)
 
 
-def test_ppo_batch_returns_are_the_delayed_reward():
+def _hp(config: RLHFConfig) -> RLHyperparams:
+    return config.rl_hyperparams()
+
+
+def test_ppo_targets_returns_are_the_delayed_reward():
     # With log π = log π_ref the only reward is the score at the last token; γ = λ = 1 makes the
     # return of every token the score and the advantage score − V(s_i).
-    config = RLHFConfig(gamma=1.0, gae_lambda=1.0)
+    config = RLHFConfig(algo="ppo", gamma=1.0, gae_lambda=1.0)
     values = jnp.array([[0.1, 0.2, 0.3], [1.0, -1.0, 0.5]])
-    batch = ppo_batch(config, config.rl_hyperparams(), _rollout(jnp.array([1.0, -2.0]), values))
-    np.testing.assert_allclose(np.asarray(batch.returns), [[1.0] * 3, [-2.0] * 3], rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(batch.advantages), [[0.9, 0.8, 0.7], [-3.0, -1.0, -2.5]], rtol=1e-6)
+    rollout = _rollout(jnp.array([1.0, -2.0]), values)
+    adv, ret = ppo_targets(_hp(config), 0.1, rollout, jnp.zeros((2, 3)))
+    np.testing.assert_allclose(np.asarray(ret), [[1.0] * 3, [-2.0] * 3], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(adv), [[0.9, 0.8, 0.7], [-3.0, -1.0, -2.5]], rtol=1e-6)
     # λ = 0: one-step TD errors, V(s_{i+1}) − V(s_i) inside, score − V at the end.
     lam0 = config.replace(gae_lambda=0.0)
-    batch = ppo_batch(lam0, lam0.rl_hyperparams(), _rollout(jnp.array([1.0, -2.0]), values))
-    np.testing.assert_allclose(np.asarray(batch.advantages), [[0.1, 0.1, 0.7], [-2.0, 1.5, -2.5]], rtol=1e-6)
+    adv, _ = ppo_targets(_hp(lam0), 0.1, rollout, jnp.zeros((2, 3)))
+    np.testing.assert_allclose(np.asarray(adv), [[0.1, 0.1, 0.7], [-2.0, 1.5, -2.5]], rtol=1e-6)
 
 
-def test_grpo_batch_groups_consecutive_rows():
+def test_ppo_targets_end_at_eos():
+    # Row 0 ends at token 1 (its EOS): the reward arrives there, nothing after it is bootstrapped
+    # or counted, and the values after EOS (garbage) change nothing.
+    config = RLHFConfig(algo="ppo", gamma=1.0, gae_lambda=1.0)
+    mask = jnp.array([[1.0, 1.0, 0.0, 0.0]])
+    kl = jnp.array([[0.5, 0.25, 9.0, 9.0]]) * mask
+    for garbage in (0.0, 100.0):
+        values = jnp.array([[0.1, 0.2, garbage, garbage]])
+        rollout = _rollout(jnp.array([1.0]), values, mask)._replace(values=values)
+        adv, ret = ppo_targets(_hp(config), 0.2, rollout, kl)
+        # rewards −0.1, 1 − 0.05 = 0.95: returns 0.85, 0.95
+        np.testing.assert_allclose(np.asarray(ret), [[0.85, 0.95, 0.0, 0.0]], rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(adv), [[0.75, 0.75, 0.0, 0.0]], rtol=1e-6)
+
+
+def test_group_targets_group_consecutive_rows_and_skip_equal_groups():
     config = RLHFConfig(algo="grpo", group_size=4, rl_batch=8)
-    score = jnp.array([1.0, 2.0, 3.0, 4.0, 7.0, 7.0, 7.0, 7.0])
-    adv = np.asarray(grpo_batch(config, config.rl_hyperparams(), _rollout(score, jnp.zeros((8, 2)))).advantages)
+    setup = make_setup(config)
+    reward = jnp.array([1.0, 2.0, 3.0, 4.0, 7.0, 7.0, 7.0, 7.0])
+    adv, keep = group_targets(setup, 0.0, _rollout(reward, jnp.zeros((8, 2))), jnp.zeros((8, 2)))
     s = np.std([1.0, 2.0, 3.0, 4.0])
-    np.testing.assert_allclose(adv[:4], (np.array([1, 2, 3, 4]) - 2.5) / s, rtol=1e-5)
-    np.testing.assert_array_equal(adv[4:], 0.0)
+    np.testing.assert_allclose(np.asarray(adv)[:4, 0], (np.array([1, 2, 3, 4]) - 2.5) / s, rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(adv)[4:], 0.0)
+    np.testing.assert_array_equal(np.asarray(keep), 1.0)
+    skip = make_setup(config.replace(skip_equal_groups=True))
+    _, keep = group_targets(skip, 0.0, _rollout(reward, jnp.zeros((8, 2))), jnp.zeros((8, 2)))
+    np.testing.assert_array_equal(np.asarray(keep), [1.0] * 4 + [0.0] * 4)
 
 
 # --- config ---------------------------------------------------------------------------------
@@ -212,10 +251,21 @@ def test_grpo_batch_groups_consecutive_rows():
         ("gamma", 1.5),
         ("corpus_run_prob", 2.0),
         ("rl_lr", 0.0),
-        ("clip_eps", float("nan")),
+        ("clip_eps_low", float("nan")),
+        ("clip_eps_high", -0.1),
         ("num_minibatches", 3),
         ("clip_value_loss", "yes"),
         ("num_samples", 1000),
+        ("task", "chess"),
+        ("model", "lstm"),
+        ("positions", "alibi"),
+        ("kl_estimator", "k4"),
+        ("kl_penalty", "both"),
+        ("loss_aggregation", "seq-sum"),
+        ("truncated_completions", "drop"),
+        ("scale_advantages", "no"),
+        ("digits", 5),
+        ("num_heads", 5),
     ],
 )
 def test_bad_config_names_the_field(field, value):
@@ -232,12 +282,26 @@ def test_grpo_group_must_divide_the_batch():
         RLHFConfig(algo="grpo", group_size=1)
     assert err.value.field == "group_size"
     RLHFConfig(algo="ppo", rl_batch=100, group_size=8, num_minibatches=4)  # ppo ignores groups
+    with pytest.raises(ConfigError) as err:
+        RLHFConfig(algo="ppo", skip_equal_groups=True)
+    assert err.value.field == "skip_equal_groups"
 
 
-def test_cli_rejects_bad_setting_before_running(tmp_path, capsys):
-    assert main(["--algo", "ppo", "--kl-coef", "-1", "--out", str(tmp_path)]) == 2
-    assert "kl_coef" in capsys.readouterr().err
+def test_cli_rejects_bad_setting_before_running(tmp_path, capsys, no_compiles):
+    with no_compiles():
+        assert main(["--algo", "ppo", "--kl-coef", "-1", "--out", str(tmp_path)]) == 2
+        assert "kl_coef" in capsys.readouterr().err
+        assert main(["--compare", "grpo,dpo", "--out", str(tmp_path)]) == 2
+        assert "dpo" in capsys.readouterr().err
     assert not (tmp_path / RESULT_NAME).exists()
+
+
+def test_cli_refuses_a_folder_that_holds_a_run(tmp_path, capsys, no_compiles):
+    (tmp_path / "rlhf.json").write_text("{}")
+    with no_compiles():
+        assert main(["--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--out" in err and "Traceback" not in err
 
 
 # --- learning -------------------------------------------------------------------------------
@@ -248,32 +312,64 @@ def phase1():
     return prepare(RLHFConfig(**SMALL))
 
 
+def numpy_hidden_rule(prompts: np.ndarray, completions: np.ndarray, task: PreferenceTask) -> np.ndarray:
+    """The generalised rule as a loop: successor hits among the tokens before EOS, over L."""
+    out = np.zeros(len(prompts))
+    for b, (x, y) in enumerate(zip(prompts, completions, strict=True)):
+        previous, hits = int(x[-1]), 0
+        for token in y:
+            if token == task.eos_id:
+                break
+            hits += int(token) == (previous + 1) % task.letters
+            previous = int(token)
+        out[b] = hits / task.completion_len
+    return out
+
+
+def test_hidden_rule_with_eos_against_numpy():
+    task = PreferenceTask(letters=7, prompt_len=3, completion_len=6)
+    rng = np.random.default_rng(0)
+    prompts = rng.integers(0, 7, size=(64, 3))
+    completions = rng.integers(0, 8, size=(64, 6))  # 7 is EOS
+    completions = np.where(np.cumsum(completions == 7, axis=1) > 0, 7, completions)
+    got = np.asarray(task.reward(jnp.asarray(prompts), jnp.asarray(completions)))
+    np.testing.assert_allclose(got, numpy_hidden_rule(prompts, completions, task), atol=1e-6)
+    assert task.decode([0, 1, 7, 7]) == "ab."
+
+
 def test_reward_model_beats_chance_on_held_out_pairs(phase1):
-    config = phase1.config
+    setup = make_setup(phase1.config)
+    task = setup.task
     assert float(phase1.reward_model.eval_accuracy) > 0.8
     # Fresh pairs, labels and accuracy computed independently in NumPy.
-    corpus = make_corpus(jax.random.key(123), config.vocab_size, config.corpus_run_prob, config.corpus_temperature)
-    pairs = preference_pairs(jax.random.key(7), corpus, 1024, config.prompt_len, config.completion_len)
-    model = TokenModel(config.vocab_size, config.hidden_dim)
-    s1 = np.asarray(sequence_score(model, phase1.frozen.reward, pairs.prompts, pairs.first))
-    s2 = np.asarray(sequence_score(model, phase1.frozen.reward, pairs.prompts, pairs.second))
+    pairs = task.preference_pairs(jax.random.key(7), 1024)
+    scores = []
+    for completions in (pairs.first, pairs.second):
+        mask = completion_mask(completions, task.eos_id)
+        scores.append(
+            np.asarray(sequence_score(setup.reward_model, phase1.frozen.reward, pairs.prompts, completions, mask))
+        )
     p = np.asarray(pairs.prompts)
-    r1 = numpy_true_reward(p, np.asarray(pairs.first), config.vocab_size)
-    r2 = numpy_true_reward(p, np.asarray(pairs.second), config.vocab_size)
+    r1 = numpy_hidden_rule(p, np.asarray(pairs.first), task)
+    r2 = numpy_hidden_rule(p, np.asarray(pairs.second), task)
     decided = r1 != r2
-    accuracy = np.mean((s1 > s2)[decided] == (r1 > r2)[decided])
+    accuracy = np.mean((scores[0] > scores[1])[decided] == (r1 > r2)[decided])
     assert accuracy > 0.8
 
 
 def test_pretrained_policy_imitates_the_corpus(phase1):
-    config = phase1.config
-    model = TokenModel(config.vocab_size, config.hidden_dim)
-    prompts = jax.random.randint(jax.random.key(5), (2048, config.prompt_len), 0, config.vocab_size)
-    sampled = np.asarray(sample_completions(model, phase1.frozen.reference, prompts, jax.random.key(6), 8))
-    # Corpus run rate p plus the chain's own successor steps: well above 1/V, far below 1.
-    reward = numpy_true_reward(np.asarray(prompts), sampled, config.vocab_size).mean()
-    assert config.corpus_run_prob < reward < 0.4
-    assert phase1.pretrain.history["loss"][-1] < phase1.pretrain.history["loss"][0] - 0.3
+    setup = make_setup(phase1.config)
+    task = setup.task
+    prompts, corpus = task.corpus(jax.random.key(5), 2048)
+    sampled = setup.policy.sample_fn(phase1.frozen.reference, prompts, jax.random.key(6), 8, task.eos_id)
+    p = np.asarray(prompts)
+    model_reward = numpy_hidden_rule(p, np.asarray(sampled), task).mean()
+    corpus_reward = numpy_hidden_rule(p, np.asarray(corpus), task).mean()
+    assert abs(model_reward - corpus_reward) < 0.03 and model_reward < 0.3
+    lengths = [np.asarray(completion_mask(c, task.eos_id)).sum(1).mean() for c in (sampled, corpus)]
+    assert abs(lengths[0] - lengths[1]) < 0.3  # it learned where the corpus ends
+    loss = phase1.pretrain.history["loss"]
+    assert loss[-1] < loss[0] - 0.2  # from ln V toward the corpus entropy
 
 
 @pytest.fixture(scope="module")
@@ -283,7 +379,8 @@ def rl_run(phase1):
 
     def run(algo: str, kl_coef: float):
         if (algo, kl_coef) not in cache:
-            cache[algo, kl_coef] = run_rlhf(RLHFConfig(**SMALL, algo=algo, kl_coef=kl_coef), phase1=phase1)
+            config = RLHFConfig(**{**SMALL, "algo": algo, "kl_coef": kl_coef})
+            cache[algo, kl_coef] = run_rlhf(config, phase1=phase1)
         return cache[algo, kl_coef]
 
     return run
@@ -321,7 +418,7 @@ def test_phase1_must_match_the_config(phase1):
     assert err.value.field == "hidden_dim"
 
 
-def test_cli_writes_json_and_plot(rl_run, tmp_path, monkeypatch, capsys):
+def test_cli_writes_the_run_folder(rl_run, tmp_path, monkeypatch, capsys):
     # The pipeline itself is tested above; here a finished run stands in for it (no recompile).
     result = rl_run("grpo", RLHFConfig().kl_coef)
     seen = {}
@@ -334,15 +431,41 @@ def test_cli_writes_json_and_plot(rl_run, tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(pipeline, "run_rlhf", fake_run)
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()]
-    assert main(["--algo", "grpo", "--kl-coef", "0.1", "--out", str(tmp_path), *flags]) == 0
+    out_dir = tmp_path / "run"
+    assert main([*flags, "--algo", "grpo", "--out", str(out_dir)]) == 0
     assert seen["config"] == result.config
     out = capsys.readouterr().out
     assert "[pretrain   100/300]  loss 2.0000" in out and "[grpo   15/15]  true_reward 0.5000  kl 1.0000" in out
-    doc = json.loads((tmp_path / RESULT_NAME).read_text())
+    doc = json.loads((out_dir / RESULT_NAME).read_text())
     for key in ("true_reward_before", "true_reward_after", "reward_model_accuracy", "kl_to_reference"):
         assert doc[key] == result.summary[key]
-    assert doc["algo"] == "grpo" and doc["config"]["rl_batch"] == SMALL["rl_batch"]
+    assert doc["algo"] == "grpo" and set(doc["wall_seconds"]) >= {"pretrain", "reward_model", "rl", "total"}
     assert doc["samples_before"] == result.samples_before and doc["samples_after"] == result.samples_after
-    assert doc["history"]["kl"] == pytest.approx(result.history["kl"].tolist())
-    assert len(doc["history"]["true_reward"]) == SMALL["rl_updates"]
-    assert (tmp_path / "rlhf.png").stat().st_size > 10_000
+    config = json.loads((out_dir / "config.json").read_text())
+    assert config["rl_batch"] == SMALL["rl_batch"] and config["task"] == "preference"
+    rows = (out_dir / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert len(rows) == 1 + SMALL["rl_updates"] and {"kl", "true_reward", "entropy", "length"} <= set(header)
+    kl = [float(r.split(",")[header.index("kl")]) for r in rows[1:]]
+    assert kl == pytest.approx(result.history["kl"].tolist(), rel=1e-5, abs=1e-6)
+    assert (out_dir / "rlhf.png").stat().st_size > 10_000
+    # The fine-tuned policy loads back and samples what the in-memory parameters sample.
+    loaded = run_files.load_policy(out_dir)
+    setup = make_setup(result.config)
+    prompts = setup.task.prompts(jax.random.key(3), 16)
+    again = setup.policy.sample_fn(loaded.params, prompts, jax.random.key(4), 8, setup.task.eos_id)
+    same = setup.policy.sample_fn(result.params.policy, prompts, jax.random.key(4), 8, setup.task.eos_id)
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(same))
+    assert len(run_files.sample_text(loaded, prompts[:2], jax.random.key(4))) == 2
+    # The folder now holds a run: a second run into it is refused.
+    assert main([*flags, "--out", str(out_dir)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_load_policy_names_a_broken_file(tmp_path):
+    with pytest.raises(CheckpointError, match="config.json"):
+        run_files.load_policy(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(RLHFConfig(**SMALL).to_dict()))
+    (tmp_path / "policy.msgpack").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="policy.msgpack"):
+        run_files.load_policy(tmp_path)

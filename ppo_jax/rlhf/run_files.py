@@ -1,0 +1,125 @@
+"""The run folder of a language-model run: what it holds, writing it, and loading the policy back.
+
+    config.json     every RLHFConfig field
+    metrics.csv     one row per RL update (reward, accuracy / true reward, KL, entropy, length, ...)
+    rlhf.json       the summary (accuracy or true reward before/after, kl_to_reference, ...),
+                    decoded samples before and after RL, wall and CPU seconds of each phase
+    rlhf.png        the per-update curves
+    policy.msgpack  the fine-tuned policy parameters (flax.serialization)
+
+`load_policy(folder)` rebuilds the model from config.json and reads the parameters, so that one
+can sample from the fine-tuned policy again (`sample_text`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+from flax import serialization
+
+from ppo_jax.errors import CheckpointError, ConfigError
+from ppo_jax.rlhf.config import FIELDS, RLHFConfig
+from ppo_jax.rlhf.setup import RLSetup, make_setup
+from ppo_jax.runtime import files, plots
+
+CONFIG_NAME = "config.json"
+METRICS_NAME = "metrics.csv"
+RESULT_NAME = "rlhf.json"
+PLOT_NAME = "rlhf.png"
+POLICY_NAME = "policy.msgpack"
+COMPARE_NAME = "compare.json"
+# Any of these means the folder already holds a run.
+RUN_FILES = (CONFIG_NAME, METRICS_NAME, RESULT_NAME, POLICY_NAME, COMPARE_NAME)
+
+
+def refuse_used_run_dir(out: str | Path) -> None:
+    """A new run may not write into a folder that holds another one (its files would be mixed or
+    replaced). Raises `ConfigError` naming what was found."""
+    found = [name for name in RUN_FILES if (Path(out) / name).exists()]
+    if found:
+        raise ConfigError("out", f"{out} already holds a run ({', '.join(found)}); choose another --out")
+
+
+def result_json(result) -> dict[str, Any]:
+    """The rlhf.json document: summary at top level, then samples and timings."""
+    return {
+        "task": result.config.task,
+        "algo": result.config.algo,
+        **result.summary,
+        "samples_before": result.samples_before,
+        "samples_after": result.samples_after,
+        "wall_seconds": result.timings,
+        "cpu_seconds": result.cpu_seconds,
+    }
+
+
+def plot_history(result, path: Path) -> None:
+    """Task reward, KL to the reference, entropy and completion length per RL update."""
+    plt = plots.pyplot()
+    history, config = result.history, result.config
+    updates = np.arange(1, len(history["true_reward"]) + 1)
+    label = "exact-match accuracy" if config.task == "arithmetic" else "true reward (hidden rule)"
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.4), dpi=100)
+    panels = [
+        ("true_reward", label, "tab:blue"),
+        ("kl", "KL to reference (nats / completion)", "tab:red"),
+        ("entropy", "entropy (nats / token)", "tab:green"),
+        ("length", "completion length (tokens)", "tab:purple"),
+    ]
+    for ax, (name, ylabel, color) in zip(axes, panels, strict=True):
+        ax.plot(updates, history[name], color=color)
+        ax.set(xlabel="RL update", ylabel=ylabel)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{config.task}: {config.algo}, {config.loss_aggregation}, kl_coef {config.kl_coef}")
+    plots.save(plt, fig, path)
+
+
+def write_run(out: str | Path, result) -> Path:
+    """Write every file of the run folder (see the module docstring); returns the folder."""
+    out = files.prepare_dir(out)
+    files.write_json(out / CONFIG_NAME, result.config.to_dict())
+    history = {name: np.asarray(values)[:, None] for name, values in result.history.items()}
+    files.write_metrics_csv(out / METRICS_NAME, history, [result.config.seed])
+    (out / POLICY_NAME).write_bytes(serialization.to_bytes(jax.device_get(result.params.policy)))
+    plot_history(result, out / PLOT_NAME)
+    files.write_json(out / RESULT_NAME, result_json(result))
+    return out
+
+
+class LoadedPolicy(NamedTuple):
+    """A fine-tuned policy read back from a run folder."""
+
+    config: RLHFConfig
+    setup: RLSetup
+    params: Any
+
+
+def load_policy(folder: str | Path) -> LoadedPolicy:
+    """Read config.json and policy.msgpack of a run folder; a missing, unreadable or mismatched
+    file raises `CheckpointError` naming it."""
+    folder = Path(folder)
+    path = folder / CONFIG_NAME
+    try:
+        saved = json.loads(path.read_text())
+        config = RLHFConfig(**{name: value for name, value in saved.items() if name in FIELDS})
+    except (OSError, ValueError, TypeError, AttributeError) as err:
+        raise CheckpointError(f"{path}: not a readable rlhf config ({err})") from err
+    setup = make_setup(config)
+    path = folder / POLICY_NAME
+    try:
+        template = setup.policy.init(jax.random.key(0))
+        params = serialization.from_bytes(template, path.read_bytes())
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{path}: not readable as the policy of this run's config ({err})") from err
+    return LoadedPolicy(config, setup, params)
+
+
+def sample_text(policy: LoadedPolicy, prompts: jax.Array, key: jax.Array) -> list[str]:
+    """Sample one completion per prompt row [B, P] and decode prompt + completion."""
+    task = policy.setup.task
+    completions = policy.setup.policy.sample_fn(policy.params, prompts, key, task.completion_len, task.eos_id)
+    return [task.decode(p) + task.decode(c) for p, c in zip(prompts, completions, strict=True)]
