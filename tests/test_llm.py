@@ -4,6 +4,7 @@ raising accuracy on a tiny arithmetic setting, vmapped over two seeds."""
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from ppo_jax.core.distributions import categorical_log_prob
 from ppo_jax.core.token_losses import completion_mask
-from ppo_jax.rlhf import RLHFConfig, make_setup, prepare
+from ppo_jax.rlhf import Frozen, LanguageModel, RLHFConfig, make_setup, prepare, recompute_sampler
 from ppo_jax.rlhf.arithmetic import EOS, ArithmeticTask, split_pairs
 from ppo_jax.rlhf.finetune import evaluate, finetune, rl_loss
 from ppo_jax.rlhf.lm import gru_lm, recompute_sample
@@ -209,3 +210,54 @@ def test_grpo_raises_accuracy_on_tiny_arithmetic_over_two_vmapped_seeds():
     first = jax.tree.leaves(jax.tree.map(lambda x: x[0], policies))[0]
     second = jax.tree.leaves(jax.tree.map(lambda x: x[1], policies))[0]
     assert not np.array_equal(np.asarray(first), np.asarray(second))  # two seeds, two runs
+
+
+# --- a user's own model --------------------------------------------------------------------
+
+
+class PrefixMeanLM(nn.Module):
+    """A model the package does not ship: the mean embedding of the prefix and a position
+    embedding, then an MLP. Causal by construction; tokens [B, T] -> logits [B, T, V]."""
+
+    vocab_size: int
+    width: int = 16
+
+    @nn.compact
+    def __call__(self, tokens):
+        x = nn.Embed(self.vocab_size, self.width)(tokens)
+        prefix = jnp.cumsum(x, axis=1) / jnp.arange(1, tokens.shape[1] + 1)[None, :, None]
+        h = nn.tanh(nn.Dense(self.width)(prefix + nn.Embed(16, self.width)(jnp.arange(tokens.shape[1]))[None]))
+        return nn.Dense(self.vocab_size)(h)
+
+
+def test_a_user_flax_lm_plugs_into_the_fine_tuner():
+    # From random weights every reward is 0 (no group signal): the entropy bonus moves the policy.
+    config = RLHFConfig(digits=1, rl_updates=3, rl_batch=32, group_size=4, num_minibatches=2, ent_coef=0.1)
+    module = PrefixMeanLM(vocab_size=13)
+
+    def logits_fn(params, tokens):
+        return module.apply(params, tokens)
+
+    lm = LanguageModel(
+        init=lambda key: module.init(key, jnp.zeros((1, 8), jnp.int32)),
+        logits_fn=logits_fn,
+        value_fn=None,
+        sample_fn=recompute_sampler(logits_fn),
+    )
+    setup = make_setup(config)._replace(policy=lm)
+    params = lm.init(jax.random.key(0))
+    frozen = Frozen(reference=params, reward=None, reward_mean=jnp.float32(0.0), reward_std=jnp.float32(1.0))
+    result = finetune(setup, RLParams(params, None), frozen, jax.random.key(1))
+    history = {k: np.asarray(v) for k, v in result.history.items()}
+    assert all(np.all(np.isfinite(v)) for v in history.values()) and history["kl"].shape == (3,)
+    assert history["kl"][0] == pytest.approx(0.0, abs=1e-6)  # the first batch comes from the reference itself
+    assert history["kl"][-1] > 0.0  # and the policy moved
+    assert jax.tree.structure(result.params.policy) == jax.tree.structure(params)
+
+
+def test_progress_printer_averages_over_seeds(capsys):
+    from ppo_jax.commands.rlhf import make_printer
+
+    config = RLHFConfig(rl_updates=20)
+    make_printer(config)("rl", np.array([5, 5]), {"true_reward": np.array([0.25, 0.75]), "kl": np.array([1.0, 3.0])})
+    assert "[grpo    5/20]  true_reward 0.5000  kl 2.0000" in capsys.readouterr().out

@@ -395,7 +395,7 @@ def test_short_rl_run_raises_true_reward_with_bounded_kl(rl_run, algo):
     assert s["learned_reward_after"] > s["learned_reward_before"] + 1.0
     # Bounded: KL stays finite and below that of a deterministic policy against a uniform reference.
     bound = config.completion_len * math.log(config.vocab_size)
-    kl = result.history["kl"]
+    kl = result.history["kl"][:, 0]  # [updates, seeds]
     assert np.all(np.isfinite(kl)) and kl.max() < bound and 0.0 < s["kl_to_reference"] < bound
     assert kl[0] < 0.05  # the first batch is sampled from the reference policy itself
     # Same prompts before and after; the report has the requested number of samples.
@@ -423,8 +423,8 @@ def test_cli_writes_the_run_folder(rl_run, tmp_path, monkeypatch, capsys):
     result = rl_run("grpo", RLHFConfig().kl_coef)
     seen = {}
 
-    def fake_run(config, callback=None):
-        seen["config"] = config
+    def fake_run(config, callback=None, seeds=1):
+        seen["config"], seen["seeds"] = config, seeds
         callback("pretrain", 100, {"loss": np.float32(2.0)})
         callback("rl", config.rl_updates, {"true_reward": np.float32(0.5), "kl": np.float32(1.0)})
         return result
@@ -447,7 +447,7 @@ def test_cli_writes_the_run_folder(rl_run, tmp_path, monkeypatch, capsys):
     header = rows[0].split(",")
     assert len(rows) == 1 + SMALL["rl_updates"] and {"kl", "true_reward", "entropy", "length"} <= set(header)
     kl = [float(r.split(",")[header.index("kl")]) for r in rows[1:]]
-    assert kl == pytest.approx(result.history["kl"].tolist(), rel=1e-5, abs=1e-6)
+    assert kl == pytest.approx(result.history["kl"][:, 0].tolist(), rel=1e-5, abs=1e-6)
     assert (out_dir / "rlhf.png").stat().st_size > 10_000
     # The fine-tuned policy loads back and samples what the in-memory parameters sample.
     loaded = run_files.load_policy(out_dir)
@@ -460,6 +460,8 @@ def test_cli_writes_the_run_folder(rl_run, tmp_path, monkeypatch, capsys):
     # The folder now holds a run: a second run into it is refused.
     assert main([*flags, "--out", str(out_dir)]) == 2
     assert "already holds a run" in capsys.readouterr().err
+    assert main([*flags, "--seeds", "0", "--out", str(tmp_path / "other")]) == 2
+    assert "seeds" in capsys.readouterr().err
 
 
 def test_load_policy_names_a_broken_file(tmp_path):

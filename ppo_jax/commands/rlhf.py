@@ -14,7 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ppo_jax.commands.common import run_command
+from ppo_jax.errors import ConfigError
 from ppo_jax.rlhf.config import CHOICES, FIELDS, RLHFConfig
 from ppo_jax.runtime import files
 
@@ -49,6 +52,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--out", default=None, help="output folder (default: runs/rlhf-<algo>-<timestamp>)")
     parser.add_argument("--quiet", action="store_true", help="print only the final summary")
     parser.add_argument(
+        "--seeds",
+        type=_parse_int,
+        default=1,
+        help="RL seeds run at once by jax.vmap (one pretrained model; default: 1)",
+    )
+    parser.add_argument(
         "--compare",
         nargs="?",
         const="all",
@@ -80,7 +89,8 @@ def add_rlhf_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _format(metrics: dict[str, Any], names: tuple[str, ...]) -> str:
-    return "  ".join(f"{name} {float(metrics[name]):.4f}" for name in names if name in metrics)
+    """Values of `names` (means, if a report carries several seeds)."""
+    return "  ".join(f"{name} {float(np.mean(metrics[name])):.4f}" for name in names if name in metrics)
 
 
 def make_printer(config: RLHFConfig):
@@ -88,7 +98,7 @@ def make_printer(config: RLHFConfig):
     rl_every = max(1, config.rl_updates // 20)
 
     def callback(phase: str, step, metrics: dict[str, Any]) -> None:
-        step = int(step)
+        step = int(np.max(step))
         if phase.endswith("pretrain"):
             print(f"[pretrain {step:5d}/{config.pretrain_steps}]  {_format(metrics, ('loss',))}", flush=True)
         elif phase.endswith("reward_model"):
@@ -104,12 +114,12 @@ def make_printer(config: RLHFConfig):
 def print_summary(result, out: Path) -> None:
     s = result.summary
     if "accuracy_before" in s:
-        print(f"held-out accuracy  {s['accuracy_before']:.3f} -> {s['accuracy_after']:.3f}")
+        print(f"held-out accuracy  {s['accuracy_before']:.3f} -> {_with_ci(s, 'accuracy_after')}")
     else:
-        print(f"true reward      {s['true_reward_before']:.3f} -> {s['true_reward_after']:.3f}")
-        print(f"learned reward   {s['learned_reward_before']:.3f} -> {s['learned_reward_after']:.3f}")
+        print(f"true reward      {s['true_reward_before']:.3f} -> {_with_ci(s, 'true_reward_after')}")
+        print(f"learned reward   {s['learned_reward_before']:.3f} -> {_with_ci(s, 'learned_reward_after')}")
         print(f"reward model held-out accuracy {s['reward_model_accuracy']:.3f}")
-    print(f"KL to reference  {s['kl_to_reference']:.3f} nats per completion")
+    print(f"KL to reference  {_with_ci(s, 'kl_to_reference')} nats per completion")
     print(f"completion length {s['length_before']:.2f} -> {s['length_after']:.2f} tokens")
     for title, rows in (("before", result.samples_before), ("after", result.samples_after)):
         print(f"samples {title}: " + "  ".join(f"{r['prompt']}{r['completion']}" for r in rows))
@@ -117,15 +127,22 @@ def print_summary(result, out: Path) -> None:
     print(f"wrote {out}")
 
 
+def _with_ci(summary: dict[str, Any], name: str) -> str:
+    ci = summary.get(f"{name}_ci95")
+    return f"{summary[name]:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
 def compare_table(results: dict) -> list[str]:
-    """One line per variant: task metric before -> after, KL, length, RL wall and CPU seconds."""
+    """One line per variant: task metric before -> after (mean over seeds [95 % bootstrap CI]),
+    KL to the reference, completion length, RL wall and CPU seconds."""
     first = next(iter(results.values())).summary
     metric = "accuracy" if "accuracy_before" in first else "true_reward"
-    lines = [f"{'variant':<10} {metric + ' before -> after':>26} {'KL':>7} {'length':>7} {'RL s':>7} {'RL cpu s':>9}"]
+    head = f"{'variant':<10} {metric + ' before -> after':>32} {'KL':>20} {'length':>7} {'RL s':>7} {'RL cpu s':>9}"
+    lines = [head]
     for name, result in results.items():
         s = result.summary
-        change = f"{s[metric + '_before']:.3f} -> {s[metric + '_after']:.3f}"
-        row = f"{name:<10} {change:>26} {s['kl_to_reference']:>7.3f} {s['length_after']:>7.2f}"
+        change = f"{s[metric + '_before']:.3f} -> {_with_ci(s, metric + '_after')}"
+        row = f"{name:<10} {change:>32} {_with_ci(s, 'kl_to_reference'):>20} {s['length_after']:>7.2f}"
         lines.append(row + f" {result.timings['rl']:>7.1f} {result.cpu_seconds['rl']:>9.1f}")
     return lines
 
@@ -143,7 +160,7 @@ def _compare(config: RLHFConfig, args: argparse.Namespace) -> int:
     def save(name: str, result) -> None:
         run_files.write_run(out / name, result)
 
-    results = run_compare(config, names, None if args.quiet else make_printer(config), save)
+    results = run_compare(config, names, None if args.quiet else make_printer(config), save, args.seeds)
     table = compare_table(results)
     summary = {
         name: {**r.summary, "wall_seconds": r.timings, "cpu_seconds": r.cpu_seconds} for name, r in results.items()
@@ -157,6 +174,8 @@ def _compare(config: RLHFConfig, args: argparse.Namespace) -> int:
 def rlhf_main(args: argparse.Namespace) -> int:
     """Run the pipeline from parsed arguments; a bad setting raises `ConfigError` (exit code 2)."""
     config = RLHFConfig(**{name: getattr(args, name) for name in FIELDS})
+    if args.seeds < 1:
+        raise ConfigError("seeds", f"must be a positive integer, got {args.seeds}")
     if args.compare is not None:
         return _compare(config, args)
     from ppo_jax.rlhf import run_files
@@ -165,7 +184,7 @@ def rlhf_main(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else files.default_run_dir(f"rlhf-{config.algo}")
     run_files.refuse_used_run_dir(out)
     files.prepare_dir(out)
-    result = run_rlhf(config, callback=None if args.quiet else make_printer(config))
+    result = run_rlhf(config, callback=None if args.quiet else make_printer(config), seeds=args.seeds)
     run_files.write_run(out, result)
     print_summary(result, out)
     return 0

@@ -22,6 +22,7 @@ from ppo_jax.rlhf.finetune import EvalStats, evaluate, finetune
 from ppo_jax.rlhf.pretrain import Callback, PhaseResult, RewardModelResult, pretrain, train_reward_model
 from ppo_jax.rlhf.rollout import Frozen, RLParams, Rollout, sequence_reward
 from ppo_jax.rlhf.setup import make_setup
+from ppo_jax.runtime import stats
 
 
 class RLHFResult(NamedTuple):
@@ -29,14 +30,14 @@ class RLHFResult(NamedTuple):
 
     config: RLHFConfig
     summary: dict[str, float]
-    history: dict[str, np.ndarray]  # RL phase, per update
+    history: dict[str, np.ndarray]  # RL phase, [updates, seeds]
     pretrain_history: dict[str, np.ndarray]  # per step
     reward_model_history: dict[str, np.ndarray]  # per step (empty without a reward model)
     samples_before: list[dict[str, Any]]
     samples_after: list[dict[str, Any]]
     timings: dict[str, float]  # wall seconds per phase, compile included
     cpu_seconds: dict[str, float]  # process CPU seconds per phase (all threads)
-    params: RLParams  # after RL (policy, and the critic for PPO)
+    params: RLParams  # after RL (policy, and the critic for PPO), seed 0
     frozen: Frozen  # reference, reward model
 
 
@@ -135,12 +136,33 @@ def initial_params(config: RLHFConfig, phase1: Phase1) -> RLParams:
     return RLParams(reference, reference if config.algorithm.critic else None)
 
 
-def run_rlhf(config: RLHFConfig, callback: Callback | None = None, phase1: Phase1 | None = None) -> RLHFResult:
+def check_seeds(seeds: Any) -> None:
+    """`seeds` must be a positive int; raises `ConfigError` naming it."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError("seeds", f"must be a positive integer, got {seeds!r}")
+
+
+def _seed_params(tree, index: int):
+    return jax.tree.map(lambda x: x[index], tree)
+
+
+def vmapped_finetune(setup, start: RLParams, frozen: Frozen, keys: jax.Array, callback, hp):
+    """`finetune` for every key in `keys` [S] as one vmapped program: leaves with a leading [S]."""
+    return jax.vmap(lambda key: finetune(setup, start, frozen, key, callback, hp))(keys)
+
+
+def run_rlhf(
+    config: RLHFConfig, callback: Callback | None = None, phase1: Phase1 | None = None, seeds: int = 1
+) -> RLHFResult:
     """Pretrain the policy, fit the reward model if the task needs one, fine-tune with
-    `config.algo`, and evaluate before and after on the same held-out prompts and sampling key.
+    `config.algo` for `seeds` RL seeds at once (`jax.vmap` over keys), and evaluate before and
+    after on the same held-out prompts and sampling key.
 
     `phase1` (from `prepare`) skips pretraining and the reward model; its settings must match.
+    Histories are [updates, seeds]; the summary holds means over seeds, each seed's value and,
+    for several seeds, a 95 % bootstrap interval of the mean; `params` are seed 0's.
     """
+    check_seeds(seeds)
     if phase1 is None:
         phase1 = prepare(config, callback)
     _check_phase1(config, phase1)
@@ -152,41 +174,49 @@ def run_rlhf(config: RLHFConfig, callback: Callback | None = None, phase1: Phase
     prompts = eval_setup.task.prompts(keys.eval_prompts, config.eval_prompts, held_out=True)
     before, rollout_before = evaluate(eval_setup, frozen.reference, frozen, prompts, keys.eval_sample)
     setup = make_setup(config.static_rl_config())
-    start = initial_params(config, phase1)
-    hp = config.rl_hyperparams()
-    rl = _timed(timings, cpu, "rl", finetune, setup, start, frozen, keys.finetune, callback, hp)
-    after, rollout_after = evaluate(eval_setup, rl.params.policy, frozen, prompts, keys.eval_sample)
+    rl_keys = jax.random.split(keys.finetune, seeds)
+    args = (setup, initial_params(config, phase1), frozen, rl_keys, callback, config.rl_hyperparams())
+    rl = _timed(timings, cpu, "rl", vmapped_finetune, *args)
+    after = [
+        evaluate(eval_setup, _seed_params(rl.params.policy, s), frozen, prompts, keys.eval_sample) for s in range(seeds)
+    ]
     timings["total"] = sum(timings.values())
     cpu["total"] = sum(cpu.values())
     return RLHFResult(
         config=config,
-        summary=summarize(config, before, after, phase1.reward_model),
-        history=_host(rl.history),
+        summary=summarize(config, before, [stats for stats, _ in after], phase1.reward_model),
+        history={k: np.asarray(v).T for k, v in rl.history.items()},
         pretrain_history=_host(phase1.pretrain.history),
         reward_model_history={} if phase1.reward_model is None else _host(phase1.reward_model.history),
         samples_before=samples(config, rollout_before),
-        samples_after=samples(config, rollout_after),
+        samples_after=samples(config, after[0][1]),
         timings=timings,
         cpu_seconds=cpu,
-        params=rl.params,
+        params=_seed_params(rl.params, 0),
         frozen=frozen,
     )
 
 
-def summarize(config: RLHFConfig, before: EvalStats, after: EvalStats, rm: RewardModelResult | None):
+def _over_seeds(summary: dict[str, Any], name: str, values: list[float]) -> None:
+    """summary[name] = mean over seeds, summary[name_per_seed], and a bootstrap CI for several."""
+    summary[name] = float(np.mean(values))
+    summary[f"{name}_per_seed"] = [float(v) for v in values]
+    if len(values) > 1:
+        ci = stats.bootstrap_ci(np.asarray(values), statistic=np.mean)
+        summary[f"{name}_ci95"] = [ci.low, ci.high]
+
+
+def summarize(config: RLHFConfig, before: EvalStats, after: list[EvalStats], rm: RewardModelResult | None):
     """The headline numbers as Python floats: accuracy (arithmetic) or true and learned reward
-    (preference) before and after RL, the KL to the reference and the completion lengths."""
-    if rm is None:
-        summary = {"accuracy_before": float(before.true_reward), "accuracy_after": float(after.true_reward)}
-    else:
-        summary = {
-            "true_reward_before": float(before.true_reward),
-            "true_reward_after": float(after.true_reward),
-            "learned_reward_before": float(before.reward),
-            "learned_reward_after": float(after.reward),
-            "reward_model_accuracy": float(rm.eval_accuracy),
-        }
-    summary.update(
-        kl_to_reference=float(after.kl), length_before=float(before.length), length_after=float(after.length)
-    )
+    (preference) before and after RL (means over seeds), the KL to the reference and lengths."""
+    metric = "true_reward" if rm is not None else "accuracy"
+    summary: dict[str, Any] = {f"{metric}_before": float(before.true_reward)}
+    _over_seeds(summary, f"{metric}_after", [float(a.true_reward) for a in after])
+    if rm is not None:
+        summary["learned_reward_before"] = float(before.reward)
+        _over_seeds(summary, "learned_reward_after", [float(a.reward) for a in after])
+        summary["reward_model_accuracy"] = float(rm.eval_accuracy)
+    _over_seeds(summary, "kl_to_reference", [float(a.kl) for a in after])
+    summary["length_before"] = float(before.length)
+    summary["length_after"] = float(np.mean([float(a.length) for a in after]))
     return summary

@@ -1,7 +1,8 @@
 """The run folder of a language-model run: what it holds, writing it, and loading the policy back.
 
     config.json     every RLHFConfig field
-    metrics.csv     one row per RL update (reward, accuracy / true reward, KL, entropy, length, ...)
+    metrics.csv     one row per RL seed and update (reward, accuracy / true reward, KL, entropy,
+                    length, clip fraction, ...)
     rlhf.json       the summary (accuracy or true reward before/after, kl_to_reference, ...),
                     decoded samples before and after RL, wall and CPU seconds of each phase
     rlhf.png        the per-update curves
@@ -58,10 +59,11 @@ def result_json(result) -> dict[str, Any]:
 
 
 def plot_history(result, path: Path) -> None:
-    """Task reward, KL to the reference, entropy and completion length per RL update."""
+    """Task reward, KL to the reference, entropy and completion length per RL update: one thin
+    line per seed and their mean."""
     plt = plots.pyplot()
     history, config = result.history, result.config
-    updates = np.arange(1, len(history["true_reward"]) + 1)
+    updates = np.arange(1, history["true_reward"].shape[0] + 1)
     label = "exact-match accuracy" if config.task == "arithmetic" else "true reward (hidden rule)"
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.4), dpi=100)
     panels = [
@@ -71,7 +73,10 @@ def plot_history(result, path: Path) -> None:
         ("length", "completion length (tokens)", "tab:purple"),
     ]
     for ax, (name, ylabel, color) in zip(axes, panels, strict=True):
-        ax.plot(updates, history[name], color=color)
+        values = np.asarray(history[name]).reshape(len(updates), -1)
+        if values.shape[1] > 1:
+            ax.plot(updates, values, color=color, lw=0.6, alpha=0.35)
+        ax.plot(updates, values.mean(axis=1), color=color)
         ax.set(xlabel="RL update", ylabel=ylabel)
         ax.grid(alpha=0.3)
     fig.suptitle(f"{config.task}: {config.algo}, {config.loss_aggregation}, kl_coef {config.kl_coef}")
@@ -79,11 +84,13 @@ def plot_history(result, path: Path) -> None:
 
 
 def write_run(out: str | Path, result) -> Path:
-    """Write every file of the run folder (see the module docstring); returns the folder."""
+    """Write every file of the run folder (see the module docstring); returns the folder.
+    metrics.csv has one row per (seed, update); policy.msgpack holds seed 0's policy."""
     out = files.prepare_dir(out)
     files.write_json(out / CONFIG_NAME, result.config.to_dict())
-    history = {name: np.asarray(values)[:, None] for name, values in result.history.items()}
-    files.write_metrics_csv(out / METRICS_NAME, history, [result.config.seed])
+    history = {name: np.asarray(values).reshape(len(values), -1) for name, values in result.history.items()}
+    seeds = next(iter(history.values())).shape[1]
+    files.write_metrics_csv(out / METRICS_NAME, history, list(range(seeds)))
     (out / POLICY_NAME).write_bytes(serialization.to_bytes(jax.device_get(result.params.policy)))
     plot_history(result, out / PLOT_NAME)
     files.write_json(out / RESULT_NAME, result_json(result))

@@ -21,7 +21,7 @@ from typing import Any
 
 from ppo_jax.errors import ConfigError
 from ppo_jax.rlhf.config import RLHFConfig
-from ppo_jax.rlhf.pipeline import RLHFResult, prepare, run_rlhf
+from ppo_jax.rlhf.pipeline import RLHFResult, check_seeds, prepare, run_rlhf
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "grpo": {"algo": "grpo"},
@@ -58,16 +58,19 @@ def run_compare(
     names: Sequence[str] = tuple(VARIANTS),
     callback: Callable | None = None,
     on_result: Callable[[str, RLHFResult], None] | None = None,
+    seeds: int = 1,
 ) -> dict[str, RLHFResult]:
     """Phase 1 once, then every variant's RL phase and evaluation. `callback` gets progress as in
     `run_rlhf` (with the phase named `<variant>/rl`); `on_result(name, result)` is called as soon
-    as a variant finishes, so a caller can save it before the next one starts."""
+    as a variant finishes, so a caller can save it before the next one starts. Each variant runs
+    `seeds` RL seeds at once."""
     configs = variant_configs(base, names)
+    check_seeds(seeds)
     phase1 = prepare(base, callback)
     results = {}
     for name, config in configs.items():
         named = None if callback is None else functools.partial(_prefixed, callback, name)
-        results[name] = run_rlhf(config, named, phase1)
+        results[name] = run_rlhf(config, named, phase1, seeds)
         if on_result is not None:
             on_result(name, results[name])
     return results
