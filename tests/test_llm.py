@@ -260,4 +260,4 @@ def test_progress_printer_averages_over_seeds(capsys):
 
     config = RLHFConfig(rl_updates=20)
     make_printer(config)("rl", np.array([5, 5]), {"true_reward": np.array([0.25, 0.75]), "kl": np.array([1.0, 3.0])})
-    assert "[grpo    5/20]  true_reward 0.5000  kl 2.0000" in capsys.readouterr().out
+    assert "[grpo    5/20]  accuracy 0.5000  kl 2.0000" in capsys.readouterr().out

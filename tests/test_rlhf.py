@@ -35,6 +35,7 @@ SMALL = dict(
     model="gru",
     algo="ppo",
     pretrain_steps=300,
+    pretrain_batch=128,
     rm_steps=300,
     rm_pairs=2048,
     rm_eval_pairs=512,
@@ -471,3 +472,27 @@ def test_load_policy_names_a_broken_file(tmp_path):
     (tmp_path / "policy.msgpack").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="policy.msgpack"):
         run_files.load_policy(tmp_path)
+
+
+def test_cli_compare_writes_a_table_and_each_variant(rl_run, tmp_path, monkeypatch, capsys):
+    from ppo_jax.rlhf import variants
+
+    results = {"grpo": rl_run("grpo", RLHFConfig().kl_coef), "ppo": rl_run("ppo", RLHFConfig().kl_coef)}
+    seen = {}
+
+    def fake_compare(base, names, callback=None, on_result=None, seeds=1):
+        seen["names"], seen["seeds"] = list(names), seeds
+        for name, result in results.items():
+            on_result(name, result)
+        return results
+
+    monkeypatch.setattr(variants, "run_compare", fake_compare)
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()]
+    assert main([*flags, "--compare", "grpo,ppo", "--seeds", "2", "--quiet", "--out", str(tmp_path)]) == 0
+    assert seen == {"names": ["grpo", "ppo"], "seeds": 2}
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:2] == ["variant", "true_reward"] and table[1].split()[0] == "grpo"
+    doc = json.loads((tmp_path / "compare.json").read_text())
+    assert doc["variants"]["ppo"]["kl_to_reference"] == results["ppo"].summary["kl_to_reference"]
+    assert (tmp_path / "compare.png").stat().st_size > 10_000
+    assert (tmp_path / "grpo" / RESULT_NAME).exists() and (tmp_path / "ppo" / "policy.msgpack").exists()

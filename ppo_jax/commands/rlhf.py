@@ -88,9 +88,10 @@ def add_rlhf_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def _format(metrics: dict[str, Any], names: tuple[str, ...]) -> str:
-    """Values of `names` (means, if a report carries several seeds)."""
-    return "  ".join(f"{name} {float(np.mean(metrics[name])):.4f}" for name in names if name in metrics)
+def _format(metrics: dict[str, Any], names: tuple[str, ...], metric: str = "true_reward") -> str:
+    """Values of `names` (means, if a report carries several seeds); true_reward shown as `metric`."""
+    shown = [(metric if name == "true_reward" else name, name) for name in names if name in metrics]
+    return "  ".join(f"{label} {float(np.mean(metrics[name])):.4f}" for label, name in shown)
 
 
 def make_printer(config: RLHFConfig):
@@ -106,7 +107,7 @@ def make_printer(config: RLHFConfig):
             print(f"[reward model {step:5d}/{config.rm_steps}]  {line}", flush=True)
         elif step % rl_every == 0 or step == config.rl_updates:
             name = phase[: -len("/rl")] if "/" in phase else config.algo
-            print(f"[{name} {step:4d}/{config.rl_updates}]  {_format(metrics, SHOWN)}", flush=True)
+            print(f"[{name} {step:4d}/{config.rl_updates}]  {_format(metrics, SHOWN, config.task_metric)}", flush=True)
 
     return callback
 
@@ -166,6 +167,7 @@ def _compare(config: RLHFConfig, args: argparse.Namespace) -> int:
         name: {**r.summary, "wall_seconds": r.timings, "cpu_seconds": r.cpu_seconds} for name, r in results.items()
     }
     files.write_json(out / run_files.COMPARE_NAME, {"variants": summary, "table": table})
+    run_files.plot_compare(results, out / run_files.COMPARE_PLOT_NAME)
     print("\n".join(table))
     print(f"wrote {out}")
     return 0

@@ -70,7 +70,7 @@ class RLHFConfig:
     hidden_dim: int = _field(64, "GRU hidden width")
     # phase 1: next-token pretraining
     pretrain_steps: int = _field(1000, "pretraining gradient steps")
-    pretrain_batch: int = _field(128, "sequences per pretraining step")
+    pretrain_batch: int = _field(256, "sequences per pretraining step")
     pretrain_lr: float = _field(3e-3, "pretraining Adam peak learning rate")
     max_grad_norm: float = _field(1.0, "global gradient-norm clip of every phase")
     # reward model (preference task)
@@ -127,6 +127,11 @@ class RLHFConfig:
     def kl_in_reward(self) -> bool:
         """β·KL as a per-token reward (True) or as a loss term (False)."""
         return (self.algorithm.kl_penalty if self.kl_penalty == "auto" else self.kl_penalty) == "reward"
+
+    @property
+    def task_metric(self) -> str:
+        """Name of the task's own reward in reports: accuracy (exact match) or true_reward (hidden rule)."""
+        return "accuracy" if self.task == "arithmetic" else "true_reward"
 
     @property
     def kl_estimator_name(self) -> str:

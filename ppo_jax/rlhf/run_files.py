@@ -1,8 +1,8 @@
 """The run folder of a language-model run: what it holds, writing it, and loading the policy back.
 
     config.json     every RLHFConfig field
-    metrics.csv     one row per RL seed and update (reward, accuracy / true reward, KL, entropy,
-                    length, clip fraction, ...)
+    metrics.csv     one row per RL seed and update (reward, accuracy or true_reward, kl, entropy,
+                    length, train_clip_frac, ...)
     rlhf.json       the summary (accuracy or true reward before/after, kl_to_reference, ...),
                     decoded samples before and after RL, wall and CPU seconds of each phase
     rlhf.png        the per-update curves
@@ -33,6 +33,7 @@ RESULT_NAME = "rlhf.json"
 PLOT_NAME = "rlhf.png"
 POLICY_NAME = "policy.msgpack"
 COMPARE_NAME = "compare.json"
+COMPARE_PLOT_NAME = "compare.png"
 # Any of these means the folder already holds a run.
 RUN_FILES = (CONFIG_NAME, METRICS_NAME, RESULT_NAME, POLICY_NAME, COMPARE_NAME)
 
@@ -88,13 +89,31 @@ def write_run(out: str | Path, result) -> Path:
     metrics.csv has one row per (seed, update); policy.msgpack holds seed 0's policy."""
     out = files.prepare_dir(out)
     files.write_json(out / CONFIG_NAME, result.config.to_dict())
-    history = {name: np.asarray(values).reshape(len(values), -1) for name, values in result.history.items()}
+    metric = result.config.task_metric  # the history's true_reward is the accuracy on the arithmetic task
+    history = {
+        metric if name == "true_reward" else name: np.asarray(values).reshape(len(values), -1)
+        for name, values in result.history.items()
+    }
     seeds = next(iter(history.values())).shape[1]
     files.write_metrics_csv(out / METRICS_NAME, history, list(range(seeds)))
     (out / POLICY_NAME).write_bytes(serialization.to_bytes(jax.device_get(result.params.policy)))
     plot_history(result, out / PLOT_NAME)
     files.write_json(out / RESULT_NAME, result_json(result))
     return out
+
+
+def plot_compare(results: dict, path: Path) -> None:
+    """The task metric per RL update of every variant (mean over seeds)."""
+    plt = plots.pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    for name, result in results.items():
+        values = np.asarray(result.history["true_reward"])
+        ax.plot(np.arange(1, values.shape[0] + 1), values.reshape(values.shape[0], -1).mean(axis=1), label=name)
+    config = next(iter(results.values())).config
+    ax.set(xlabel="RL update", ylabel=config.task_metric.replace("_", " "), title=f"{config.task}: variants")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    plots.save(plt, fig, path)
 
 
 class LoadedPolicy(NamedTuple):
