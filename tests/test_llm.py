@@ -35,21 +35,29 @@ def python_reward(task: ArithmeticTask, prompt, completion) -> float:
     return float(text.endswith(".") and text[:-1] == str(int(a) + int(b)))
 
 
-def test_arithmetic_reward_against_python_integers():
-    task = ArithmeticTask(digits=2)
-    key_p, key_c, key_e = jax.random.split(jax.random.key(0), 3)
+def completion_sets(task: ArithmeticTask, key: jax.Array) -> tuple[jax.Array, ...]:
+    """Prompts [64, P] and four sets of completions for them: right, corpus (mostly wrong),
+    random tokens with EOS padding (truncated rows included), right with a leading zero."""
+    key_p, key_c, key_e = jax.random.split(key, 3)
     prompts = task.prompts(key_p, 64)
     right = task.answers(prompts)
     _, wrong = task.corpus(key_c, 64)  # mostly corrupted answers of other prompts
-    noise = jax.random.randint(key_e, right.shape, 0, 13)  # anything, truncated rows included
+    noise = jax.random.randint(key_e, right.shape, 0, 13)
     noise = jnp.where(jnp.cumsum(noise == EOS, axis=1) > (noise == EOS), EOS, noise)
     leading_zero = jnp.concatenate([jnp.zeros((64, 1), jnp.int32), right[:, :-1]], axis=1)  # "095." is wrong
+    return prompts, right, wrong, noise, leading_zero
+
+
+def test_arithmetic_reward_against_python_integers():
+    task = ArithmeticTask(digits=2)
+    prompts, right, wrong, noise, leading_zero = jax.jit(completion_sets, static_argnums=0)(task, jax.random.key(0))
+    reward = jax.jit(task.reward)
     for completions in (right, wrong, noise, leading_zero):
-        got = np.asarray(task.reward(prompts, completions))
+        got = np.asarray(reward(prompts, completions))
         rows = zip(np.asarray(prompts), np.asarray(completions), strict=True)
         expected = [python_reward(task, p, c) for p, c in rows]
         np.testing.assert_array_equal(got, expected)
-    assert np.asarray(task.reward(prompts, right)).all() and not np.asarray(task.reward(prompts, leading_zero)).any()
+    assert np.asarray(reward(prompts, right)).all() and not np.asarray(reward(prompts, leading_zero)).any()
     assert task.decode([3, 7, 10, 5, 8, 11]) == "37+58=" and task.decode([9, 5, 12, 12, 12]) == "95."
 
 
@@ -58,13 +66,13 @@ def test_arithmetic_split_and_corpus():
     assert len(train) + len(held) == 90 * 90 and 0.15 < len(held) / 8100 < 0.25
     assert not set(map(tuple, train)) & set(map(tuple, held))
     task = ArithmeticTask(digits=2, corpus_accuracy=0.3)
-    held_prompts = np.asarray(task.decode_pairs(task.prompts(jax.random.key(1), 256, held_out=True)))
-    assert set(map(tuple, held_prompts)) <= set(map(tuple, held))
-    prompts, completions = task.corpus(jax.random.key(2), 4000)
-    assert set(map(tuple, np.asarray(task.decode_pairs(prompts)))) <= set(map(tuple, train))
-    accuracy = float(jnp.mean(task.reward(prompts, completions)))
+    held_prompts = jax.jit(lambda key: task.decode_pairs(task.prompts(key, 256, held_out=True)))(jax.random.key(1))
+    assert set(map(tuple, np.asarray(held_prompts))) <= set(map(tuple, held))
+    prompts, completions = jax.jit(task.corpus, static_argnums=1)(jax.random.key(2), 4000)
+    assert set(map(tuple, np.asarray(jax.jit(task.decode_pairs)(prompts)))) <= set(map(tuple, train))
+    accuracy = float(jnp.mean(jax.jit(task.reward)(prompts, completions)))
     assert abs(accuracy - 0.3) < 3 * np.sqrt(0.21 / 4000)  # every corrupted answer is wrong
-    lengths = np.asarray(completion_mask(completions, EOS)).sum(1)
+    lengths = (np.cumsum(np.asarray(completions) == EOS, axis=1) <= 1).sum(1)  # up to the first EOS
     assert set(lengths) >= {3, 4, 5} and lengths.max() <= task.completion_len  # ragged, always ended
 
 
@@ -74,8 +82,8 @@ def test_arithmetic_split_and_corpus():
 @pytest.mark.parametrize("positions", ["learned", "rotary"])
 def test_kv_cached_sampler_matches_full_re_evaluation(positions):
     module = Transformer(vocab_size=7, max_len=12, d_model=32, num_layers=2, num_heads=4, positions=positions)
-    params = module.init(jax.random.key(0), jnp.zeros((1, 12), jnp.int32))
-    params = jax.tree.map(lambda x: 4.0 * x, params)  # sharper, more varied distributions
+    init = jax.jit(lambda key: jax.tree.map(lambda x: 4.0 * x, module.init(key, jnp.zeros((1, 12), jnp.int32))))
+    params = init(jax.random.key(0))  # weights x4: sharper, more varied distributions
     prompts = jax.random.randint(jax.random.key(1), (64, 5), 0, 6)
     # The cache's logits are those of the whole-sequence pass, position by position.
     tokens = jax.random.randint(jax.random.key(2), (64, 12), 0, 7)
@@ -84,7 +92,7 @@ def test_kv_cached_sampler_matches_full_re_evaluation(positions):
     decode = jax.jit(functools.partial(module.apply, method=Transformer.decode))
     for position in range(5, 12):
         (logits, _), cache = decode(params, tokens[:, position], position, cache)
-        np.testing.assert_allclose(np.asarray(logits), np.asarray(full[:, position]), rtol=1e-3, atol=2e-3)
+        np.testing.assert_allclose(np.asarray(logits), np.asarray(full[:, position]), rtol=2e-3, atol=5e-3)
     # Same key: the same tokens from the cached sampler and from re-running the model every step.
     from ppo_jax.rlhf.lm import transformer_lm
 
@@ -102,10 +110,12 @@ def test_kv_cached_sampler_matches_full_re_evaluation(positions):
 
 def test_gru_sampler_matches_full_re_evaluation():
     lm = gru_lm(TokenModel(vocab_size=6, hidden_dim=16))
-    params = jax.tree.map(lambda x: 3.0 * x, lm.init(jax.random.key(0)))
+    params = jax.jit(lambda key: jax.tree.map(lambda x: 3.0 * x, lm.init(key)))(jax.random.key(0))
     prompts = jax.random.randint(jax.random.key(1), (64, 3), 0, 5)
-    cached = lm.sample_fn(params, prompts, jax.random.key(2), 6, 5)
-    again = recompute_sample(lm.logits_fn, params, prompts, jax.random.key(2), 6, 5)
+    cached = jax.jit(lm.sample_fn, static_argnums=(3, 4))(params, prompts, jax.random.key(2), 6, 5)
+    again = jax.jit(functools.partial(recompute_sample, lm.logits_fn), static_argnums=(3, 4))(
+        params, prompts, jax.random.key(2), 6, 5
+    )
     np.testing.assert_array_equal(np.asarray(cached), np.asarray(again))
 
 
@@ -128,9 +138,9 @@ def test_loss_and_gradients_ignore_what_follows_eos():
     config = RLHFConfig(d_model=32, num_layers=1)
     setup = make_setup(config)
     task = setup.task
-    params = setup.policy.init(jax.random.key(0))
+    params = jax.jit(setup.policy.init)(jax.random.key(0))
     rng = np.random.default_rng(0)
-    prompts = task.prompts(jax.random.key(1), 6)
+    prompts = jax.jit(task.prompts, static_argnums=1)(jax.random.key(1), 6)
     lengths = np.array([1, 2, 3, 5, 4, 5])  # 5 = truncated (no EOS in 5 tokens)
     base = rng.integers(0, 10, size=(6, 5))
     for b, n in enumerate(lengths):
@@ -161,9 +171,8 @@ def test_loss_and_gradients_ignore_what_follows_eos():
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-9), grad_a, grad_b
     )
-    log_prob = np.asarray(
-        categorical_log_prob(completion_logits(setup.policy, params, prompts, first.completions), first.completions)
-    )
+    log_probs = jax.jit(lambda p, c: categorical_log_prob(completion_logits(setup.policy, p, prompts, c), c))
+    log_prob = np.asarray(log_probs(params, first.completions))
     expected = numpy_grpo_loss(log_prob, old, ref, adv, valid, config.clip_eps_low, config.kl_coef)
     assert float(loss_a) == pytest.approx(expected, rel=1e-5)
 

@@ -26,6 +26,7 @@ from ppo_jax.rlhf.rollout import Rollout, group_targets, ppo_targets
 from ppo_jax.rlhf.run_files import RESULT_NAME
 from ppo_jax.rlhf.setup import sequence_score
 from ppo_jax.rlhf.task import decode, generate_completions, make_corpus, preference_pairs, true_reward
+from ppo_jax.runtime import compile_cache
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
@@ -100,18 +101,20 @@ def test_true_reward_against_numpy_loop():
 
 
 def test_corpus_run_probability_sets_the_reward():
-    corpus = make_corpus(jax.random.key(0), 12, 1.0, 1.0)
+    corpus = jax.jit(make_corpus, static_argnums=1)(jax.random.key(0), 12, 1.0, 1.0)
     prompts = jax.random.randint(jax.random.key(1), (256, 4), 0, 12)
-    counting = generate_completions(jax.random.key(2), corpus, prompts, 8)
-    np.testing.assert_array_equal(np.asarray(true_reward(prompts, counting, 12)), 1.0)
+    generate = jax.jit(generate_completions, static_argnums=3)
+    reward = jax.jit(true_reward, static_argnums=2)
+    counting = generate(jax.random.key(2), corpus, prompts, 8)
+    np.testing.assert_array_equal(np.asarray(reward(prompts, counting, 12)), 1.0)
     assert decode(counting[0]) == "".join("abcdefghijkl"[(int(prompts[0, -1]) + i) % 12] for i in range(1, 9))
-    chain = generate_completions(jax.random.key(2), corpus._replace(run_prob=jnp.float32(0.0)), prompts, 8)
-    assert float(jnp.mean(true_reward(prompts, chain, 12))) < 0.5
+    chain = generate(jax.random.key(2), corpus._replace(run_prob=jnp.float32(0.0)), prompts, 8)
+    assert float(jnp.mean(reward(prompts, chain, 12))) < 0.5
 
 
 def test_preference_labels_follow_the_hidden_rule():
-    corpus = make_corpus(jax.random.key(0), 12, 0.1, 1.0)
-    pairs = preference_pairs(jax.random.key(3), corpus, 512, 4, 8)
+    corpus = jax.jit(make_corpus, static_argnums=1)(jax.random.key(0), 12, 0.1, 1.0)
+    pairs = jax.jit(preference_pairs, static_argnums=(2, 3, 4))(jax.random.key(3), corpus, 512, 4, 8)
     p, a, b = (np.asarray(x) for x in (pairs.prompts, pairs.first, pairs.second))
     ra, rb = numpy_true_reward(p, a, 12), numpy_true_reward(p, b, 12)
     expected = np.where(ra > rb, 1.0, np.where(ra < rb, 0.0, 0.5))
@@ -138,15 +141,17 @@ def test_sampling_matches_teacher_forced_probabilities():
     params = jax.tree.map(lambda x: 3.0 * x, params)  # sharper, more varied distributions
     n = 8000
     prompts = jnp.tile(jnp.array([[1, 3]]), (n, 1))
-    samples = np.asarray(sample_completions(model, params, prompts, jax.random.key(2), 2))
-    logits = completion_outputs(model, params, prompts[:1], jnp.asarray(samples[:1])).logits[0]
+    sample = jax.jit(lambda p, x, key: sample_completions(model, p, x, key, 2))
+    samples = np.asarray(sample(params, prompts, jax.random.key(2)))
+    logits_of = jax.jit(lambda p, c: completion_outputs(model, params, p, c).logits[0])
+    logits = logits_of(prompts[:1], jnp.asarray(samples[:1]))
     first = np.asarray(jax.nn.softmax(logits[0]))
     freq = np.bincount(samples[:, 0], minlength=5) / n
     np.testing.assert_allclose(freq, first, atol=4 * math.sqrt(0.25 / n))
     # Second token given the first: compare on the most frequent first token.
     y0 = int(np.argmax(freq))
     rows = samples[samples[:, 0] == y0]
-    cond = completion_outputs(model, params, prompts[:1], jnp.array([[y0, 0]])).logits[0, 1]
+    cond = logits_of(prompts[:1], jnp.array([[y0, 0]]))[1]
     freq1 = np.bincount(rows[:, 1], minlength=5) / len(rows)
     np.testing.assert_allclose(freq1, np.asarray(jax.nn.softmax(cond)), atol=4 * math.sqrt(0.25 / len(rows)))
 
@@ -343,13 +348,14 @@ def test_reward_model_beats_chance_on_held_out_pairs(phase1):
     task = setup.task
     assert float(phase1.reward_model.eval_accuracy) > 0.8
     # Fresh pairs, labels and accuracy computed independently in NumPy.
-    pairs = task.preference_pairs(jax.random.key(7), 1024)
-    scores = []
-    for completions in (pairs.first, pairs.second):
+    pairs = jax.jit(task.preference_pairs, static_argnums=1)(jax.random.key(7), 1024)
+
+    @jax.jit
+    def score(params, prompts, completions):
         mask = completion_mask(completions, task.eos_id)
-        scores.append(
-            np.asarray(sequence_score(setup.reward_model, phase1.frozen.reward, pairs.prompts, completions, mask))
-        )
+        return sequence_score(setup.reward_model, params, prompts, completions, mask)
+
+    scores = [np.asarray(score(phase1.frozen.reward, pairs.prompts, c)) for c in (pairs.first, pairs.second)]
     p = np.asarray(pairs.prompts)
     r1 = numpy_hidden_rule(p, np.asarray(pairs.first), task)
     r2 = numpy_hidden_rule(p, np.asarray(pairs.second), task)
@@ -361,8 +367,9 @@ def test_reward_model_beats_chance_on_held_out_pairs(phase1):
 def test_pretrained_policy_imitates_the_corpus(phase1):
     setup = make_setup(phase1.config)
     task = setup.task
-    prompts, corpus = task.corpus(jax.random.key(5), 2048)
-    sampled = setup.policy.sample_fn(phase1.frozen.reference, prompts, jax.random.key(6), 8, task.eos_id)
+    prompts, corpus = jax.jit(task.corpus, static_argnums=1)(jax.random.key(5), 2048)
+    sample = jax.jit(setup.policy.sample_fn, static_argnums=(3, 4))
+    sampled = sample(phase1.frozen.reference, prompts, jax.random.key(6), 8, task.eos_id)
     p = np.asarray(prompts)
     model_reward = numpy_hidden_rule(p, np.asarray(sampled), task).mean()
     corpus_reward = numpy_hidden_rule(p, np.asarray(corpus), task).mean()
@@ -431,15 +438,18 @@ def test_cli_writes_the_run_folder(rl_run, tmp_path, monkeypatch, capsys):
         return result
 
     monkeypatch.setattr(pipeline, "run_rlhf", fake_run)
+    enabled = []  # the persistent compilation cache: on by default, off with --no-compile-cache
+    monkeypatch.setattr(compile_cache, "enable", lambda path=None: enabled.append(path))
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()]
     out_dir = tmp_path / "run"
     assert main([*flags, "--algo", "grpo", "--out", str(out_dir)]) == 0
-    assert seen["config"] == result.config
+    assert seen["config"] == result.config and enabled == [None]
     out = capsys.readouterr().out
     assert "[pretrain   100/300]  loss 2.0000" in out and "[grpo   15/15]  true_reward 0.5000  kl 1.0000" in out
     doc = json.loads((out_dir / RESULT_NAME).read_text())
     for key in ("true_reward_before", "true_reward_after", "reward_model_accuracy", "kl_to_reference"):
         assert doc[key] == result.summary[key]
+    assert isinstance(doc["compile_cache_hit"], bool) and "compile_cache_dir" in doc
     assert doc["algo"] == "grpo" and set(doc["wall_seconds"]) >= {"pretrain", "reward_model", "rl", "total"}
     assert doc["samples_before"] == result.samples_before and doc["samples_after"] == result.samples_after
     config = json.loads((out_dir / "config.json").read_text())
@@ -453,16 +463,36 @@ def test_cli_writes_the_run_folder(rl_run, tmp_path, monkeypatch, capsys):
     # The fine-tuned policy loads back and samples what the in-memory parameters sample.
     loaded = run_files.load_policy(out_dir)
     setup = make_setup(result.config)
-    prompts = setup.task.prompts(jax.random.key(3), 16)
-    again = setup.policy.sample_fn(loaded.params, prompts, jax.random.key(4), 8, setup.task.eos_id)
-    same = setup.policy.sample_fn(result.params.policy, prompts, jax.random.key(4), 8, setup.task.eos_id)
+    prompts = jax.jit(setup.task.prompts, static_argnums=1)(jax.random.key(3), 16)
+    sample = jax.jit(setup.policy.sample_fn, static_argnums=(3, 4))
+    again = sample(loaded.params, prompts, jax.random.key(4), 8, setup.task.eos_id)
+    same = sample(result.params.policy, prompts, jax.random.key(4), 8, setup.task.eos_id)
     np.testing.assert_array_equal(np.asarray(again), np.asarray(same))
     assert len(run_files.sample_text(loaded, prompts[:2], jax.random.key(4))) == 2
     # The folder now holds a run: a second run into it is refused.
     assert main([*flags, "--out", str(out_dir)]) == 2
     assert "already holds a run" in capsys.readouterr().err
+    # --overwrite replaces it; a file of the user's in the folder stays.
+    (out_dir / "notes.txt").write_text("mine")
+    (out_dir / "metrics.csv").write_text("stale")
+    assert main([*flags, "--overwrite", "--no-compile-cache", "--out", str(out_dir)]) == 0
+    assert enabled == [None] and (out_dir / "notes.txt").read_text() == "mine"
+    assert (out_dir / "metrics.csv").read_text().splitlines()[0].split(",") == header
     assert main([*flags, "--seeds", "0", "--out", str(tmp_path / "other")]) == 2
     assert "seeds" in capsys.readouterr().err
+
+
+def test_overwrite_deletes_a_run_and_its_variant_folders_only(tmp_path):
+    (tmp_path / "grpo").mkdir()
+    (tmp_path / "grpo" / RESULT_NAME).write_text("{}")
+    (tmp_path / "ppo").mkdir()  # a folder named like a variant, holding no run
+    (tmp_path / "ppo" / "mine.txt").write_text("mine")
+    (tmp_path / "compare.png").write_bytes(b"png")
+    with pytest.raises(ConfigError, match="already holds a run .grpo.; replace it with --overwrite"):
+        run_files.claim_run_dir(tmp_path, variants=("grpo", "ppo"))
+    run_files.claim_run_dir(tmp_path, overwrite=True, variants=("grpo", "ppo"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ppo"] and (tmp_path / "ppo" / "mine.txt").exists()
+    run_files.claim_run_dir(tmp_path / "new")  # a folder that does not exist yet is free
 
 
 def test_load_policy_names_a_broken_file(tmp_path):
@@ -487,6 +517,7 @@ def test_cli_compare_writes_a_table_and_each_variant(rl_run, tmp_path, monkeypat
         return results
 
     monkeypatch.setattr(variants, "run_compare", fake_compare)
+    monkeypatch.setattr(compile_cache, "enable", lambda path=None: None)
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()]
     assert main([*flags, "--compare", "grpo,ppo", "--seeds", "2", "--quiet", "--out", str(tmp_path)]) == 0
     assert seen == {"names": ["grpo", "ppo"], "seeds": 2}
@@ -496,3 +527,6 @@ def test_cli_compare_writes_a_table_and_each_variant(rl_run, tmp_path, monkeypat
     assert doc["variants"]["ppo"]["kl_to_reference"] == results["ppo"].summary["kl_to_reference"]
     assert (tmp_path / "compare.png").stat().st_size > 10_000
     assert (tmp_path / "grpo" / RESULT_NAME).exists() and (tmp_path / "ppo" / "policy.msgpack").exists()
+    # The folder holds a comparison now: a single run into it is refused.
+    assert main([*flags, "--quiet", "--out", str(tmp_path)]) == 2
+    assert "compare.json" in capsys.readouterr().err

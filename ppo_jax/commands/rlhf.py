@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ppo_jax.commands.common import run_command
+from ppo_jax.commands.common import add_cache_flag, run_command, use_compile_cache
 from ppo_jax.errors import ConfigError
 from ppo_jax.rlhf.config import CHOICES, FIELDS, RLHFConfig
 from ppo_jax.runtime import files
@@ -48,8 +48,12 @@ def _parse_int(text: str) -> int:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """`--out`, `--quiet`, `--compare` and one flag per `RLHFConfig` field (defaults: the config's)."""
+    """`--out`, `--overwrite`, `--quiet`, `--seeds`, `--compare`, `--no-compile-cache` and one flag
+    per `RLHFConfig` field (defaults: the config's)."""
     parser.add_argument("--out", default=None, help="output folder (default: runs/rlhf-<algo>-<timestamp>)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the run files in --out (an earlier run there is deleted)"
+    )
     parser.add_argument("--quiet", action="store_true", help="print only the final summary")
     parser.add_argument(
         "--seeds",
@@ -66,6 +70,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         help="run several variants from one pretrained model (comma-separated; default: all of "
         "grpo, dr-grpo, dapo, ppo, rloo, reinforce) and print a table",
     )
+    add_cache_flag(parser)
     defaults = RLHFConfig()
     for name, field in FIELDS.items():
         default = getattr(defaults, name)
@@ -155,8 +160,9 @@ def _compare(config: RLHFConfig, args: argparse.Namespace) -> int:
     names = list(VARIANTS) if args.compare == "all" else [n.strip() for n in args.compare.split(",") if n.strip()]
     variant_configs(config, names)  # refuse bad names and combinations before anything compiles
     out = Path(args.out) if args.out else files.default_run_dir("rlhf-compare")
-    run_files.refuse_used_run_dir(out)
+    run_files.claim_run_dir(out, args.overwrite, tuple(VARIANTS))
     files.prepare_dir(out)
+    use_compile_cache(args)
 
     def save(name: str, result) -> None:
         run_files.write_run(out / name, result)
@@ -182,10 +188,12 @@ def rlhf_main(args: argparse.Namespace) -> int:
         return _compare(config, args)
     from ppo_jax.rlhf import run_files
     from ppo_jax.rlhf.pipeline import run_rlhf
+    from ppo_jax.rlhf.variants import VARIANTS
 
     out = Path(args.out) if args.out else files.default_run_dir(f"rlhf-{config.algo}")
-    run_files.refuse_used_run_dir(out)
+    run_files.claim_run_dir(out, args.overwrite, tuple(VARIANTS))
     files.prepare_dir(out)
+    use_compile_cache(args)
     result = run_rlhf(config, callback=None if args.quiet else make_printer(config), seeds=args.seeds)
     run_files.write_run(out, result)
     print_summary(result, out)

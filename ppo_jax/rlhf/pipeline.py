@@ -22,7 +22,7 @@ from ppo_jax.rlhf.finetune import EvalStats, evaluate, finetune
 from ppo_jax.rlhf.pretrain import Callback, PhaseResult, RewardModelResult, pretrain, train_reward_model
 from ppo_jax.rlhf.rollout import Frozen, RLParams, Rollout, sequence_reward
 from ppo_jax.rlhf.setup import make_setup
-from ppo_jax.runtime import stats
+from ppo_jax.runtime import compile_cache, stats
 
 
 class RLHFResult(NamedTuple):
@@ -77,6 +77,12 @@ def _timed(timings: dict[str, float], cpu: dict[str, float], name: str, fn, *arg
     return out
 
 
+def _counted_since(counts: tuple[int, int]) -> tuple[int, int]:
+    """Persistent-cache (hits, misses) since `counts` was read."""
+    now = compile_cache.counts()
+    return now[0] - counts[0], now[1] - counts[1]
+
+
 def _host(tree) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in tree.items()}
 
@@ -90,6 +96,7 @@ class Phase1(NamedTuple):
     frozen: Frozen  # reference = pretrained policy, reward model, reward mean and std
     timings: dict[str, float]
     cpu_seconds: dict[str, float]
+    cache_counts: tuple[int, int] = (0, 0)  # persistent compilation cache hits and misses while preparing
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
@@ -109,6 +116,7 @@ def prepare(config: RLHFConfig, callback: Callback | None = None) -> Phase1:
     """Phase 1 and the reward model. Depends only on `config.pretraining_config()`, so one result
     serves runs that differ only in RL settings (e.g. PPO and GRPO from the same pretrained model)."""
     config = config.pretraining_config()
+    counts = compile_cache.counts()
     keys = split_keys(config.seed)
     timings: dict[str, float] = {}
     cpu: dict[str, float] = {}
@@ -118,7 +126,7 @@ def prepare(config: RLHFConfig, callback: Callback | None = None) -> Phase1:
         rm = _timed(timings, cpu, "reward_model", train_reward_model, config, pre.params, keys.reward_model, callback)
         mean, std = reward_statistics(config, pre.params, rm.params, keys.reward_stats)
         frozen = Frozen(pre.params, rm.params, mean, std)
-    return Phase1(config, pre, rm, frozen, timings, cpu)
+    return Phase1(config, pre, rm, frozen, timings, cpu, _counted_since(counts))
 
 
 def _check_phase1(config: RLHFConfig, phase1: Phase1) -> None:
@@ -166,6 +174,7 @@ def run_rlhf(
     if phase1 is None:
         phase1 = prepare(config, callback)
     _check_phase1(config, phase1)
+    counts = compile_cache.counts()
     keys = split_keys(config.seed)
     timings, cpu = dict(phase1.timings), dict(phase1.cpu_seconds)
     frozen = phase1.frozen
@@ -182,9 +191,13 @@ def run_rlhf(
     ]
     timings["total"] = sum(timings.values())
     cpu["total"] = sum(cpu.values())
+    hits, misses = (a + b for a, b in zip(phase1.cache_counts, _counted_since(counts), strict=True))
+    summary = summarize(config, before, [stats for stats, _ in after], phase1.reward_model)
+    summary["compile_cache_dir"] = compile_cache.current_dir()
+    summary["compile_cache_hit"] = hits > 0 and misses == 0  # every program of the run came from the cache
     return RLHFResult(
         config=config,
-        summary=summarize(config, before, [stats for stats, _ in after], phase1.reward_model),
+        summary=summary,
         history={k: np.asarray(v).T for k, v in rl.history.items()},
         pretrain_history=_host(phase1.pretrain.history),
         reward_model_history={} if phase1.reward_model is None else _host(phase1.reward_model.history),

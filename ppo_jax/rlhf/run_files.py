@@ -3,8 +3,9 @@
     config.json     every RLHFConfig field
     metrics.csv     one row per RL seed and update (reward, accuracy or true_reward, kl, entropy,
                     length, train_clip_frac, ...)
-    rlhf.json       the summary (accuracy or true reward before/after, kl_to_reference, ...),
-                    decoded samples before and after RL, wall and CPU seconds of each phase
+    rlhf.json       the summary (accuracy or true reward before/after, kl_to_reference, ...,
+                    compile_cache_dir and compile_cache_hit), decoded samples before and after
+                    RL, wall and CPU seconds of each phase
     rlhf.png        the per-update curves
     policy.msgpack  the fine-tuned policy parameters (flax.serialization)
 
@@ -22,7 +23,7 @@ import jax
 import numpy as np
 from flax import serialization
 
-from ppo_jax.errors import CheckpointError, ConfigError
+from ppo_jax.errors import CheckpointError
 from ppo_jax.rlhf.config import FIELDS, RLHFConfig
 from ppo_jax.rlhf.setup import RLSetup, make_setup
 from ppo_jax.runtime import files, plots
@@ -38,12 +39,17 @@ COMPARE_PLOT_NAME = "compare.png"
 RUN_FILES = (CONFIG_NAME, METRICS_NAME, RESULT_NAME, POLICY_NAME, COMPARE_NAME)
 
 
-def refuse_used_run_dir(out: str | Path) -> None:
+def claim_run_dir(out: str | Path, overwrite: bool = False, variants: tuple[str, ...] = ()) -> None:
     """A new run may not write into a folder that holds another one (its files would be mixed or
-    replaced). Raises `ConfigError` naming what was found."""
-    found = [name for name in RUN_FILES if (Path(out) / name).exists()]
-    if found:
-        raise ConfigError("out", f"{out} already holds a run ({', '.join(found)}); choose another --out")
+    replaced): raises `ConfigError` naming what was found, unless `overwrite`, which deletes the
+    files of a run or comparison there (and the named `variants`' folders that hold a run); other
+    files are left alone."""
+    folder = Path(out)
+    found = [name for name in RUN_FILES if (folder / name).exists()]
+    found += [name for name in variants if any((folder / name / marker).exists() for marker in RUN_FILES)]
+    if found and overwrite:
+        found += [name for name in (PLOT_NAME, COMPARE_PLOT_NAME) if (folder / name).exists()]
+    files.claim_folder(out, found, "a run", overwrite)
 
 
 def result_json(result) -> dict[str, Any]:
