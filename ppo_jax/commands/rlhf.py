@@ -1,25 +1,27 @@
-"""The `rlhf` command: run the token-level RLHF pipeline, print progress, write rlhf.json and rlhf.png.
+"""The `rlhf` command: fine-tune a small language model with PPO, GRPO, RLOO or REINFORCE.
 
-`add_rlhf_parser(subparsers)` registers the subcommand on an argparse sub-parser set and
-`rlhf_main(args) -> int` runs it; `python -m ppo_jax.commands.rlhf --algo ppo` runs it standalone.
-Every `RLHFConfig` field is a flag (`--rl-updates 50`, `--kl-coef 0.1`, ...).
+Default: the arithmetic task (`a+b=`, exact-match reward) with GRPO and the transformer. Every
+`RLHFConfig` field is a flag (`--algo ppo`, `--loss-aggregation token-mean`, ...). `--compare`
+runs the variants of `ppo_jax.rlhf.variants` from one pretrained model and prints a table.
+`add_rlhf_parser(subparsers)` registers the subcommand; `python -m ppo_jax.commands.rlhf` runs it
+standalone.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ppo_jax.config import ConfigError
-from ppo_jax.rlhf.config import ALGOS, FIELDS, RLHFConfig
+from ppo_jax.commands.common import add_cache_flag, run_command, use_compile_cache
+from ppo_jax.errors import ConfigError
+from ppo_jax.rlhf.config import CHOICES, FIELDS, RLHFConfig
+from ppo_jax.runtime import files
 
-PLOT_NAME = "rlhf.png"
-RESULT_NAME = "rlhf.json"
+SHOWN = ("true_reward", "reward", "kl", "entropy", "length", "train_clip_frac")
 
 
 def _flag(name: str) -> str:
@@ -35,16 +37,47 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _parse_int(text: str) -> int:
+    try:
+        number = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not number.is_integer():
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+    return int(number)
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add `--out`, `--quiet` and one flag per `RLHFConfig` field (defaults: the config's)."""
-    parser.add_argument("--out", default=None, help="output folder (default: runs/rlhf-<algo>)")
+    """`--out`, `--overwrite`, `--quiet`, `--seeds`, `--compare`, `--no-compile-cache` and one flag
+    per `RLHFConfig` field (defaults: the config's)."""
+    parser.add_argument("--out", default=None, help="output folder (default: runs/rlhf-<algo>-<timestamp>)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the run files in --out (an earlier run there is deleted)"
+    )
     parser.add_argument("--quiet", action="store_true", help="print only the final summary")
+    parser.add_argument(
+        "--seeds",
+        type=_parse_int,
+        default=1,
+        help="RL seeds run at once by jax.vmap (one pretrained model; default: 1)",
+    )
+    parser.add_argument(
+        "--compare",
+        nargs="?",
+        const="all",
+        default=None,
+        metavar="VARIANTS",
+        help="run several variants from one pretrained model (comma-separated; default: all of "
+        "grpo, dr-grpo, dapo, ppo, rloo, reinforce) and print a table",
+    )
+    add_cache_flag(parser)
     defaults = RLHFConfig()
     for name, field in FIELDS.items():
         default = getattr(defaults, name)
-        kind = _parse_bool if isinstance(default, bool) else type(default)
-        extra: dict[str, Any] = {"choices": ALGOS} if name == "algo" else {}
-        parser.add_argument(_flag(name), dest=name, type=kind, default=default, help=field.metadata["help"], **extra)
+        kind = {bool: _parse_bool, int: _parse_int, float: float, str: str}[type(default)]
+        extra: dict[str, Any] = {"choices": CHOICES[name]} if name in CHOICES else {}
+        help_text = f"{field.metadata['help']} (default: {default})"
+        parser.add_argument(_flag(name), dest=name, type=kind, default=default, help=help_text, **extra)
     return parser
 
 
@@ -52,7 +85,7 @@ def add_rlhf_parser(subparsers) -> argparse.ArgumentParser:
     """Register the `rlhf` subcommand; its handler is `rlhf_main` (set as the `func` default)."""
     parser = subparsers.add_parser(
         "rlhf",
-        help="token-level RLHF: pretrain, reward model, PPO or GRPO fine-tuning",
+        help="language-model RL: GRPO / PPO fine-tuning on arithmetic or a learned preference",
         description=__doc__.splitlines()[0],
     )
     configure_parser(parser)
@@ -60,8 +93,10 @@ def add_rlhf_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def _format(metrics: dict[str, Any], names: tuple[str, ...]) -> str:
-    return "  ".join(f"{name} {float(metrics[name]):.4f}" for name in names if name in metrics)
+def _format(metrics: dict[str, Any], names: tuple[str, ...], metric: str = "true_reward") -> str:
+    """Values of `names` (means, if a report carries several seeds); true_reward shown as `metric`."""
+    shown = [(metric if name == "true_reward" else name, name) for name in names if name in metrics]
+    return "  ".join(f"{label} {float(np.mean(metrics[name])):.4f}" for label, name in shown)
 
 
 def make_printer(config: RLHFConfig):
@@ -69,88 +104,107 @@ def make_printer(config: RLHFConfig):
     rl_every = max(1, config.rl_updates // 20)
 
     def callback(phase: str, step, metrics: dict[str, Any]) -> None:
-        step = int(step)
-        if phase == "pretrain":
+        step = int(np.max(step))
+        if phase.endswith("pretrain"):
             print(f"[pretrain {step:5d}/{config.pretrain_steps}]  {_format(metrics, ('loss',))}", flush=True)
-        elif phase == "reward_model":
+        elif phase.endswith("reward_model"):
             line = _format(metrics, ("loss", "accuracy"))
             print(f"[reward model {step:5d}/{config.rm_steps}]  {line}", flush=True)
         elif step % rl_every == 0 or step == config.rl_updates:
-            line = _format(metrics, ("true_reward", "score", "kl", "entropy", "train_approx_kl", "train_clip_frac"))
-            print(f"[{config.algo} {step:4d}/{config.rl_updates}]  {line}", flush=True)
+            name = phase[: -len("/rl")] if "/" in phase else config.algo
+            print(f"[{name} {step:4d}/{config.rl_updates}]  {_format(metrics, SHOWN, config.task_metric)}", flush=True)
 
     return callback
 
 
-def result_json(result) -> dict[str, Any]:
-    """The JSON document of a run: summary at top level, then samples, timings, config, history."""
-    return {
-        "algo": result.config.algo,
-        **result.summary,
-        "samples_before": result.samples_before,
-        "samples_after": result.samples_after,
-        "timings_s": result.timings,
-        "config": result.config.to_dict(),
-        "history": {name: np.asarray(values).tolist() for name, values in result.history.items()},
-    }
-
-
-def plot_history(result, path: str) -> None:
-    """True and learned reward, and KL to the reference, per RL update (Agg backend)."""
-    from ppo_jax.runtime.plots import pyplot
-
-    plt = pyplot()
-    history = result.history
-    updates = np.arange(1, len(history["true_reward"]) + 1)
-    fig, (ax_r, ax_s, ax_kl) = plt.subplots(1, 3, figsize=(13, 3.6))
-    ax_r.plot(updates, history["true_reward"], label="true reward (hidden rule)")
-    ax_r.axhline(result.summary["true_reward_before"], color="gray", ls="--", label="before RL")
-    ax_r.set(xlabel="RL update", ylabel="true reward", ylim=(0, 1.02))
-    ax_r.legend(fontsize=8)
-    ax_s.plot(updates, history["score"], color="tab:green")
-    ax_s.set(xlabel="RL update", ylabel="learned reward (normalised)")
-    ax_kl.plot(updates, history["kl"], color="tab:red")
-    ax_kl.set(xlabel="RL update", ylabel="KL to reference (nats / completion)")
-    fig.suptitle(f"RLHF on the token task: {result.config.algo.upper()}, kl_coef {result.config.kl_coef}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def print_summary(result, out: str) -> None:
+def print_summary(result, out: Path) -> None:
     s = result.summary
-    print(f"true reward      {s['true_reward_before']:.3f} -> {s['true_reward_after']:.3f}")
-    print(f"learned reward   {s['learned_reward_before']:.3f} -> {s['learned_reward_after']:.3f}")
-    print(f"KL to reference  {s['kl_to_reference']:.3f} nats per completion")
-    print(f"reward model held-out accuracy {s['reward_model_accuracy']:.3f}")
+    if "accuracy_before" in s:
+        print(f"held-out accuracy  {s['accuracy_before']:.3f} -> {_with_ci(s, 'accuracy_after')}")
+    else:
+        print(f"true reward      {s['true_reward_before']:.3f} -> {_with_ci(s, 'true_reward_after')}")
+        print(f"learned reward   {s['learned_reward_before']:.3f} -> {_with_ci(s, 'learned_reward_after')}")
+        print(f"reward model held-out accuracy {s['reward_model_accuracy']:.3f}")
+    print(f"KL to reference  {_with_ci(s, 'kl_to_reference')} nats per completion")
+    print(f"completion length {s['length_before']:.2f} -> {s['length_after']:.2f} tokens")
     for title, rows in (("before", result.samples_before), ("after", result.samples_after)):
-        print(f"samples {title}: " + "  ".join(f"{r['prompt']}|{r['completion']}" for r in rows))
-    print("time " + "  ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
-    print(f"wrote {os.path.join(out, RESULT_NAME)} and {os.path.join(out, PLOT_NAME)}")
+        print(f"samples {title}: " + "  ".join(f"{r['prompt']}{r['completion']}" for r in rows))
+    print("wall seconds  " + "  ".join(f"{k} {v:.1f}" for k, v in result.timings.items()))
+    print(f"wrote {out}")
+
+
+def _with_ci(summary: dict[str, Any], name: str) -> str:
+    ci = summary.get(f"{name}_ci95")
+    return f"{summary[name]:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
+def compare_table(results: dict) -> list[str]:
+    """One line per variant: task metric before -> after (mean over seeds [95 % bootstrap CI]),
+    KL to the reference, completion length, RL wall and CPU seconds."""
+    first = next(iter(results.values())).summary
+    metric = "accuracy" if "accuracy_before" in first else "true_reward"
+    head = f"{'variant':<10} {metric + ' before -> after':>32} {'KL':>20} {'length':>7} {'RL s':>7} {'RL cpu s':>9}"
+    lines = [head]
+    for name, result in results.items():
+        s = result.summary
+        change = f"{s[metric + '_before']:.3f} -> {_with_ci(s, metric + '_after')}"
+        row = f"{name:<10} {change:>32} {_with_ci(s, 'kl_to_reference'):>20} {s['length_after']:>7.2f}"
+        lines.append(row + f" {result.timings['rl']:>7.1f} {result.cpu_seconds['rl']:>9.1f}")
+    return lines
+
+
+def _compare(config: RLHFConfig, args: argparse.Namespace) -> int:
+    from ppo_jax.rlhf import run_files
+    from ppo_jax.rlhf.variants import VARIANTS, run_compare, variant_configs
+
+    names = list(VARIANTS) if args.compare == "all" else [n.strip() for n in args.compare.split(",") if n.strip()]
+    variant_configs(config, names)  # refuse bad names and combinations before anything compiles
+    out = Path(args.out) if args.out else files.default_run_dir("rlhf-compare")
+    run_files.claim_run_dir(out, args.overwrite, tuple(VARIANTS))
+    files.prepare_dir(out)
+    use_compile_cache(args)
+
+    def save(name: str, result) -> None:
+        run_files.write_run(out / name, result)
+
+    results = run_compare(config, names, None if args.quiet else make_printer(config), save, args.seeds)
+    table = compare_table(results)
+    summary = {
+        name: {**r.summary, "wall_seconds": r.timings, "cpu_seconds": r.cpu_seconds} for name, r in results.items()
+    }
+    files.write_json(out / run_files.COMPARE_NAME, {"variants": summary, "table": table})
+    run_files.plot_compare(results, out / run_files.COMPARE_PLOT_NAME)
+    print("\n".join(table))
+    print(f"wrote {out}")
+    return 0
 
 
 def rlhf_main(args: argparse.Namespace) -> int:
-    """Run the pipeline from parsed arguments; 0 on success, 2 on a bad setting."""
-    try:
-        config = RLHFConfig(**{name: getattr(args, name) for name in FIELDS})
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    """Run the pipeline from parsed arguments; a bad setting raises `ConfigError` (exit code 2)."""
+    config = RLHFConfig(**{name: getattr(args, name) for name in FIELDS})
+    if args.seeds < 1:
+        raise ConfigError("seeds", f"must be a positive integer, got {args.seeds}")
+    if args.compare is not None:
+        return _compare(config, args)
+    from ppo_jax.rlhf import run_files
     from ppo_jax.rlhf.pipeline import run_rlhf
+    from ppo_jax.rlhf.variants import VARIANTS
 
-    out = args.out or os.path.join("runs", f"rlhf-{config.algo}")
-    os.makedirs(out, exist_ok=True)
-    result = run_rlhf(config, callback=None if args.quiet else make_printer(config))
-    with open(os.path.join(out, RESULT_NAME), "w") as f:
-        json.dump(result_json(result), f, indent=2)
-    plot_history(result, os.path.join(out, PLOT_NAME))
+    out = Path(args.out) if args.out else files.default_run_dir(f"rlhf-{config.algo}")
+    run_files.claim_run_dir(out, args.overwrite, tuple(VARIANTS))
+    files.prepare_dir(out)
+    use_compile_cache(args)
+    result = run_rlhf(config, callback=None if args.quiet else make_printer(config), seeds=args.seeds)
+    run_files.write_run(out, result)
     print_summary(result, out)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = configure_parser(argparse.ArgumentParser(prog="ppo-jax rlhf", description=__doc__.splitlines()[0]))
-    return rlhf_main(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    args.func = rlhf_main
+    return run_command(args)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,29 @@
-"""Token-level RLHF: a tiny GRU language model pretrained on a generated corpus, a reward model
-learned from preference pairs labelled by a hidden rule, and RL fine-tuning with PPO or GRPO
-against that reward with a KL penalty to the frozen pretrained policy.
+"""Language-model RL: pretraining on a generated corpus, a reward model when the task needs one,
+and RL fine-tuning (PPO, GRPO, RLOO, REINFORCE) of any `LanguageModel` with the loss options of
+the literature, each phase one jitted program.
 
-Modules: `config` (RLHFConfig), `task` (vocabulary, hidden rule, corpus, preference pairs),
-`model` (the GRU), `pretrain` (phase 1 and the reward model), `finetune` (phase 2),
-`pipeline` (`prepare` for phase 1 and the reward model, `run_rlhf` for the whole run).
+Modules: `config` (RLHFConfig), `arithmetic` and `preference` (the tasks; `task` holds the
+letter corpus), `lm` (the model record and its samplers), `transformer` and `model` (the two
+shipped models), `setup` (task and models of a run), `pretrain` (phase 1, reward model),
+`rollout` (sampling, scoring, targets), `finetune` (phase 2), `pipeline` (`prepare`, `run_rlhf`).
 """
 
 from ppo_jax.rlhf.config import RLHFConfig
-from ppo_jax.rlhf.pipeline import Phase1, RLHFParams, RLHFResult, prepare, run_rlhf
+from ppo_jax.rlhf.lm import LanguageModel, recompute_sampler
+from ppo_jax.rlhf.pipeline import Phase1, RLHFResult, prepare, run_rlhf
+from ppo_jax.rlhf.rollout import Frozen, RLParams
+from ppo_jax.rlhf.setup import RLSetup, make_setup
 
-__all__ = ["Phase1", "RLHFConfig", "RLHFParams", "RLHFResult", "prepare", "run_rlhf"]
+__all__ = [
+    "Frozen",
+    "LanguageModel",
+    "Phase1",
+    "RLHFConfig",
+    "RLHFResult",
+    "RLParams",
+    "RLSetup",
+    "make_setup",
+    "prepare",
+    "recompute_sampler",
+    "run_rlhf",
+]

@@ -1,19 +1,43 @@
-"""`RLHFConfig`: every setting of the token-level RLHF pipeline, frozen and validated on construction."""
+"""`RLHFConfig`: every setting of the language-model pipeline, frozen and validated on construction.
+
+Choices are the keys of registries (`core.token_losses.AGGREGATIONS`, `KL_ESTIMATORS`,
+`ALGORITHMS` below, ...), so a new variant is one new entry, checked here before anything compiles.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
 from ppo_jax.config import ConfigError
+from ppo_jax.core.token_losses import AGGREGATIONS, KL_ESTIMATORS
 
-ALGOS = ("ppo", "grpo")
-MAX_VOCAB = 26  # tokens are shown as the letters a..z
+MAX_VOCAB = 26  # preference task: tokens are shown as the letters a..z
+
+
+class Algorithm(NamedTuple):
+    """How an RL algorithm gets its advantages; `kl_penalty` is where β·KL goes by default."""
+
+    critic: bool  # a learned value head and GAE over tokens (PPO); else a sequence-level baseline
+    kl_penalty: str  # "reward" (per-token reward) or "loss" (a loss term)
+
+
+ALGORITHMS: dict[str, Algorithm] = {
+    "grpo": Algorithm(critic=False, kl_penalty="loss"),
+    "ppo": Algorithm(critic=True, kl_penalty="reward"),
+    "rloo": Algorithm(critic=False, kl_penalty="loss"),
+    "reinforce": Algorithm(critic=False, kl_penalty="loss"),
+}
+TASKS = ("arithmetic", "preference")
+MODELS = ("transformer", "gru")
+POSITIONS = ("learned", "rotary")
+KL_PENALTIES = ("auto", "reward", "loss")
+TRUNCATION = ("keep", "penalise", "mask")
 
 
 def _field(default: Any, help: str) -> Any:
@@ -22,60 +46,100 @@ def _field(default: Any, help: str) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class RLHFConfig:
-    """Task, model and the three phases (pretraining, reward model, RL fine-tuning). Frozen."""
+    """Task, model and the phases (pretraining, reward model, RL fine-tuning). Frozen."""
 
-    algo: str = _field("ppo", "RL algorithm of phase 2: ppo (with a critic) or grpo (critic-free)")
+    task: str = _field("arithmetic", "arithmetic (verifiable exact-match reward) or preference (learned reward)")
+    algo: str = _field("grpo", "RL algorithm: grpo, ppo (critic, GAE over tokens), rloo or reinforce")
+    model: str = _field("transformer", "language model of every role: transformer or gru")
     seed: int = _field(0, "random seed of the whole pipeline")
-    # task
-    vocab_size: int = _field(12, "number of tokens (shown as letters a, b, ...)")
-    prompt_len: int = _field(4, "prompt length in tokens")
-    completion_len: int = _field(8, "completion length in tokens (every completion has this length)")
-    corpus_run_prob: float = _field(0.1, "probability that a corpus token continues the alphabet run")
-    corpus_temperature: float = _field(1.0, "scale of the corpus bigram logits (higher: more peaked)")
+    # arithmetic task
+    digits: int = _field(2, "arithmetic: digits of each operand")
+    corpus_accuracy: float = _field(0.3, "arithmetic: fraction of pretraining answers that are right")
+    # preference task
+    vocab_size: int = _field(12, "preference: letters in the vocabulary (EOS is one more token)")
+    prompt_len: int = _field(4, "preference: prompt length in tokens")
+    completion_len: int = _field(8, "preference: maximum completion length in tokens (EOS included)")
+    corpus_run_prob: float = _field(0.1, "preference: probability that a corpus token continues the alphabet")
+    corpus_temperature: float = _field(1.0, "preference: scale of the corpus bigram logits")
+    corpus_eos_prob: float = _field(0.1, "preference: probability that the corpus ends a completion at each token")
     # model
+    d_model: int = _field(64, "transformer width")
+    num_layers: int = _field(2, "transformer blocks")
+    num_heads: int = _field(4, "transformer attention heads")
+    positions: str = _field("learned", "transformer positions: learned or rotary")
     hidden_dim: int = _field(64, "GRU hidden width")
     # phase 1: next-token pretraining
     pretrain_steps: int = _field(1000, "pretraining gradient steps")
-    pretrain_batch: int = _field(128, "sequences per pretraining step")
-    pretrain_lr: float = _field(3e-3, "pretraining Adam learning rate")
-    # reward model
-    rm_pairs: int = _field(4096, "preference pairs to train the reward model on")
-    rm_eval_pairs: int = _field(1024, "held-out preference pairs for the reward-model accuracy")
-    rm_steps: int = _field(600, "reward-model gradient steps")
-    rm_batch: int = _field(128, "preference pairs per reward-model step")
-    rm_lr: float = _field(1e-3, "reward-model Adam learning rate")
+    pretrain_batch: int = _field(256, "sequences per pretraining step")
+    pretrain_lr: float = _field(3e-3, "pretraining Adam peak learning rate")
+    max_grad_norm: float = _field(1.0, "global gradient-norm clip of every phase")
+    # reward model (preference task)
+    rm_pairs: int = _field(4096, "preference: pairs to train the reward model on")
+    rm_eval_pairs: int = _field(1024, "preference: held-out pairs for the reward-model accuracy")
+    rm_steps: int = _field(600, "preference: reward-model gradient steps")
+    rm_batch: int = _field(128, "preference: pairs per reward-model step")
+    rm_lr: float = _field(1e-3, "preference: reward-model Adam learning rate")
     # phase 2: RL fine-tuning
-    rl_updates: int = _field(100, "RL updates (each: sample, score, epochs of minibatch steps)")
+    rl_updates: int = _field(60, "RL updates (each: sample, score, epochs of minibatch steps)")
     rl_batch: int = _field(256, "completions sampled per RL update")
-    group_size: int = _field(8, "GRPO: completions per prompt (rl_batch / group_size prompts)")
-    num_epochs: int = _field(4, "passes over each RL batch")
-    num_minibatches: int = _field(4, "minibatches per epoch")
-    rl_lr: float = _field(1e-3, "RL Adam learning rate")
-    clip_eps: float = _field(0.2, "ratio clip range epsilon")
-    kl_coef: float = _field(0.1, "beta: weight of the KL to the reference (per-token reward for ppo, loss for grpo)")
+    group_size: int = _field(8, "completions per prompt for grpo, rloo, reinforce (rl_batch / group_size prompts)")
+    num_epochs: int = _field(2, "passes over each RL batch")
+    num_minibatches: int = _field(2, "minibatches per epoch")
+    rl_lr: float = _field(3e-4, "RL Adam learning rate")
+    clip_eps_low: float = _field(0.2, "ratio clip below: 1 - clip_eps_low")
+    clip_eps_high: float = _field(0.2, "ratio clip above: 1 + clip_eps_high (DAPO clip-higher: 0.28)")
+    kl_coef: float = _field(0.04, "beta: weight of the KL to the reference")
+    kl_estimator: str = _field("auto", "per-token KL estimator: k1, k2, k3, or auto (k1 in the reward, k3 in the loss)")
+    kl_penalty: str = _field("auto", "where beta*KL goes: reward (per token), loss, or auto (ppo: reward, else loss)")
+    loss_aggregation: str = _field("seq-mean-token-mean", "token loss aggregation: " + ", ".join(AGGREGATIONS))
+    scale_advantages: bool = _field(True, "divide group advantages by their std (Dr. GRPO: false)")
+    skip_equal_groups: bool = _field(False, "leave out groups whose rewards are all equal (DAPO dynamic sampling)")
+    truncated_completions: str = _field("keep", "completions without EOS: keep, penalise or mask")
+    truncation_penalty: float = _field(1.0, "subtracted from the reward of a truncated completion (penalise)")
     gamma: float = _field(1.0, "discount over tokens (ppo)")
     gae_lambda: float = _field(0.95, "GAE lambda over tokens (ppo)")
     vf_coef: float = _field(0.5, "value-loss coefficient (ppo)")
-    clip_value_loss: bool = _field(False, "clip the value update to ±clip_eps around the old value (ppo)")
+    clip_value_loss: bool = _field(False, "clip the value update to ±clip_eps_low around the old value (ppo)")
     ent_coef: float = _field(0.0, "entropy bonus coefficient")
-    max_grad_norm: float = _field(1.0, "global gradient-norm clip")
     # evaluation and reporting
-    eval_prompts: int = _field(512, "prompts for the before/after evaluation")
-    num_samples: int = _field(6, "sample generations to report before and after")
+    eval_prompts: int = _field(512, "held-out prompts for the before/after evaluation")
+    num_samples: int = _field(6, "sample completions to report before and after")
     log_every: int = _field(100, "progress callback every this many pretraining / reward-model steps")
 
     def __post_init__(self):
         validate(self)
 
     @property
-    def rl_prompts(self) -> int:
-        """Distinct prompts per RL update: rl_batch for ppo, rl_batch / group_size for grpo."""
-        return self.rl_batch // self.group_size if self.algo == "grpo" else self.rl_batch
+    def algorithm(self) -> Algorithm:
+        return ALGORITHMS[self.algo]
 
     @property
-    def minibatch_size(self) -> int:
-        """Completions per RL minibatch."""
-        return self.rl_batch // self.num_minibatches
+    def grouped(self) -> bool:
+        """Critic-free algorithms sample `group_size` completions per prompt."""
+        return not self.algorithm.critic
+
+    @property
+    def rl_prompts(self) -> int:
+        """Distinct prompts per RL update: rl_batch for ppo, rl_batch / group_size otherwise."""
+        return self.rl_batch // self.group_size if self.grouped else self.rl_batch
+
+    @property
+    def kl_in_reward(self) -> bool:
+        """β·KL as a per-token reward (True) or as a loss term (False)."""
+        return (self.algorithm.kl_penalty if self.kl_penalty == "auto" else self.kl_penalty) == "reward"
+
+    @property
+    def task_metric(self) -> str:
+        """Name of the task's own reward in reports: accuracy (exact match) or true_reward (hidden rule)."""
+        return "accuracy" if self.task == "arithmetic" else "true_reward"
+
+    @property
+    def kl_estimator_name(self) -> str:
+        """The estimator used: `kl_estimator`, or for auto k1 when the KL is a reward (its
+        score-function gradient E[∇log π · k1] is ∇KL; k3's is not) and k3 in the loss (GRPO)."""
+        if self.kl_estimator != "auto":
+            return self.kl_estimator
+        return "k1" if self.kl_in_reward else "k3"
 
     def pretraining_config(self) -> RLHFConfig:
         """This config with every RL-phase field at its default: what phase 1 (pretraining, reward
@@ -109,8 +173,10 @@ class RLHyperparams:
     recompile, and `jax.vmap` can map over them). Same names as the `RLHFConfig` fields."""
 
     rl_lr: jax.Array
-    clip_eps: jax.Array
+    clip_eps_low: jax.Array
+    clip_eps_high: jax.Array
     kl_coef: jax.Array
+    truncation_penalty: jax.Array
     gamma: jax.Array
     gae_lambda: jax.Array
     vf_coef: jax.Array
@@ -119,27 +185,31 @@ class RLHyperparams:
 
 RL_TRACED_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(RLHyperparams))
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RLHFConfig)}
+_FIRST_RL_FIELD = "rl_updates"
 # Fields that only phase 2 (RL fine-tuning and its report) reads.
 RL_FIELDS: tuple[str, ...] = (
     "algo",
-    "rl_updates",
-    "rl_batch",
-    "group_size",
-    "num_epochs",
-    "num_minibatches",
-    "rl_lr",
-    "clip_eps",
-    "kl_coef",
-    "gamma",
-    "gae_lambda",
-    "vf_coef",
-    "clip_value_loss",
-    "ent_coef",
+    *list(FIELDS)[list(FIELDS).index(_FIRST_RL_FIELD) : list(FIELDS).index("eval_prompts")],
 )
 
+CHOICES: dict[str, tuple[str, ...]] = {
+    "task": TASKS,
+    "algo": tuple(ALGORITHMS),
+    "model": MODELS,
+    "positions": POSITIONS,
+    "kl_estimator": ("auto", *KL_ESTIMATORS),
+    "kl_penalty": KL_PENALTIES,
+    "loss_aggregation": tuple(AGGREGATIONS),
+    "truncated_completions": TRUNCATION,
+}
+_BOOLS = ("scale_advantages", "skip_equal_groups", "clip_value_loss")
 _POSITIVE_INTS = (
+    "digits",
     "prompt_len",
     "completion_len",
+    "d_model",
+    "num_layers",
+    "num_heads",
     "hidden_dim",
     "pretrain_steps",
     "pretrain_batch",
@@ -158,13 +228,17 @@ _POSITIVE_INTS = (
 )
 # (low, high, low_inclusive) closed above.
 _FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {
+    "corpus_accuracy": (0.0, 1.0, True),
     "corpus_run_prob": (0.0, 1.0, True),
     "corpus_temperature": (0.0, math.inf, True),
+    "corpus_eos_prob": (0.0, 1.0, True),
     "pretrain_lr": (0.0, math.inf, False),
     "rm_lr": (0.0, math.inf, False),
     "rl_lr": (0.0, math.inf, False),
-    "clip_eps": (0.0, math.inf, False),
+    "clip_eps_low": (0.0, 1.0, False),
+    "clip_eps_high": (0.0, math.inf, False),
     "kl_coef": (0.0, math.inf, True),
+    "truncation_penalty": (0.0, math.inf, True),
     "gamma": (0.0, 1.0, True),
     "gae_lambda": (0.0, 1.0, True),
     "vf_coef": (0.0, math.inf, True),
@@ -189,26 +263,41 @@ def _check_float(name: str, value: Any) -> None:
         raise ConfigError(name, f"must be in {'[' if low_inclusive else '('}{low}, {high}], got {value}")
 
 
-def validate(config: RLHFConfig) -> None:
-    """Check every field; raise `ConfigError` naming the first bad one. Runs on construction."""
-    if config.algo not in ALGOS:
-        raise ConfigError("algo", f"must be one of {', '.join(ALGOS)}, got {config.algo!r}")
-    _check_int("seed", config.seed, 0)
-    _check_int("vocab_size", config.vocab_size, 3)
+def _check_sizes(config: RLHFConfig) -> None:
     if config.vocab_size > MAX_VOCAB:
         raise ConfigError("vocab_size", f"must be <= {MAX_VOCAB}, got {config.vocab_size}")
-    for name in _POSITIVE_INTS:
-        _check_int(name, getattr(config, name), 1)
-    for name in _FLOAT_RANGES:
-        _check_float(name, getattr(config, name))
-    if not isinstance(config.clip_value_loss, bool):
-        raise ConfigError("clip_value_loss", f"must be a bool, got {config.clip_value_loss!r}")
-    if config.algo == "grpo":
+    if config.digits > 4:
+        raise ConfigError(
+            "digits", f"must be <= 4 (the prompts are all pairs of that many digits), got {config.digits}"
+        )
+    if config.d_model % config.num_heads or (config.positions == "rotary" and (config.d_model // config.num_heads) % 2):
+        raise ConfigError("num_heads", f"must divide d_model = {config.d_model} (into even parts for rotary)")
+    if config.grouped:
         if config.group_size < 2:
-            raise ConfigError("group_size", f"grpo needs at least 2 completions per prompt, got {config.group_size}")
+            raise ConfigError("group_size", f"{config.algo} needs at least 2 completions per prompt")
         if config.rl_batch % config.group_size:
             raise ConfigError("group_size", f"must divide rl_batch = {config.rl_batch}, got {config.group_size}")
+    elif config.skip_equal_groups:
+        raise ConfigError("skip_equal_groups", f"needs groups of completions per prompt; {config.algo} has none")
     if config.rl_batch % config.num_minibatches:
         raise ConfigError("num_minibatches", f"must divide rl_batch = {config.rl_batch}, got {config.num_minibatches}")
     if config.num_samples > config.eval_prompts:
         raise ConfigError("num_samples", f"must be <= eval_prompts = {config.eval_prompts}, got {config.num_samples}")
+
+
+def validate(config: RLHFConfig) -> None:
+    """Check every field; raise `ConfigError` naming the first bad one. Runs on construction."""
+    for name, allowed in CHOICES.items():
+        value = getattr(config, name)
+        if value not in allowed:
+            raise ConfigError(name, f"must be one of {', '.join(allowed)}, got {value!r}")
+    _check_int("seed", config.seed, 0)
+    _check_int("vocab_size", config.vocab_size, 3)
+    for name in _POSITIVE_INTS:
+        _check_int(name, getattr(config, name), 1)
+    for name in _FLOAT_RANGES:
+        _check_float(name, getattr(config, name))
+    for name in _BOOLS:
+        if not isinstance(getattr(config, name), bool):
+            raise ConfigError(name, f"must be true or false, got {getattr(config, name)!r}")
+    _check_sizes(config)

@@ -1,4 +1,5 @@
-"""`run_rlhf(config) -> RLHFResult`: pretraining, reward model and RL fine-tuning, end to end.
+"""`run_rlhf(config) -> RLHFResult`: pretraining, the reward model (preference task), RL
+fine-tuning and the before/after evaluation on held-out prompts, end to end.
 
 Each phase is one jitted program; this module only sequences them, times them and collects the
 numbers. It never prints: progress goes to the optional `callback(phase, step, metrics)`.
@@ -6,25 +7,22 @@ numbers. It never prints: progress goes to the optional `callback(phase, step, m
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ppo_jax.config import ConfigError
+from ppo_jax.core.token_losses import completion_mask
 from ppo_jax.rlhf.config import FIELDS, RLHFConfig
-from ppo_jax.rlhf.finetune import EvalStats, Frozen, Rollout, evaluate, finetune, reward_statistics
+from ppo_jax.rlhf.finetune import EvalStats, evaluate, finetune
 from ppo_jax.rlhf.pretrain import Callback, PhaseResult, RewardModelResult, pretrain, train_reward_model
-from ppo_jax.rlhf.task import decode, make_corpus, sample_prompts
-
-
-class RLHFParams(NamedTuple):
-    """The three trained models."""
-
-    policy: Any  # after RL fine-tuning
-    reference: Any  # after pretraining (frozen during RL)
-    reward: Any  # reward model
+from ppo_jax.rlhf.rollout import Frozen, RLParams, Rollout, sequence_reward
+from ppo_jax.rlhf.setup import make_setup
+from ppo_jax.runtime import compile_cache, stats
 
 
 class RLHFResult(NamedTuple):
@@ -32,19 +30,20 @@ class RLHFResult(NamedTuple):
 
     config: RLHFConfig
     summary: dict[str, float]
-    history: dict[str, np.ndarray]  # RL phase, per update
+    history: dict[str, np.ndarray]  # RL phase, [updates, seeds]
     pretrain_history: dict[str, np.ndarray]  # per step
-    reward_model_history: dict[str, np.ndarray]  # per step
+    reward_model_history: dict[str, np.ndarray]  # per step (empty without a reward model)
     samples_before: list[dict[str, Any]]
     samples_after: list[dict[str, Any]]
-    timings: dict[str, float]  # seconds per phase, compile included
-    params: RLHFParams
+    timings: dict[str, float]  # wall seconds per phase, compile included
+    cpu_seconds: dict[str, float]  # process CPU seconds per phase (all threads)
+    params: RLParams  # after RL (policy, and the critic for PPO), seed 0
+    frozen: Frozen  # reference, reward model
 
 
 class Keys(NamedTuple):
     """One key per use, all split from the config seed."""
 
-    corpus: jax.Array
     pretrain: jax.Array
     reward_model: jax.Array
     reward_stats: jax.Array
@@ -58,22 +57,30 @@ def split_keys(seed: int) -> Keys:
 
 
 def samples(config: RLHFConfig, rollout: Rollout) -> list[dict[str, Any]]:
-    """The first `num_samples` generations of an evaluation, as letters with their true reward."""
+    """The first `num_samples` generations of an evaluation, decoded, with their true reward."""
+    task = make_setup(config).task
     return [
         {
-            "prompt": decode(rollout.prompts[i]),
-            "completion": decode(rollout.completions[i]),
+            "prompt": task.decode(rollout.prompts[i]),
+            "completion": task.decode(rollout.completions[i]),
             "true_reward": float(rollout.true_reward[i]),
         }
         for i in range(config.num_samples)
     ]
 
 
-def _timed(timings: dict[str, float], name: str, fn, *args, **kwargs):
-    start = time.perf_counter()
+def _timed(timings: dict[str, float], cpu: dict[str, float], name: str, fn, *args, **kwargs):
+    start, start_cpu = time.perf_counter(), time.process_time()
     out = jax.block_until_ready(fn(*args, **kwargs))
     timings[name] = time.perf_counter() - start
+    cpu[name] = time.process_time() - start_cpu
     return out
+
+
+def _counted_since(counts: tuple[int, int]) -> tuple[int, int]:
+    """Persistent-cache (hits, misses) since `counts` was read."""
+    now = compile_cache.counts()
+    return now[0] - counts[0], now[1] - counts[1]
 
 
 def _host(tree) -> dict[str, np.ndarray]:
@@ -85,22 +92,41 @@ class Phase1(NamedTuple):
 
     config: RLHFConfig  # the `pretraining_config()` it was made with
     pretrain: PhaseResult
-    reward_model: RewardModelResult
+    reward_model: RewardModelResult | None  # None for a task with a verifiable reward
     frozen: Frozen  # reference = pretrained policy, reward model, reward mean and std
     timings: dict[str, float]
+    cpu_seconds: dict[str, float]
+    cache_counts: tuple[int, int] = (0, 0)  # persistent compilation cache hits and misses while preparing
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def reward_statistics(config: RLHFConfig, reference: Any, reward: Any, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(mean, std) of r_φ over `eval_prompts` completions of the reference policy (training prompts)."""
+    setup = make_setup(config)
+    key_prompt, key_sample = jax.random.split(key)
+    task = setup.task
+    prompts = task.prompts(key_prompt, config.eval_prompts)
+    completions = setup.policy.sample_fn(reference, prompts, key_sample, task.completion_len, task.eos_id)
+    frozen = Frozen(reference, reward, jnp.float32(0.0), jnp.float32(1.0))
+    scores = sequence_reward(setup, frozen, prompts, completions, completion_mask(completions, task.eos_id))
+    return jnp.mean(scores), jnp.std(scores) + 1e-6
 
 
 def prepare(config: RLHFConfig, callback: Callback | None = None) -> Phase1:
     """Phase 1 and the reward model. Depends only on `config.pretraining_config()`, so one result
-    serves runs that differ only in RL settings (e.g. PPO and GRPO on the same reward model)."""
+    serves runs that differ only in RL settings (e.g. PPO and GRPO from the same pretrained model)."""
     config = config.pretraining_config()
+    counts = compile_cache.counts()
     keys = split_keys(config.seed)
     timings: dict[str, float] = {}
-    corpus = make_corpus(keys.corpus, config.vocab_size, config.corpus_run_prob, config.corpus_temperature)
-    pre = _timed(timings, "pretrain", pretrain, config, corpus, keys.pretrain, callback)
-    rm = _timed(timings, "reward_model", train_reward_model, config, corpus, pre.params, keys.reward_model, callback)
-    mean, std = reward_statistics(config, pre.params, rm.params, keys.reward_stats)
-    return Phase1(config, pre, rm, Frozen(pre.params, rm.params, mean, std), timings)
+    cpu: dict[str, float] = {}
+    pre = _timed(timings, cpu, "pretrain", pretrain, config, keys.pretrain, callback)
+    rm, frozen = None, Frozen(pre.params, None, jnp.float32(0.0), jnp.float32(1.0))
+    if make_setup(config).task.needs_reward_model:
+        rm = _timed(timings, cpu, "reward_model", train_reward_model, config, pre.params, keys.reward_model, callback)
+        mean, std = reward_statistics(config, pre.params, rm.params, keys.reward_stats)
+        frozen = Frozen(pre.params, rm.params, mean, std)
+    return Phase1(config, pre, rm, frozen, timings, cpu, _counted_since(counts))
 
 
 def _check_phase1(config: RLHFConfig, phase1: Phase1) -> None:
@@ -112,44 +138,98 @@ def _check_phase1(config: RLHFConfig, phase1: Phase1) -> None:
             )
 
 
-def run_rlhf(config: RLHFConfig, callback: Callback | None = None, phase1: Phase1 | None = None) -> RLHFResult:
-    """Pretrain the policy, fit the reward model, fine-tune with `config.algo`, evaluate before and after.
+def initial_params(config: RLHFConfig, phase1: Phase1) -> RLParams:
+    """RL starts from the pretrained policy; PPO's critic is a copy of it (its scalar head starts at 0)."""
+    reference = phase1.frozen.reference
+    return RLParams(reference, reference if config.algorithm.critic else None)
+
+
+def check_seeds(seeds: Any) -> None:
+    """`seeds` must be a positive int; raises `ConfigError` naming it."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError("seeds", f"must be a positive integer, got {seeds!r}")
+
+
+def _seed_params(tree, index: int):
+    return jax.tree.map(lambda x: x[index], tree)
+
+
+def vmapped_finetune(setup, start: RLParams, frozen: Frozen, keys: jax.Array, callback, hp):
+    """`finetune` for every key in `keys` [S] as one vmapped program: leaves with a leading [S]."""
+    return jax.vmap(lambda key: finetune(setup, start, frozen, key, callback, hp))(keys)
+
+
+def run_rlhf(
+    config: RLHFConfig, callback: Callback | None = None, phase1: Phase1 | None = None, seeds: int = 1
+) -> RLHFResult:
+    """Pretrain the policy, fit the reward model if the task needs one, fine-tune with
+    `config.algo` for `seeds` RL seeds at once (`jax.vmap` over keys), and evaluate before and
+    after on the same held-out prompts and sampling key.
 
     `phase1` (from `prepare`) skips pretraining and the reward model; its settings must match.
-    The same evaluation prompts and sampling key are used before (the reference policy) and after.
+    Histories are [updates, seeds]; the summary holds means over seeds, each seed's value and,
+    for several seeds, a 95 % bootstrap interval of the mean; `params` are seed 0's.
     """
+    check_seeds(seeds)
     if phase1 is None:
         phase1 = prepare(config, callback)
     _check_phase1(config, phase1)
+    counts = compile_cache.counts()
     keys = split_keys(config.seed)
-    timings = dict(phase1.timings)
-    frozen, reference = phase1.frozen, phase1.frozen.reference
-    prompts = sample_prompts(keys.eval_prompts, config.eval_prompts, config.prompt_len, config.vocab_size)
+    timings, cpu = dict(phase1.timings), dict(phase1.cpu_seconds)
+    frozen = phase1.frozen
     # Evaluation reads only phase-1 settings: compile it for phase1.config, shared by all RL settings.
-    before, rollout_before = evaluate(phase1.config, reference, frozen, prompts, keys.eval_sample)
-    rl = _timed(timings, "rl", finetune, config, reference, frozen, keys.finetune, callback)
-    after, rollout_after = evaluate(phase1.config, rl.params, frozen, prompts, keys.eval_sample)
+    eval_setup = make_setup(phase1.config)
+    prompts = eval_setup.task.prompts(keys.eval_prompts, config.eval_prompts, held_out=True)
+    before, rollout_before = evaluate(eval_setup, frozen.reference, frozen, prompts, keys.eval_sample)
+    setup = make_setup(config.static_rl_config())
+    rl_keys = jax.random.split(keys.finetune, seeds)
+    args = (setup, initial_params(config, phase1), frozen, rl_keys, callback, config.rl_hyperparams())
+    rl = _timed(timings, cpu, "rl", vmapped_finetune, *args)
+    after = [
+        evaluate(eval_setup, _seed_params(rl.params.policy, s), frozen, prompts, keys.eval_sample) for s in range(seeds)
+    ]
     timings["total"] = sum(timings.values())
+    cpu["total"] = sum(cpu.values())
+    hits, misses = (a + b for a, b in zip(phase1.cache_counts, _counted_since(counts), strict=True))
+    summary = summarize(config, before, [stats for stats, _ in after], phase1.reward_model)
+    summary["compile_cache_dir"] = compile_cache.current_dir()
+    summary["compile_cache_hit"] = hits > 0 and misses == 0  # every program of the run came from the cache
     return RLHFResult(
         config=config,
-        summary=summarize(before, after, phase1.reward_model.eval_accuracy),
-        history=_host(rl.history),
+        summary=summary,
+        history={k: np.asarray(v).T for k, v in rl.history.items()},
         pretrain_history=_host(phase1.pretrain.history),
-        reward_model_history=_host(phase1.reward_model.history),
+        reward_model_history={} if phase1.reward_model is None else _host(phase1.reward_model.history),
         samples_before=samples(config, rollout_before),
-        samples_after=samples(config, rollout_after),
+        samples_after=samples(config, after[0][1]),
         timings=timings,
-        params=RLHFParams(rl.params, reference, frozen.reward),
+        cpu_seconds=cpu,
+        params=_seed_params(rl.params, 0),
+        frozen=frozen,
     )
 
 
-def summarize(before: EvalStats, after: EvalStats, rm_accuracy: jax.Array) -> dict[str, float]:
-    """The headline numbers as Python floats."""
-    return {
-        "true_reward_before": float(before.true_reward),
-        "true_reward_after": float(after.true_reward),
-        "reward_model_accuracy": float(rm_accuracy),
-        "kl_to_reference": float(after.kl),
-        "learned_reward_before": float(before.score),
-        "learned_reward_after": float(after.score),
-    }
+def _over_seeds(summary: dict[str, Any], name: str, values: list[float]) -> None:
+    """summary[name] = mean over seeds, summary[name_per_seed], and a bootstrap CI for several."""
+    summary[name] = float(np.mean(values))
+    summary[f"{name}_per_seed"] = [float(v) for v in values]
+    if len(values) > 1:
+        ci = stats.bootstrap_ci(np.asarray(values), statistic=np.mean)
+        summary[f"{name}_ci95"] = [ci.low, ci.high]
+
+
+def summarize(config: RLHFConfig, before: EvalStats, after: list[EvalStats], rm: RewardModelResult | None):
+    """The headline numbers as Python floats: accuracy (arithmetic) or true and learned reward
+    (preference) before and after RL (means over seeds), the KL to the reference and lengths."""
+    metric = "true_reward" if rm is not None else "accuracy"
+    summary: dict[str, Any] = {f"{metric}_before": float(before.true_reward)}
+    _over_seeds(summary, f"{metric}_after", [float(a.true_reward) for a in after])
+    if rm is not None:
+        summary["learned_reward_before"] = float(before.reward)
+        _over_seeds(summary, "learned_reward_after", [float(a.reward) for a in after])
+        summary["reward_model_accuracy"] = float(rm.eval_accuracy)
+    _over_seeds(summary, "kl_to_reference", [float(a.kl) for a in after])
+    summary["length_before"] = float(before.length)
+    summary["length_after"] = float(np.mean([float(a.length) for a in after]))
+    return summary

@@ -1,4 +1,5 @@
-"""Phase 1 (next-token pretraining) and the reward model (Bradley–Terry on preference pairs).
+"""Phase 1 (next-token pretraining on the task's corpus) and the reward model (Bradley–Terry on
+preference pairs), for any `LanguageModel`.
 
 Each phase is one jitted `lax.scan` over gradient steps; progress leaves through an optional host
 callback `callback(phase, step, metrics)` every `config.log_every` steps (and at the last step).
@@ -16,9 +17,11 @@ import optax
 from jax import lax
 
 from ppo_jax.core.distributions import categorical_log_prob
+from ppo_jax.core.token_losses import completion_mask, masked_mean
 from ppo_jax.rlhf.config import RLHFConfig
-from ppo_jax.rlhf.model import TokenModel, completion_outputs, init_params, sequence_score
-from ppo_jax.rlhf.task import Corpus, PreferencePairs, generate_completions, preference_pairs, sample_prompts
+from ppo_jax.rlhf.lm import LanguageModel
+from ppo_jax.rlhf.setup import completion_logits, make_setup, sequence_score
+from ppo_jax.rlhf.task import PreferencePairs
 
 Callback = Callable[[str, int, dict[str, Any]], None]
 
@@ -47,17 +50,15 @@ class RewardModelResult(NamedTuple):
     eval_accuracy: jax.Array  # scalar: fraction of held-out non-tied pairs ordered correctly
 
 
-def make_model(config: RLHFConfig) -> TokenModel:
-    return TokenModel(config.vocab_size, config.hidden_dim)
+def next_token_loss(lm: LanguageModel, eos_id: int, params: Any, prompts: jax.Array, completions: jax.Array):
+    """Cross-entropy of the completion tokens up to and including EOS,
 
+        L = −Σ_{b,t} m_{b,t} log π(y_{b,t} | x_b, y_{b,<t}) / Σ m
 
-def next_token_loss(model: TokenModel, params: Any, prompts: jax.Array, completions: jax.Array) -> jax.Array:
-    """Cross-entropy of the completion tokens, L = −mean_{b,i} log π(y_{b,i} | x_b, y_{b,<i}).
-
-    prompts [B, P], completions [B, L] -> scalar. The prompt tokens are not modelled.
+    prompts [B, P], completions [B, L] (EOS-padded) -> scalar. Prompt tokens are not modelled.
     """
-    logits = completion_outputs(model, params, prompts, completions).logits
-    return -jnp.mean(categorical_log_prob(logits, completions))
+    logits = completion_logits(lm, params, prompts, completions)
+    return -masked_mean(categorical_log_prob(logits, completions), completion_mask(completions, eos_id))
 
 
 def bradley_terry_loss(score_first: jax.Array, score_second: jax.Array, label: jax.Array) -> jax.Array:
@@ -80,7 +81,11 @@ def preference_accuracy(score_first: jax.Array, score_second: jax.Array, label: 
     return jnp.sum(correct) / jnp.maximum(jnp.sum(decided), 1)
 
 
-def make_optimizer(lr: float, max_grad_norm: float) -> optax.GradientTransformation:
+def make_optimizer(lr, max_grad_norm: float, steps: int | None = None) -> optax.GradientTransformation:
+    """Adam after global-norm clipping; with `steps`, a 5 % linear warm-up to `lr` and a cosine
+    decay to lr/10 over `steps`."""
+    if steps is not None:
+        lr = optax.warmup_cosine_decay_schedule(0.0, lr, max(1, steps // 20), steps, lr / 10)
     return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(lr))
 
 
@@ -92,14 +97,14 @@ def report(callback: Callback | None, phase: str, every: int, total: int, step: 
     lax.cond(jnp.logical_or(step % every == 0, step == total), emit, lambda: None)
 
 
-def pretrain_step(config: RLHFConfig, callback, corpus: Corpus, state: PhaseState, _=None):
-    """One next-token step on a fresh batch of corpus sequences."""
-    model = make_model(config)
-    optimizer = make_optimizer(config.pretrain_lr, config.max_grad_norm)
-    key, key_prompt, key_text = jax.random.split(state.key, 3)
-    prompts = sample_prompts(key_prompt, config.pretrain_batch, config.prompt_len, config.vocab_size)
-    completions = generate_completions(key_text, corpus, prompts, config.completion_len)
-    loss, grads = jax.value_and_grad(functools.partial(next_token_loss, model))(state.params, prompts, completions)
+def pretrain_step(config: RLHFConfig, callback, state: PhaseState, _=None):
+    """One next-token step on a fresh batch of corpus examples."""
+    setup = make_setup(config)
+    optimizer = make_optimizer(config.pretrain_lr, config.max_grad_norm, config.pretrain_steps)
+    key, key_batch = jax.random.split(state.key)
+    prompts, completions = setup.task.corpus(key_batch, config.pretrain_batch)
+    loss_fn = functools.partial(next_token_loss, setup.policy, setup.task.eos_id)
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, prompts, completions)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     step = state.step + 1
     metrics = {"loss": loss}
@@ -108,38 +113,39 @@ def pretrain_step(config: RLHFConfig, callback, corpus: Corpus, state: PhaseStat
 
 
 @functools.partial(jax.jit, static_argnames=("config", "callback"))
-def pretrain(config: RLHFConfig, corpus: Corpus, key: jax.Array, callback: Callback | None = None) -> PhaseResult:
-    """Phase 1: `pretrain_steps` of next-token prediction on the generated corpus."""
+def pretrain(config: RLHFConfig, key: jax.Array, callback: Callback | None = None) -> PhaseResult:
+    """Phase 1: `pretrain_steps` of next-token prediction on the task's generated corpus."""
     key_init, key = jax.random.split(key)
-    params = init_params(make_model(config), key_init)
-    opt_state = make_optimizer(config.pretrain_lr, config.max_grad_norm).init(params)
+    params = make_setup(config).policy.init(key_init)
+    opt_state = make_optimizer(config.pretrain_lr, config.max_grad_norm, config.pretrain_steps).init(params)
     state = PhaseState(params, opt_state, key, jnp.int32(0))
-    step = functools.partial(pretrain_step, config, callback, corpus)
-    state, history = lax.scan(step, state, None, length=config.pretrain_steps)
+    state, history = lax.scan(functools.partial(pretrain_step, config, callback), state, None, config.pretrain_steps)
     return PhaseResult(state.params, history)
 
 
-def pair_scores(model: TokenModel, params: Any, pairs: PreferencePairs) -> tuple[jax.Array, jax.Array]:
+def pair_scores(lm: LanguageModel, eos_id: int, params: Any, pairs: PreferencePairs) -> tuple[jax.Array, jax.Array]:
     """(r_φ(x, first), r_φ(x, second)) [N] each, both scored in one pass."""
     prompts = jnp.concatenate([pairs.prompts, pairs.prompts], axis=0)
-    scores = sequence_score(model, params, prompts, jnp.concatenate([pairs.first, pairs.second], axis=0))
+    completions = jnp.concatenate([pairs.first, pairs.second], axis=0)
+    scores = sequence_score(lm, params, prompts, completions, completion_mask(completions, eos_id))
     return jnp.split(scores, 2)
 
 
-def reward_model_loss(model: TokenModel, params: Any, pairs: PreferencePairs):
+def reward_model_loss(lm: LanguageModel, eos_id: int, params: Any, pairs: PreferencePairs):
     """Bradley–Terry loss of a batch of pairs and its accuracy: (loss, {'accuracy'})."""
-    first, second = pair_scores(model, params, pairs)
+    first, second = pair_scores(lm, eos_id, params, pairs)
     return bradley_terry_loss(first, second, pairs.label), {"accuracy": preference_accuracy(first, second, pairs.label)}
 
 
 def reward_model_step(config: RLHFConfig, callback, pairs: PreferencePairs, state: PhaseState, _=None):
     """One Bradley–Terry step on a minibatch drawn (with replacement) from the training pairs."""
-    model = make_model(config)
+    setup = make_setup(config)
     optimizer = make_optimizer(config.rm_lr, config.max_grad_norm)
     key, key_batch = jax.random.split(state.key)
     index = jax.random.randint(key_batch, (config.rm_batch,), 0, config.rm_pairs)
     batch = jax.tree.map(lambda x: x[index], pairs)
-    grad_fn = jax.value_and_grad(functools.partial(reward_model_loss, model), has_aux=True)
+    loss_fn = functools.partial(reward_model_loss, setup.reward_model, setup.task.eos_id)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (loss, aux), grads = grad_fn(state.params, batch)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     step = state.step + 1
@@ -149,17 +155,17 @@ def reward_model_step(config: RLHFConfig, callback, pairs: PreferencePairs, stat
 
 
 @functools.partial(jax.jit, static_argnames=("config", "callback"))
-def train_reward_model(
-    config: RLHFConfig, corpus: Corpus, init: Any, key: jax.Array, callback: Callback | None = None
-) -> RewardModelResult:
+def train_reward_model(config: RLHFConfig, init: Any, key: jax.Array, callback: Callback | None = None):
     """Label `rm_pairs` comparisons with the hidden rule, fit r_φ (initialised from `init`, the
     pretrained policy, scalar head at zero) by Bradley–Terry, and score `rm_eval_pairs` held-out ones."""
+    setup = make_setup(config)
     key_train, key_eval, key = jax.random.split(key, 3)
-    pairs = preference_pairs(key_train, corpus, config.rm_pairs, config.prompt_len, config.completion_len)
-    held_out = preference_pairs(key_eval, corpus, config.rm_eval_pairs, config.prompt_len, config.completion_len)
+    pairs = setup.task.preference_pairs(key_train, config.rm_pairs)
+    held_out = setup.task.preference_pairs(key_eval, config.rm_eval_pairs)
     opt_state = make_optimizer(config.rm_lr, config.max_grad_norm).init(init)
     state = PhaseState(init, opt_state, key, jnp.int32(0))
-    step = functools.partial(reward_model_step, config, callback, pairs)
-    state, history = lax.scan(step, state, None, length=config.rm_steps)
-    first, second = pair_scores(make_model(config), state.params, held_out)
+    state, history = lax.scan(
+        functools.partial(reward_model_step, config, callback, pairs), state, None, config.rm_steps
+    )
+    first, second = pair_scores(setup.reward_model, setup.task.eos_id, state.params, held_out)
     return RewardModelResult(state.params, history, preference_accuracy(first, second, held_out.label))
