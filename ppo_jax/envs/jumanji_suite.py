@@ -1,7 +1,10 @@
 """Jumanji (`jumanji/NAME`, package `jumanji`).
 
 Jumanji's time steps are dm_env-style: LAST with discount 0 is a termination, LAST with a
-non-zero discount a truncation (an env's own `time_limit`). Observations are named tuples; the
+non-zero discount a truncation. Many Jumanji envs (Snake, Maze, Sokoban, ...) end at their own
+`time_limit` with discount 0 as well; for an env with a `time_limit` and a `step_count` in its
+state, the adapter reports reaching the limit as a truncation (a terminal event on that very step
+is then reported as a truncation too: the state does not tell them apart). Observations are named tuples; the
 adapter flattens every field except `action_mask` into one vector and appends the mask, so that
 the policy's Categorical logits are masked to the legal actions (`legal_action_mask_size`).
 Discrete actions map to Discrete, multi-discrete ones (e.g. Minesweeper's row and column) to one
@@ -54,6 +57,8 @@ class JumanjiEnv(SuiteEnv):
         # a mask of one entry per joint action masks the logits; any other mask is a feature
         self.masked = mask is not None and joint > 0 and math.prod(mask.shape) == joint
         limit = getattr(self.inner_env, "time_limit", None)
+        state, _ = jax.eval_shape(self.inner_env.reset, jax.random.key(0))
+        self.time_limit = int(limit) if limit and hasattr(state, "step_count") else None
         super().__init__(name, int(limit) if limit else 1000, space, nvec, joint if self.masked else 0)
 
     def encode_obs(self, raw: Any) -> jax.Array:
@@ -70,8 +75,10 @@ class JumanjiEnv(SuiteEnv):
     def suite_step(self, key: jax.Array, inner: Any, action: jax.Array):
         state, timestep = self.inner_env.step(inner, action)
         last = timestep.step_type == StepType.LAST
-        terminated = last & (timestep.discount == 0)
         truncated = last & (timestep.discount > 0)
+        if self.time_limit is not None:
+            truncated = truncated | (last & (state.step_count >= self.time_limit))
+        terminated = last & (timestep.discount == 0) & ~truncated
         return state, timestep.observation, timestep.reward, terminated, truncated
 
 
