@@ -5,6 +5,10 @@ for its time limit (`params.max_timesteps`, 10 000 steps). The adapter steps the
 auto-reset and separates the two: `truncated` = the step count reached the limit, `terminated` =
 the suite's own terminal check with the limit lifted. Symbolic observations are vectors, pixel
 observations images [H, W, 3] (the `cnn` family).
+
+World generation costs about 40 steps (119 resets/s against 5000 steps/s for 64 envs on a CPU),
+and a rollout draws a reset for every step of every env; `reset_ratio` = 16 shares each drawn
+reset among 16 envs, as the optimistic resets of Craftax's PPO baseline (ratio 16) do.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ NO_LIMIT = 2**30
 
 class CraftaxEnv(SuiteEnv):
     suite = "craftax"
+    reset_ratio = 16
 
     def __init__(self, name: str, max_timesteps: int | None = None):
         self.inner_env = make_craftax_env_from_name(name, auto_reset=False)
