@@ -312,3 +312,24 @@ def test_navix_empty_reaches_full_success():
     out = run(roll.env, roll.env_params, acting, result.state.params, None, jax.random.key(1), 64, 100, True)
     assert np.asarray(out.returns).min() == 1.0
     assert np.asarray(out.lengths).max() < 100
+
+
+def test_reset_ratio_shares_each_drawn_reset_among_neighbouring_envs():
+    from gymnax.environments.classic_control.cartpole import CartPole
+
+    from ppo_jax.config import PPOConfig
+    from ppo_jax.engine.rollout import draw_resets
+    from ppo_jax.engine.train import make_context
+
+    class SharedResets(CartPole):
+        reset_ratio = 4
+
+    env = SharedResets()
+    ctx = make_context(PPOConfig(num_envs=10, num_steps=3, num_minibatches=1), env=env).rollout
+    obs, _ = draw_resets(ctx, jax.random.key(0), lambda x: x)
+    obs = np.asarray(obs)  # [T, N, 4]
+    assert obs.shape == (3, 10, 4)
+    for start in (0, 4, 8):
+        group = obs[:, start : start + 4]
+        assert (group == group[:, :1]).all()
+    assert not np.allclose(obs[:, 0], obs[:, 4]) and not np.allclose(obs[0], obs[1])
