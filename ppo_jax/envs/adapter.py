@@ -68,6 +68,9 @@ class SuiteEnv(environment.Environment):
         self.space = space
         self.nvec = nvec  # sizes of a multi-discrete action, None otherwise
         self.legal_action_mask_size = int(mask_size)
+        template = jax.eval_shape(self.suite_reset, jax.random.key(0))[0]
+        self._template = jax.tree.flatten(template)  # (leaf shapes, treedef) of the suite's state
+        self._has_empty = any(x.size == 0 for x in self._template[0])
 
     # -- what a suite defines -------------------------------------------------------------
     def suite_reset(self, key: jax.Array) -> tuple[Any, Any]:
@@ -91,14 +94,29 @@ class SuiteEnv(environment.Environment):
 
     def reset_env(self, key: jax.Array, params: SuiteParams):
         inner, raw = self.suite_reset(key)
-        return self.encode_obs(raw), SuiteState(time=jnp.int32(0), inner=inner, truncated=jnp.bool_(False))
+        return self.encode_obs(raw), SuiteState(time=jnp.int32(0), inner=self.pack(inner), truncated=jnp.bool_(False))
 
     def step_env(self, key: jax.Array, state: SuiteState, action: jax.Array, params: SuiteParams):
-        inner, raw, reward, terminated, truncated = self.suite_step(key, state.inner, self.decode_action(action))
+        inner = self.unpack(state.inner)
+        inner, raw, reward, terminated, truncated = self.suite_step(key, inner, self.decode_action(action))
         terminated = jnp.asarray(terminated, bool)
         truncated = jnp.asarray(truncated, bool)
-        new = SuiteState(time=state.time + 1, inner=inner, truncated=truncated)
+        new = SuiteState(time=state.time + 1, inner=self.pack(inner), truncated=truncated)
         return self.encode_obs(raw), new, jnp.asarray(reward, jnp.float32), terminated, {}
+
+    def pack(self, inner: Any) -> Any:
+        """The suite's state as carried: zero-size leaves (MJX's empty fields) as None, since they
+        hold nothing and checkpoints cannot store them."""
+        return jax.tree.map(lambda x: None if x.size == 0 else x, inner) if self._has_empty else inner
+
+    def unpack(self, packed: Any) -> Any:
+        """The suite's state from `pack`'s form."""
+        if not self._has_empty:
+            return packed
+        leaves = jax.tree.leaves(packed, is_leaf=lambda x: x is None)
+        shapes, treedef = self._template
+        filled = [jnp.zeros(t.shape, t.dtype) if x is None else x for x, t in zip(leaves, shapes, strict=True)]
+        return jax.tree.unflatten(treedef, filled)
 
     def is_truncated(self, state: SuiteState, params: SuiteParams) -> jax.Array:
         return state.truncated
