@@ -40,7 +40,7 @@ OBJECTIVE_NAMES = tuple(OBJECTIVES)
 class PPOConfig:
     """Everything that defines a PPO run. Frozen; derived sizes are properties."""
 
-    env: str = _static("CartPole-v1", "gymnax environment id")
+    env: str = _static("CartPole-v1", "gymnax id, or SUITE/NAME (brax, playground, craftax, navix, xminigrid, jumanji)")
     num_envs: int = _static(4, "parallel environments per seed")
     num_steps: int = _static(128, "rollout length per environment per update")
     num_epochs: int = _static(4, "passes over each rollout batch")
@@ -276,6 +276,82 @@ _MINATAR = dict(
     lr=5e-4,
 )
 
+# Suite envs (`SUITE/NAME`), each from the suite's own published PPO configuration. Brax-style
+# configs collect batch_size × num_minibatches × unroll_length samples per update from num_envs
+# envs, so num_steps here = batch_size × num_minibatches × unroll_length / num_envs;
+# num_updates_per_batch is num_epochs, discounting gamma, entropy_cost ent_coef. Brax's PPO
+# (brax.training.agents.ppo.train defaults) clips the ratio at 0.3, neither clips the value loss
+# nor the gradient norm (max_grad_norm 1e6 here), keeps the learning rate constant, uses Adam eps
+# 1e-8 and swish networks (policy 4×32, value 5×256; one set of widths here, the value net's
+# 256s). Their `reward_scaling` (a constant factor on rewards) has no field here.
+_BRAX_PPO = dict(
+    normalize_obs=True,
+    total_timesteps=50_000_000,
+    num_minibatches=32,
+    lr=3e-4,
+    clip_eps=0.3,
+    gae_lambda=0.95,
+    clip_value_loss=False,
+    max_grad_norm=1e6,
+    anneal_lr=False,
+    adam_eps=1e-8,
+    activation="silu",
+    hidden_sizes=(256, 256, 256, 256),
+)
+# Brax's training notebook (google/brax, notebooks/training.ipynb: the `ppo.train` arguments per env).
+_BRAX_NOTEBOOK = {
+    # unroll_length=5, batch_size=2048, num_envs=4096, num_updates_per_batch=4, discounting=0.97, entropy 1e-2
+    "brax/ant": dict(_BRAX_PPO, num_envs=4096, num_steps=80, num_epochs=4, gamma=0.97, ent_coef=1e-2),
+    # unroll_length=20, batch_size=512, num_envs=2048, num_updates_per_batch=8, discounting=0.95, entropy 1e-3
+    "brax/halfcheetah": dict(_BRAX_PPO, num_envs=2048, num_steps=160, num_epochs=8, gamma=0.95, ent_coef=1e-3),
+    # unroll_length=10, batch_size=1024, num_envs=2048, num_updates_per_batch=8, discounting=0.97, entropy 1e-3
+    "brax/humanoid": dict(_BRAX_PPO, num_envs=2048, num_steps=160, num_epochs=8, gamma=0.97, ent_coef=1e-3),
+    # unroll_length=5, batch_size=1024, num_envs=2048, num_updates_per_batch=4, discounting=0.97, 2e6 steps
+    "brax/inverted_pendulum": dict(
+        _BRAX_PPO, total_timesteps=2_000_000, num_envs=2048, num_steps=80, num_epochs=4, gamma=0.97, ent_coef=1e-2
+    ),
+}
+# MuJoCo Playground, mujoco_playground/config/dm_control_suite_params.py, brax_ppo_config:
+# num_envs=2048, batch_size=1024, num_minibatches=32, unroll_length=30 (480 steps per env),
+# num_updates_per_batch=16, discounting=0.995, learning_rate=1e-3, entropy_cost=1e-2, 6e7 steps.
+_PLAYGROUND_DM_CONTROL = dict(
+    _BRAX_PPO,
+    total_timesteps=60_000_000,
+    num_envs=2048,
+    num_steps=480,
+    num_epochs=16,
+    gamma=0.995,
+    lr=1e-3,
+    ent_coef=1e-2,
+)
+# Craftax's PPO baseline (MichaelTMatthews/Craftax_Baselines, ppo.py argument defaults and its
+# ActorCritic: 3 hidden layers of 512, tanh): 1024 envs × 64 steps, 4 epochs of 8 minibatches,
+# lr 2e-4 annealed, γ 0.99, λ 0.8, clip 0.2, entropy 0.01, max grad norm 1.0, 1e9 steps.
+_CRAFTAX_PPO = dict(
+    num_envs=1024,
+    num_steps=64,
+    num_epochs=4,
+    num_minibatches=8,
+    total_timesteps=1_000_000_000,
+    lr=2e-4,
+    gamma=0.99,
+    gae_lambda=0.8,
+    clip_eps=0.2,
+    ent_coef=0.01,
+    vf_coef=0.5,
+    max_grad_norm=1.0,
+    activation="tanh",
+    hidden_sizes=(512, 512, 512),
+)
+SUITE_DEFAULTS: dict[str, dict[str, Any]] = {
+    **_BRAX_NOTEBOOK,
+    "playground/CartpoleBalance": dict(_PLAYGROUND_DM_CONTROL),
+    "playground/CheetahRun": dict(_PLAYGROUND_DM_CONTROL),
+    "playground/WalkerWalk": dict(_PLAYGROUND_DM_CONTROL),
+    "craftax/Craftax-Classic-Symbolic-v1": dict(_CRAFTAX_PPO),
+    "craftax/Craftax-Symbolic-v1": dict(_CRAFTAX_PPO),
+}
+
 # Shipped defaults per environment; anything not listed uses the PPOConfig defaults.
 ENV_DEFAULTS: dict[str, dict[str, Any]] = {
     "CartPole-v1": dict(_CLASSIC, lr=2.5e-4),
@@ -299,6 +375,7 @@ ENV_DEFAULTS: dict[str, dict[str, Any]] = {
     "MemoryChain-bsuite": dict(
         _CLASSIC, network="gru", num_envs=8, num_steps=32, num_minibatches=2, total_timesteps=100_000, lr=1e-3
     ),
+    **SUITE_DEFAULTS,
 }
 
 

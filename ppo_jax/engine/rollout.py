@@ -182,6 +182,21 @@ def _local_envs(x: jax.Array, reduce: Collective, num_local: int) -> jax.Array:
     return lax.dynamic_slice_in_dim(x, reduce.index() * num_local, num_local, axis=1)
 
 
+def draw_resets(ctx: RolloutContext, key: jax.Array, local: Any):
+    """Reset (obs, states) [T, n] for every step of this device's envs, drawn in advance.
+
+    An env with `reset_ratio` k > 1 (expensive resets, e.g. Craftax's world generation) draws
+    ceil(N / k) per step and gives each to k neighbouring envs, as optimistic resets do: two of
+    them ending at the same step start alike.
+    """
+    ratio = int(getattr(ctx.env, "reset_ratio", 1))
+    reset = jax.vmap(jax.vmap(ctx.env.reset_env, in_axes=(0, None)), in_axes=(0, None))
+    if ratio == 1:
+        return reset(local(jax.random.split(key, (ctx.num_steps, ctx.num_envs))), ctx.env_params)
+    out = reset(jax.random.split(key, (ctx.num_steps, -(-ctx.num_envs // ratio))), ctx.env_params)
+    return jax.tree.map(lambda x: local(jnp.repeat(x, ratio, axis=1)[:, : ctx.num_envs]), out)
+
+
 def rollout(ctx: RolloutContext, params: Any, hparams: Any, carry: EnvCarry, key: jax.Array, reduce=LOCAL):
     """Collect `ctx.num_steps` steps from the envs in `carry` with the current policy.
 
@@ -195,8 +210,7 @@ def rollout(ctx: RolloutContext, params: Any, hparams: Any, carry: EnvCarry, key
     noise = local(ctx.dist.noise(key_act, shape))
     resets = None
     if steps_without_autoreset(ctx.env):
-        reset = jax.vmap(jax.vmap(ctx.env.reset_env, in_axes=(0, None)), in_axes=(0, None))
-        resets = reset(local(jax.random.split(key_reset, shape)), ctx.env_params)
+        resets = draw_resets(ctx, key_reset, local)
     step = functools.partial(rollout_step, ctx, rollout_apply(ctx.policy, params), hparams)
     (carry, episodes), traj = lax.scan(step, (carry, EpisodeStats.zero()), (env_keys, noise, resets))
     return carry, traj, episodes

@@ -138,6 +138,12 @@ def make_context(
     elif env_params is None:
         env_params = env.default_params
     spec = env_spec(env, env_params)
+    if spec.mask_size and config.normalize_obs:
+        raise ConfigError(
+            "normalize_obs",
+            f"{config.env} appends a legal-action mask to its observations, which normalisation would change; "
+            "set normalize_obs=False",
+        )
     policy = make_policy(config, spec) if network is None else network
     roll = RolloutContext(
         env=env,

@@ -22,12 +22,15 @@ class EnvSpec(NamedTuple):
     action_shape: tuple[int, ...]  # the shape the env expects for one action
     action_low: tuple[float, ...] | None  # Box bounds, broadcast to [action_dim] (tuples: hashable)
     action_high: tuple[float, ...] | None
+    mask_size: int = 0  # trailing observation entries that are the legal-action mask (Discrete)
 
 
 def env_spec(env: Any, env_params: Any) -> EnvSpec:
     """Read the observation shape and action space; raise `ConfigError` for unsupported spaces.
 
-    Traces `env.reset` abstractly (`jax.eval_shape`): nothing is compiled.
+    Traces `env.reset` abstractly (`jax.eval_shape`): nothing is compiled. An env with a
+    `legal_action_mask_size` attribute (the suite adapters) appends that many mask entries to
+    its flat observations.
     """
     space = env.action_space(env_params)
     if not isinstance(space, (spaces.Discrete, spaces.Box)):
@@ -37,7 +40,7 @@ def env_spec(env: Any, env_params: Any) -> EnvSpec:
     obs, _ = jax.eval_shape(lambda: env.reset(jax.random.key(0), env_params))
     obs_shape = tuple(obs.shape)
     if isinstance(space, spaces.Discrete):
-        return EnvSpec(obs_shape, True, int(space.n), (), None, None)
+        return EnvSpec(obs_shape, True, int(space.n), (), None, None, int(getattr(env, "legal_action_mask_size", 0)))
     shape = tuple(space.shape)
     dim = int(np.prod(shape)) if shape else 1
     low = tuple(np.broadcast_to(np.asarray(space.low, np.float32), (dim,)).tolist())

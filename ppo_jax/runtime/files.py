@@ -23,9 +23,10 @@ from ppo_jax.errors import ConfigError, RunFileError
 
 
 def default_run_dir(env: str, root: str | os.PathLike = "runs") -> Path:
-    """runs/<env>-<YYYYmmdd-HHMMSS> (a numeric suffix is added if it exists)."""
+    """runs/<env>-<YYYYmmdd-HHMMSS> (a numeric suffix is added if it exists; the "/" of a
+    SUITE/NAME id becomes "-")."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path(root) / f"{env}-{stamp}"
+    base = Path(root) / f"{env.replace('/', '-')}-{stamp}"
     path, i = base, 1
     while path.exists():
         path, i = Path(f"{base}-{i}"), i + 1
