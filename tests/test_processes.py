@@ -60,7 +60,7 @@ def _launch(code: str, processes: int = 2) -> list[subprocess.Popen]:
 
 def _results(procs: list[subprocess.Popen]) -> list[dict]:
     """The JSON line each process printed last (all must exit 0)."""
-    outs = [p.communicate(timeout=240) for p in procs]
+    outs = [p.communicate(timeout=600) for p in procs]
     errors = "\n".join(err[-2000:] for _, err in outs)
     if any(p.returncode for p in procs) and "collectives" in errors.lower() and "not" in errors.lower():
         pytest.skip(f"this platform has no CPU collectives for jax.distributed: {errors[-300:]}")
@@ -68,7 +68,7 @@ def _results(procs: list[subprocess.Popen]) -> list[dict]:
     return [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
 
 
-def _wait_for(path: Path, procs: list[subprocess.Popen], timeout: float = 200.0) -> None:
+def _wait_for(path: Path, procs: list[subprocess.Popen], timeout: float = 500.0) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
         assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
@@ -140,7 +140,7 @@ def reference(runs):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return one, json.loads(proc.stdout.strip().splitlines()[-1])
