@@ -12,6 +12,7 @@ from typing import Any
 from ppo_jax.commands.common import (
     add_cache_flag,
     add_config_flags,
+    add_distributed_flags,
     add_logging_flags,
     config_from_args,
     flag,
@@ -49,10 +50,11 @@ def add_train_parser(sub) -> argparse.ArgumentParser:
     train.add_argument(
         "--shard-envs",
         action="store_true",
-        help="one run with its num_envs environments split over all devices, gradients averaged",
+        help="one run with its num_envs environments split over all devices (of all processes), gradients averaged",
     )
     add_cache_flag(train)
     add_logging_flags(train)
+    add_distributed_flags(train)
     train.set_defaults(func=cmd_train)
     return train
 
@@ -109,17 +111,39 @@ def final_line(summary: dict[str, Any], out: Path) -> str:
     )
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from ppo_jax.runtime.cpu import split_runs_over_cores
+def _silent(*args: Any) -> None:
+    return None
 
-    if not args.shard_envs:
-        split_runs_over_cores(_requested_seeds(args))  # before JAX starts: seeds spread over the cores
+
+def _start_processes(args: argparse.Namespace) -> bool:
+    """Start JAX (before its first computation): one process spreads seeds over the CPU cores,
+    several join `jax.distributed`. Returns whether this process prints and writes (process 0)."""
+    from ppo_jax.runtime.cpu import split_runs_over_cores
+    from ppo_jax.runtime.processes import initialize, resolve_processes
+
+    processes = resolve_processes(args.coordinator_address, args.num_processes, args.process_id)
+    if processes is None:
+        if not args.shard_envs:
+            split_runs_over_cores(_requested_seeds(args))  # seeds spread over the cores
+        return True
+    if not args.resume and not args.shard_envs:  # refused before starting (a resumed run's layout is in its folder)
+        raise ConfigError("shard_envs", "several processes train one run: add --shard-envs (seeds: ppo-jax sweep)")
+    if not args.resume and args.out is None:
+        raise ConfigError("out", "several processes write one run folder: give --out DIR, a path every process reaches")
+    initialize(processes, args.distributed_timeout)
+    import jax
+
+    return jax.process_index() == 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    use_compile_cache(args)  # before any compile: JAX decides once per process whether it caches
+    writer = _start_processes(args)
 
     from ppo_jax.commands.progress import TrainProgress
     from ppo_jax.runtime.driver import execute, plan_run
 
-    use_compile_cache(args)
-    progress = None if args.quiet else TrainProgress()
+    progress = None if args.quiet else TrainProgress() if writer else _silent  # the same program everywhere
     if args.resume:
         _refuse_flags_with_resume(args)
         config, seeds = None, 1
@@ -137,6 +161,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         callback=progress,
         loggers=loggers_from_args(args),
     )
+    if not writer:
+        execute(plan, _silent)
+        return 0
     if progress is not None:
         progress.expect(plan.config.env_steps * len(plan.seeds), len(plan.seeds))
     summary = execute(plan, notify)

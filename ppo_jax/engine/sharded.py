@@ -59,9 +59,11 @@ def make_env_sharding(ctx: TrainContext, mesh: Mesh | None = None) -> EnvShardin
             "train with --no-normalize-obs --no-normalize-reward (the shipped configs of some envs turn them on)",
         )
     if cfg.num_envs % mesh.size:
+        processes = len({d.process_index for d in mesh.devices.flat})
+        where = f"{mesh.size} devices" + (f" of {processes} processes" if processes > 1 else "")
         raise ConfigError(
             "num_envs",
-            f"{cfg.num_envs} environments do not divide over {mesh.size} devices; use a multiple of {mesh.size} "
+            f"{cfg.num_envs} environments do not divide over {where}; use a multiple of {mesh.size} "
             "(each device computes an equal share)",
         )
     split = choose_split(cfg, is_recurrent(ctx.policy), sharded=True)
@@ -87,10 +89,15 @@ def state_specs(state: TrainState) -> TrainState:
     return shared(state)._replace(env=env_specs)
 
 
+def state_shardings(es: EnvSharding, state: TrainState) -> TrainState:
+    """The `NamedSharding` of every leaf of `state` on the mesh (see `state_specs`)."""
+    return jax.tree.map(lambda s: NamedSharding(es.mesh, s), state_specs(state))
+
+
 def place_env_sharded(es: EnvSharding, state: TrainState) -> TrainState:
-    """Split the env carry over the mesh and replicate everything else."""
-    shardings = jax.tree.map(lambda s: NamedSharding(es.mesh, s), state_specs(state))
-    return jax.device_put(state, shardings)
+    """Split the env carry over the mesh and replicate everything else (one process; with several,
+    `runtime.distributed.put_global` places host data on the mesh)."""
+    return jax.device_put(state, state_shardings(es, state))
 
 
 def sharded_step(es: EnvSharding, state: TrainState):

@@ -44,7 +44,10 @@ def _ocp():
 
 
 def _to_saveable(state: TrainState) -> TrainState:
-    return state._replace(key=jax.random.key_data(state.key))
+    """The state with its typed key as raw key data (a state gathered to NumPy holds that already)."""
+    if isinstance(state.key, jax.Array) and jax.dtypes.issubdtype(state.key.dtype, jax.dtypes.prng_key):
+        return state._replace(key=jax.random.key_data(state.key))
+    return state
 
 
 def _from_saveable(state: TrainState) -> TrainState:

@@ -19,6 +19,7 @@ Three pieces, all with `jax.sharding` (no pmap):
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -63,17 +64,28 @@ def _put(x: Any, sharding: NamedSharding) -> jax.Array:
     return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
 
-def put_runs(tree: Any, mesh: Mesh, axis: str = RUN_AXIS) -> Any:
-    """Place every leaf (the same host data on every process) with its leading axis sharded over
-    `mesh`; typed PRNG keys are placed as key data and re-wrapped."""
-    sharding = NamedSharding(mesh, P(axis))
+def _is_key(x: Any) -> bool:
+    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
-    def put(x):
-        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+
+def put_global(tree: Any, shardings: Any) -> Any:
+    """Place every leaf (the same host data on every process) with its sharding of the same tree,
+    which may span the devices of every process; typed PRNG keys are placed as key data and
+    re-wrapped."""
+
+    def put(x, sharding):
+        if _is_key(x):
             return jax.random.wrap_key_data(_put(jax.random.key_data(x), sharding))
         return _put(x, sharding)
 
-    return jax.tree.map(put, tree)
+    return jax.tree.map(put, tree, shardings)
+
+
+def put_runs(tree: Any, mesh: Mesh, axis: str = RUN_AXIS) -> Any:
+    """Place every leaf (the same host data on every process) with its leading axis sharded over
+    `mesh`."""
+    sharding = NamedSharding(mesh, P(axis))
+    return put_global(tree, jax.tree.map(lambda _: sharding, tree))
 
 
 def gather(tree: Any) -> Any:
@@ -83,6 +95,36 @@ def gather(tree: Any) -> Any:
     from jax.experimental import multihost_utils
 
     return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
+
+
+def any_process(flag: bool) -> bool:
+    """True on every process when `flag` is true on any of them (one small collective; every
+    process must call it at the same point). Without other processes: `flag`."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.asarray([flag], np.int32))))
+
+
+def agreed(build: Callable[[], Any]) -> Any:
+    """`build()` on every process at once: when it raises on any process it raises on all (where
+    it succeeded: a `ConfigError` pointing at the other's error), so that no process goes on to
+    wait for the others in a collective. One process: `build()`."""
+    if jax.process_count() == 1:
+        return build()
+    try:
+        result, failed = build(), None
+    except Exception as err:  # raised again below, on every process
+        result, failed = None, err
+    if any_process(failed is not None):
+        raise failed or ConfigError("process_id", "another process refused this run (see its error line)")
+    return result
+
+
+def is_writer() -> bool:
+    """Whether this process writes a run's files (process 0; every process computes)."""
+    return jax.process_index() == 0
 
 
 def check_divisible(count: int, devices: int, field: str, what: str) -> None:

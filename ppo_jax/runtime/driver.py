@@ -27,6 +27,7 @@ from ppo_jax.engine.train import TrainContext, describe_nonfinite, make_context
 from ppo_jax.errors import CheckpointError, ConfigError, NonFiniteError, RunFileError, RunStopped
 from ppo_jax.runtime import compile_cache, files, plots
 from ppo_jax.runtime.checkpoint import CHECKPOINT_DIR, RunCheckpoints, config_from_meta
+from ppo_jax.runtime.distributed import agreed, any_process, is_writer
 from ppo_jax.runtime.policy_file import export_policy
 from ppo_jax.runtime.runners import RUNNERS, EnvShardedRun, SeedRuns
 from ppo_jax.runtime.signals import Notify, StopRequest, _silent
@@ -47,6 +48,7 @@ class RunPlan(NamedTuple):
     checkpoint_every: int | None
     keep: int | None
     loggers: tuple = ()  # `runtime.loggers.RunLogger`s fed from the progress callback
+    restart: bool = False  # a resume without a checkpoint: the run files but config.json go first
 
     @property
     def ctx(self) -> TrainContext:
@@ -110,18 +112,28 @@ def plan_run(
     loggers: Sequence = (),
 ) -> RunPlan:
     """Check a run request and resolve its environment and policy; raises `ConfigError`,
-    `CheckpointError` or `RunFileError` naming the problem before anything is compiled or written."""
+    `CheckpointError` or `RunFileError` naming the problem before anything is compiled or written.
+
+    With several processes (`jax.distributed`) every process plans the same run (one
+    `shard_envs` run in a folder all of them reach); process 0 alone writes into the folder, and a
+    request refused by any process is refused by all."""
+    loggers = tuple(loggers)
+    if loggers and not is_writer():  # process 0 logs; a callback stays, so every process runs the same program
+        loggers, callback = (), callback or _ignore
+    callback = _with_loggers(callback, loggers)
+    ctx_kw = dict(callback=callback, callback_every=callback_every, env=env, env_params=env_params, network=network)
+    plan = functools.partial(_plan, config, out, seeds, checkpoint_every, keep, resume, overwrite, shard_envs, ctx_kw)
+    return agreed(plan)._replace(loggers=loggers)
+
+
+def _ignore(*args: Any) -> None:
+    return None
+
+
+def _plan(config, out, seeds, checkpoint_every, keep, resume, overwrite, shard_envs, ctx_kw) -> RunPlan:
     for name, value in (("checkpoint_every", checkpoint_every), ("keep", keep)):
         _positive(name, value)
-    loggers = tuple(loggers)
-    make_ctx = functools.partial(
-        _context,
-        callback=_with_loggers(callback, loggers),
-        callback_every=callback_every,
-        env=env,
-        env_params=env_params,
-        network=network,
-    )
+    make_ctx = functools.partial(_context, **ctx_kw)
     if resume is not None:
         given = {"config": config, "out": out, "shard_envs": shard_envs, "seeds": seeds != 1, "overwrite": overwrite}
         named = [name for name, value in given.items() if value is not None and value is not False]
@@ -129,18 +141,33 @@ def plan_run(
             raise ConfigError(
                 "resume", f"a resumed run keeps its config, seeds, layout and folder; remove {', '.join(named)}"
             )
-        return _plan_resume(Path(resume), make_ctx, checkpoint_every, keep)._replace(loggers=loggers)
+        return _plan_resume(Path(resume), make_ctx, checkpoint_every, keep)
     if config is None:
         raise ConfigError("config", "give a PPOConfig, or resume= a run folder")
     seed_list = list(resolve_seeds(config, seeds))
     if shard_envs and len(seed_list) != 1:
         raise ConfigError("seeds", "--shard-envs trains one run (its envs split over the devices); remove --seeds")
+    _check_processes(shard_envs, out)
     runner = (EnvShardedRun if shard_envs else SeedRuns)(make_ctx(config), seed_list)
-    if overwrite and out is not None:
+    if not overwrite:
+        refuse_used_run_dir(out)
+    elif out is not None and is_writer():  # other processes read nothing of a fresh run's folder
         files.remove_run_files(Path(out))
-    refuse_used_run_dir(out)
-    folder = files.prepare_dir(out or files.default_run_dir(config.env))  # created once the env is known
-    return RunPlan(config, seed_list, folder, runner, False, 0, checkpoint_every, keep, loggers)
+    folder = _folder(out or files.default_run_dir(config.env))  # created once the env is known
+    return RunPlan(config, seed_list, folder, runner, False, 0, checkpoint_every, keep)
+
+
+def _check_processes(shard_envs: bool, out: str | Path | None) -> None:
+    """Several processes train one run: `shard_envs`, in one folder they all name."""
+    if jax.process_count() > 1 and not shard_envs:
+        raise ConfigError("shard_envs", "several processes train one run: add --shard-envs (seeds: ppo-jax sweep)")
+    if jax.process_count() > 1 and out is None:
+        raise ConfigError("out", "several processes write one run folder: give --out DIR, a path every process reaches")
+
+
+def _folder(path: str | Path) -> Path:
+    """The run folder, created and checked writable by the process that writes it."""
+    return files.prepare_dir(path) if is_writer() else Path(path)
 
 
 def _plan_resume(run_dir: Path, make_ctx: Callable, checkpoint_every: int | None, keep: int | None) -> RunPlan:
@@ -154,8 +181,10 @@ def _plan_resume(run_dir: Path, make_ctx: Callable, checkpoint_every: int | None
     meta = store.read_meta()
     config = config_from_meta(meta)
     seeds = list(meta["seeds"])
-    runner = RUNNERS[meta.get("layout", "seeds")](make_ctx(config), seeds)
-    folder = files.prepare_dir(run_dir)
+    layout = meta.get("layout", "seeds")
+    _check_processes(layout == "shard_envs", run_dir)
+    runner = RUNNERS[layout](make_ctx(config), seeds)
+    folder = _folder(run_dir)
     return RunPlan(config, seeds, folder, runner, True, int(meta["update"]), checkpoint_every, keep)
 
 
@@ -167,9 +196,9 @@ def _plan_restart(run_dir: Path, make_ctx: Callable, checkpoint_every: int | Non
         raise CheckpointError(f"no checkpoint found in {run_dir / CHECKPOINT_DIR} , no config.json: nothing to resume")
     record = files.read_json(path, "the run's config")
     config, seeds, shard_envs = files.config_record(record, path)
+    _check_processes(shard_envs, run_dir)
     runner = (EnvShardedRun if shard_envs else SeedRuns)(make_ctx(config), seeds)
-    files.remove_run_files(run_dir, keep=("config.json",))
-    return RunPlan(config, seeds, files.prepare_dir(run_dir), runner, False, 0, checkpoint_every, keep)
+    return RunPlan(config, seeds, _folder(run_dir), runner, False, 0, checkpoint_every, keep, restart=True)
 
 
 class _Chunks:
@@ -260,8 +289,11 @@ def _start(plan: RunPlan, store: RunCheckpoints, chunks: _Chunks, hparams, notif
         state = plan.runner.restored(saved.state)
         notify("resume", f"resuming {plan.out} at update {plan.saved_update}/{plan.config.num_updates}")
         return state
-    record = {**plan.config.to_dict(), "seeds": plan.seeds, "shard_envs": plan.runner.layout == "shard_envs"}
-    files.write_json(plan.out / "config.json", record)
+    if is_writer():
+        if plan.restart:
+            files.remove_run_files(plan.out, keep=("config.json",))
+        record = {**plan.config.to_dict(), "seeds": plan.seeds, "shard_envs": plan.runner.layout == "shard_envs"}
+        files.write_json(plan.out / "config.json", record)
     abstract = plan.runner.abstract_state(hparams)
     if abstract is not None:  # the first chunk compiles while init does
         chunks.compile_ahead(plan, abstract, hparams, _chunk_length(plan, 0))
@@ -297,10 +329,10 @@ def _train_chunks(plan: RunPlan, store: RunCheckpoints, chunks: _Chunks, stop: S
         chunks.add(metrics)
         if every and (done % every == 0 or done == total):
             _save(plan, store, chunks, state, hparams)
-        if stop.requested and done < total:
+        if any_process(stop.requested) and done < total:  # all processes stop at the same update
             if store.latest_update() != done:
                 _save(plan, store, chunks, state, hparams)
-            raise RunStopped(plan.out, done, total)
+            raise RunStopped(plan.out, done, total, jax.process_count())
     if store.latest_update() != done:
         _save(plan, store, chunks, state, hparams)
     return state
@@ -357,6 +389,9 @@ def _finish(plan: RunPlan, state, chunks: _Chunks) -> dict[str, Any]:
     metrics = chunks.joined()
     steps_run = (plan.config.num_updates - plan.saved_update) * plan.config.batch_size * len(plan.seeds)
     summary = summarize(plan, state, metrics, chunks.timing, steps_run, chunks.cache_hit())
+    if not is_writer():  # the same summary on every process; process 0 writes the files
+        summary["policies_exported"] = hasattr(plan.ctx.policy, "describe")
+        return summary
     summary["policies_exported"] = export_policies(plan, state)
     files.write_metrics_csv(plan.out / "metrics.csv", metrics, plan.seeds)
     files.write_json(plan.out / "summary.json", summary)

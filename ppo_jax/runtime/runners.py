@@ -20,10 +20,24 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ppo_jax.config import Hyperparams, PPOConfig
-from ppo_jax.engine.sharded import ENV_AXIS, make_env_sharding, place_env_sharded, run_env_sharded
+from ppo_jax.engine.sharded import (
+    ENV_AXIS,
+    make_env_sharding,
+    place_env_sharded,
+    run_env_sharded,
+    state_shardings,
+)
 from ppo_jax.engine.train import TrainContext, TrainState, broadcast_hparams, init_state, run_updates
 from ppo_jax.runtime.cpu import compiler_options
-from ppo_jax.runtime.distributed import RUN_AXIS, check_divisible, lowering_mesh, put_runs, run_mesh
+from ppo_jax.runtime.distributed import (
+    RUN_AXIS,
+    check_divisible,
+    gather,
+    lowering_mesh,
+    put_global,
+    put_runs,
+    run_mesh,
+)
 
 
 def init_runs(ctx: TrainContext, seeds: jax.Array, hparams: Hyperparams) -> TrainState:
@@ -89,7 +103,9 @@ class SeedRuns:
 
 
 class EnvShardedRun:
-    """One run (seed `config.seed`) with its envs over every device (metrics [n, 1])."""
+    """One run (seed `config.seed`) with its envs over every device of every process (metrics
+    [n, 1]). With several processes each steps the envs of its own devices; the state is placed
+    from host data that every process holds in full, and gathered in full for checkpoints."""
 
     layout = "shard_envs"
 
@@ -104,31 +120,40 @@ class EnvShardedRun:
         """None: the chunk program compiles from the placed state once `init` has run."""
         return None
 
+    def place(self, state: TrainState) -> TrainState:
+        """The env carry split over the mesh, everything else replicated."""
+        if jax.process_count() == 1:
+            return place_env_sharded(self.es, state)
+        return put_global(state, state_shardings(self.es, state))
+
     def init(self, hparams: Hyperparams) -> TrainState:
         key = jax.random.key(self.seeds[0])
-        return place_env_sharded(self.es, jax.jit(functools.partial(init_state, self.ctx))(key, hparams))
+        return self.place(jax.jit(functools.partial(init_state, self.ctx))(key, hparams))
 
     def program(self, state: TrainState, hparams: Hyperparams, num_updates: int):
         compiled = _compile(functools.partial(run_env_sharded, self.es, num_updates=num_updates), state, hparams)
         return functools.partial(_with_run_axis, compiled)
 
     def saved(self, state: TrainState) -> TrainState:
-        """The state with a run axis of 1, as checkpoints and exports hold it."""
+        """The state with a run axis of 1, as checkpoints and exports hold it (with several
+        processes: NumPy arrays, complete on every process, the key as raw key data)."""
+        if jax.process_count() > 1:
+            state = gather(state._replace(key=None if state.key is None else jax.random.key_data(state.key)))
         return jax.tree.map(lambda x: x[None], state)
 
     def saved_hparams(self, hparams: Hyperparams) -> Hyperparams:
         return broadcast_hparams(hparams, 1)
 
     def restored(self, state: TrainState) -> TrainState:
-        return place_env_sharded(self.es, jax.tree.map(lambda x: x[0], state))
+        return self.place(jax.tree.map(lambda x: x[0], state))
 
     def devices(self) -> int:
         return self.es.mesh.size
 
 
 def _with_run_axis(compiled, state, hparams):
-    state, metrics = compiled(state, hparams)
-    return state, jax.tree.map(lambda m: m[:, None], metrics)
+    state, metrics = compiled(state, hparams)  # metrics: replicated, complete on every process
+    return state, jax.tree.map(lambda m: np.asarray(m)[:, None], metrics)
 
 
 RUNNERS = {runner.layout: runner for runner in (SeedRuns, EnvShardedRun)}
