@@ -20,6 +20,7 @@ from flax import struct
 from ppo_jax.core.objectives import OBJECTIVES
 from ppo_jax.errors import CheckpointError, ConfigError  # noqa: F401  (re-exported)
 from ppo_jax.policies import FAMILIES
+from ppo_jax.policies.init import KERNEL_INITS as _KERNEL_INITS
 from ppo_jax.policies.layers import ACTIVATIONS as _ACTIVATION_FUNCTIONS
 
 
@@ -34,6 +35,7 @@ def _traced(default: float, help: str) -> Any:
 ACTIVATIONS = tuple(_ACTIVATION_FUNCTIONS)
 NETWORKS = tuple(FAMILIES)
 OBJECTIVE_NAMES = tuple(OBJECTIVES)
+KERNEL_INITS = tuple(_KERNEL_INITS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +53,7 @@ class PPOConfig:
     rnn_size: int = _static(128, "gru: width of the recurrent state")
     conv_channels: tuple[int, ...] = _static((16,), "cnn: filters of each 3x3 convolution layer")
     activation: str = _static("tanh", f"hidden activation, one of {', '.join(ACTIVATIONS)}")
+    kernel_init: str = _static("orthogonal", f"weight initialisation, one of {', '.join(KERNEL_INITS)}")
     anneal_lr: bool = _static(True, "decay the learning rate linearly to 0")
     clip_value_loss: bool = _static(True, "clip the value update to ±clip_eps around the old value")
     normalize_advantages: bool = _static(True, "normalise advantages per minibatch")
@@ -204,6 +207,8 @@ def validate(config: PPOConfig) -> None:
         raise ConfigError("network", f"must be one of {', '.join(NETWORKS)}, got {config.network!r}")
     if config.activation not in ACTIVATIONS:
         raise ConfigError("activation", f"must be one of {', '.join(ACTIVATIONS)}, got {config.activation!r}")
+    if config.kernel_init not in KERNEL_INITS:
+        raise ConfigError("kernel_init", f"must be one of {', '.join(KERNEL_INITS)}, got {config.kernel_init!r}")
     for name in (
         "anneal_lr",
         "clip_value_loss",

@@ -40,6 +40,8 @@ BAD_FIELDS = [
     ("lr", math.inf),
     ("activation", "sigmoid"),
     ("activation", ""),
+    ("kernel_init", "xavier"),
+    ("kernel_init", None),
     ("hidden_sizes", ()),
     ("hidden_sizes", (64, 0)),
     ("hidden_sizes", (64, -8)),
