@@ -154,6 +154,8 @@ def run_ppo_jax(row: Row, plan: dict[str, Any], args: argparse.Namespace, say) -
     if not (run_dir / "summary.json").is_file():
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         cmd = train_cmd(row, plan)
+        if cmd[2] != "--resume":  # the commit that trains the row (the record may be written later)
+            (args.runs / f"{run_dir.name}.commit").write_text(git_commit() + "\n")
         say(f"training {len(plan['seeds'])} seeds x {plan['budget']:,} steps: {' '.join(cmd)}")
         run_logged(cmd, log)
     eval_path = run_dir / "eval.json"
@@ -202,6 +204,8 @@ def git_commit() -> str:
 
 def build_record(row: Row, plan: dict[str, Any], ours: dict[str, Any], rejax: dict | None, episodes: int) -> dict:
     config = json.loads((plan["run_dir"] / "config.json").read_text())
+    commit_file = plan["run_dir"].parent / f"{plan['run_dir'].name}.commit"
+    commit = commit_file.read_text().strip() if commit_file.is_file() else git_commit()
     block = results_lib.impl_summary(ours["seeds"], ours["steps"], ours["returns"], ours["eval"])
     return {
         "env": row.env,
@@ -216,7 +220,7 @@ def build_record(row: Row, plan: dict[str, Any], ours: dict[str, Any], rejax: di
         },
         "commands": [" ".join(fresh_train_cmd(row, plan)), f"ppo-jax eval {plan['run_dir']} --episodes {episodes}"],
         "config": {k: v for k, v in config.items() if k != "seeds"},
-        "commit": git_commit(),
+        "commit": commit,
         "eval_policy": "deterministic (mode), frozen normalisation",
         "ppo_jax": block,
         "rejax": rejax,
