@@ -297,11 +297,15 @@ ENV_DEFAULTS: dict[str, dict[str, Any]] = {
     "CartPole-v1": dict(_CLASSIC, num_envs=8, num_steps=32, lr=2e-3, total_timesteps=150_000),
     # gymnax-blines' 16 envs x 32 steps (agents/Acrobot-v1/ppo.yaml), lr from `ppo-jax sweep --env Acrobot-v1
     # --seeds 8 --num-envs 16 --num-steps 32 --total-timesteps 500000 --grid lr=2.5e-4,5e-4,1e-3,2e-3
-    # --grid ent_coef=0,0.01`: lr 2e-3 gave training IQM -79.7 [-81.8, -77.9]; the old default (4 x 128,
-    # lr 2.5e-4) gave -84.8 [-86.2, -83.2] in the same sweep run on 4 x 128 (docs/results/TUNING.md).
-    "Acrobot-v1": dict(_CLASSIC, num_envs=16, num_steps=32, lr=2e-3),
+    # --grid ent_coef=0,0.01` (lr 2e-3: training IQM -79.7 [-81.8, -77.9]; the old default, 4 x 128 at
+    # lr 2.5e-4: -84.8 [-86.2, -83.2]), gae_lambda from `... --grid lr=2e-3,4e-3 --grid gae_lambda=0.9,0.95,0.98`
+    # (0.9: -79.6 [-80.6, -79.0], AUC -85.4; 0.95: -79.9 [-186.1, -78.3], one seed at -490) (TUNING.md).
+    "Acrobot-v1": dict(_CLASSIC, num_envs=16, num_steps=32, lr=2e-3, gae_lambda=0.9),
     "MountainCar-v0": dict(_CLASSIC, num_envs=16, total_timesteps=2_000_000, gamma=0.99, ent_coef=0.01),
-    "Pendulum-v1": dict(_CONTINUOUS, total_timesteps=1_000_000, lr=1e-3, gamma=0.95),
+    # `ppo-jax sweep --env Pendulum-v1 --seeds 8 --grid lr=3e-4,1e-3,3e-3 --grid gamma=0.9,0.95,0.98`: lr 1e-3,
+    # gamma 0.98 gave training IQM -152.5 [-163.2, -149.4], the old gamma 0.95 -156.9 [-168.8, -154.2];
+    # `... --lr 1e-3 --grid gamma=0.98,0.99 --grid gae_lambda=0.9,0.95` kept 0.98 and 0.95 (TUNING.md).
+    "Pendulum-v1": dict(_CONTINUOUS, total_timesteps=1_000_000, lr=1e-3, gamma=0.98),
     "MountainCarContinuous-v0": dict(_CONTINUOUS, total_timesteps=1_000_000, lr=3e-4, gamma=0.99),
     "Asterix-MinAtar": dict(_MINATAR),
     "Breakout-MinAtar": dict(_MINATAR),

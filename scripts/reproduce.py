@@ -75,6 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--results", type=Path, default=None, help="output folder (default: docs/results[/scale-X])")
     p.add_argument("--runs", type=Path, default=REPO / "runs" / "reproduce", help="run folders")
     p.add_argument("--no-rejax", action="store_true", help="skip the rejax rows' peer runs")
+    p.add_argument("--redo", action="store_true", help="discard the selected rows' results and run folders first")
     p.add_argument("--rejax-venv", type=Path, default=Path.home() / ".cache" / "ppo_jax_bench" / "rejax")
     args = p.parse_args(argv)
     if args.results is None:
@@ -250,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         def say(msg: str, i=i, row=row) -> None:
             print(f"[{time.perf_counter() - start:7.0f} s] row {i}/{len(rows)} {row.env}: {msg}", flush=True)
 
+        if args.redo:
+            plan["json"].unlink(missing_ok=True)
+            shutil.rmtree(plan["run_dir"], ignore_errors=True)
         if is_complete(plan):
             say(f"complete in {plan['json']}, skipped")
             continue
