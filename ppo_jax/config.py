@@ -299,7 +299,7 @@ ENV_DEFAULTS: dict[str, dict[str, Any]] = {
     # --seeds 8 --num-envs 16 --num-steps 32 --total-timesteps 500000 --grid lr=2.5e-4,5e-4,1e-3,2e-3
     # --grid ent_coef=0,0.01` (lr 2e-3: training IQM -79.7 [-81.8, -77.9]; the old default, 4 x 128 at
     # lr 2.5e-4: -84.8 [-86.2, -83.2]), gae_lambda from `... --grid lr=2e-3,4e-3 --grid gae_lambda=0.9,0.95,0.98`
-    # (0.9: -79.6 [-80.6, -79.0], AUC -85.4; 0.95: -79.9 [-186.1, -78.3], one seed at -490) (TUNING.md).
+    # (0.9: -79.6 [-80.6, -79.0], AUC -85.4; 0.95: -79.9 [-186.1, -78.3], one seed stuck at -500) (TUNING.md).
     "Acrobot-v1": dict(_CLASSIC, num_envs=16, num_steps=32, lr=2e-3, gae_lambda=0.9),
     "MountainCar-v0": dict(_CLASSIC, num_envs=16, total_timesteps=2_000_000, gamma=0.99, ent_coef=0.01),
     # `ppo-jax sweep --env Pendulum-v1 --seeds 8 --grid lr=3e-4,1e-3,3e-3 --grid gamma=0.9,0.95,0.98`: lr 1e-3,
