@@ -302,10 +302,11 @@ ENV_DEFAULTS: dict[str, dict[str, Any]] = {
     # (0.9: -79.6 [-80.6, -79.0], AUC -85.4; 0.95: -79.9 [-186.1, -78.3], one seed stuck at -500) (TUNING.md).
     "Acrobot-v1": dict(_CLASSIC, num_envs=16, num_steps=32, lr=2e-3, gae_lambda=0.9),
     # Observation normalisation (the velocity is below 0.07 in magnitude) at the published budget of 5e5 steps
-    # (agents/MountainCar-v0/ppo.yaml): `ppo-jax sweep --env MountainCar-v0 --seeds 8 --num-envs 16 --normalize-obs
-    # --total-timesteps 500000 --grid lr=1e-3,3e-3 --grid ent_coef=0.003,0.01` (lr 3e-3, ent 0.003: training IQM
-    # -118.1 [-150.4, -113.0]; the old default never left -200), then `... --grid lr=3e-3,6e-3
-    # --grid ent_coef=0.001,0.003`: lr 6e-3, ent 0.003 gave -111.9 [-134.6, -109.7], 7 of 8 seeds solved (TUNING.md).
+    # (agents/MountainCar-v0/ppo.yaml): `ppo-jax sweep --env MountainCar-v0 --seeds 8 --num-envs 16
+    # --normalize-obs --total-timesteps 500000 --grid lr=1e-3,3e-3 --grid ent_coef=0.003,0.01` (lr 3e-3,
+    # ent 0.003: training IQM -118.1 [-150.4, -113.0]; the old default, without normalisation, stayed at -200
+    # even at 2e6 steps), then `... --grid lr=3e-3,6e-3 --grid ent_coef=0.001,0.003`: lr 6e-3, ent 0.003 gave
+    # -111.9 [-134.6, -109.7], 7 of 8 seeds solved (TUNING.md).
     "MountainCar-v0": dict(_CLASSIC, num_envs=16, normalize_obs=True, lr=6e-3, ent_coef=0.003, total_timesteps=500_000),
     # `ppo-jax sweep --env Pendulum-v1 --seeds 8 --grid lr=3e-4,1e-3,3e-3 --grid gamma=0.9,0.95,0.98`: lr 1e-3,
     # gamma 0.98 gave training IQM -152.5 [-163.2, -149.4], the old gamma 0.95 -156.9 [-168.8, -154.2];
