@@ -312,6 +312,9 @@ ENV_DEFAULTS: dict[str, dict[str, Any]] = {
     # gamma 0.98 gave training IQM -152.5 [-163.2, -149.4], the old gamma 0.95 -156.9 [-168.8, -154.2];
     # `... --lr 1e-3 --grid gamma=0.98,0.99 --grid gae_lambda=0.9,0.95` kept 0.98 and 0.95 (TUNING.md).
     "Pendulum-v1": dict(_CONTINUOUS, total_timesteps=1_000_000, lr=1e-3, gamma=0.98),
+    # Kept: `ppo-jax sweep --env MountainCarContinuous-v0 --seeds 8 --grid lr=3e-4,1e-3 --grid ent_coef=0,0.001`
+    # gave training IQM 93.8 [93.8, 93.9] for lr 3e-4 (every seed reaches the goal); at lr 1e-3, 3 to 5 of
+    # 8 seeds settle at 0 (never pushing) (TUNING.md).
     "MountainCarContinuous-v0": dict(_CONTINUOUS, total_timesteps=1_000_000, lr=3e-4, gamma=0.99),
     "Asterix-MinAtar": dict(_MINATAR),
     "Breakout-MinAtar": dict(_MINATAR),
