@@ -78,6 +78,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runs", type=Path, default=REPO / "runs" / "reproduce", help="run folders")
     p.add_argument("--no-rejax", action="store_true", help="skip the rejax rows' peer runs")
     p.add_argument("--redo", action="store_true", help="discard the selected rows' results and run folders first")
+    p.add_argument("--rejax-seeds", type=int, default=0, help="rejax on the first N of the row's seeds (default: all)")
     p.add_argument("--rejax-venv", type=Path, default=Path.home() / ".cache" / "ppo_jax_bench" / "rejax")
     args = p.parse_args(argv)
     if args.results is None:
@@ -187,8 +188,9 @@ def run_rejax(plan: dict[str, Any], args: argparse.Namespace, say) -> dict[str, 
     if not cached.is_file():
         config = json.loads((plan["run_dir"] / "config.json").read_text())
         config.pop("seeds", None)
-        spec = {"config": config, "seeds": plan["seeds"], "eval_episodes": args.episodes}
-        say(f"rejax: {len(plan['seeds'])} seeds x {config['total_timesteps']:,} steps")
+        seeds = plan["seeds"][: args.rejax_seeds or None]
+        spec = {"config": config, "seeds": seeds, "eval_episodes": args.episodes}
+        say(f"rejax: {len(seeds)} seeds x {config['total_timesteps']:,} steps")
         runner = REPO / "scripts" / "peers" / "rejax_results.py"
         out = run_logged([str(rejax_python(args.rejax_venv)), str(runner), json.dumps(spec)], args.runs / "rejax.log")
         line = next(x for x in out.splitlines() if x.startswith("RESULTS "))

@@ -126,6 +126,11 @@ def _steps(n: float) -> str:
     return f"{n / 1e6:g}M" if n >= 1e6 else f"{n / 1e3:g}k"
 
 
+def _fewer_seeds(rejax: dict, record: dict) -> str:
+    n = len(rejax["per_seed"])
+    return f" ({n} seeds)" if n != len(record["seeds"]) else ""
+
+
 def table_row(record: dict[str, Any]) -> str:
     """One Markdown row of the results table for a record written by reproduce.py."""
     pub = record["published"]
@@ -139,7 +144,7 @@ def table_row(record: dict[str, Any]) -> str:
         f"{pub['return']:g} at {_steps(pub['budget'])}",
         _ci(record["ppo_jax"]["eval"]),
         _ci(record["ppo_jax"]["train"]),
-        _ci(rejax["eval"]) if rejax else "–",
+        _ci(rejax["eval"]) + _fewer_seeds(rejax, record) if rejax else "–",
         _ci(rejax["train"]) if rejax else "–",
         "yes" if reached else "no",
     ]
