@@ -135,18 +135,19 @@ def table_row(record: dict[str, Any]) -> str:
     """One Markdown row of the results table for a record written by reproduce.py."""
     pub = record["published"]
     rejax = record.get("rejax")
-    reached = record["ppo_jax"]["eval"]["iqm"] >= pub["return"]
+    has_published = pub["return"] is not None
+    reached = has_published and record["ppo_jax"]["eval"]["iqm"] >= pub["return"]
     budget = _steps(record["budget"]) + (f" ({record['budget_scale']:g}×)" if record["budget_scale"] != 1 else "")
     cells = [
         record["env"],
         budget,
         str(len(record["seeds"])),
-        f"{pub['return']:g} at {_steps(pub['budget'])}",
+        f"{pub['return']:g} at {_steps(pub['budget'])}" if has_published else "none published",
         _ci(record["ppo_jax"]["eval"]),
         _ci(record["ppo_jax"]["train"]),
         _ci(rejax["eval"]) + _fewer_seeds(rejax, record) if rejax else "–",
         _ci(rejax["train"]) if rejax else "–",
-        "yes" if reached else "no",
+        ("yes" if reached else "no") if has_published else "–",
     ]
     return "| " + " | ".join(cells) + " |"
 
@@ -191,9 +192,9 @@ def plot_record(path: Path, record: dict[str, Any]) -> None:
         ax.fill_between(c["env_steps"], c["low"], c["high"], color=colour, alpha=0.2, lw=0)
         ax.plot(c["env_steps"], c["iqm"], color=colour, lw=1.6, label=f"{name} (IQM of {len(block['per_seed'])} seeds)")
     pub = record["published"]
-    ax.axhline(
-        pub["return"], color="k", ls="--", lw=1, label=f"published PPO {pub['return']:g} at {_steps(pub['budget'])}"
-    )
+    if pub["return"] is not None:
+        label = f"published PPO {pub['return']:g} at {_steps(pub['budget'])}"
+        ax.axhline(pub["return"], color="k", ls="--", lw=1, label=label)
     ax.set_title(f"{record['env']}: training return, 95 % bootstrap band", fontsize=10)
     ax.set_xlabel("environment steps per seed")
     ax.set_ylabel("episodic return")

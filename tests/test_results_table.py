@@ -71,3 +71,22 @@ def test_record_summary_and_markdown_row(tmp_path):
     assert row.endswith("| – | – | yes |")
     table = results_lib.markdown_table([record])
     assert table.count("\n") == 2 and table.splitlines()[0].count("|") == table.splitlines()[2].count("|")
+
+
+def test_row_without_a_published_number(tmp_path):
+    returns = np.tile(np.linspace(0.0, 10.0, 20)[:, None], (1, 4))
+    summary = results_lib.impl_summary([0, 1, 2, 3], 100 * np.arange(1, 21), returns, [9.0, 10.0, 11.0, 10.0])
+    record = {
+        "env": "Seaquest-MinAtar",
+        "budget": 2_000_000,
+        "budget_scale": 0.2,
+        "seeds": [0, 1, 2, 3],
+        "published": {"return": None, "budget": 10_000_000},
+        "ppo_jax": summary,
+        "rejax": None,
+    }
+    row = results_lib.table_row(record)
+    assert row.startswith("| Seaquest-MinAtar | 2M (0.2×) | 4 | none published | 10.0 [")
+    assert row.endswith("| – | – | – |")
+    results_lib.plot_record(tmp_path / "seaquest.png", record)
+    assert (tmp_path / "seaquest.png").stat().st_size > 0
