@@ -81,6 +81,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-rejax", action="store_true", help="skip the rejax rows' peer runs")
     p.add_argument("--redo", action="store_true", help="discard the selected rows' results and run folders first")
     p.add_argument("--rejax-seeds", type=int, default=0, help="rejax on the first N of the row's seeds (default: all)")
+    p.add_argument("--table-only", action="store_true", help="rewrite the table from the finished rows; train nothing")
     p.add_argument("--rejax-venv", type=Path, default=Path.home() / ".cache" / "ppo_jax_bench" / "rejax")
     args = p.parse_args(argv)
     if args.results is None:
@@ -239,6 +240,11 @@ def write_outputs(args: argparse.Namespace, row: Row, record: dict[str, Any]) ->
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / f"{row.env}.json").write_text(json.dumps(record, indent=1, allow_nan=False) + "\n")
     results_lib.plot_record(args.results / f"{row.env}.png", record)
+    write_table(args)
+
+
+def write_table(args: argparse.Namespace) -> None:
+    """docs/results/README.md's table from the complete records in the results folder."""
     records = results_lib.load_records(args.results, [r.env for r in ROWS])
     readme = args.results / "README.md"
     text = readme.read_text() if readme.is_file() else "# Results\n\n<!-- table -->\n<!-- /table -->\n"
@@ -250,6 +256,9 @@ def write_outputs(args: argparse.Namespace, row: Row, record: dict[str, Any]) ->
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rows = selected_rows(args)
+    if args.table_only:
+        write_table(args)
+        return 0
     start = time.perf_counter()
     for i, row in enumerate(rows, start=1):
         plan = row_plan(row, args)

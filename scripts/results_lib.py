@@ -131,6 +131,12 @@ def _fewer_seeds(rejax: dict, record: dict) -> str:
     return f" ({n} seeds)" if n != len(record["seeds"]) else ""
 
 
+def _reached_cell(reached: bool, record: dict[str, Any]) -> str:
+    answer = "yes" if reached else "no"
+    scale = record["budget_scale"]
+    return answer if scale == 1 else f"{answer} (at {scale:g}× the budget)"
+
+
 def table_row(record: dict[str, Any]) -> str:
     """One Markdown row of the results table for a record written by reproduce.py."""
     pub = record["published"]
@@ -147,7 +153,7 @@ def table_row(record: dict[str, Any]) -> str:
         _ci(record["ppo_jax"]["train"]),
         _ci(rejax["eval"]) + _fewer_seeds(rejax, record) if rejax else "–",
         _ci(rejax["train"]) if rejax else "–",
-        ("yes" if reached else "no") if has_published else "–",
+        _reached_cell(reached, record) if has_published else "–",
     ]
     return "| " + " | ".join(cells) + " |"
 

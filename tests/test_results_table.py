@@ -88,5 +88,7 @@ def test_row_without_a_published_number(tmp_path):
     row = results_lib.table_row(record)
     assert row.startswith("| Seaquest-MinAtar | 2M (0.2×) | 4 | none published | 10.0 [")
     assert row.endswith("| – | – | – |")
+    record["published"]["return"] = 12.0
+    assert results_lib.table_row(record).endswith("| – | – | no (at 0.2× the budget) |")
     results_lib.plot_record(tmp_path / "seaquest.png", record)
     assert (tmp_path / "seaquest.png").stat().st_size > 0
