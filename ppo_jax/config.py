@@ -316,6 +316,8 @@ ENV_DEFAULTS: dict[str, dict[str, Any]] = {
     # gave training IQM 93.8 [93.8, 93.9] for lr 3e-4 (every seed reaches the goal); at lr 1e-3, 3 to 5 of
     # 8 seeds settle at 0 (never pushing) (TUNING.md).
     "MountainCarContinuous-v0": dict(_CONTINUOUS, total_timesteps=1_000_000, lr=3e-4, gamma=0.99),
+    # One MinAtar default, chosen on Breakout (above); the other games reuse it without a sweep of their own
+    # (docs/results/TUNING.md, "MinAtar").
     "Asterix-MinAtar": dict(_MINATAR),
     "Breakout-MinAtar": dict(_MINATAR),
     "Freeway-MinAtar": dict(_MINATAR),
