@@ -137,6 +137,19 @@ def test_stop_signal_saves_a_resumable_checkpoint(long_reference, tmp_path, sign
     assert summary(out)["params_sha256"] == summary(long_reference)["params_sha256"]
 
 
+def test_stop_signal_while_compiling_stops_at_the_first_checkpoint(long_reference, tmp_path):
+    out = tmp_path / "compiling"
+    proc = _start(out)
+    _wait_for(out / "config.json", proc)  # written once the stop handler is installed, before compiling
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and f"ppo-jax train --resume {out}" in stdout
+    assert RunCheckpoints(out).latest_update() == 20  # the first boundary: nothing trained is lost
+    assert run_cli("train", "--resume", out, "--quiet") == 0
+    assert summary(out)["params_sha256"] == summary(long_reference)["params_sha256"]
+
+
 def test_sigint_without_checkpoint_interval_says_so_and_finishes(tmp_path):
     out = tmp_path / "no-interval"
     proc = _start(out, every=None, updates=2000)

@@ -121,6 +121,36 @@ def use_compile_cache(args: argparse.Namespace) -> None:
         compile_cache.enable()
 
 
+def add_logging_flags(parser: argparse.ArgumentParser, tensorboard: bool = True) -> None:
+    """--tensorboard and the --wandb flags (live logging; optional extras)."""
+    group = parser.add_argument_group("logging", "curves while the run goes (optional extras)")
+    if tensorboard:
+        group.add_argument(
+            "--tensorboard", action="store_true", help="TensorBoard event files in <out>/tensorboard/seed<N>"
+        )
+    group.add_argument("--wandb", action="store_true", help="log every seed as a Weights & Biases run")
+    group.add_argument("--wandb-project", default="ppo_jax", help="W&B project (default: ppo_jax)")
+    group.add_argument("--wandb-entity", default=None, help="W&B entity (default: your default entity)")
+    group.add_argument(
+        "--wandb-mode",
+        choices=("online", "offline"),
+        default=None,
+        help="default: online when a W&B API key is set up, else offline (runs written under <out>/wandb)",
+    )
+
+
+def loggers_from_args(args: argparse.Namespace, tensorboard_subdir: str = "tensorboard", group=None) -> list:
+    """The loggers the flags ask for; a missing package is a ConfigError naming the extra."""
+    from ppo_jax.runtime.loggers import TensorBoardLogger, WandbLogger
+
+    loggers = []
+    if getattr(args, "tensorboard", False):
+        loggers.append(TensorBoardLogger(tensorboard_subdir))
+    if getattr(args, "wandb", False):
+        loggers.append(WandbLogger(args.wandb_project, args.wandb_entity, args.wandb_mode, group))
+    return loggers
+
+
 class StderrFilter:
     """sys.stderr without one useless message: when orbax gives up reading a damaged checkpoint,
     tensorstore's reader threads still call back into the event loop orbax has closed, and Python

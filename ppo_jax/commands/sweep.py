@@ -16,13 +16,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from ppo_jax.commands.common import (
     add_cache_flag,
     add_config_flags,
     add_distributed_flags,
+    add_logging_flags,
     config_from_args,
+    loggers_from_args,
     run_command,
     start_distributed,
     use_compile_cache,
@@ -80,6 +80,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--out", default=None, help="sweep folder (default: sweeps/<env>-<timestamp>)")
     group.add_argument("--overwrite", action="store_true", help="replace the sweep files in --out")
     group.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files per run")
+    add_logging_flags(parser, tensorboard=False)
     group.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals")
     group.add_argument("--bootstrap-reps", type=int, default=10_000, help="bootstrap replicates (default: 10000)")
     group.add_argument("--quiet", action="store_true", help="no live progress line")
@@ -182,35 +183,25 @@ def sweep_record(result, search: dict, extra: dict) -> dict:
     }
 
 
-def write_run_files(out: Path, result, tensorboard: bool) -> None:
-    """runs/<configuration>/seed<N>/metrics.csv (the `ppo-jax train` format), and event files."""
+def write_run_files(out: Path, result, loggers: list) -> None:
+    """runs/<configuration>/seed<N>/metrics.csv (the `ppo-jax train` format), and each
+    configuration's curves through `loggers` (event files in its seed folders, one W&B run per seed)."""
     from ppo_jax.runtime import files
+    from ppo_jax.runtime import loggers as logging
 
     for c, point in enumerate(result.configurations):
+        conf_dir = out / "runs" / run_dir_name(c, point)
         for s, seed in enumerate(result.seeds):
-            run_dir = out / "runs" / run_dir_name(c, point) / f"seed{seed}"
-            run_dir.mkdir(parents=True, exist_ok=True)
+            (conf_dir / f"seed{seed}").mkdir(parents=True, exist_ok=True)
             metrics = {n: v[:, c, s, None] for n, v in result.metrics.items()}
-            files.write_metrics_csv(run_dir / "metrics.csv", metrics, [seed])
-            if tensorboard:
-                write_tensorboard(
-                    run_dir, metrics, {**{n: float(getattr(result.config, n)) for n in TRACED_FIELDS}, **point}
-                )
-
-
-def write_tensorboard(run_dir: Path, metrics: dict[str, np.ndarray], hparams: dict[str, float]) -> None:
-    """Scalars train/<metric> against env steps (updates with no finished episode skip the return)."""
-    from tensorboardX import SummaryWriter
-
-    steps = np.asarray(metrics["env_steps"])[:, 0].astype(np.int64)
-    with SummaryWriter(logdir=str(run_dir)) as writer:
-        writer.add_text("hyperparams", ", ".join(f"{k}={v:.6g}" for k, v in hparams.items()), 0)
-        for name, values in metrics.items():
-            if name == "env_steps":
-                continue
-            for step, value in zip(steps, np.asarray(values)[:, 0], strict=True):
-                if math.isfinite(float(value)):
-                    writer.add_scalar(f"train/{name}", float(value), int(step))
+            files.write_metrics_csv(conf_dir / f"seed{seed}" / "metrics.csv", metrics, [seed])
+        if loggers:
+            hparams = {**{n: float(getattr(result.config, n)) for n in TRACED_FIELDS}, **point}
+            for logger in loggers:
+                logger.open(conf_dir, {**result.config.to_dict(), **hparams}, result.seeds, False)
+            logging.feed(loggers, {n: v[:, c] for n, v in result.metrics.items()})
+            for logger in loggers:
+                logger.close(None)
 
 
 def _search(args: argparse.Namespace, grid: dict, dists: dict, sample_seed: int) -> dict:
@@ -224,23 +215,12 @@ def _search(args: argparse.Namespace, grid: dict, dists: dict, sample_seed: int)
     return search
 
 
-def _check_tensorboard() -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("tensorboardX") is None:
-        raise ConfigError(
-            "tensorboard",
-            "needs the tensorboardX package: pip install 'ppo_jax[tensorboard]' (CSV and JSON are always written)",
-        )
-
-
 # What a sweep writes into its folder.
 SWEEP_FILES = ("sweep.json", "runs", "curves.png")
 
 
 def _check_flags(args: argparse.Namespace) -> None:
-    if args.tensorboard:
-        _check_tensorboard()
+    loggers_from_args(args)  # a missing logging package is refused here, before compiling
     if not 0.0 < args.confidence < 1.0:
         raise ConfigError("confidence", f"must be in (0, 1), got {args.confidence}")
     if args.bootstrap_reps < 1:
@@ -293,7 +273,7 @@ def _write_sweep(out: Path, result, search: dict, args: argparse.Namespace, wher
     from ppo_jax.runtime import files, plots
 
     t0 = time.perf_counter()
-    write_run_files(out, result, args.tensorboard)
+    write_run_files(out, result, loggers_from_args(args, tensorboard_subdir="", group=out.name))
     plots.plot_sweep_curves(out / "curves.png", result)
     for name in result.names:
         plots.plot_sensitivity(out / f"sensitivity_{name}.png", result, name)

@@ -9,7 +9,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ppo_jax.commands.common import add_cache_flag, add_config_flags, config_from_args, flag, use_compile_cache
+from ppo_jax.commands.common import (
+    add_cache_flag,
+    add_config_flags,
+    add_logging_flags,
+    config_from_args,
+    flag,
+    loggers_from_args,
+    use_compile_cache,
+)
 from ppo_jax.config import FIELDS
 from ppo_jax.errors import ConfigError
 
@@ -44,6 +52,7 @@ def add_train_parser(sub) -> argparse.ArgumentParser:
         help="one run with its num_envs environments split over all devices, gradients averaged",
     )
     add_cache_flag(train)
+    add_logging_flags(train)
     train.set_defaults(func=cmd_train)
     return train
 
@@ -126,6 +135,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         shard_envs=args.shard_envs,
         callback=progress,
+        loggers=loggers_from_args(args),
     )
     if progress is not None:
         progress.expect(plan.config.env_steps * len(plan.seeds), len(plan.seeds))

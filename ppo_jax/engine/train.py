@@ -201,6 +201,8 @@ def report_progress(ctx: TrainContext, update: jax.Array, metrics: dict) -> None
     program for a round trip, so a progress display need not have one per update."""
     if ctx.callback is None:
         return
+    if not jax.sharding.get_abstract_mesh().empty:  # runs split over devices: the host sees whole arrays
+        update, metrics = lax.with_sharding_constraint((update, metrics), jax.sharding.PartitionSpec())
     if ctx.callback_every == 1:
         jax.debug.callback(ctx.callback, update, metrics)
         return

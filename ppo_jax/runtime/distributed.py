@@ -18,6 +18,7 @@ Three pieces, all with `jax.sharding` (no pmap):
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import jax
@@ -48,6 +49,13 @@ def topology() -> dict[str, Any]:
 def run_mesh(devices: Any = None, axis: str = RUN_AXIS) -> Mesh:
     """A 1-D mesh over `devices` (default: every device of every process)."""
     return Mesh(np.asarray(jax.devices() if devices is None else devices), (axis,))
+
+
+def lowering_mesh(mesh: Mesh | None):
+    """The context to lower a program in: under `mesh` (so the progress callback's values are
+    replicated before they go to the host, not gathered by XLA's fallback resharding with a
+    warning per value), or no context for a program on one device."""
+    return contextlib.nullcontext() if mesh is None else jax.set_mesh(mesh)
 
 
 def _put(x: Any, sharding: NamedSharding) -> jax.Array:

@@ -46,6 +46,7 @@ class RunPlan(NamedTuple):
     saved_update: int  # updates done by the checkpoint a resume starts from (0 for a fresh run)
     checkpoint_every: int | None
     keep: int | None
+    loggers: tuple = ()  # `runtime.loggers.RunLogger`s fed from the progress callback
 
     @property
     def ctx(self) -> TrainContext:
@@ -76,6 +77,21 @@ def _context(config: PPOConfig, *, callback, callback_every, env, env_params, ne
     return make_context(config, env, env_params, callback, every, network)
 
 
+def _with_loggers(callback: Callable | None, loggers: Sequence) -> Callable | None:
+    """The program's host callback: the caller's, then every logger's `log`."""
+    if not loggers:
+        return callback
+
+    def report(update, metrics):
+        if callback is not None:
+            callback(update, metrics)
+        count = int(np.max(np.asarray(update)))
+        for logger in loggers:
+            logger.log(count, metrics)
+
+    return report
+
+
 def plan_run(
     config: PPOConfig | None,
     *,
@@ -91,13 +107,20 @@ def plan_run(
     env: Any = None,
     env_params: Any = None,
     network: Any = None,
+    loggers: Sequence = (),
 ) -> RunPlan:
     """Check a run request and resolve its environment and policy; raises `ConfigError`,
     `CheckpointError` or `RunFileError` naming the problem before anything is compiled or written."""
     for name, value in (("checkpoint_every", checkpoint_every), ("keep", keep)):
         _positive(name, value)
+    loggers = tuple(loggers)
     make_ctx = functools.partial(
-        _context, callback=callback, callback_every=callback_every, env=env, env_params=env_params, network=network
+        _context,
+        callback=_with_loggers(callback, loggers),
+        callback_every=callback_every,
+        env=env,
+        env_params=env_params,
+        network=network,
     )
     if resume is not None:
         given = {"config": config, "out": out, "shard_envs": shard_envs, "seeds": seeds != 1, "overwrite": overwrite}
@@ -106,7 +129,7 @@ def plan_run(
             raise ConfigError(
                 "resume", f"a resumed run keeps its config, seeds, layout and folder; remove {', '.join(named)}"
             )
-        return _plan_resume(Path(resume), make_ctx, checkpoint_every, keep)
+        return _plan_resume(Path(resume), make_ctx, checkpoint_every, keep)._replace(loggers=loggers)
     if config is None:
         raise ConfigError("config", "give a PPOConfig, or resume= a run folder")
     seed_list = list(resolve_seeds(config, seeds))
@@ -117,7 +140,7 @@ def plan_run(
         files.remove_run_files(Path(out))
     refuse_used_run_dir(out)
     folder = files.prepare_dir(out or files.default_run_dir(config.env))  # created once the env is known
-    return RunPlan(config, seed_list, folder, runner, False, 0, checkpoint_every, keep)
+    return RunPlan(config, seed_list, folder, runner, False, 0, checkpoint_every, keep, loggers)
 
 
 def _plan_resume(run_dir: Path, make_ctx: Callable, checkpoint_every: int | None, keep: int | None) -> RunPlan:
@@ -150,29 +173,53 @@ def _plan_restart(run_dir: Path, make_ctx: Callable, checkpoint_every: int | Non
 
 
 class _Chunks:
-    """The chunk loop's mutable record: compiled programs by length, metrics and timings."""
+    """The chunk loop's mutable record: compiled programs by length, metrics and timings.
+    `timing["compile"]` is the wall time the loop waited for programs (a program compiled in a
+    thread while `init` compiled counts once)."""
 
     def __init__(self):
         self.programs: dict[int, Any] = {}
+        self.pending: dict[int, tuple[threading.Thread, dict]] = {}
         self.metrics: dict[str, list[np.ndarray]] = {}
         self.timing = {"compile": 0.0, "run": 0.0, "save": 0.0, "saves": 0}
-        self.cache = [0, 0]  # persistent-cache hits and misses of the programs compiled here
+        self.cache_counts = compile_cache.counts()  # the persistent cache's hits and misses before
 
     def compile(self, build: Callable[[], Any]) -> Any:
-        """`build()` timed as compile time, with the persistent cache's hits and misses counted."""
-        hits, misses = compile_cache.counts()
+        """`build()`, timed as compile time."""
         t0 = time.perf_counter()
         program = build()
         self.timing["compile"] += time.perf_counter() - t0
-        now = compile_cache.counts()
-        self.cache[0] += now[0] - hits
-        self.cache[1] += now[1] - misses
         return program
 
+    def compile_ahead(self, plan: RunPlan, abstract_state, hparams, n: int) -> None:
+        """Start compiling the `n`-update chunk program from the state's shapes in a thread."""
+        box: dict[str, Any] = {}
+
+        def build():
+            try:
+                box["program"] = plan.runner.program(abstract_state, hparams, n)
+            except BaseException as err:  # re-raised in the loop's thread
+                box["error"] = err
+
+        thread = threading.Thread(target=build, name="ppo_jax-compile", daemon=True)
+        thread.start()
+        self.pending[n] = (thread, box)
+
     def program(self, plan: RunPlan, state, hparams, n: int):
+        if n in self.pending:
+            thread, box = self.pending.pop(n)
+            self.compile(thread.join)
+            if "error" in box:
+                raise box["error"]
+            self.programs[n] = box["program"]
         if n not in self.programs:
             self.programs[n] = self.compile(lambda: plan.runner.program(state, hparams, n))
         return self.programs[n]
+
+    def cache_hit(self) -> bool:
+        """Whether every program compiled here came from the persistent cache."""
+        hits, misses = (now - before for now, before in zip(compile_cache.counts(), self.cache_counts, strict=True))
+        return hits > 0 and misses == 0
 
     def add(self, metrics: dict) -> None:
         for k, v in metrics.items():
@@ -215,6 +262,9 @@ def _start(plan: RunPlan, store: RunCheckpoints, chunks: _Chunks, hparams, notif
         return state
     record = {**plan.config.to_dict(), "seeds": plan.seeds, "shard_envs": plan.runner.layout == "shard_envs"}
     files.write_json(plan.out / "config.json", record)
+    abstract = plan.runner.abstract_state(hparams)
+    if abstract is not None:  # the first chunk compiles while init does
+        chunks.compile_ahead(plan, abstract, hparams, _chunk_length(plan, 0))
     state = chunks.compile(lambda: plan.runner.init(hparams))
     cfg = plan.config
     steps = f"{cfg.env_steps:,} steps"
@@ -224,13 +274,19 @@ def _start(plan: RunPlan, store: RunCheckpoints, chunks: _Chunks, hparams, notif
     return state
 
 
+def _chunk_length(plan: RunPlan, done: int) -> int:
+    """Updates in the chunk after `done`: chunks end on multiples of the checkpoint interval."""
+    total = plan.config.num_updates
+    chunk = min(plan.checkpoint_every or total, total)
+    return min(chunk - done % chunk, total - done)
+
+
 def _train_chunks(plan: RunPlan, store: RunCheckpoints, chunks: _Chunks, stop: StopRequest, state, hparams):
     """Run chunks of updates to the end (or a stop request), saving at the checkpoint interval."""
     total, every = plan.config.num_updates, plan.checkpoint_every
-    chunk = min(every or total, total)
     done = plan.saved_update
     while done < total:
-        n = min(chunk - done % chunk, total - done)  # chunks end on multiples of the interval
+        n = _chunk_length(plan, done)
         fn = chunks.program(plan, state, hparams, n)
         _preload()  # while the compiled program runs (it releases the GIL)
         t0 = time.perf_counter()
@@ -250,7 +306,7 @@ def _train_chunks(plan: RunPlan, store: RunCheckpoints, chunks: _Chunks, stop: S
     return state
 
 
-def summarize(plan: RunPlan, state, metrics: dict, timing: dict, steps_run: int, chunks_cache=(0, 0)) -> dict[str, Any]:
+def summarize(plan: RunPlan, state, metrics: dict, timing: dict, steps_run: int, cache_hit: bool = False) -> dict:
     """What `summary.json` holds: final returns per seed and their statistics, timings, speed,
     the parameters' SHA-256 and where the run ran."""
     per_seed = files.final_returns(metrics["episode_return"])
@@ -274,7 +330,7 @@ def summarize(plan: RunPlan, state, metrics: dict, timing: dict, steps_run: int,
         "checkpoints_saved": timing["saves"],
         "params_sha256": files.params_sha256(state.params),
         "compile_cache_dir": compile_cache.current_dir(),
-        "compile_cache_hit": chunks_cache[0] > 0 and chunks_cache[1] == 0,
+        "compile_cache_hit": cache_hit,
         "backend": jax.default_backend(),
         "processes": jax.process_count(),
         "devices": plan.runner.devices(),
@@ -300,7 +356,7 @@ def _finish(plan: RunPlan, state, chunks: _Chunks) -> dict[str, Any]:
     state = jax.device_get(plan.runner.saved(state)._replace(key=None))  # NumPy from here: no JAX computations
     metrics = chunks.joined()
     steps_run = (plan.config.num_updates - plan.saved_update) * plan.config.batch_size * len(plan.seeds)
-    summary = summarize(plan, state, metrics, chunks.timing, steps_run, chunks.cache)
+    summary = summarize(plan, state, metrics, chunks.timing, steps_run, chunks.cache_hit())
     summary["policies_exported"] = export_policies(plan, state)
     files.write_metrics_csv(plan.out / "metrics.csv", metrics, plan.seeds)
     files.write_json(plan.out / "summary.json", summary)
@@ -343,17 +399,25 @@ def execute(plan: RunPlan, notify: Notify | None = None, handle_signals: bool = 
             notify("finished", f"{plan.out} has finished all {total} updates; no updates were left to run")
             return summary
     boundary = (plan.checkpoint_every or total) < total - plan.saved_update
-    # from here on, SIGINT or SIGTERM (also while compiling) asks for a stop at the next boundary
-    with StopRequest(boundary, notify, handle_signals) as stop:
-        store = RunCheckpoints(plan.out, keep=plan.keep)
-        try:
-            chunks = _Chunks()
-            hparams = plan.runner.hparams(plan.config)
-            state = _start(plan, store, chunks, hparams, notify)
-            state = _train_chunks(plan, store, chunks, stop, state, hparams)
-        finally:
-            store.close()
-    return _finish(plan, state, chunks)
+    summary = None
+    for logger in plan.loggers:
+        logger.open(plan.out, {**plan.config.to_dict(), "seeds": plan.seeds}, plan.seeds, plan.resume)
+    try:
+        # from here on, SIGINT or SIGTERM (also while compiling) asks for a stop at the next boundary
+        with StopRequest(boundary, notify, handle_signals) as stop:
+            store = RunCheckpoints(plan.out, keep=plan.keep)
+            try:
+                chunks = _Chunks()
+                hparams = plan.runner.hparams(plan.config)
+                state = _start(plan, store, chunks, hparams, notify)
+                state = _train_chunks(plan, store, chunks, stop, state, hparams)
+            finally:
+                store.close()
+        summary = _finish(plan, state, chunks)
+        return summary
+    finally:
+        for logger in plan.loggers:
+            logger.close(summary)
 
 
 def run(config: PPOConfig | None = None, **options: Any) -> dict[str, Any]:
@@ -364,7 +428,8 @@ def run(config: PPOConfig | None = None, **options: Any) -> dict[str, Any]:
     shard_envs (one run, envs over all devices), callback(update, metrics) and callback_every
     (progress from inside the program), notify(kind, message) (messages: start, resume, stop,
     abort, finished), handle_signals (SIGINT/SIGTERM stop at the next checkpoint; default True),
-    env / env_params / network (a custom env or policy family).
+    env / env_params / network (a custom env or policy family), loggers (`runtime.loggers`
+    TensorBoardLogger / WandbLogger, or your own with open/log/close; fed while the program runs).
 
     Raises `ConfigError` (bad input, before compiling), `CheckpointError`, `NonFiniteError`,
     `RunStopped` (stopped by a signal after saving a checkpoint) and `OSError`.

@@ -16,12 +16,14 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from ppo_jax.config import Hyperparams, PPOConfig
 from ppo_jax.engine.sharded import ENV_AXIS, make_env_sharding, place_env_sharded, run_env_sharded
 from ppo_jax.engine.train import TrainContext, TrainState, broadcast_hparams, init_state, run_updates
 from ppo_jax.runtime.cpu import compiler_options
-from ppo_jax.runtime.distributed import check_divisible, put_runs, run_mesh
+from ppo_jax.runtime.distributed import RUN_AXIS, check_divisible, lowering_mesh, put_runs, run_mesh
 
 
 def init_runs(ctx: TrainContext, seeds: jax.Array, hparams: Hyperparams) -> TrainState:
@@ -58,9 +60,20 @@ class SeedRuns:
         # own output, whose every leaf is split by seed
         return self.place(jax.jit(functools.partial(init_runs, self.ctx))(seeds, hparams))
 
+    def abstract_state(self, hparams: Hyperparams) -> TrainState:
+        """The shapes, dtypes and placement `init` will give, without running anything: the chunk
+        program can compile from it while `init` compiles."""
+        shapes = jax.eval_shape(functools.partial(init_runs, self.ctx), np.zeros(len(self.seeds), np.uint32), hparams)
+        if self.mesh is None:
+            return shapes
+        sharding = NamedSharding(self.mesh, P(RUN_AXIS))
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
+
     def program(self, state: TrainState, hparams: Hyperparams, num_updates: int):
         """The compiled chunk: (state, hparams) -> (state, metrics [num_updates, S])."""
-        return _compile(functools.partial(run_updates, self.ctx, num_updates=num_updates, batched=True), state, hparams)
+        program = functools.partial(run_updates, self.ctx, num_updates=num_updates, batched=True)
+        with lowering_mesh(self.mesh):
+            return _compile(program, state, hparams)
 
     def saved(self, state: TrainState) -> TrainState:
         return state
@@ -86,6 +99,10 @@ class EnvShardedRun:
 
     def hparams(self, config: PPOConfig) -> Hyperparams:
         return config.hyperparams()
+
+    def abstract_state(self, hparams: Hyperparams) -> None:
+        """None: the chunk program compiles from the placed state once `init` has run."""
+        return None
 
     def init(self, hparams: Hyperparams) -> TrainState:
         key = jax.random.key(self.seeds[0])

@@ -33,7 +33,7 @@ from ppo_jax.config import (
 )
 from ppo_jax.engine.train import METRIC_NAMES, TrainContext, TrainState, init_state, make_context, run_updates
 from ppo_jax.runtime.cpu import compiler_options
-from ppo_jax.runtime.distributed import RUN_AXIS, gather, put_runs, run_mesh
+from ppo_jax.runtime.distributed import RUN_AXIS, gather, lowering_mesh, put_runs, run_mesh
 from ppo_jax.runtime.sweep_results import ConfigSummary, SweepProgress, SweepResult, rank, summarize  # noqa: F401
 from ppo_jax.runtime.sweep_space import (  # noqa: F401  (the search space, re-exported with the sweep)
     Configuration,
@@ -303,7 +303,9 @@ def _compile(plan: SweepPlan, ctx: TrainContext, size: int):
     if plan.mesh is not None:
         sharding = NamedSharding(plan.mesh, P(RUN_AXIS))
         example = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), example)
-    return jax.jit(functools.partial(_program, ctx)).lower(*example).compile(compiler_options=compiler_options())
+    with lowering_mesh(plan.mesh):
+        lowered = jax.jit(functools.partial(_program, ctx)).lower(*example)
+    return lowered.compile(compiler_options=compiler_options())
 
 
 def run_sweep(
