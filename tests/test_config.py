@@ -21,7 +21,7 @@ BAD_FIELDS = [
     ("num_minibatches", 3),  # 4 * 128 = 512 is not divisible by 3
     ("num_minibatches", 1024),  # more minibatches than samples
     ("total_timesteps", 0),
-    ("total_timesteps", 511),  # less than one batch of 4 * 128
+    ("total_timesteps", 255),  # less than one batch: 4 * 128 (PPOConfig), 8 * 32 (CartPole-v1's default)
     ("gamma", -0.01),
     ("gamma", 1.01),
     ("gamma", math.nan),
@@ -40,6 +40,8 @@ BAD_FIELDS = [
     ("lr", math.inf),
     ("activation", "sigmoid"),
     ("activation", ""),
+    ("kernel_init", "xavier"),
+    ("kernel_init", None),
     ("hidden_sizes", ()),
     ("hidden_sizes", (64, 0)),
     ("hidden_sizes", (64, -8)),

@@ -83,6 +83,33 @@ def test_init_actor_critic_matches_the_flax_initializers_layer_by_layer(env, log
     assert all(not np.allclose(a, b) for a, b in pairs if a.ndim == 2)
 
 
+def test_lecun_normal_init_has_variance_one_over_fan_in_on_every_kernel():
+    """kernel_init="lecun_normal": Flax's default (truncated normal, Var = 1/fan_in) on every
+    kernel including both heads; biases 0; a different draw per key."""
+    config = ppo_jax.default_config("Breakout-MinAtar", kernel_init="lecun_normal")
+    ctx = make_context(config)
+    network = ctx.policy.network
+    obs = jnp.zeros((1, *ctx.rollout.spec.obs_shape), jnp.float32)
+    params = jax.jit(lambda k: init_actor_critic(network, k, obs, 0.0, "lecun_normal"))(jax.random.key(1))
+    state = init_state(ctx, jax.random.key(1), config.hyperparams())  # the family passes kernel_init on
+    assert jax.tree.structure(state.params) == jax.tree.structure(params)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        w = np.asarray(leaf, np.float64)
+        if path[-1].key != "kernel":
+            np.testing.assert_array_equal(w, 0.0)
+            continue
+        std = 1.0 / np.sqrt(w.shape[0])
+        assert np.abs(w).max() <= 2.0 * std / 0.87962566103423978 + 1e-6  # truncated at 2 sigma of z
+        if w.size >= 1000:
+            np.testing.assert_allclose(w.std(), std, rtol=0.1)
+    other = init_actor_critic(network, jax.random.key(2), obs, 0.0, "lecun_normal")
+    assert not np.allclose(jax.tree.leaves(params)[1], jax.tree.leaves(other)[1])
+    ortho = init_state(make_context(config.replace(kernel_init="orthogonal")), jax.random.key(1), config.hyperparams())
+    assert not np.allclose(jax.tree.leaves(ortho.params)[1], jax.tree.leaves(state.params)[1])
+    w = np.asarray(jax.tree.leaves(state.params)[1], np.float64)  # a LeCun-normal kernel, not orthogonal
+    assert w.shape[0] > 100 and abs(w.std() * np.sqrt(w.shape[0]) - 1.0) < 0.1
+
+
 @pytest.mark.parametrize("env", ["CartPole-v1", "Pendulum-v1", "Breakout-MinAtar"])
 def test_fused_forward_equals_separate_actor_and_critic(env):
     config = ppo_jax.default_config(env)

@@ -63,9 +63,11 @@ class CNNPolicy:
     """The `cnn` family (see the module docstring)."""
 
     network: ConvActorCritic
+    kernel_init: str = "orthogonal"
 
     def init(self, key: jax.Array, obs: jax.Array, init_log_std: Any = 0.0) -> Any:
-        return init_in_one_draw(self.network, key, (obs, init_log_std), actor_critic_gain, log_std_fill(init_log_std))
+        fill = log_std_fill(init_log_std)
+        return init_in_one_draw(self.network, key, (obs, init_log_std), actor_critic_gain, fill, self.kernel_init)
 
     def initial_carry(self, num: int) -> tuple:
         return ()
@@ -99,7 +101,7 @@ class CNNPolicy:
 
 
 def make(config: Any, spec: Any) -> CNNPolicy:
-    """The `cnn` family for a config (conv_channels, hidden_sizes, activation) and an `EnvSpec`;
+    """The `cnn` family for a config (conv_channels, hidden_sizes, activation, kernel_init) and an `EnvSpec`;
     `ConfigError` unless the observations are images [H, W, C] large enough for the kernels."""
     shape = tuple(spec.obs_shape)
     shrink = len(config.conv_channels) * (KERNEL[0] - 1)
@@ -112,5 +114,6 @@ def make(config: Any, spec: Any) -> CNNPolicy:
     return CNNPolicy(
         ConvActorCritic(
             spec.action_dim, spec.discrete, tuple(config.conv_channels), tuple(config.hidden_sizes), config.activation
-        )
+        ),
+        config.kernel_init,
     )

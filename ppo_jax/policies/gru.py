@@ -78,10 +78,12 @@ class GRUPolicy:
     """The `gru` family (see the module docstring); the carry is h [N, rnn_size]."""
 
     network: GRUActorCritic
+    kernel_init: str = "orthogonal"
 
     def init(self, key: jax.Array, obs: jax.Array, init_log_std: Any = 0.0) -> Any:
         h = self.initial_carry(obs.shape[0])
-        return init_in_one_draw(self.network, key, (obs, h, init_log_std), _gain, log_std_fill(init_log_std))
+        fill = log_std_fill(init_log_std)
+        return init_in_one_draw(self.network, key, (obs, h, init_log_std), _gain, fill, self.kernel_init)
 
     def initial_carry(self, num: int) -> jax.Array:
         return jnp.zeros((num, self.network.rnn_size), jnp.float32)
@@ -125,7 +127,7 @@ class GRUPolicy:
 
 
 def make(config: Any, spec: Any) -> GRUPolicy:
-    """The `gru` family for a config (hidden_sizes, rnn_size, activation) and an `EnvSpec`."""
+    """The `gru` family for a config (hidden_sizes, rnn_size, activation, kernel_init) and an `EnvSpec`."""
     return GRUPolicy(
         GRUActorCritic(
             spec.action_dim,
@@ -134,5 +136,6 @@ def make(config: Any, spec: Any) -> GRUPolicy:
             tuple(config.hidden_sizes),
             config.rnn_size,
             config.activation,
-        )
+        ),
+        config.kernel_init,
     )

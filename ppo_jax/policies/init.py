@@ -2,7 +2,8 @@
 LAPACK: polar factors by Newton–Schulz, and every kernel of a network drawn in one go.
 
 Gains of the classic PPO network: √2 on hidden layers, 0.01 on the policy head, 1.0 on the value
-head; zero biases.
+head; zero biases. The alternative, `kernel_init="lecun_normal"`, is Flax's default (LeCun-normal
+on every kernel, heads included), as rejax and gymnax-blines initialise.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from jax import lax
 HIDDEN_GAIN = math.sqrt(2.0)
 POLICY_HEAD_GAIN = 0.01
 VALUE_HEAD_GAIN = 1.0
+# Kernel initialisations: orthogonal with the gains above, or LeCun-normal on every kernel.
+KERNEL_INITS = ("orthogonal", "lecun_normal")
+# Flax's truncated-normal scaling: the standard deviation of N(0, 1) truncated to [−2, 2].
+_TRUNCATED_STD = 0.87962566103423978
 
 
 def polar_orthogonal(a: jax.Array, iterations: int = 64) -> jax.Array:
@@ -78,12 +83,28 @@ def orthogonal(gain: float = 1.0):
     return init
 
 
+def lecun_normal_kernels(key: jax.Array, shapes: Sequence[tuple[int, ...]]) -> list[jax.Array]:
+    """LeCun-normal kernels, as Flax's `lecun_normal()` draws them, from one random draw:
+
+        W = z · √(1 / fan_in) / 0.8796,   z ~ N(0, 1) truncated to [−2, 2],   fan_in = ∏ shape[:−1]
+
+    so Var(W) = 1 / fan_in (LeCun et al. 1998). A different random stream from Flax's."""
+    sizes = [math.prod(s) for s in shapes]
+    draw = jax.random.truncated_normal(key, -2.0, 2.0, (sum(sizes),), jnp.float32)
+    parts = jnp.split(draw, np.cumsum(sizes)[:-1])
+    return [
+        (p * (math.sqrt(1.0 / math.prod(s[:-1])) / _TRUNCATED_STD)).reshape(s)
+        for p, s in zip(parts, shapes, strict=True)
+    ]
+
+
 def init_in_one_draw(
     module: Any,
     key: jax.Array,
     args: tuple,
     gain: Callable[[tuple[str, ...]], float],
     fill: Callable[[tuple[str, ...], tuple[int, ...]], jax.Array | None] = lambda path, shape: None,
+    kernel_init: str = "orthogonal",
 ) -> Any:
     """Parameters of `module.init(key, *args)`'s structure with every `kernel` = gain(path) ×
     Haar-orthogonal, other leaves `fill(path, shape)` or zeros (biases).
@@ -91,22 +112,29 @@ def init_in_one_draw(
     All kernels come from one normal draw of Σ m·n numbers and one batched Newton–Schulz loop
     (`polar_orthogonal_many`): Flax's per-layer initialisers trace a random draw and a loop per
     kernel, which cost ~0.8 s of XLA compile time on CPU for two 64-wide MLPs. A different random
-    stream from `module.init` for the same key.
+    stream from `module.init` for the same key. With `kernel_init="lecun_normal"` every kernel is
+    LeCun-normal instead (`lecun_normal_kernels`; `gain` unused).
     """
     abstract = jax.eval_shape(module.init, key, *args)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
     paths = [tuple(k.key for k in path) for path, _ in leaves]
     shapes = [leaf.shape for _, leaf in leaves]
     kernels = [i for i, path in enumerate(paths) if path[-1] == "kernel"]
-    sizes = [math.prod(shapes[i]) for i in kernels]
-    normal = jax.random.normal(key, (sum(sizes),), jnp.float32)
-    parts = jnp.split(normal, np.cumsum(sizes)[:-1])
-    draws = [part.reshape(-1, shapes[i][-1]) for i, part in zip(kernels, parts, strict=True)]
-    orthogonal_kernels = dict(zip(kernels, polar_orthogonal_many(draws), strict=True))
+    if kernel_init == "lecun_normal":
+        drawn = dict(zip(kernels, lecun_normal_kernels(key, [shapes[i] for i in kernels]), strict=True))
+    elif kernel_init == "orthogonal":
+        sizes = [math.prod(shapes[i]) for i in kernels]
+        normal = jax.random.normal(key, (sum(sizes),), jnp.float32)
+        parts = jnp.split(normal, np.cumsum(sizes)[:-1])
+        draws = [part.reshape(-1, shapes[i][-1]) for i, part in zip(kernels, parts, strict=True)]
+        orthogonal_kernels = polar_orthogonal_many(draws)
+        drawn = {i: gain(paths[i]) * u.reshape(shapes[i]) for i, u in zip(kernels, orthogonal_kernels, strict=True)}
+    else:
+        raise ValueError(f"kernel_init must be one of {', '.join(KERNEL_INITS)}, got {kernel_init!r}")
     values = []
     for i, (path, shape) in enumerate(zip(paths, shapes, strict=True)):
-        if i in orthogonal_kernels:
-            w = gain(path) * orthogonal_kernels[i].reshape(shape)
+        if i in drawn:
+            w = drawn[i]
         else:
             w = fill(path, shape)
             w = jnp.zeros(shape, jnp.float32) if w is None else w

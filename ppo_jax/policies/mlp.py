@@ -52,10 +52,14 @@ class ActorCritic(nn.Module):
         return self.critic(flatten_obs(obs, self.obs_ndim))
 
 
-def init_actor_critic(network: ActorCritic, key: jax.Array, obs: jax.Array, init_log_std=0.0) -> Any:
+def init_actor_critic(
+    network: ActorCritic, key: jax.Array, obs: jax.Array, init_log_std=0.0, kernel_init: str = "orthogonal"
+) -> Any:
     """Parameters distributed as `network.init(key, obs, init_log_std)`'s, drawn faster to compile
-    (`init.init_in_one_draw`): kernels gain × Haar-orthogonal, biases 0, `log_std` = init_log_std."""
-    return init_in_one_draw(network, key, (obs, init_log_std), actor_critic_gain, log_std_fill(init_log_std))
+    (`init.init_in_one_draw`): kernels gain × Haar-orthogonal (or LeCun-normal with
+    `kernel_init="lecun_normal"`), biases 0, `log_std` = init_log_std."""
+    fill = log_std_fill(init_log_std)
+    return init_in_one_draw(network, key, (obs, init_log_std), actor_critic_gain, fill, kernel_init)
 
 
 # --- fused forward pass for the rollout -----------------------------------------------------
@@ -127,9 +131,10 @@ class MLPPolicy:
     """The `mlp` family (see the module docstring); feed-forward, so its carry is `()`."""
 
     network: ActorCritic
+    kernel_init: str = "orthogonal"
 
     def init(self, key: jax.Array, obs: jax.Array, init_log_std: Any = 0.0) -> Any:
-        return init_actor_critic(self.network, key, obs, init_log_std)
+        return init_actor_critic(self.network, key, obs, init_log_std, self.kernel_init)
 
     def initial_carry(self, num: int) -> tuple:
         return ()
@@ -168,7 +173,8 @@ class MLPPolicy:
 
 
 def make(config: Any, spec: Any) -> MLPPolicy:
-    """The `mlp` family for a config (hidden_sizes, activation) and an `EnvSpec`."""
+    """The `mlp` family for a config (hidden_sizes, activation, kernel_init) and an `EnvSpec`."""
     return MLPPolicy(
-        ActorCritic(spec.action_dim, spec.discrete, len(spec.obs_shape), tuple(config.hidden_sizes), config.activation)
+        ActorCritic(spec.action_dim, spec.discrete, len(spec.obs_shape), tuple(config.hidden_sizes), config.activation),
+        config.kernel_init,
     )

@@ -95,11 +95,13 @@ def build(config: dict, num_updates: int) -> tuple[PPO, list[str]]:
     )
     mismatches = [
         "gradient clipping is element-wise (optax.clip), not by global norm",
-        "Adam eps 1e-8 (optax default), not 1e-5",
-        "default Flax init (LeCun normal weights), not orthogonal with gains sqrt2 / 0.01 / 1",
         "gymnax 0.0.9 merges time-limit truncation into done: no bootstrap from V(final obs) at truncation",
         "actor and critic take separate optimizer steps (each clipped on its own)",
     ]
+    if config.get("adam_eps", 1e-5) != 1e-8:
+        mismatches.append(f"Adam eps 1e-8 (optax default), not {config.get('adam_eps', 1e-5):g}")
+    if config.get("kernel_init", "orthogonal") != "lecun_normal":
+        mismatches.append("default Flax init (LeCun normal weights), not orthogonal with gains sqrt2 / 0.01 / 1")
     if not config["clip_value_loss"]:
         mismatches.append("value loss is always clipped")
     if not config["normalize_advantages"]:

@@ -1,0 +1,94 @@
+"""The pure pieces of scripts/reproduce.py: metrics.csv reading, the training-return window, IQM
+and its bootstrap CI, the Markdown row (no training)."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import results_lib  # noqa: E402
+
+
+def write_fake_metrics(path: Path, returns: np.ndarray, seeds: list[int], batch: int = 100) -> None:
+    """A metrics.csv as `ppo-jax train` writes it: one row per (seed, update); returns [U, S]."""
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["seed", "update", "env_steps", "episode_return", "entropy"])
+        for s, seed in enumerate(seeds):
+            for u in range(returns.shape[0]):
+                writer.writerow([seed, u + 1, (u + 1) * batch, f"{returns[u, s]:.6g}", 0.5])
+
+
+def test_read_metrics_and_training_return_of_the_last_tenth(tmp_path):
+    returns = np.arange(20 * 3, dtype=np.float64).reshape(20, 3)
+    returns[18:, 2] = np.nan  # seed 12 ended no episode in the last two updates
+    returns[19, 1] = np.nan
+    write_fake_metrics(tmp_path / "metrics.csv", returns, [10, 11, 12])
+    steps, got, seeds = results_lib.read_metrics(tmp_path / "metrics.csv")
+    assert seeds == [10, 11, 12]
+    np.testing.assert_array_equal(steps, 100 * np.arange(1, 21))
+    np.testing.assert_array_equal(got, returns)
+    final = results_lib.final_returns(got)  # window = ceil(0.1 * 20) = 2 updates
+    np.testing.assert_allclose(final, [(54 + 57) / 2, 55, 53])  # all-NaN window: last value before it
+
+
+@pytest.mark.parametrize("n", [3, 4, 5, 8, 9])
+def test_iqm_matches_scipy_trim_mean(n):
+    x = np.random.default_rng(n).normal(size=n)
+    assert results_lib.iqm(x) == pytest.approx(scipy_stats.trim_mean(x, 0.25))
+
+
+def test_bootstrap_iqm_brackets_the_point_and_ignores_nan():
+    scores = [1.0, 2.0, 3.0, 4.0, 100.0, 5.0, 6.0, 7.0, np.nan]
+    out = results_lib.bootstrap_iqm(scores, reps=2000)
+    assert out["iqm"] == pytest.approx(scipy_stats.trim_mean([1, 2, 3, 4, 100, 5, 6, 7], 0.25))
+    assert out["ci_low"] <= out["iqm"] <= out["ci_high"]
+    assert results_lib.bootstrap_iqm([7.0, 7.0, 7.0, 7.0]) == {"iqm": 7.0, "ci_low": 7.0, "ci_high": 7.0}
+
+
+def test_record_summary_and_markdown_row(tmp_path):
+    returns = np.tile(np.linspace(0.0, 500.0, 50)[:, None], (1, 4))
+    summary = results_lib.impl_summary([0, 1, 2, 3], 100 * np.arange(1, 51), returns, [500.0, 500.0, 480.0, 500.0])
+    assert summary["train"]["iqm"] == pytest.approx(np.mean(returns[-5:, 0]))
+    assert summary["eval"]["iqm"] == 500.0 and len(summary["curve"]["iqm"]) == 50
+    record = {
+        "env": "CartPole-v1",
+        "budget": 150_000,
+        "budget_scale": 1.0,
+        "seeds": [0, 1, 2, 3],
+        "published": {"return": 500, "budget": 150_000},
+        "ppo_jax": summary,
+        "rejax": None,
+    }
+    row = results_lib.table_row(record)
+    assert row.startswith("| CartPole-v1 | 150k | 4 | 500 at 150k | 500.0 [")
+    assert row.endswith("| – | – | yes |")
+    table = results_lib.markdown_table([record])
+    assert table.count("\n") == 2 and table.splitlines()[0].count("|") == table.splitlines()[2].count("|")
+
+
+def test_row_without_a_published_number(tmp_path):
+    returns = np.tile(np.linspace(0.0, 10.0, 20)[:, None], (1, 4))
+    summary = results_lib.impl_summary([0, 1, 2, 3], 100 * np.arange(1, 21), returns, [9.0, 10.0, 11.0, 10.0])
+    record = {
+        "env": "Seaquest-MinAtar",
+        "budget": 2_000_000,
+        "budget_scale": 0.2,
+        "seeds": [0, 1, 2, 3],
+        "published": {"return": None, "budget": 10_000_000},
+        "ppo_jax": summary,
+        "rejax": None,
+    }
+    row = results_lib.table_row(record)
+    assert row.startswith("| Seaquest-MinAtar | 2M (0.2×) | 4 | none published | 10.0 [")
+    assert row.endswith("| – | – | – |")
+    record["published"]["return"] = 12.0
+    assert results_lib.table_row(record).endswith("| – | – | no (at 0.2× the budget) |")
+    results_lib.plot_record(tmp_path / "seaquest.png", record)
+    assert (tmp_path / "seaquest.png").stat().st_size > 0
