@@ -139,6 +139,24 @@ class SuiteEnv(environment.Environment):
         return int(self.space.n) if isinstance(self.space, spaces.Discrete) else 0
 
 
+class EpisodeWrappedEnv(SuiteEnv):
+    """A suite env inside Brax's `EpisodeWrapper` (`self.inner_env`), as Brax and MuJoCo Playground
+    build theirs: the wrapper's `info["truncation"]` marks the time-limit cut, any other `done`
+    is a termination."""
+
+    inner_env: Any
+
+    def suite_reset(self, key: jax.Array):
+        state = self.inner_env.reset(key)
+        return state, state.obs
+
+    def suite_step(self, key: jax.Array, inner: Any, action: jax.Array):
+        state = self.inner_env.step(inner, action)
+        truncated = state.info["truncation"] > 0
+        terminated = (state.done > 0) & ~truncated
+        return state, state.obs, state.reward, terminated, truncated
+
+
 def encode_obs(raw: Any) -> jax.Array:
     """One float32 array: an array as it is; a dict with a "state" entry (MuJoCo Playground's
     actor observation) as that entry; any other pytree as its leaves flattened and concatenated

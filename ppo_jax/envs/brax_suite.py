@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 from brax import envs as brax_envs
 
-from ppo_jax.envs.adapter import SuiteEnv, box_space, unknown_name
+from ppo_jax.envs.adapter import EpisodeWrappedEnv, box_space, unknown_name
 from ppo_jax.errors import ConfigError
 
 BACKENDS = ("mjx", "generalized", "positional", "spring")
@@ -22,7 +21,7 @@ DEFAULT_BACKEND = "mjx"
 EPISODE_LENGTH = 1000  # Brax's `envs.create` and PPO training default
 
 
-class BraxEnv(SuiteEnv):
+class BraxEnv(EpisodeWrappedEnv):
     suite = "brax"
 
     def __init__(self, name: str, backend: str, episode_length: int = EPISODE_LENGTH, **kwargs: Any):
@@ -39,16 +38,6 @@ class BraxEnv(SuiteEnv):
     @property
     def name(self) -> str:
         return f"brax/{self.env_id}@{self.backend}"
-
-    def suite_reset(self, key: jax.Array):
-        state = self.inner_env.reset(key)
-        return state, state.obs
-
-    def suite_step(self, key: jax.Array, inner: Any, action: jax.Array):
-        state = self.inner_env.step(inner, action)
-        truncated = state.info["truncation"] > 0
-        terminated = (state.done > 0) & ~truncated
-        return state, state.obs, state.reward, terminated, truncated
 
 
 def make(name: str, **kwargs: Any):

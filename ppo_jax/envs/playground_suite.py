@@ -13,14 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 from brax.envs.wrappers import training as brax_training
 from mujoco_playground import registry
 
-from ppo_jax.envs.adapter import SuiteEnv, box_space, unknown_name
+from ppo_jax.envs.adapter import EpisodeWrappedEnv, box_space, unknown_name
 
 
-class PlaygroundEnv(SuiteEnv):
+class PlaygroundEnv(EpisodeWrappedEnv):
     suite = "playground"
 
     def __init__(self, name: str, episode_length: int | None = None, **overrides: Any):
@@ -31,16 +30,6 @@ class PlaygroundEnv(SuiteEnv):
         inner = registry.load(name, config_overrides=overrides or None)
         self.inner_env = brax_training.EpisodeWrapper(inner, length, 1)
         super().__init__(name, length, box_space(-1.0, 1.0, (int(inner.action_size),)))
-
-    def suite_reset(self, key: jax.Array):
-        state = self.inner_env.reset(key)
-        return state, state.obs
-
-    def suite_step(self, key: jax.Array, inner: Any, action: jax.Array):
-        state = self.inner_env.step(inner, action)
-        truncated = state.info["truncation"] > 0
-        terminated = (state.done > 0) & ~truncated
-        return state, state.obs, state.reward, terminated, truncated
 
 
 def make(name: str, **kwargs: Any):
