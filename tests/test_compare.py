@@ -72,8 +72,11 @@ def test_compare_trains_every_objective_and_writes_a_table(tmp_path, capsys):
     args += ["--num-envs", "2", "--num-steps", "16", "--num-epochs", "2", "--num-minibatches", "2"]
     assert cli.main([str(a) for a in [*args, "--total-timesteps", "128"]]) == 0
     report = json.loads((tmp_path / "compare.json").read_text())
-    assert [row["objective"] for row in report["objectives"]] == ["clip", "a2c"]
-    assert report["objectives"][1]["num_epochs"] == 1
+    rows = {row["objective"]: row for row in report["objectives"]}
+    assert sorted(rows) == ["a2c", "clip"]
+    iqms = [row["iqm"] for row in report["objectives"]]
+    assert iqms == sorted(iqms, reverse=True)  # ranked by IQM, best first
+    assert rows["a2c"]["num_epochs"] == 1 and rows["clip"]["num_epochs"] == 2
     assert (tmp_path / "compare.png").stat().st_size > 0
     assert "objective" in capsys.readouterr().out
     assert cli.main(["compare", "--objectives", "clip,sarsa"]) == 2
