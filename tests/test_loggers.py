@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import ppo_jax
 from ppo_jax.commands.main import main
 from ppo_jax.errors import ConfigError
 
@@ -126,7 +127,7 @@ def test_wandb_offline_run_per_seed_holds_config_metrics_and_summary(logged_run)
         record = read_wandb(folder)
         assert record["run"].project == "tests" and record["run"].run_group == "run"
         assert record["run"].display_name == f"run-seed{seed}"
-        assert record["config"]["seed"] == seed and record["config"]["lr"] == pytest.approx(2.5e-4)
+        assert record["config"]["seed"] == seed and record["config"]["lr"] == pytest.approx(ppo_jax.default_config().lr)
         mine = [row for row in rows if row["seed"] == seed]
         assert [h["_step"] for h in record["history"]] == [int(r["env_steps"]) for r in mine]
         for h, r in zip(record["history"], mine, strict=True):
