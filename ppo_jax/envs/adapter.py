@@ -194,6 +194,15 @@ def box_space(low: Any, high: Any, shape: tuple[int, ...]) -> spaces.Box:
     return spaces.Box(jnp.asarray(low), jnp.asarray(high), tuple(shape), jnp.float32)
 
 
+def make_registered(suite: str, env_class: type, name: str, known: Iterable[str], **kwargs: Any):
+    """(env, params) of `env_class(name, **kwargs)`, once `name` is found in the suite's own
+    registry `known` (else the `unknown_name` error)."""
+    if name not in known:
+        raise unknown_name(suite, name, known)
+    env = env_class(name, **kwargs)
+    return env, env.default_params
+
+
 def unknown_name(suite: str, name: str, known: Iterable[str]) -> ConfigError:
     """The error for a name that is not in the suite's own registry, with close matches."""
     known = sorted(known)

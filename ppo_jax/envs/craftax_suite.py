@@ -18,7 +18,7 @@ from typing import Any
 import jax
 from craftax.craftax_env import make_craftax_env_from_name
 
-from ppo_jax.envs.adapter import SuiteEnv, discrete_space, unknown_name
+from ppo_jax.envs.adapter import SuiteEnv, discrete_space, make_registered
 
 NAMES = ("Craftax-Classic-Symbolic-v1", "Craftax-Classic-Pixels-v1", "Craftax-Symbolic-v1", "Craftax-Pixels-v1")
 NO_LIMIT = 2**30
@@ -51,7 +51,4 @@ class CraftaxEnv(SuiteEnv):
 
 def make(name: str, **kwargs: Any):
     """(env, params); kwargs: max_timesteps (the time limit, default the suite's 10 000)."""
-    if name not in NAMES:
-        raise unknown_name("craftax", name, NAMES)
-    env = CraftaxEnv(name, **kwargs)
-    return env, env.default_params
+    return make_registered("craftax", CraftaxEnv, name, NAMES, **kwargs)

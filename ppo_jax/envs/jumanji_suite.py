@@ -23,7 +23,7 @@ from gymnax.environments import spaces
 from jumanji import specs
 from jumanji.types import StepType
 
-from ppo_jax.envs.adapter import SuiteEnv, box_space, discrete_space, flatten_leaves, unknown_name
+from ppo_jax.envs.adapter import SuiteEnv, box_space, discrete_space, flatten_leaves, make_registered
 from ppo_jax.errors import ConfigError
 
 
@@ -84,8 +84,4 @@ class JumanjiEnv(SuiteEnv):
 
 def make(name: str, **kwargs: Any):
     """(env, params); kwargs go to `jumanji.make` (e.g. time_limit for Snake)."""
-    known = jumanji.registered_environments()
-    if name not in known:
-        raise unknown_name("jumanji", name, known)
-    env = JumanjiEnv(name, **kwargs)
-    return env, env.default_params
+    return make_registered("jumanji", JumanjiEnv, name, jumanji.registered_environments(), **kwargs)

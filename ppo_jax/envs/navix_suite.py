@@ -15,7 +15,7 @@ import jax
 import navix
 from navix.environments.environment import StepType
 
-from ppo_jax.envs.adapter import SuiteEnv, discrete_space, unknown_name
+from ppo_jax.envs.adapter import SuiteEnv, discrete_space, make_registered
 
 
 class NavixEnv(SuiteEnv):
@@ -40,8 +40,4 @@ class NavixEnv(SuiteEnv):
 
 def make(name: str, **kwargs: Any):
     """(env, params); kwargs go to `navix.make` (e.g. max_steps, observation_fn)."""
-    known = navix.registry()
-    if name not in known:
-        raise unknown_name("navix", name, known)
-    env = NavixEnv(name, **kwargs)
-    return env, env.default_params
+    return make_registered("navix", NavixEnv, name, navix.registry(), **kwargs)

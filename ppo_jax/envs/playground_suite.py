@@ -16,7 +16,7 @@ from typing import Any
 from brax.envs.wrappers import training as brax_training
 from mujoco_playground import registry
 
-from ppo_jax.envs.adapter import EpisodeWrappedEnv, box_space, unknown_name
+from ppo_jax.envs.adapter import EpisodeWrappedEnv, box_space, make_registered
 
 
 class PlaygroundEnv(EpisodeWrappedEnv):
@@ -34,8 +34,4 @@ class PlaygroundEnv(EpisodeWrappedEnv):
 
 def make(name: str, **kwargs: Any):
     """(env, params); kwargs: episode_length, and overrides of the env's default config."""
-    known = registry.ALL_ENVS
-    if name not in known:
-        raise unknown_name("playground", name, known)
-    env = PlaygroundEnv(name, **kwargs)
-    return env, env.default_params
+    return make_registered("playground", PlaygroundEnv, name, registry.ALL_ENVS, **kwargs)

@@ -15,7 +15,7 @@ import jax
 import xminigrid
 from xminigrid.types import StepType
 
-from ppo_jax.envs.adapter import SuiteEnv, discrete_space, unknown_name
+from ppo_jax.envs.adapter import SuiteEnv, discrete_space, make_registered
 
 
 class XMiniGridEnv(SuiteEnv):
@@ -40,8 +40,4 @@ class XMiniGridEnv(SuiteEnv):
 
 def make(name: str, **kwargs: Any):
     """(env, params); kwargs replace fields of the suite's env params (e.g. max_steps)."""
-    known = xminigrid.registered_environments()
-    if name not in known:
-        raise unknown_name("xminigrid", name, known)
-    env = XMiniGridEnv(name, **kwargs)
-    return env, env.default_params
+    return make_registered("xminigrid", XMiniGridEnv, name, xminigrid.registered_environments(), **kwargs)
