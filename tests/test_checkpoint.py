@@ -26,7 +26,7 @@ from ppo_jax.engine.evaluate import Acting, evaluate, policy_action
 from ppo_jax.engine.train import init_state, make_context
 from ppo_jax.envs import normalize
 from ppo_jax.runtime.checkpoint import CheckpointError, RunCheckpoints, check_compatible, config_from_meta
-from ppo_jax.runtime.driver import refuse_used_run_dir
+from ppo_jax.runtime.planning import refuse_used_run_dir
 
 # 10 updates of 2 envs x 16 steps: compiles and runs in seconds.
 TINY = ["--num-envs", "2", "--num-steps", "16", "--num-minibatches", "2", "--num-epochs", "2"]

@@ -141,7 +141,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     writer = _start_processes(args)
 
     from ppo_jax.commands.progress import TrainProgress
-    from ppo_jax.runtime.driver import execute, plan_run
+    from ppo_jax.runtime.driver import execute
+    from ppo_jax.runtime.planning import plan_run
 
     progress = None if args.quiet else TrainProgress() if writer else _silent  # the same program everywhere
     if args.resume:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -31,9 +30,15 @@ from ppo_jax.config import (
     PPOConfig,
     resolve_seeds,
 )
-from ppo_jax.engine.train import METRIC_NAMES, TrainContext, TrainState, init_state, make_context, run_updates
+from ppo_jax.engine.train import TrainContext, TrainState, init_state, make_context, run_updates
 from ppo_jax.runtime.cpu import compiler_options
 from ppo_jax.runtime.distributed import RUN_AXIS, gather, lowering_mesh, put_runs, run_mesh
+from ppo_jax.runtime.memory import (  # noqa: F401  (re-exported with the sweep)
+    choose_max_parallel,
+    device_memory_bytes,
+    parameter_count,
+    run_memory_estimate,
+)
 from ppo_jax.runtime.sweep_results import ConfigSummary, SweepProgress, SweepResult, rank, summarize  # noqa: F401
 from ppo_jax.runtime.sweep_space import (  # noqa: F401  (the search space, re-exported with the sweep)
     Configuration,
@@ -50,68 +55,6 @@ from ppo_jax.runtime.sweep_space import (  # noqa: F401  (the search space, re-e
 )
 
 _BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
-
-# ---------------------------------------------------------------------------------------------
-# Planning: how many runs go through the program at once
-
-
-def device_memory_bytes(device: Any = None) -> int:
-    """Memory free for a program on `device`: the accelerator's limit minus what is in use, or on
-    the CPU the host's available memory (MemAvailable)."""
-    device = device or jax.devices()[0]
-    try:
-        mem = device.memory_stats() or {}
-    except Exception:  # backends without memory statistics
-        mem = {}
-    if "bytes_limit" in mem:
-        return int(mem["bytes_limit"]) - int(mem.get("bytes_in_use", 0))
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 8 << 30
-
-
-def run_memory_estimate(config: PPOConfig, obs_size: int, action_dim: int, num_params: int) -> int:
-    """Upper estimate of the device bytes one run needs inside the program (float32 words × 4).
-
-    Counts the rollout buffer [T, N] (twice the observation: s_t and s'_t), the batch and its
-    shuffled copies, the activations of one minibatch forward and backward (for any policy
-    family: a few layers of width √num_params, the width of a square layer with that many
-    parameters), parameters with Adam moments and gradients, and the per-update metrics; then
-    doubles it for the temporaries XLA keeps alive. `run_sweep` checks the compiled program's own
-    memory analysis against it.
-    """
-    rollout = config.batch_size * (2 * obs_size + action_dim + 8)
-    batch = 3 * config.batch_size * (obs_size + action_dim + 4)
-    activations = 2 * 4 * config.minibatch_size * 4 * int(num_params**0.5)
-    metrics = config.num_updates * len(METRIC_NAMES)
-    words = rollout + batch + activations + 5 * num_params + metrics + config.num_envs * 4 * obs_size
-    return 2 * 4 * words
-
-
-def parameter_count(ctx: TrainContext) -> int:
-    """Number of parameters of the run's policy family (abstract init: nothing is computed)."""
-    obs = jax.ShapeDtypeStruct((1, *ctx.rollout.spec.obs_shape), np.float32)
-    params = jax.eval_shape(ctx.policy.init, jax.random.key(0), obs)
-    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
-
-
-def choose_max_parallel(num_runs: int, run_bytes: int, memory_bytes: int, fraction: float = 0.5) -> int:
-    """Runs per batch: all `num_runs` if they fit in `fraction` of `memory_bytes`, else as many as
-    do, balanced so that the batches are as even as possible (at least 1)."""
-    fit = max(1, int(fraction * memory_bytes) // max(run_bytes, 1))
-    if fit >= num_runs:
-        return num_runs
-    batches = math.ceil(num_runs / fit)
-    return math.ceil(num_runs / batches)
-
 
 # ---------------------------------------------------------------------------------------------
 # Running

@@ -1,0 +1,164 @@
+"""Shipped defaults per environment: the settings `default_config(env)` starts from.
+
+Each entry cites the measurement or the published configuration that chose it (sweeps and
+confirmation runs: docs/results/TUNING.md, docs/benchmarks/). Anything not listed uses the
+`PPOConfig` field defaults. Plain dicts of field values: validation happens when
+`config.default_config` builds the `PPOConfig`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_CLASSIC = dict(num_envs=4, num_steps=128, num_epochs=4, num_minibatches=4, total_timesteps=500_000)
+_CONTINUOUS = dict(
+    num_envs=16,
+    num_steps=128,
+    num_epochs=10,
+    num_minibatches=8,
+    normalize_obs=True,
+    normalize_reward=True,
+    ent_coef=0.0,
+)
+# MinAtar: gymnax-blines' 64 envs x 128 steps, 4 epochs x 8 minibatches, 2 x 256 ReLU on the flattened
+# grid, lr 5e-4 at 1e7 steps (agents/<game>/ppo.yaml). LeCun-normal kernels and Adam eps 1e-8 (Flax's and
+# optax's defaults, as rejax and gymnax-blines initialise): on Breakout-MinAtar at 1e6 steps, 8 seeds, they
+# raised the training return from 9.2 +- 3.1 (orthogonal, eps 1e-5) to 15.2 +- 6.4, with 5 of 8 seeds stuck
+# at 7 before and 2 of 8 after (docs/benchmarks/ANALYSIS.md, "Returns"); confirmation in docs/results/.
+_MINATAR = dict(
+    num_envs=64,
+    num_steps=128,
+    num_epochs=4,
+    num_minibatches=8,
+    total_timesteps=10_000_000,
+    hidden_sizes=(256, 256),
+    activation="relu",
+    lr=5e-4,
+    kernel_init="lecun_normal",
+    adam_eps=1e-8,
+)
+
+# Suite envs (`SUITE/NAME`), each from the suite's own published PPO configuration. Brax-style
+# configs collect batch_size × num_minibatches × unroll_length samples per update from num_envs
+# envs, so num_steps here = batch_size × num_minibatches × unroll_length / num_envs;
+# num_updates_per_batch is num_epochs, discounting gamma, entropy_cost ent_coef. Brax's PPO
+# (brax.training.agents.ppo.train defaults) clips the ratio at 0.3, neither clips the value loss
+# nor the gradient norm (max_grad_norm 1e6 here), keeps the learning rate constant, uses Adam eps
+# 1e-8 and swish networks (policy 4×32, value 5×256; one set of widths here, the value net's
+# 256s). Their `reward_scaling` (a constant factor on rewards) has no field here.
+_BRAX_PPO = dict(
+    normalize_obs=True,
+    total_timesteps=50_000_000,
+    num_minibatches=32,
+    lr=3e-4,
+    clip_eps=0.3,
+    gae_lambda=0.95,
+    clip_value_loss=False,
+    max_grad_norm=1e6,
+    anneal_lr=False,
+    adam_eps=1e-8,
+    activation="silu",
+    hidden_sizes=(256, 256, 256, 256),
+)
+# Brax's training notebook (google/brax, notebooks/training.ipynb: the `ppo.train` arguments per env).
+_BRAX_NOTEBOOK = {
+    # unroll_length=5, batch_size=2048, num_envs=4096, num_updates_per_batch=4, discounting=0.97, entropy 1e-2
+    "brax/ant": dict(_BRAX_PPO, num_envs=4096, num_steps=80, num_epochs=4, gamma=0.97, ent_coef=1e-2),
+    # unroll_length=20, batch_size=512, num_envs=2048, num_updates_per_batch=8, discounting=0.95, entropy 1e-3
+    "brax/halfcheetah": dict(_BRAX_PPO, num_envs=2048, num_steps=160, num_epochs=8, gamma=0.95, ent_coef=1e-3),
+    # unroll_length=10, batch_size=1024, num_envs=2048, num_updates_per_batch=8, discounting=0.97, entropy 1e-3
+    "brax/humanoid": dict(_BRAX_PPO, num_envs=2048, num_steps=160, num_epochs=8, gamma=0.97, ent_coef=1e-3),
+    # unroll_length=5, batch_size=1024, num_envs=2048, num_updates_per_batch=4, discounting=0.97, 2e6 steps
+    "brax/inverted_pendulum": dict(
+        _BRAX_PPO, total_timesteps=2_000_000, num_envs=2048, num_steps=80, num_epochs=4, gamma=0.97, ent_coef=1e-2
+    ),
+}
+# MuJoCo Playground, mujoco_playground/config/dm_control_suite_params.py, brax_ppo_config:
+# num_envs=2048, batch_size=1024, num_minibatches=32, unroll_length=30 (480 steps per env),
+# num_updates_per_batch=16, discounting=0.995, learning_rate=1e-3, entropy_cost=1e-2, 6e7 steps.
+_PLAYGROUND_DM_CONTROL = dict(
+    _BRAX_PPO,
+    total_timesteps=60_000_000,
+    num_envs=2048,
+    num_steps=480,
+    num_epochs=16,
+    gamma=0.995,
+    lr=1e-3,
+    ent_coef=1e-2,
+)
+# Craftax's PPO baseline (MichaelTMatthews/Craftax_Baselines, ppo.py argument defaults and its
+# ActorCritic: 3 hidden layers of 512, tanh): 1024 envs × 64 steps, 4 epochs of 8 minibatches,
+# lr 2e-4 annealed, γ 0.99, λ 0.8, clip 0.2, entropy 0.01, max grad norm 1.0, 1e9 steps.
+_CRAFTAX_PPO = dict(
+    num_envs=1024,
+    num_steps=64,
+    num_epochs=4,
+    num_minibatches=8,
+    total_timesteps=1_000_000_000,
+    lr=2e-4,
+    gamma=0.99,
+    gae_lambda=0.8,
+    clip_eps=0.2,
+    ent_coef=0.01,
+    vf_coef=0.5,
+    max_grad_norm=1.0,
+    activation="tanh",
+    hidden_sizes=(512, 512, 512),
+)
+SUITE_DEFAULTS: dict[str, dict[str, Any]] = {
+    **_BRAX_NOTEBOOK,
+    "playground/CartpoleBalance": dict(_PLAYGROUND_DM_CONTROL),
+    "playground/CheetahRun": dict(_PLAYGROUND_DM_CONTROL),
+    "playground/WalkerWalk": dict(_PLAYGROUND_DM_CONTROL),
+    "craftax/Craftax-Classic-Symbolic-v1": dict(_CRAFTAX_PPO),
+    "craftax/Craftax-Symbolic-v1": dict(_CRAFTAX_PPO),
+}
+
+# Shipped defaults per environment; anything not listed uses the PPOConfig defaults.
+ENV_DEFAULTS: dict[str, dict[str, Any]] = {
+    # gymnax-blines' 8 envs x 32 steps (agents/CartPole-v1/ppo.yaml) at its budget of 1.5e5 steps, lr from
+    # `ppo-jax sweep --env CartPole-v1 --seeds 8 --num-envs 8 --num-steps 32 --total-timesteps 150000
+    # --grid lr=2.5e-4,5e-4,1e-3,2e-3 --grid ent_coef=0,0.01`: lr 2e-3 gave training IQM 500.0 [500.0, 500.0],
+    # AUC 434; the published lr 5e-4 gave 500.0 [460.5, 500.0], AUC 342 (docs/results/TUNING.md).
+    "CartPole-v1": dict(_CLASSIC, num_envs=8, num_steps=32, lr=2e-3, total_timesteps=150_000),
+    # gymnax-blines' 16 envs x 32 steps (agents/Acrobot-v1/ppo.yaml), lr from `ppo-jax sweep --env Acrobot-v1
+    # --seeds 8 --num-envs 16 --num-steps 32 --total-timesteps 500000 --grid lr=2.5e-4,5e-4,1e-3,2e-3
+    # --grid ent_coef=0,0.01` (lr 2e-3: training IQM -79.7 [-81.8, -77.9]; the old default, 4 x 128 at
+    # lr 2.5e-4: -84.8 [-86.2, -83.2]), gae_lambda from `... --grid lr=2e-3,4e-3 --grid gae_lambda=0.9,0.95,0.98`
+    # (0.9: -79.6 [-80.6, -79.0], AUC -85.4; 0.95: -79.9 [-186.1, -78.3], one seed stuck at -500) (TUNING.md).
+    "Acrobot-v1": dict(_CLASSIC, num_envs=16, num_steps=32, lr=2e-3, gae_lambda=0.9),
+    # Observation normalisation (the velocity is below 0.07 in magnitude) at the published budget of 5e5 steps
+    # (agents/MountainCar-v0/ppo.yaml): `ppo-jax sweep --env MountainCar-v0 --seeds 8 --num-envs 16
+    # --normalize-obs --total-timesteps 500000 --grid lr=1e-3,3e-3 --grid ent_coef=0.003,0.01` (lr 3e-3,
+    # ent 0.003: training IQM -118.1 [-150.4, -113.0]; the old default, without normalisation, stayed at -200
+    # even at 2e6 steps), then `... --grid lr=3e-3,6e-3 --grid ent_coef=0.001,0.003`: lr 6e-3, ent 0.003 gave
+    # -111.9 [-134.6, -109.7], 7 of 8 seeds solved (TUNING.md).
+    "MountainCar-v0": dict(_CLASSIC, num_envs=16, normalize_obs=True, lr=6e-3, ent_coef=0.003, total_timesteps=500_000),
+    # `ppo-jax sweep --env Pendulum-v1 --seeds 8 --grid lr=3e-4,1e-3,3e-3 --grid gamma=0.9,0.95,0.98`: lr 1e-3,
+    # gamma 0.98 gave training IQM -152.5 [-163.2, -149.4], the old gamma 0.95 -156.9 [-168.8, -154.2];
+    # `... --lr 1e-3 --grid gamma=0.98,0.99 --grid gae_lambda=0.9,0.95` kept 0.98 and 0.95 (TUNING.md).
+    "Pendulum-v1": dict(_CONTINUOUS, total_timesteps=1_000_000, lr=1e-3, gamma=0.98),
+    # Kept: `ppo-jax sweep --env MountainCarContinuous-v0 --seeds 8 --grid lr=3e-4,1e-3 --grid ent_coef=0,0.001`
+    # gave training IQM 93.8 [93.8, 93.9] for lr 3e-4 (every seed reaches the goal); at lr 1e-3, 3 to 5 of
+    # 8 seeds settle at 0 (never pushing) (TUNING.md).
+    "MountainCarContinuous-v0": dict(_CONTINUOUS, total_timesteps=1_000_000, lr=3e-4, gamma=0.99),
+    # One MinAtar default, chosen on Breakout (above); the other games reuse it without a sweep of their own
+    # (docs/results/TUNING.md, "MinAtar").
+    "Asterix-MinAtar": dict(_MINATAR),
+    "Breakout-MinAtar": dict(_MINATAR),
+    "Freeway-MinAtar": dict(_MINATAR),
+    "Seaquest-MinAtar": dict(_MINATAR),
+    "SpaceInvaders-MinAtar": dict(_MINATAR),
+    # Recurrent benchmark envs (`network="gru"`; `--network mlp` keeps the other settings).
+    # lr 3e-3: sweep StatelessCartPole-v1 gru lr in {3e-4, 1e-3, 3e-3} x 2 seeds x 300k steps at 4 envs x
+    # 128 steps, 4 minibatches: final 125.7 / 500.0 / 500.0, AUC 61.4 / 311.6 / 376.8
+    # (docs/benchmarks/recurrent_sweeps.md).
+    "StatelessCartPole-v1": dict(_CLASSIC, network="gru", total_timesteps=1_000_000, lr=3e-3),
+    # MemoryChain-bsuite (6-step episodes): 8 envs x 32 steps, 2 minibatches (chosen for a cheap update, not
+    # swept); lr 1e-3: sweep MemoryChain-bsuite gru lr in {3e-4, 1e-3, 3e-3} x 2 seeds x 100k steps: final
+    # 0.999 / 1.000 / 0.494 (3e-3: one seed at 0), AUC 0.945 / 0.978 / 0.512 (docs/benchmarks/recurrent_sweeps.md).
+    "MemoryChain-bsuite": dict(
+        _CLASSIC, network="gru", num_envs=8, num_steps=32, num_minibatches=2, total_timesteps=100_000, lr=1e-3
+    ),
+    **SUITE_DEFAULTS,
+}
