@@ -344,20 +344,19 @@ def test_rollout_log_probs_and_values_are_the_networks_for_packed_and_plain_poli
         np.testing.assert_allclose(np.asarray(traj.value), np.asarray(out.value), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("every", [1, 3])
-def test_callback_every_reports_every_kth_update_and_the_last(every):
+@pytest.mark.parametrize(("every", "batched"), [(1, False), (3, True)])
+def test_callback_every_reports_every_kth_update_and_the_last(every, batched):
     cfg = TINY.replace(total_timesteps=4 * 32 * 7)
-    for batched in (False, True):
-        seen = []
-        callback = lambda update, metrics: seen.append(int(np.asarray(update).ravel()[0]))  # noqa: E731
-        if batched:
-            fn = ppo_jax.make_train_batch(cfg, callback=callback, callback_every=every)
-            jax.block_until_ready(jax.jit(fn)(jax.random.split(jax.random.key(0), 2)))
-        else:
-            fn = ppo_jax.make_train(cfg, callback=callback, callback_every=every)
-            jax.block_until_ready(jax.jit(fn)(jax.random.key(0)))
-        expected = [u for u in range(1, 8) if u % every == 0 or u == 7]
-        assert seen == expected
+    seen = []
+    callback = lambda update, metrics: seen.append(int(np.asarray(update).ravel()[0]))  # noqa: E731
+    if batched:
+        fn = ppo_jax.make_train_batch(cfg, callback=callback, callback_every=every)
+        jax.block_until_ready(jax.jit(fn)(jax.random.split(jax.random.key(0), 2)))
+    else:
+        fn = ppo_jax.make_train(cfg, callback=callback, callback_every=every)
+        jax.block_until_ready(jax.jit(fn)(jax.random.key(0)))
+    expected = [u for u in range(1, 8) if u % every == 0 or u == 7]
+    assert seen == expected
     with pytest.raises(ppo_jax.ConfigError, match="callback_every"):
         ppo_jax.make_train(cfg, callback=callback, callback_every=0)
 
