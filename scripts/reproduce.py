@@ -43,7 +43,6 @@ class Row:
     published_budget: int  # env steps it was trained for (num_train_steps of its config)
     budget: int  # env steps per seed of this row at --budget-scale 1
     seeds: int = 8
-    scale: float = 1.0  # this row's own budget fraction (MinAtar games other than Breakout, Freeway)
     rejax: bool = False  # also run rejax 0.1.3 at the same config, budget and seeds
     checkpoint_every: int = 0  # updates between checkpoints (long rows, so that they resume)
 
@@ -65,6 +64,7 @@ ROWS: tuple[Row, ...] = (
 # Every row runs at the published budget with 8 seeds. A MinAtar row (8 seeds x 1e7 steps) takes minutes on
 # a GPU and hours on 2 CPU cores (about 13 k env-steps/s there): `--budget-scale 0.2` runs them at 2e6 steps.
 # Seaquest-MinAtar has no published gymnax-blines result (its ppo.yaml exists, the README lists none).
+DEFAULT_RESULTS = REPO / "docs" / "results"
 REJAX_INSTALL = ("rejax==0.1.3", "gymnax==0.0.9", "jax==0.10.2", "jaxlib==0.10.2")
 
 
@@ -85,7 +85,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.results is None:
         scale = "" if args.budget_scale == 1 else f"scale-{args.budget_scale:g}"
-        args.results = REPO / "docs" / "results" / scale
+        args.results = DEFAULT_RESULTS / scale
     return args
 
 
@@ -99,7 +99,7 @@ def selected_rows(args: argparse.Namespace) -> list[Row]:
 
 def row_plan(row: Row, args: argparse.Namespace) -> dict[str, Any]:
     """Budget, seeds and paths of `row` under the command-line options."""
-    scale = row.scale * args.budget_scale
+    scale = args.budget_scale
     seeds = args.seeds or row.seeds
     run_dir = args.runs / f"{row.env}-scale{scale:g}-seed{args.seed}x{seeds}"
     return {
@@ -243,13 +243,19 @@ def write_outputs(args: argparse.Namespace, row: Row, record: dict[str, Any]) ->
 
 
 def write_table(args: argparse.Namespace) -> None:
-    """docs/results/README.md's table from the complete records in the results folder."""
+    """The table of the complete records in the results folder, into its README.md (and into the
+    project README when the folder is the default docs/results)."""
     records = results_lib.load_records(args.results, [r.env for r in ROWS])
+    table = results_lib.markdown_table(records)
     readme = args.results / "README.md"
-    text = readme.read_text() if readme.is_file() else "# Results\n\n<!-- table -->\n<!-- /table -->\n"
-    intro, _, rest = text.partition("<!-- table -->")
-    outro = rest.partition("<!-- /table -->")[2]
-    readme.write_text(f"{intro}<!-- table -->\n{results_lib.markdown_table(records)}\n<!-- /table -->{outro}")
+    if not readme.is_file():
+        readme.write_text("# Results\n\n<!-- table -->\n<!-- /table -->\n")
+    targets = [readme] + ([REPO / "README.md"] if args.results.resolve() == DEFAULT_RESULTS.resolve() else [])
+    for path in targets:
+        text = path.read_text()
+        intro, _, rest = text.partition("<!-- table -->")
+        outro = rest.partition("<!-- /table -->")[2]
+        path.write_text(f"{intro}<!-- table -->\n{table}\n<!-- /table -->{outro}")
 
 
 def main(argv: list[str] | None = None) -> int:

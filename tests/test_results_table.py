@@ -92,3 +92,42 @@ def test_row_without_a_published_number(tmp_path):
     assert results_lib.table_row(record).endswith("| – | – | no (at 0.2× the budget) |")
     results_lib.plot_record(tmp_path / "seaquest.png", record)
     assert (tmp_path / "seaquest.png").stat().st_size > 0
+
+
+def test_write_table_fills_both_readmes_between_the_markers(tmp_path, monkeypatch):
+    import json
+
+    import reproduce
+
+    results = tmp_path / "docs" / "results"
+    results.mkdir(parents=True)
+    monkeypatch.setattr(reproduce, "REPO", tmp_path)
+    monkeypatch.setattr(reproduce, "DEFAULT_RESULTS", results)
+    returns = np.full((20, 4), 500.0)
+    summary = results_lib.impl_summary([0, 1, 2, 3], 100 * np.arange(1, 21), returns, [500.0] * 4)
+    record = {
+        "env": "CartPole-v1",
+        "budget": 150_000,
+        "budget_scale": 1.0,
+        "seeds": [0, 1, 2, 3],
+        "published": {"return": 500, "budget": 150_000},
+        "ppo_jax": summary,
+        "rejax": None,
+        "complete": True,
+    }
+    (results / "CartPole-v1.json").write_text(json.dumps(record))
+    before, after = "# Project\n\nintro\n", "\n\nafter the table\n"
+    (tmp_path / "README.md").write_text(f"{before}<!-- table -->\nold row\n<!-- /table -->{after}")
+    reproduce.write_table(reproduce.parse_args(["--table-only"]))
+    for readme in (tmp_path / "README.md", results / "README.md"):
+        text = readme.read_text()
+        assert "old row" not in text and text.count("| CartPole-v1 | 150k | 4 | 500 at 150k |") == 1
+    top = (tmp_path / "README.md").read_text()
+    assert top.startswith(before) and top.endswith(after)
+    # a results folder of its own (e.g. --budget-scale 0.1) leaves the project README alone
+    other = tmp_path / "scaled"
+    other.mkdir()
+    (other / "CartPole-v1.json").write_text(json.dumps(record))
+    (tmp_path / "README.md").write_text("untouched\n")
+    reproduce.write_table(reproduce.parse_args(["--table-only", "--results", str(other)]))
+    assert (tmp_path / "README.md").read_text() == "untouched\n" and "CartPole-v1" in (other / "README.md").read_text()
