@@ -52,12 +52,9 @@ def test_bootstrap_iqm_brackets_the_point_and_ignores_nan():
     assert results_lib.bootstrap_iqm([7.0, 7.0, 7.0, 7.0]) == {"iqm": 7.0, "ci_low": 7.0, "ci_high": 7.0}
 
 
-def test_record_summary_and_markdown_row(tmp_path):
-    returns = np.tile(np.linspace(0.0, 500.0, 50)[:, None], (1, 4))
-    summary = results_lib.impl_summary([0, 1, 2, 3], 100 * np.arange(1, 51), returns, [500.0, 500.0, 480.0, 500.0])
-    assert summary["train"]["iqm"] == pytest.approx(np.mean(returns[-5:, 0]))
-    assert summary["eval"]["iqm"] == 500.0 and len(summary["curve"]["iqm"]) == 50
-    record = {
+def cartpole_record(summary: dict) -> dict:
+    """A finished CartPole-v1 row at the published budget, 4 seeds, without rejax."""
+    return {
         "env": "CartPole-v1",
         "budget": 150_000,
         "budget_scale": 1.0,
@@ -65,7 +62,16 @@ def test_record_summary_and_markdown_row(tmp_path):
         "published": {"return": 500, "budget": 150_000},
         "ppo_jax": summary,
         "rejax": None,
+        "complete": True,
     }
+
+
+def test_record_summary_and_markdown_row(tmp_path):
+    returns = np.tile(np.linspace(0.0, 500.0, 50)[:, None], (1, 4))
+    summary = results_lib.impl_summary([0, 1, 2, 3], 100 * np.arange(1, 51), returns, [500.0, 500.0, 480.0, 500.0])
+    assert summary["train"]["iqm"] == pytest.approx(np.mean(returns[-5:, 0]))
+    assert summary["eval"]["iqm"] == 500.0 and len(summary["curve"]["iqm"]) == 50
+    record = cartpole_record(summary)
     row = results_lib.table_row(record)
     assert row.startswith("| CartPole-v1 | 150k | 4 | 500 at 150k | 500.0 [")
     assert row.endswith("| – | – | yes |")
@@ -105,16 +111,7 @@ def test_write_table_fills_both_readmes_between_the_markers(tmp_path, monkeypatc
     monkeypatch.setattr(reproduce, "DEFAULT_RESULTS", results)
     returns = np.full((20, 4), 500.0)
     summary = results_lib.impl_summary([0, 1, 2, 3], 100 * np.arange(1, 21), returns, [500.0] * 4)
-    record = {
-        "env": "CartPole-v1",
-        "budget": 150_000,
-        "budget_scale": 1.0,
-        "seeds": [0, 1, 2, 3],
-        "published": {"return": 500, "budget": 150_000},
-        "ppo_jax": summary,
-        "rejax": None,
-        "complete": True,
-    }
+    record = cartpole_record(summary)
     (results / "CartPole-v1.json").write_text(json.dumps(record))
     before, after = "# Project\n\nintro\n", "\n\nafter the table\n"
     (tmp_path / "README.md").write_text(f"{before}<!-- table -->\nold row\n<!-- /table -->{after}")
