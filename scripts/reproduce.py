@@ -42,7 +42,6 @@ class Row:
     published: float | None  # return of the published PPO checkpoint (None: no published number)
     published_budget: int  # env steps it was trained for (num_train_steps of its config)
     budget: int  # env steps per seed of this row at --budget-scale 1
-    seeds: int = 8
     rejax: bool = False  # also run rejax 0.1.3 at the same config, budget and seeds
     checkpoint_every: int = 0  # updates between checkpoints (long rows, so that they resume)
 
@@ -73,7 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--envs", default="", help="comma-separated env ids (default: every row)")
     p.add_argument("--budget-scale", type=float, default=1.0, help="fraction of each row's budget (default: 1)")
     p.add_argument("--seed", type=int, default=1000, help="first seed (default 1000: not a seed any sweep used)")
-    p.add_argument("--seeds", type=int, default=0, help="seeds per row (default: the row's own)")
+    p.add_argument("--seeds", type=int, default=8, help="seeds per row (default: 8)")
     p.add_argument("--episodes", type=int, default=100, help="evaluation episodes per seed (default: 100)")
     p.add_argument("--results", type=Path, default=None, help="output folder (default: docs/results[/scale-X])")
     p.add_argument("--runs", type=Path, default=REPO / "runs" / "reproduce", help="run folders")
@@ -99,14 +98,12 @@ def selected_rows(args: argparse.Namespace) -> list[Row]:
 
 def row_plan(row: Row, args: argparse.Namespace) -> dict[str, Any]:
     """Budget, seeds and paths of `row` under the command-line options."""
-    scale = args.budget_scale
-    seeds = args.seeds or row.seeds
-    run_dir = args.runs / f"{row.env}-scale{scale:g}-seed{args.seed}x{seeds}"
+    scale, seeds = args.budget_scale, args.seeds
     return {
         "budget": int(row.budget * scale),
         "scale": scale,
         "seeds": list(range(args.seed, args.seed + seeds)),
-        "run_dir": run_dir,
+        "run_dir": args.runs / f"{row.env}-scale{scale:g}-seed{args.seed}x{seeds}",
         "json": args.results / f"{row.env}.json",
         "rejax": row.rejax and not args.no_rejax,
     }

@@ -4,6 +4,7 @@ and its bootstrap CI, the Markdown row (no training)."""
 from __future__ import annotations
 
 import csv
+import json
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import reproduce  # noqa: E402
 import results_lib  # noqa: E402
 
 
@@ -101,10 +103,6 @@ def test_row_without_a_published_number(tmp_path):
 
 
 def test_write_table_fills_both_readmes_between_the_markers(tmp_path, monkeypatch):
-    import json
-
-    import reproduce
-
     results = tmp_path / "docs" / "results"
     results.mkdir(parents=True)
     monkeypatch.setattr(reproduce, "REPO", tmp_path)
