@@ -81,7 +81,7 @@ def _refuse_flags_with_resume(args: argparse.Namespace) -> None:
 
 def notify(kind: str, message: str) -> None:
     """The driver's messages: the run's start on stdout, stop requests on stderr."""
-    stream = sys.stderr if kind in ("stop", "abort") else sys.stdout
+    stream = sys.stderr if kind in ("stop", "abort", "warning") else sys.stdout
     prefix = "\n" if kind in ("stop", "abort") else ""
     stream.write(f"{prefix}{message}\n")
     stream.flush()
