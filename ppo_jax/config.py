@@ -289,12 +289,12 @@ def _check_part_fields(config: PPOConfig) -> None:
         raise ConfigError("part_fields", "a field is given twice")
     for name in given:
         if name not in decl:
-            raise ConfigError(name, _not_declared(config, name, decl))
+            raise ConfigError(name, not_declared(config, name, decl))
     values = tuple((n, f.check(given.get(n, f.default))) for n, f in decl.items())
     object.__setattr__(config, "part_fields", values)
 
 
-def _not_declared(config: PPOConfig, name: str, decl: dict[str, Field]) -> str:
+def not_declared(config: PPOConfig, name: str, decl: dict[str, Field]) -> str:
     """Why `name` is refused: which shipped part declares it, or that none does."""
     owners = [f"network {n}" for n, f in FAMILIES.items() if any(x.name == name for x in f.fields)]
     owners += [f"objective {n}" for n, o in OBJECTIVES.items() if any(x.name == name for x in o.fields)]

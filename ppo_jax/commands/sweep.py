@@ -43,8 +43,9 @@ EPILOG = """examples:
   ppo-jax sweep --env CartPole-v1 --seeds 16 --grid lr=1e-4,3e-4,1e-3 --grid clip_eps=0.1,0.2,0.3
   ppo-jax sweep --random "lr=loguniform(1e-5,1e-2)" --random "ent_coef=uniform(0,0.05)" --samples 32
 """ + textwrap.fill(
-    f"Only traced fields can be swept ({', '.join(TRACED_FIELDS)}); static fields (num_envs, num_steps, "
-    "network sizes, env, ...) are set once per sweep.",
+    f"Only traced fields can be swept ({', '.join(TRACED_FIELDS)}), and the traced fields the run's parts "
+    "declare (kl_coef and kl_target of kl_penalty, max_kl of trpo, a referenced objective's own); static fields "
+    "(num_envs, num_steps, network sizes, env, ...) are set once per sweep.",
     width=110,
 )
 PARSER_TEXT = dict(description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -25,6 +25,7 @@ from ppo_jax.config import (
     PPOConfig,
     check_traced_value,
     field_range,
+    not_declared,
     part_declarations,
     traced_fields,
 )
@@ -118,6 +119,10 @@ def check_sweepable(name: str, values: Sequence[str] = (), config: PPOConfig | N
             f"compiled into the program and cannot be vmapped over. Run a separate sweep per value instead: {runs}. "
             f"Sweepable (traced) fields: {', '.join(traced)}",
         )
+    if config is not None and name not in part_declarations(config):
+        reason = not_declared(config, name, part_declarations(config))
+        if not reason.startswith("unknown"):  # a shipped part's field, not of this run's parts
+            raise ConfigError(name, f"sweeping it would change nothing: it is {reason}")
     close = difflib.get_close_matches(name, traced, n=1)
     hint = f"did you mean {close[0]}? " if close else ""
     raise ConfigError(name, f"unknown field; {hint}sweepable fields: {', '.join(traced)}")
