@@ -38,8 +38,10 @@ def _static(default: Any, help: str) -> Any:
     return dataclasses.field(default=default, metadata={"help": help, "traced": False})
 
 
-def _traced(default: float, help: str) -> Any:
-    return dataclasses.field(default=default, metadata={"help": help, "traced": True})
+def _traced(default: float, help: str, low: float = -math.inf, high: float = math.inf, closed: bool = True) -> Any:
+    """A traced field with its allowed range [low, high] (`closed` False: (low, high]), declared
+    once: the range table `TRACED_RANGES` and the checks are read off it."""
+    return dataclasses.field(default=default, metadata={"help": help, "traced": True, "range": (low, high, closed)})
 
 
 ACTIVATIONS = tuple(_ACTIVATION_FUNCTIONS)
@@ -74,14 +76,16 @@ class PPOConfig:
         "clip", f"policy objective, one of {', '.join(OBJECTIVE_NAMES)}, or package.module:attribute"
     )
     seed: int = _static(0, "random seed (seeds are seed, seed+1, ...)")
-    lr: float = _traced(2.5e-4, "Adam learning rate (initial value when annealed)")
-    gamma: float = _traced(0.99, "discount factor in [0, 1]")
-    gae_lambda: float = _traced(0.95, "GAE lambda in [0, 1]")
-    clip_eps: float = _traced(0.2, "PPO ratio clip range epsilon (> 0)")
-    ent_coef: float = _traced(0.01, "entropy bonus coefficient (>= 0)")
-    vf_coef: float = _traced(0.5, "value loss coefficient (>= 0)")
-    max_grad_norm: float = _traced(0.5, "global gradient-norm clip (> 0)")
-    adam_eps: float = _traced(1e-5, "Adam epsilon (> 0): 1e-5 as in Huang et al. 2022, optax's default is 1e-8")
+    lr: float = _traced(2.5e-4, "Adam learning rate (initial value when annealed)", 0.0, closed=False)
+    gamma: float = _traced(0.99, "discount factor in [0, 1]", 0.0, 1.0)
+    gae_lambda: float = _traced(0.95, "GAE lambda in [0, 1]", 0.0, 1.0)
+    clip_eps: float = _traced(0.2, "PPO ratio clip range epsilon (> 0)", 0.0, closed=False)
+    ent_coef: float = _traced(0.01, "entropy bonus coefficient (>= 0)", 0.0)
+    vf_coef: float = _traced(0.5, "value loss coefficient (>= 0)", 0.0)
+    max_grad_norm: float = _traced(0.5, "global gradient-norm clip (> 0)", 0.0, closed=False)
+    adam_eps: float = _traced(
+        1e-5, "Adam epsilon (> 0): 1e-5 as in Huang et al. 2022, optax's default is 1e-8", 0.0, closed=False
+    )
     init_log_std: float = _traced(0.0, "initial log-std of the Gaussian policy (continuous)")
     part_fields: tuple = dataclasses.field(
         default=(), metadata={"help": "the fields the parts declare, as (name, value) pairs", "traced": None}
@@ -166,18 +170,8 @@ FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(PP
 TRACED_FIELDS: tuple[str, ...] = tuple(n for n, f in FIELDS.items() if f.metadata["traced"])
 STATIC_FIELDS: tuple[str, ...] = tuple(n for n, f in FIELDS.items() if not f.metadata["traced"])
 
-# Allowed closed ranges of the traced fields: (low, high, low_inclusive).
-TRACED_RANGES: dict[str, tuple[float, float, bool]] = {
-    "lr": (0.0, math.inf, False),
-    "gamma": (0.0, 1.0, True),
-    "gae_lambda": (0.0, 1.0, True),
-    "clip_eps": (0.0, math.inf, False),
-    "ent_coef": (0.0, math.inf, True),
-    "vf_coef": (0.0, math.inf, True),
-    "max_grad_norm": (0.0, math.inf, False),
-    "adam_eps": (0.0, math.inf, False),
-    "init_log_std": (-math.inf, math.inf, True),
-}
+# Allowed ranges of the traced fields, read off their declarations: (low, high, low_inclusive).
+TRACED_RANGES: dict[str, tuple[float, float, bool]] = {n: FIELDS[n].metadata["range"] for n in TRACED_FIELDS}
 
 
 # Seeds are drawn into uint32 keys; runs use seed, seed + 1, ... below this bound (as sweeps do).
