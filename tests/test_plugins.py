@@ -125,18 +125,6 @@ def test_an_env_without_final_observation_is_refused_at_trace_time():
         jax.eval_shape(train, jax.random.key(0))
 
 
-def test_a_run_that_stopped_on_nan_before_its_first_checkpoint_advises_overwrite(tmp_path, capsys):
-    out = tmp_path / "run"
-    args = ["train", "--lr", "1e30", "--max-grad-norm", "1e30", "--out", str(out), "--quiet"]
-    args += ["--num-envs", "2", "--num-steps", "16", "--num-minibatches", "2", "--total-timesteps", "320"]
-    assert cli.main(args) == 3
-    capsys.readouterr()
-    for argv in (["eval", str(out)], ["train", "--resume", str(out)]):
-        assert cli.main(argv) in (1, 2)
-        err = capsys.readouterr().err
-        assert "--overwrite" in err and "lower --lr" in err and "--resume" not in err
-
-
 def dual_clip_reference(ratio, adv, eps, c):
     """−mean of max(min(ρA, clip(ρ)A), cA) for A < 0, min(ρA, clip(ρ)A) else: a NumPy loop."""
     total = 0.0

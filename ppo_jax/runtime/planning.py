@@ -58,6 +58,9 @@ def refuse_used_run_dir(out: str | Path | None) -> None:
     mixed with the new ones. Raises `ConfigError` naming what was found."""
     if out is None:
         return
+    advice = files.nonfinite_advice(Path(out))
+    if advice:
+        raise ConfigError("out", advice)
     found = [name for name in RUN_MARKERS if (Path(out) / name).exists()]
     if found:
         raise ConfigError(
