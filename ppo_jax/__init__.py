@@ -18,6 +18,7 @@ _EXPORTS = {
     "Hyperparams": "ppo_jax.config",
     "PPOConfig": "ppo_jax.config",
     "default_config": "ppo_jax.config",
+    "Field": "ppo_jax.fields",
     # the math (core)
     "approx_kl_k3": "ppo_jax.core.losses",
     "clip_fraction": "ppo_jax.core.losses",
@@ -30,6 +31,7 @@ _EXPORTS = {
     "Objective": "ppo_jax.core.objectives",
     # policies and environments
     "ActorCritic": "ppo_jax.policies.mlp",
+    "Family": "ppo_jax.policies",
     "PolicyFamily": "ppo_jax.policies",
     "make_policy": "ppo_jax.policies",
     "EnvSpec": "ppo_jax.envs",

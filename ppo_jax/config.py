@@ -5,6 +5,12 @@ shipped per-env settings it reads are in `env_defaults`).
 Each field carries metadata: `help` (one line) and `traced` (True for the scalar
 hyperparameters that `jax.vmap` may map over). Fields that set an array shape or a Python
 branch are static; changing them means compiling a new program.
+
+The parts a config names (`network`, `objective`, `env`: shipped names or references
+`package.module:attribute`, `ppo_jax.plugins`) declare their own fields (`ppo_jax.fields.Field`,
+e.g. the gru family's `rnn_size`, kl_penalty's `kl_coef`). Their values live in `part_fields`
+and read like the built-in ones (`config.rnn_size`, `hparams.kl_coef`); `default_config`,
+`replace` and `config_from_record` take them as keywords, and `to_dict` records them flat.
 """
 
 from __future__ import annotations
@@ -18,9 +24,11 @@ import jax
 import numpy as np
 from flax import struct
 
+from ppo_jax import plugins
 from ppo_jax.core.objectives import OBJECTIVES
 from ppo_jax.env_defaults import ENV_DEFAULTS
 from ppo_jax.errors import CheckpointError, ConfigError  # noqa: F401  (re-exported)
+from ppo_jax.fields import FLOAT32_MAX, Field, declared
 from ppo_jax.policies import FAMILIES
 from ppo_jax.policies.init import KERNEL_INITS as _KERNEL_INITS
 from ppo_jax.policies.layers import ACTIVATIONS as _ACTIVATION_FUNCTIONS
@@ -30,8 +38,10 @@ def _static(default: Any, help: str) -> Any:
     return dataclasses.field(default=default, metadata={"help": help, "traced": False})
 
 
-def _traced(default: float, help: str) -> Any:
-    return dataclasses.field(default=default, metadata={"help": help, "traced": True})
+def _traced(default: float, help: str, low: float = -math.inf, high: float = math.inf, closed: bool = True) -> Any:
+    """A traced field with its allowed range [low, high] (`closed` False: (low, high]), declared
+    once: the range table `TRACED_RANGES` and the checks are read off it."""
+    return dataclasses.field(default=default, metadata={"help": help, "traced": True, "range": (low, high, closed)})
 
 
 ACTIVATIONS = tuple(_ACTIVATION_FUNCTIONS)
@@ -44,16 +54,17 @@ KERNEL_INITS = tuple(_KERNEL_INITS)
 class PPOConfig:
     """Everything that defines a PPO run. Frozen; derived sizes are properties."""
 
-    env: str = _static("CartPole-v1", "gymnax id, or SUITE/NAME (brax, playground, craftax, navix, xminigrid, jumanji)")
+    env: str = _static(
+        "CartPole-v1",
+        "gymnax id, SUITE/NAME (brax, playground, craftax, navix, xminigrid, jumanji), or package.module:attribute",
+    )
     num_envs: int = _static(4, "parallel environments per seed")
     num_steps: int = _static(128, "rollout length per environment per update")
     num_epochs: int = _static(4, "passes over each rollout batch")
     num_minibatches: int = _static(4, "minibatches per epoch")
     total_timesteps: int = _static(500_000, "environment steps per seed")
-    network: str = _static("mlp", f"policy family, one of {', '.join(NETWORKS)}")
+    network: str = _static("mlp", f"policy family, one of {', '.join(NETWORKS)}, or package.module:attribute")
     hidden_sizes: tuple[int, ...] = _static((64, 64), "hidden layer widths of actor and critic (gru: encoder, heads)")
-    rnn_size: int = _static(128, "gru: width of the recurrent state")
-    conv_channels: tuple[int, ...] = _static((16,), "cnn: filters of each 3x3 convolution layer")
     activation: str = _static("tanh", f"hidden activation, one of {', '.join(ACTIVATIONS)}")
     kernel_init: str = _static("orthogonal", f"weight initialisation, one of {', '.join(KERNEL_INITS)}")
     anneal_lr: bool = _static(True, "decay the learning rate linearly to 0")
@@ -61,24 +72,34 @@ class PPOConfig:
     normalize_advantages: bool = _static(True, "normalise advantages per minibatch")
     normalize_obs: bool = _static(False, "running observation normalisation (clip ±10)")
     normalize_reward: bool = _static(False, "scale rewards by the running std of the return")
-    objective: str = _static("clip", f"policy objective, one of {', '.join(OBJECTIVE_NAMES)}")
-    reinforce_baseline: bool = _static(False, "reinforce: subtract a learned V(s) baseline")
+    objective: str = _static(
+        "clip", f"policy objective, one of {', '.join(OBJECTIVE_NAMES)}, or package.module:attribute"
+    )
     seed: int = _static(0, "random seed (seeds are seed, seed+1, ...)")
-    lr: float = _traced(2.5e-4, "Adam learning rate (initial value when annealed)")
-    gamma: float = _traced(0.99, "discount factor in [0, 1]")
-    gae_lambda: float = _traced(0.95, "GAE lambda in [0, 1]")
-    clip_eps: float = _traced(0.2, "PPO ratio clip range epsilon (> 0)")
-    ent_coef: float = _traced(0.01, "entropy bonus coefficient (>= 0)")
-    vf_coef: float = _traced(0.5, "value loss coefficient (>= 0)")
-    max_grad_norm: float = _traced(0.5, "global gradient-norm clip (> 0)")
-    adam_eps: float = _traced(1e-5, "Adam epsilon (> 0): 1e-5 as in Huang et al. 2022, optax's default is 1e-8")
+    lr: float = _traced(2.5e-4, "Adam learning rate (initial value when annealed)", 0.0, closed=False)
+    gamma: float = _traced(0.99, "discount factor in [0, 1]", 0.0, 1.0)
+    gae_lambda: float = _traced(0.95, "GAE lambda in [0, 1]", 0.0, 1.0)
+    clip_eps: float = _traced(0.2, "PPO ratio clip range epsilon (> 0)", 0.0, closed=False)
+    ent_coef: float = _traced(0.01, "entropy bonus coefficient (>= 0)", 0.0)
+    vf_coef: float = _traced(0.5, "value loss coefficient (>= 0)", 0.0)
+    max_grad_norm: float = _traced(0.5, "global gradient-norm clip (> 0)", 0.0, closed=False)
+    adam_eps: float = _traced(
+        1e-5, "Adam epsilon (> 0): 1e-5 as in Huang et al. 2022, optax's default is 1e-8", 0.0, closed=False
+    )
     init_log_std: float = _traced(0.0, "initial log-std of the Gaussian policy (continuous)")
-    kl_coef: float = _traced(1.0, "kl_penalty: initial KL coefficient beta (adapted every update)")
-    kl_target: float = _traced(0.01, "kl_penalty: target KL per update (> 0)")
-    max_kl: float = _traced(0.01, "trpo: trust-region radius delta on the mean KL per update (> 0)")
+    part_fields: tuple = dataclasses.field(
+        default=(), metadata={"help": "the fields the parts declare, as (name, value) pairs", "traced": None}
+    )
 
     def __post_init__(self):
         validate(self)
+
+    def __getattr__(self, name: str) -> Any:
+        """A field declared by one of the run's parts (`part_fields`)."""
+        for key, value in self.__dict__.get("part_fields", ()):
+            if key == name:
+                return value
+        raise AttributeError(f"{type(self).__name__} has no field {name!r} (not declared by its parts)")
 
     @property
     def batch_size(self) -> int:
@@ -102,17 +123,23 @@ class PPOConfig:
     def hyperparams(self) -> Hyperparams:
         """The traced fields as a `Hyperparams` pytree of float32 scalars (NumPy: building it runs
         no JAX computation; jit takes them as arguments)."""
-        return Hyperparams(**{n: np.float32(getattr(self, n)) for n in TRACED_FIELDS})
+        extra = {n: np.float32(v) for n, v in self.part_fields if part_declarations(self)[n].traced}
+        return Hyperparams(**{n: np.float32(getattr(self, n)) for n in TRACED_FIELDS}, extra=extra)
 
     def replace(self, **changes: Any) -> PPOConfig:
-        """A new, validated config with `changes` applied."""
-        unknown = sorted(set(changes) - set(FIELDS))
-        if unknown:
-            raise ConfigError(unknown[0], f"unknown field; known fields: {', '.join(FIELDS)}")
-        return dataclasses.replace(self, **changes)
+        """A new, validated config with `changes` applied: built-in fields, or fields the new
+        config's parts declare (values the old config set for fields still declared are kept)."""
+        builtin = {k: v for k, v in changes.items() if k in FIELDS}
+        parts = {k: v for k, v in changes.items() if k not in FIELDS}
+        kept = {**dict(self.part_fields), **parts}
+        probe = dataclasses.replace(self, **builtin, part_fields=()) if builtin else self
+        declared_now = part_declarations(probe)
+        kept = {k: v for k, v in kept.items() if k in declared_now or k in parts}
+        return dataclasses.replace(self, **builtin, part_fields=tuple(kept.items()))
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """Every field by name: the built-in ones, then those the parts declare."""
+        return {**{name: getattr(self, name) for name in FIELDS}, **dict(self.part_fields)}
 
 
 @struct.dataclass
@@ -128,43 +155,51 @@ class Hyperparams:
     max_grad_norm: jax.Array
     adam_eps: jax.Array
     init_log_std: jax.Array
-    kl_coef: jax.Array
-    kl_target: jax.Array
-    max_kl: jax.Array
+    extra: dict = dataclasses.field(default_factory=dict)  # traced fields the parts declare
+
+    def __getattr__(self, name: str) -> Any:
+        """A traced field declared by one of the run's parts (`extra`)."""
+        extra = self.__dict__.get("extra", {})
+        if name in extra:
+            return extra[name]
+        raise AttributeError(f"Hyperparams has no field {name!r} (not a traced field of this run's parts)")
 
 
-FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(PPOConfig)}
+# The built-in fields (`part_fields` holds the parts' own and is no field of its own).
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(PPOConfig) if f.name != "part_fields"}
 TRACED_FIELDS: tuple[str, ...] = tuple(n for n, f in FIELDS.items() if f.metadata["traced"])
 STATIC_FIELDS: tuple[str, ...] = tuple(n for n, f in FIELDS.items() if not f.metadata["traced"])
 
-# Allowed closed ranges of the traced fields: (low, high, low_inclusive).
-TRACED_RANGES: dict[str, tuple[float, float, bool]] = {
-    "lr": (0.0, math.inf, False),
-    "gamma": (0.0, 1.0, True),
-    "gae_lambda": (0.0, 1.0, True),
-    "clip_eps": (0.0, math.inf, False),
-    "ent_coef": (0.0, math.inf, True),
-    "vf_coef": (0.0, math.inf, True),
-    "max_grad_norm": (0.0, math.inf, False),
-    "adam_eps": (0.0, math.inf, False),
-    "init_log_std": (-math.inf, math.inf, True),
-    "kl_coef": (0.0, math.inf, True),
-    "kl_target": (0.0, math.inf, False),
-    "max_kl": (0.0, math.inf, False),
-}
+# Allowed ranges of the traced fields, read off their declarations: (low, high, low_inclusive).
+TRACED_RANGES: dict[str, tuple[float, float, bool]] = {n: FIELDS[n].metadata["range"] for n in TRACED_FIELDS}
 
 
 # Seeds are drawn into uint32 keys; runs use seed, seed + 1, ... below this bound (as sweeps do).
 MAX_SEED = 2**31
 
-# Traced values are float32 on the device: a larger magnitude would become inf there.
-FLOAT32_MAX = 3.4028234663852886e38
+
+def part_declarations(config: PPOConfig) -> dict[str, Field]:
+    """{name: Field} the config's parts (family, objective, a referenced env) declare."""
+    return declared(plugins.parts(config.network, config.objective, config.env))
 
 
-def check_traced_value(name: str, value: float) -> None:
+def traced_fields(config: PPOConfig) -> tuple[str, ...]:
+    """Every traced field of the run: the built-in ones, then those its parts declare."""
+    return TRACED_FIELDS + tuple(n for n, f in part_declarations(config).items() if f.traced)
+
+
+def field_range(config: PPOConfig | None, name: str) -> tuple[float, float, bool]:
+    """(low, high, low_inclusive) of a traced field, built-in or declared by `config`'s parts."""
+    if name in TRACED_RANGES or config is None:
+        return TRACED_RANGES[name]
+    f = part_declarations(config)[name]
+    return f.low, f.high, f.low_inclusive
+
+
+def check_traced_value(name: str, value: float, config: PPOConfig | None = None) -> None:
     """Raise `ConfigError` if `value` is outside the allowed range of traced field `name` (which
-    is capped at float32's largest finite magnitude)."""
-    low, high, low_inclusive = TRACED_RANGES[name]
+    is capped at float32's largest finite magnitude; a part's field is looked up in `config`)."""
+    low, high, low_inclusive = field_range(config, name)
     low, high = max(low, -FLOAT32_MAX), min(high, FLOAT32_MAX)
     ok = math.isfinite(value) and (value >= low if low_inclusive else value > low) and value <= high
     if not ok:
@@ -200,13 +235,10 @@ def validate(config: PPOConfig) -> None:
     _check_type("seed", config.seed, int)
     if not 0 <= config.seed < MAX_SEED:
         raise ConfigError("seed", f"must be in [0, 2^31), got {config.seed}")
-    for name in ("hidden_sizes", "conv_channels"):
-        _check_widths(name, getattr(config, name))
-    _check_type("rnn_size", config.rnn_size, int)
-    if config.rnn_size <= 0:
-        raise ConfigError("rnn_size", f"must be a positive integer, got {config.rnn_size}")
-    if config.network not in NETWORKS:
-        raise ConfigError("network", f"must be one of {', '.join(NETWORKS)}, got {config.network!r}")
+    _check_widths("hidden_sizes", config.hidden_sizes)
+    for name in ("network", "objective"):
+        _check_type(name, getattr(config, name), str)
+    _check_part_fields(config)
     if config.activation not in ACTIVATIONS:
         raise ConfigError("activation", f"must be one of {', '.join(ACTIVATIONS)}, got {config.activation!r}")
     if config.kernel_init not in KERNEL_INITS:
@@ -217,12 +249,9 @@ def validate(config: PPOConfig) -> None:
         "normalize_advantages",
         "normalize_obs",
         "normalize_reward",
-        "reinforce_baseline",
     ):
         _check_type(name, getattr(config, name), bool)
-    if config.objective not in OBJECTIVES:
-        raise ConfigError("objective", f"must be one of {', '.join(OBJECTIVE_NAMES)}, got {config.objective!r}")
-    if OBJECTIVES[config.objective].on_policy and (config.num_epochs, config.num_minibatches) != (1, 1):
+    if plugins.resolve_objective(config.objective).on_policy and (config.num_epochs, config.num_minibatches) != (1, 1):
         raise ConfigError(
             "objective",
             f"{config.objective} takes one gradient step per rollout: set num_epochs=1 and num_minibatches=1 "
@@ -243,6 +272,42 @@ def validate(config: PPOConfig) -> None:
         value = getattr(config, name)
         _check_type(name, value, float)
         check_traced_value(name, float(value))
+
+
+def _check_part_fields(config: PPOConfig) -> None:
+    """Resolve the parts (`ConfigError` naming an unknown name or an unimportable reference),
+    refuse values for fields no part declares, check the others and fill in the defaults."""
+    decl = part_declarations(config)
+    given = dict(config.part_fields)
+    if len(given) != len(config.part_fields):
+        raise ConfigError("part_fields", "a field is given twice")
+    for name in given:
+        if name not in decl:
+            raise ConfigError(name, not_declared(config, name, decl))
+    values = tuple((n, f.check(given.get(n, f.default))) for n, f in decl.items())
+    object.__setattr__(config, "part_fields", values)
+
+
+def not_declared(config: PPOConfig, name: str, decl: dict[str, Field]) -> str:
+    """Why `name` is refused: which shipped part declares it, or that none does."""
+    owners = [f"network {n}" for n, f in FAMILIES.items() if any(x.name == name for x in f.fields)]
+    owners += [f"objective {n}" for n, o in OBJECTIVES.items() if any(x.name == name for x in o.fields)]
+    parts = f"network {config.network}, objective {config.objective}"
+    if owners:
+        return f"a field of {' and '.join(owners)}, not of this run's parts ({parts})"
+    own = f"; they declare {', '.join(decl)}" if decl else ""
+    return f"unknown field (not built in, not declared by this run's parts: {parts}{own})"
+
+
+def config_from_record(record: dict[str, Any]) -> PPOConfig:
+    """A `PPOConfig` from `to_dict()` output read back from JSON (lists become tuples; keys that
+    are no field, e.g. seeds, are left out unless a part declares them)."""
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in record.items()}
+    builtin = {k: v for k, v in fields.items() if k in FIELDS}
+    probe = PPOConfig(**builtin)
+    decl = part_declarations(probe)
+    parts = tuple((k, v) for k, v in fields.items() if k in decl)
+    return dataclasses.replace(probe, part_fields=parts) if parts else probe
 
 
 def resolve_seeds(config: PPOConfig, seeds: int | Sequence[int]) -> tuple[int, ...]:
@@ -268,7 +333,8 @@ def default_config(env: str = "CartPole-v1", **overrides: Any) -> PPOConfig:
     An on-policy `objective` (reinforce, a2c) defaults to one epoch of one minibatch.
     """
     fields = {**ENV_DEFAULTS.get(env, {}), **overrides}
-    objective = OBJECTIVES.get(fields.get("objective", "clip"))
-    if objective is not None and objective.on_policy:
-        fields.update({k: overrides.get(k, 1) for k in ("num_epochs", "num_minibatches")})
+    objective = fields.get("objective", "clip")
+    if isinstance(objective, str) and (objective in OBJECTIVES or plugins.is_reference(objective)):
+        if plugins.resolve_objective(objective).on_policy:
+            fields.update({k: overrides.get(k, 1) for k in ("num_epochs", "num_minibatches")})
     return PPOConfig().replace(env=env, **fields)

@@ -41,7 +41,7 @@ def test_kl_penalty_coefficient_doubles_or_halves_every_update(kl_target, factor
     result = jax.jit(ppo_jax.make_train(cfg))(jax.random.key(0))
     logged = np.asarray(result.metrics["kl_coef"])  # β used in each update
     np.testing.assert_allclose(logged, 0.8 * factor ** np.arange(cfg.num_updates), rtol=1e-6)
-    np.testing.assert_allclose(float(result.state.kl_coef), 0.8 * factor**cfg.num_updates, rtol=1e-6)
+    np.testing.assert_allclose(float(result.state.objective_state), 0.8 * factor**cfg.num_updates, rtol=1e-6)
 
 
 def test_kl_penalty_adapts_to_the_kl_the_update_ended_at():
@@ -53,13 +53,13 @@ def test_kl_penalty_adapts_to_the_kl_the_update_ended_at():
     )
     result = jax.jit(ppo_jax.make_train(cfg))(jax.random.key(0))
     np.testing.assert_array_equal(np.asarray(result.metrics["approx_kl"]), 0.0)  # measured before the step
-    np.testing.assert_allclose(float(result.state.kl_coef), 0.8 * 2.0**cfg.num_updates, rtol=1e-6)
+    np.testing.assert_allclose(float(result.state.objective_state), 0.8 * 2.0**cfg.num_updates, rtol=1e-6)
 
 
-def test_clip_objective_keeps_the_coefficient_fixed():
-    cfg = ppo_jax.default_config(kl_coef=0.3, **TINY)
+def test_clip_objective_has_no_state_and_no_kl_coefficient():
+    cfg = ppo_jax.default_config(**TINY)
     result = jax.jit(ppo_jax.make_train(cfg))(jax.random.key(0))
-    np.testing.assert_array_equal(np.asarray(result.metrics["kl_coef"]), np.full(cfg.num_updates, 0.3, np.float32))
+    assert result.state.objective_state == () and "kl_coef" not in result.metrics
 
 
 def test_compare_trains_every_objective_and_writes_a_table(tmp_path, capsys):

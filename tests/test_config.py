@@ -65,7 +65,6 @@ BAD_FIELDS = [
     ("seed", 2**31),  # seeds become uint32 keys; sweeps allow [0, 2^31) too
     ("lr", 1e39),  # finite for Python, inf in float32 on the device
     ("init_log_std", -1e39),
-    ("kl_target", 3.5e38),
 ]
 
 
@@ -85,6 +84,29 @@ def test_replace_and_default_config_validate_too(field, value, no_compiles):
     with no_compiles(), pytest.raises(ConfigError) as err:
         ppo_jax.default_config("CartPole-v1", **{field: value})
     assert err.value.field == field
+
+
+@pytest.mark.parametrize(
+    "parts,field,value",
+    [
+        ({"objective": "kl_penalty"}, "kl_target", 3.5e38),  # a part's traced field: float32 range
+        ({"objective": "kl_penalty"}, "kl_coef", -1.0),
+        ({"objective": "trpo"}, "max_kl", 0.0),
+        ({"network": "gru"}, "rnn_size", 0),
+        ({"network": "cnn"}, "conv_channels", (16, 0)),
+        ({"objective": "reinforce"}, "reinforce_baseline", 1),
+    ],
+)
+def test_a_parts_own_field_is_validated_like_a_built_in_one(parts, field, value, no_compiles):
+    with no_compiles(), pytest.raises(ConfigError) as err:
+        ppo_jax.default_config("CartPole-v1", **parts, **{field: value})
+    assert err.value.field == field
+
+
+def test_a_parts_field_without_its_part_names_the_part_that_declares_it(no_compiles):
+    with no_compiles(), pytest.raises(ConfigError) as err:
+        ppo_jax.default_config("CartPole-v1", kl_coef=0.3)
+    assert err.value.field == "kl_coef" and "objective kl_penalty" in str(err.value)
 
 
 def test_config_error_is_a_value_error():

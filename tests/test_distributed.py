@@ -152,7 +152,7 @@ def test_shard_envs_adapts_the_kl_coefficient_to_the_kl_the_update_ended_at():
         hp = cfg.hyperparams()
         state = place_env_sharded(es, jax.jit(functools.partial(init_state, es.ctx))(jax.random.key(3), hp))
         state, m = jax.jit(functools.partial(run_env_sharded, es, num_updates=cfg.num_updates))(state, hp)
-        print(json.dumps({"logged": np.asarray(m["kl_coef"]).tolist(), "final": float(state.kl_coef)}))
+        print(json.dumps({"logged": np.asarray(m["kl_coef"]).tolist(), "final": float(state.objective_state)}))
     """
     out = _python(code, devices=2)
     np.testing.assert_allclose(out["logged"], 0.8 * 2.0 ** np.arange(3), rtol=1e-6)

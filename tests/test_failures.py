@@ -110,11 +110,13 @@ def test_a_run_that_failed_before_its_first_checkpoint_is_no_dead_end(tmp_path):
     run = tmp_path / "nan"
     line = assert_fails_cleanly(ppo_jax_cli("train", *TINY, *STEPS, "--lr", "1e30", "--out", run, "--quiet"), 3)
     assert "at update 1" in line and "--overwrite" in line
-    # the folder is refused for a fresh run, with two ways out, both of which work
-    line = assert_fails_cleanly(ppo_jax_cli("train", *TINY, *STEPS, "--out", run, "--quiet"), 2, "already holds a run")
-    assert f"--resume {run}" in line and "--overwrite" in line
-    assert_fails_cleanly(ppo_jax_cli("eval", run), 1, f"ppo-jax train --resume {run}")
-    assert_fails_cleanly(ppo_jax_cli("train", "--resume", run, "--quiet"), 3, "at update 1")  # same config: same NaN
+    # every command on the folder advises training it again with --overwrite and a lower --lr, never
+    # --resume (the same config would repeat the NaN); the advice works when followed
+    overwrite = f"ppo-jax train --overwrite --out {run}"
+    commands = [(["train", *TINY, *STEPS, "--out", run, "--quiet"], 2), (["eval", run], 1)]
+    for argv, code in [*commands, (["train", "--resume", run, "--quiet"], 2)]:
+        line = assert_fails_cleanly(ppo_jax_cli(*argv), code)
+        assert overwrite in line and "lower --lr" in line and "--resume" not in line
     rc, _, err = ppo_jax_cli("train", *TINY, *STEPS, "--out", run, "--overwrite", "--quiet")
     assert rc == 0, err
     assert json.loads((run / "config.json").read_text())["lr"] == pytest.approx(ppo_jax.default_config().lr)

@@ -81,7 +81,7 @@ def test_recurrent_update_recomputes_the_rollouts_log_probs_first_minibatch_rati
         _, traj, _ = rollout(ctx.rollout, state.params, hp, state.env, jax.random.fold_in(key, 1))
         batch = make_batch(ctx, hp, state.params, traj, state.env.policy_carry)
         mb = jax.tree.map(lambda x: x[0], ctx.split(LOCAL, key, batch))
-        _, metrics = minibatch_loss(ctx, hp, state.kl_coef, LOCAL, state.params, mb)
+        _, metrics = minibatch_loss(ctx, hp, state.objective_state, LOCAL, state.params, mb)
         dist, value = unroll(ctx.policy, state.params, mb.carry, mb.obs, mb.first)
         return metrics, ctx.dist.log_prob(dist, mb.action), mb.log_prob, value, mb.value, traj.first
 

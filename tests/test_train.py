@@ -115,7 +115,7 @@ def first_minibatch_check(cfg: PPOConfig, updates_before: int):
         mb = jax.tree.map(
             lambda x: x[0], ctx.split(LOCAL, key_roll, batch)
         )  # the first minibatch, as the update splits
-        _, metrics = minibatch_loss(ctx, hp, state.kl_coef, LOCAL, state.params, mb)
+        _, metrics = minibatch_loss(ctx, hp, state.objective_state, LOCAL, state.params, mb)
         dist, value = unroll(ctx.policy, state.params, mb.carry, mb.obs, mb.first)
         return metrics, ctx.dist.log_prob(dist, mb.action), mb.log_prob, value, mb.value
 

@@ -8,8 +8,10 @@ import re
 import sys
 import threading
 
+from ppo_jax import plugins
 from ppo_jax.config import ENV_DEFAULTS, FIELDS, PPOConfig, default_config
 from ppo_jax.errors import CheckpointError, ConfigError, NonFiniteError, RunFileError, RunStopped
+from ppo_jax.fields import Field, declared
 
 
 def flag(name: str) -> str:
@@ -58,11 +60,87 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(
                 flag(name), type=_typed(name, kind), default=None, help=help_text, metavar=kind.__name__.upper()
             )
+    add_part_flags(parser, shipped_part_fields(), "fields of the shipped families and objectives")
 
 
-def config_from_args(args: argparse.Namespace) -> PPOConfig:
-    """Shipped defaults for `--env`, overridden by every flag given."""
+def _add_field_flag(group, name: str, default, help_text: str, kind: type) -> None:
+    if kind is bool:
+        group.add_argument(flag(name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
+    elif kind is str:
+        group.add_argument(flag(name), default=None, help=help_text, metavar="NAME" if name == "env" else None)
+    else:
+        group.add_argument(
+            flag(name), type=_typed(name, kind), default=None, help=help_text, metavar=kind.__name__.upper()
+        )
+
+
+def shipped_part_fields() -> dict[str, Field]:
+    """The fields the shipped families and objectives declare (`rnn_size`, `kl_coef`, ...)."""
+    from ppo_jax.core.objectives import OBJECTIVES
+    from ppo_jax.policies import FAMILIES
+
+    return declared([*FAMILIES.values(), *OBJECTIVES.values()])
+
+
+def add_part_flags(parser: argparse.ArgumentParser, fields: dict[str, Field], title: str) -> None:
+    """One flag per declared field of a part (those already present are kept)."""
+    known = {a.dest for a in parser._actions}
+    fresh = {n: f for n, f in fields.items() if n not in known}
+    if not fresh:
+        return
+    group = parser.add_argument_group(title, "fields the part declares; valid when it is part of the run")
+    for name, field in fresh.items():
+        tag = "traced" if field.traced else "static"
+        shown = ",".join(map(str, field.default)) if field.kind is tuple else field.default
+        _add_field_flag(group, name, field.default, f"{field.help} ({tag}; default: {shown})", field.kind)
+
+
+def _named_references(argv: list[str]) -> list[tuple[str, str]]:
+    """(kind, reference) for every --network/--objective/--env/--objectives value that is a
+    reference, read from the raw arguments (before the part's own flags exist)."""
+    found = []
+    options = {flag(k): k for k in plugins.KINDS} | {"--objectives": "objective"}
+    for i, arg in enumerate(argv):
+        name, eq, value = arg.partition("=")
+        if name in options:
+            value = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+            found += [(options[name], v.strip()) for v in value.split(",") if plugins.is_reference(v.strip())]
+    return found
+
+
+def _declared_by(references: list[tuple[str, str]]) -> dict[str, Field]:
+    """The fields declared by parts named by reference (`ConfigError` naming an unimportable one)."""
+    part_of = {"network": plugins.resolve_family, "objective": plugins.resolve_objective, "env": plugins.env_part}
+    return declared([part_of[kind](ref) for kind, ref in references])
+
+
+def referenced_part_fields(argv: list[str]) -> dict[str, Field]:
+    """The fields declared by the parts `argv` names by reference."""
+    return _declared_by(_named_references(argv))
+
+
+def add_referenced_part_flags(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """Give the subcommand `argv[0]` the flags of the parts its arguments name by reference, so
+    `--objective pkg.mod:OBJ --its-field 3` parses."""
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    command = sub.choices.get(argv[0]) if sub is not None and argv else None
+    if command is not None and any(a.dest == "network" for a in command._actions):
+        add_part_flags(command, referenced_part_fields(argv[1:]), "fields of the parts named by reference")
+
+
+def part_overrides(args: argparse.Namespace) -> dict:
+    """Values of part fields given as flags (shipped parts' and referenced parts')."""
+    named = [(kind, getattr(args, kind, None)) for kind in plugins.KINDS]
+    named += [("objective", o.strip()) for o in (getattr(args, "objectives", None) or "").split(",")]
+    names = {**shipped_part_fields(), **_declared_by([(k, v) for k, v in named if plugins.is_reference(v)])}
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def config_from_args(args: argparse.Namespace, exclude=()) -> PPOConfig:
+    """Shipped defaults for `--env`, overridden by every flag given (built-in fields, and the
+    fields of the parts the run names, but those in `exclude`)."""
     overrides = {name: getattr(args, name) for name in FIELDS if getattr(args, name, None) is not None}
+    overrides.update({k: v for k, v in part_overrides(args).items() if k not in exclude})
     env = overrides.pop("env", "CartPole-v1")
     return default_config(env, **overrides)
 

@@ -8,9 +8,17 @@ import math
 
 import numpy as np
 
-from ppo_jax.commands.common import add_cache_flag, add_config_flags, config_from_args, use_compile_cache
+from ppo_jax.commands.common import (
+    add_cache_flag,
+    add_config_flags,
+    config_from_args,
+    part_overrides,
+    use_compile_cache,
+)
 from ppo_jax.config import OBJECTIVE_NAMES, resolve_seeds
 from ppo_jax.errors import ConfigError
+from ppo_jax.fields import declared
+from ppo_jax.plugins import is_reference, resolve_objective
 
 
 def add_compare_parser(sub) -> argparse.ArgumentParser:
@@ -19,7 +27,11 @@ def add_compare_parser(sub) -> argparse.ArgumentParser:
     )
     add_config_flags(cmp)
     cmp.add_argument("--seeds", type=int, default=8, help="seeds per objective (default: 8)")
-    cmp.add_argument("--objectives", default=",".join(OBJECTIVE_NAMES), help="comma-separated objectives")
+    cmp.add_argument(
+        "--objectives",
+        default=",".join(OBJECTIVE_NAMES),
+        help="comma-separated objectives: shipped names or package.module:attribute references",
+    )
     cmp.add_argument("--out", default=None, help="output folder (default: runs/compare-<env>-<timestamp>)")
     cmp.add_argument("--overwrite", action="store_true", help="replace the comparison files in --out")
     add_cache_flag(cmp)
@@ -33,27 +45,33 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     use_compile_cache(args)
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
-    unknown = [o for o in objectives if o not in OBJECTIVE_NAMES]
+    unknown = [o for o in objectives if o not in OBJECTIVE_NAMES and not is_reference(o)]
     if unknown or not objectives:
-        raise ConfigError("objectives", f"choose from {', '.join(OBJECTIVE_NAMES)}, got {args.objectives!r}")
+        raise ConfigError(
+            "objectives", f"choose from {', '.join(OBJECTIVE_NAMES)} or references, got {args.objectives!r}"
+        )
+    own = declared([resolve_objective(o) for o in objectives])  # each arm's own fields go to that arm
     if args.seeds < 1:
         raise ConfigError("seeds", f"must be a positive integer, got {args.seeds}")
     if args.objective is not None:
         raise ConfigError("objective", "compare trains each of --objectives; remove --objective")
-    config = config_from_args(args)
+    config = config_from_args(args, exclude=own)
+    options = {k: v for k, v in part_overrides(args).items() if k in own}
     seeds = list(resolve_seeds(config, args.seeds))
     files.claim_folder(args.out, ("compare.json", "compare.png"), "an objective comparison", args.overwrite)
     out = files.prepare_dir(args.out or files.default_run_dir(f"compare-{config.env}"))
     print(f"comparing {', '.join(objectives)} on {config.env}: {len(seeds)} seeds x {config.env_steps:,} steps")
     print(f"compiling {len(objectives)} programs (concurrently)", flush=True)
-    results = compare(config, objectives, seeds)
+    results = compare(config, objectives, seeds, options)
     rows = []
-    print(f"{'objective':<11} {'final mean':>10} {'IQM':>8} {'95% CI':>19} {'AUC':>8} {'run s':>7} {'compile s':>9}")
+    width = max(11, *(len(o) for o in objectives))
+    header = f"{'final mean':>10} {'IQM':>8} {'95% CI':>19} {'AUC':>8} {'run s':>7} {'compile s':>9}"
+    print(f"{'objective':<{width}} {header}")
     for r in sorted(results, key=lambda r: -np.nan_to_num(r.iqm, nan=-np.inf)):
         ci = f"[{r.ci_low:.1f}, {r.ci_high:.1f}]"
         mean = float(np.nanmean(r.final_returns)) if np.isfinite(r.final_returns).any() else math.nan
         print(
-            f"{r.objective:<11} {mean:>10.1f} {r.iqm:>8.1f} {ci:>19} {r.auc:>8.1f} {r.seconds:>7.1f} "
+            f"{r.objective:<{width}} {mean:>10.1f} {r.iqm:>8.1f} {ci:>19} {r.auc:>8.1f} {r.seconds:>7.1f} "
             f"{r.compile_seconds:>9.1f}"
         )
         rows.append(

@@ -8,12 +8,13 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ppo_jax.commands.common import StderrFilter, run_command
+from ppo_jax.commands.common import StderrFilter, add_referenced_part_flags, print_err, run_command
 from ppo_jax.commands.compare import add_compare_parser
 from ppo_jax.commands.evaluate import add_eval_parser
 from ppo_jax.commands.rlhf import add_rlhf_parser
 from ppo_jax.commands.sweep import add_sweep_parser
 from ppo_jax.commands.train import add_train_parser
+from ppo_jax.errors import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +51,11 @@ def _main(argv: Sequence[str] | None) -> int:
         return 0
     if argv[0] == "bench":
         return _bench(argv[1:])
+    try:  # --objective pkg.mod:OBJ gives OBJ's own fields their flags
+        add_referenced_part_flags(parser, argv)
+    except ConfigError as err:  # an unimportable reference: one line
+        print_err(str(err))
+        return 2
     args = parser.parse_args(argv)
     if args.command is None:  # only global flags were given
         parser.print_help()

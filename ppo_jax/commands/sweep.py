@@ -21,14 +21,17 @@ from ppo_jax.commands.common import (
     add_config_flags,
     add_distributed_flags,
     add_logging_flags,
+    add_part_flags,
     config_from_args,
     loggers_from_args,
+    print_err,
+    referenced_part_fields,
     run_command,
     start_distributed,
     use_compile_cache,
 )
 from ppo_jax.commands.progress import SweepProgressBar
-from ppo_jax.config import TRACED_FIELDS, ConfigError
+from ppo_jax.config import TRACED_FIELDS, ConfigError, traced_fields
 
 DESCRIPTION = (
     "Train a grid or a random search of traced hyperparameters × seeds as one compiled program "
@@ -40,8 +43,9 @@ EPILOG = """examples:
   ppo-jax sweep --env CartPole-v1 --seeds 16 --grid lr=1e-4,3e-4,1e-3 --grid clip_eps=0.1,0.2,0.3
   ppo-jax sweep --random "lr=loguniform(1e-5,1e-2)" --random "ent_coef=uniform(0,0.05)" --samples 32
 """ + textwrap.fill(
-    f"Only traced fields can be swept ({', '.join(TRACED_FIELDS)}); static fields (num_envs, num_steps, "
-    "network sizes, env, ...) are set once per sweep.",
+    f"Only traced fields can be swept ({', '.join(TRACED_FIELDS)}), and the traced fields the run's parts "
+    "declare (kl_coef and kl_target of kl_penalty, max_kl of trpo, a referenced objective's own); static fields "
+    "(num_envs, num_steps, network sizes, env, ...) are set once per sweep.",
     width=110,
 )
 PARSER_TEXT = dict(description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -196,7 +200,7 @@ def write_run_files(out: Path, result, loggers: list) -> None:
             metrics = {n: v[:, c, s, None] for n, v in result.metrics.items()}
             files.write_metrics_csv(conf_dir / f"seed{seed}" / "metrics.csv", metrics, [seed])
         if loggers:
-            hparams = {**{n: float(getattr(result.config, n)) for n in TRACED_FIELDS}, **point}
+            hparams = {**{n: float(getattr(result.config, n)) for n in traced_fields(result.config)}, **point}
             for logger in loggers:
                 logger.open(conf_dir, {**result.config.to_dict(), **hparams}, result.seeds, False)
             logging.feed(loggers, {n: v[:, c] for n, v in result.metrics.items()})
@@ -240,9 +244,9 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
     writer = jax.process_index() == 0  # every process computes its share; process 0 writes
     config = config_from_args(args)
-    grid, dists = parse_grid(args.grid), parse_random(args.random)
+    grid, dists = parse_grid(args.grid, config), parse_random(args.random, config)
     sample_seed = config.seed if args.sample_seed is None else args.sample_seed
-    configurations = make_configurations(grid, dists, args.samples, sample_seed)
+    configurations = make_configurations(grid, dists, args.samples, sample_seed, config)
     _check_flags(args)
     plan = plan_sweep(config, configurations, args.seeds, args.max_parallel)  # all checks, no compile
     where = topology()
@@ -297,6 +301,12 @@ def _write_sweep(out: Path, result, search: dict, args: argparse.Namespace, wher
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ppo-jax sweep", **PARSER_TEXT)
     add_sweep_arguments(parser)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:  # the fields of parts named by reference become flags
+        add_part_flags(parser, referenced_part_fields(argv), "fields of the parts named by reference")
+    except ConfigError as err:
+        print_err(str(err))
+        return 2
     return run_command(parser.parse_args(argv))
 
 

@@ -17,6 +17,7 @@ from ppo_jax.commands.common import (
     config_from_args,
     flag,
     loggers_from_args,
+    part_overrides,
     use_compile_cache,
 )
 from ppo_jax.config import FIELDS
@@ -70,7 +71,7 @@ def _requested_seeds(args: argparse.Namespace) -> int:
 
 
 def _refuse_flags_with_resume(args: argparse.Namespace) -> None:
-    given = [flag(n) for n in FIELDS if getattr(args, n, None) is not None]
+    given = [flag(n) for n in [*FIELDS, *part_overrides(args)] if getattr(args, n, None) is not None]
     given += ["--seeds"] if args.seeds != 1 else []
     given += ["--out"] if args.out is not None else []
     given += ["--shard-envs"] if args.shard_envs else []
@@ -81,7 +82,7 @@ def _refuse_flags_with_resume(args: argparse.Namespace) -> None:
 
 def notify(kind: str, message: str) -> None:
     """The driver's messages: the run's start on stdout, stop requests on stderr."""
-    stream = sys.stderr if kind in ("stop", "abort") else sys.stdout
+    stream = sys.stderr if kind in ("stop", "abort", "warning") else sys.stdout
     prefix = "\n" if kind in ("stop", "abort") else ""
     stream.write(f"{prefix}{message}\n")
     stream.flush()

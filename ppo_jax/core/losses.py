@@ -81,11 +81,6 @@ def value_loss(values, old_values, returns, clip_eps=None):
     return 0.5 * jnp.mean(jnp.maximum(unclipped, jnp.square(v_clipped - returns)))
 
 
-def approx_kl_k1(log_prob, old_log_prob):
-    """Naive KL(π_old‖π_θ) estimator k1 = mean(log π_old − log π_θ); unbiased, high variance."""
-    return jnp.mean(old_log_prob - log_prob)
-
-
 def approx_kl_k3(log_prob, old_log_prob):
     """KL(π_old‖π_θ) estimator k3 = mean((ρ − 1) − log ρ) (Schulman 2020, "Approximating KL").
 

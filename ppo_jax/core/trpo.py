@@ -13,19 +13,23 @@ One step (the paper's practical algorithm, §6 and Appendix C):
 4. Backtracking line search: θ = θ_old + 0.5ᵏ s for k = 0, 1, …; the first θ whose surrogate
    improves and whose KL̄ ≤ δ is taken; if none is, θ_old is kept.
 
-Parameters are flat vectors here (`jax.flatten_util.ravel_pytree` upstream). `mean` is the
+`trpo_policy_step` is the `trpo` objective's whole-batch policy step: the surrogate and the KL
+over a rollout batch (`core.objectives.BatchView`) on the flattened parameters
+(`jax.flatten_util.ravel_pytree`); the functions before it take flat vectors. `mean` is the
 cross-device mean of a locally averaged quantity (identity on one device), so the gradient,
 Fisher-vector products and line-search values cover the whole batch when it is split.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.flatten_util import ravel_pytree
 
 CG_ITERATIONS = 10
 CG_DAMPING = 0.1  # λ: the CG solves (F + λI) x = g, as in OpenAI Baselines' TRPO
@@ -119,3 +123,27 @@ def trpo_step(surrogate_fn, kl_fn, theta: jax.Array, max_kl, mean=_identity, dam
     grad = mean(jax.grad(surrogate_fn)(theta))
     fvp = lambda v: fisher_vector_product(kl_fn, theta, v, mean) + damping * v  # noqa: E731
     return line_search(surrogate_fn, kl_fn, theta, natural_step(grad, fvp, max_kl), max_kl, mean)
+
+
+def batch_surrogate(view, unravel, theta: jax.Array) -> jax.Array:
+    """L(θ) = mean(ρ_θ · A) over the batch, ρ_θ = exp(log π_θ(a|s) − log π_old(a|s)) (to be
+    maximised); `view` a `BatchView` with arrays [T, N], θ flat [n]."""
+    log_prob = view.log_prob(view.dist(unravel(theta)))
+    return jnp.mean(jnp.exp(log_prob - view.old_log_prob) * view.advantages)
+
+
+def batch_mean_kl(view, old_dist, unravel, theta: jax.Array) -> jax.Array:
+    """KL̄(θ) = mean_s KL(π_old(·|s) ‖ π_θ(·|s)) over the batch's states, exact per state, π_old
+    (head outputs `old_dist`) held fixed."""
+    return jnp.mean(view.kl(old_dist, view.dist(unravel(theta))))
+
+
+def trpo_policy_step(view, params, hparams, mean=_identity):
+    """The `trpo` objective's policy step: `trpo_step` on the flattened `params` within radius
+    δ = `hparams.max_kl`; returns (params, metrics policy_loss = −L, approx_kl = KL̄)."""
+    theta, unravel = ravel_pytree(params)
+    old_dist = lax.stop_gradient(view.dist(params))
+    surrogate = functools.partial(batch_surrogate, view, unravel)
+    kl = functools.partial(batch_mean_kl, view, old_dist, unravel)
+    step = trpo_step(surrogate, kl, theta, hparams.max_kl, mean)
+    return unravel(step.theta), {"policy_loss": -step.surrogate, "approx_kl": step.kl}

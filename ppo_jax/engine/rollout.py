@@ -28,6 +28,7 @@ from ppo_jax.envs import (
     scale_reward,
     update_running_stats,
 )
+from ppo_jax.errors import ConfigError
 from ppo_jax.policies import rollout_apply
 
 
@@ -109,6 +110,20 @@ def steps_without_autoreset(env: Any) -> bool:
     return isinstance(env, Environment) and type(env).step is Environment.step
 
 
+def final_observation(env: Any, info: Any) -> jax.Array:
+    """`info["final_observation"]`, s'_t before the auto-reset, which bootstraps V(s'_t) where an
+    episode ended; `ConfigError` (at trace time) for an env whose `step` leaves it out, which
+    would otherwise bootstrap from the reset observation."""
+    if not isinstance(info, dict) or "final_observation" not in info:
+        raise ConfigError(
+            "env",
+            f"{type(env).__name__}.step returns no info['final_observation'] (the observation before the "
+            "auto-reset, needed to bootstrap episodes cut by a time limit); return it from step, as gymnax's "
+            "Environment.step does",
+        )
+    return info["final_observation"]
+
+
 def env_step(ctx: RolloutContext, keys: jax.Array, carry: EnvCarry, action: jax.Array, resets=None):
     """Step the N envs (one key each, [N]) with the (clipped) action and auto-reset ended
     episodes. Returns (next_obs, env_state, reward, terminated, truncated, final_obs), all
@@ -122,7 +137,7 @@ def env_step(ctx: RolloutContext, keys: jax.Array, carry: EnvCarry, action: jax.
     if resets is None:
         step = jax.vmap(ctx.env.step, in_axes=(0, 0, 0, None))
         obs, state, reward, terminated, truncated, info = step(keys, carry.env_state, action, ctx.env_params)
-        final_obs = info.get("final_observation", obs) if isinstance(info, dict) else obs
+        final_obs = final_observation(ctx.env, info)
     else:
         step = jax.vmap(ctx.env.step_env, in_axes=(0, 0, 0, None))
         final_obs, stepped, reward, terminated, _ = step(keys, carry.env_state, action, ctx.env_params)

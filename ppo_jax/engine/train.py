@@ -19,7 +19,8 @@ import numpy as np
 from jax import lax
 
 from ppo_jax.config import ConfigError, Hyperparams, PPOConfig
-from ppo_jax.core.objectives import OBJECTIVES
+from ppo_jax.core.objectives import initial_state
+from ppo_jax.engine.parts import resolve_parts
 from ppo_jax.engine.rollout import RolloutContext, reset_envs
 from ppo_jax.engine.sgd import Collective, sequence_split, shuffle_split, stratified_split
 from ppo_jax.engine.update import (  # noqa: F401  (re-exported: the update's pieces)
@@ -36,8 +37,8 @@ from ppo_jax.engine.update import (  # noqa: F401  (re-exported: the update's pi
     policy_kl,
     update_step,
 )
-from ppo_jax.envs import action_distribution, env_spec, make_env
-from ppo_jax.policies import is_recurrent, make_policy
+from ppo_jax.envs import action_distribution
+from ppo_jax.policies import is_recurrent
 
 METRIC_NAMES = (
     "env_steps",
@@ -52,9 +53,8 @@ METRIC_NAMES = (
     "explained_variance",
     "grad_norm",
     "lr",
-    "kl_coef",
     "nonfinite",
-)
+)  # and the objective's state metrics (`Objective.state_metrics`, e.g. kl_penalty's kl_coef)
 
 
 def init_state(ctx: TrainContext, key: jax.Array, hparams: Hyperparams) -> TrainState:
@@ -64,7 +64,7 @@ def init_state(ctx: TrainContext, key: jax.Array, hparams: Hyperparams) -> Train
     params = ctx.policy.init(key_net, obs, init_log_std=hparams.init_log_std)
     opt_state = make_optimizer(ctx.config, hparams).init(params)
     env = reset_envs(ctx.rollout, key_env)
-    return TrainState(params, opt_state, env, key, jnp.int32(0), jnp.asarray(hparams.kl_coef, jnp.float32))
+    return TrainState(params, opt_state, env, key, jnp.int32(0), initial_state(ctx.objective, hparams))
 
 
 # --- minibatch splits (`TrainContext.split`): (reduce, key, Batch [T, N]) -> [M, ...] ---------
@@ -126,25 +126,23 @@ def make_context(
     callback_every: int = 1,
     network: Any = None,
     sharded: bool = False,
+    objective: Any = None,
 ) -> TrainContext:
     """Resolve the environment, policy family, objective and minibatch split; raises
-    `ConfigError` before anything is compiled. `network`: a user's own policy family (default:
-    the family named by `config.network`); `sharded`: the envs will be split over devices."""
+    `ConfigError` before anything is compiled. `env`/`env_params`, `network` (a family object or
+    `Family` record) and `objective` (an `Objective` record): a user's own parts given as
+    objects instead of the names in `config` (`engine.parts`); `sharded`: the envs will be split
+    over devices. `ctx.config` names the parts that ran (references where the objects have one)."""
     if int(callback_every) != callback_every or callback_every < 1:
         raise ConfigError("callback_every", f"must be a positive integer, got {callback_every!r}")
-    if env is None:
-        env, default_params = make_env(config.env)
-        env_params = default_params if env_params is None else env_params
-    elif env_params is None:
-        env_params = env.default_params
-    spec = env_spec(env, env_params)
+    parts = resolve_parts(config, env, env_params, network, objective)
+    config, env, env_params, spec, policy = parts.config, parts.env, parts.env_params, parts.spec, parts.policy
     if spec.mask_size and config.normalize_obs:
         raise ConfigError(
             "normalize_obs",
             f"{config.env} appends a legal-action mask to its observations, which normalisation would change; "
             "set normalize_obs=False",
         )
-    policy = make_policy(config, spec) if network is None else network
     roll = RolloutContext(
         env=env,
         env_params=env_params,
@@ -157,7 +155,7 @@ def make_context(
         normalize_reward=config.normalize_reward,
     )
     split = choose_split(config, is_recurrent(policy), sharded)
-    return TrainContext(config, roll, OBJECTIVES[config.objective], split, callback, int(callback_every))
+    return TrainContext(config, roll, parts.objective, split, callback, int(callback_every), parts.unrecorded)
 
 
 def run_updates(
@@ -256,16 +254,19 @@ def make_train(
     callback: Callable[..., None] | None = None,
     callback_every: int = 1,
     network: Any = None,
+    objective: Any = None,
 ) -> Callable[..., TrainResult]:
-    """Bind a config (and optionally a custom gymnax-style env or policy family) into
-    `train(key, hparams=None)`.
+    """Bind a config (its parts named in it, or given as objects: a gymnax-style env, a policy
+    family, an objective record) into `train(key, hparams=None)`.
 
     `train` is pure and traceable: `jax.jit(jax.vmap(make_train(cfg)))(keys)` trains one run per
     key. `hparams` defaults to `config.hyperparams()`; pass a batched `Hyperparams` under vmap to
     sweep. `callback(update, metrics)` is called on the host after every `callback_every`-th
     update and the last one, when given.
     """
-    return functools.partial(train, make_context(config, env, env_params, callback, callback_every, network))
+    return functools.partial(
+        train, make_context(config, env, env_params, callback, callback_every, network, objective=objective)
+    )
 
 
 def make_train_batch(
@@ -275,7 +276,10 @@ def make_train_batch(
     callback: Callable[..., None] | None = None,
     callback_every: int = 1,
     network: Any = None,
+    objective: Any = None,
 ) -> Callable[..., TrainResult]:
     """Like `make_train`, but `train(keys [S], hparams=None)` runs S runs in one program and calls
     `callback(update [S], metrics [S])` once per reported update (not once per run)."""
-    return functools.partial(train_batch, make_context(config, env, env_params, callback, callback_every, network))
+    return functools.partial(
+        train_batch, make_context(config, env, env_params, callback, callback_every, network, objective=objective)
+    )

@@ -15,12 +15,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-from jax import lax
-from jax.flatten_util import ravel_pytree
 
 from ppo_jax.config import Hyperparams, PPOConfig
 from ppo_jax.core.losses import LossInputs, approx_kl_k3, clip_fraction, explained_variance, normalize_advantages
-from ppo_jax.core.objectives import Objective
+from ppo_jax.core.objectives import BatchView, Objective, UpdateStats
 from ppo_jax.engine.rollout import RolloutContext, rollout
 from ppo_jax.engine.sgd import LOCAL, Collective, OptCarry, sgd_epochs
 from ppo_jax.policies import state_values, unroll
@@ -37,7 +35,7 @@ class TrainState(NamedTuple):
     env: Any  # `rollout.EnvCarry`: env states, observations, episode counters, statistics, policy carry
     key: jax.Array  # RNG key for the next update
     update: jax.Array  # number of updates done, int32
-    kl_coef: jax.Array  # adaptive KL-penalty coefficient beta (kl_penalty objective; else constant)
+    objective_state: Any  # the objective's own state (`Objective.init`; e.g. kl_penalty's beta), () if none
 
 
 class TrainContext(NamedTuple):
@@ -49,6 +47,7 @@ class TrainContext(NamedTuple):
     split: Callable  # (reduce, key, Batch) -> minibatches [M, ...] (see `train.make_context`)
     callback: Callable[..., None] | None
     callback_every: int = 1  # call `callback` after every k-th update (and the last)
+    unrecorded: tuple[str, ...] = ()  # parts given as objects with no importable reference (`engine.parts`)
 
     @property
     def policy(self) -> Any:
@@ -99,14 +98,17 @@ def make_batch(ctx: TrainContext, hparams: Hyperparams, params: Any, traj, start
     return Batch(traj.obs, traj.action, traj.log_prob, traj.value, adv, ret, first, start_carry)
 
 
-def minibatch_loss(ctx: TrainContext, hparams: Hyperparams, kl_coef: jax.Array, reduce: Collective, params, mb: Batch):
-    """The objective's loss of one minibatch under `params`: (loss, metrics). Advantages are
-    normalised over the minibatch (on all devices under `reduce`) when configured."""
+def minibatch_loss(
+    ctx: TrainContext, hparams: Hyperparams, objective_state: Any, reduce: Collective, params, mb: Batch
+):
+    """The objective's loss of one minibatch under `params`, reading the objective's state:
+    (loss, metrics). Advantages are normalised over the minibatch (on all devices under `reduce`)
+    when configured."""
     dist, value = unroll(ctx.policy, params, mb.carry, mb.obs, mb.first)
     log_prob, entropy = ctx.dist.log_prob(dist, mb.action), ctx.dist.entropy(dist)
     adv = normalize_advantages(mb.advantages, reduce=reduce) if ctx.config.normalize_advantages else mb.advantages
     inputs = LossInputs(log_prob, mb.log_prob, entropy, value, mb.value, adv, mb.returns)
-    return ctx.objective.loss(inputs, hparams, kl_coef, ctx.config)
+    return ctx.objective.loss(inputs, hparams, objective_state, ctx.config)
 
 
 def _batch_dist(ctx: TrainContext, batch: Batch, params: Any):
@@ -121,27 +123,21 @@ def policy_kl(ctx: TrainContext, params: Any, batch: Batch, reduce: Collective =
     return reduce.mean(approx_kl_k3(log_prob, batch.log_prob))
 
 
-def _surrogate(ctx, batch: Batch, adv, unravel, theta):
-    """L(θ) = mean(ρ_θ · A) over the batch (TRPO's surrogate, to be maximised)."""
-    log_prob = ctx.dist.log_prob(_batch_dist(ctx, batch, unravel(theta)), batch.action)
-    return jnp.mean(jnp.exp(log_prob - batch.log_prob) * adv)
+def _batch_log_prob(ctx: TrainContext, batch: Batch, dist) -> jax.Array:
+    return ctx.dist.log_prob(dist, batch.action)
 
 
-def _mean_kl(ctx, batch: Batch, old_dist, unravel, theta):
-    """KL̄(θ) = mean_s KL(π_old(·|s) ‖ π_θ(·|s)), exact per state, π_old held fixed."""
-    return jnp.mean(ctx.dist.kl(old_dist, _batch_dist(ctx, batch, unravel(theta))))
+def batch_view(ctx: TrainContext, batch: Batch, reduce: Collective) -> BatchView:
+    """The batch as a whole-batch policy step sees it (`core.objectives.BatchView`)."""
+    adv = normalize_advantages(batch.advantages, reduce=reduce) if ctx.config.normalize_advantages else batch.advantages
+    dist = functools.partial(_batch_dist, ctx, batch)
+    return BatchView(dist, functools.partial(_batch_log_prob, ctx, batch), ctx.dist.kl, batch.log_prob, adv)
 
 
 def policy_step(ctx: TrainContext, hparams: Hyperparams, params: Any, batch: Batch, reduce: Collective):
-    """The objective's whole-batch policy step (TRPO) on flattened parameters; returns (params,
+    """The objective's whole-batch policy step (e.g. TRPO's, `core.trpo`); returns (params,
     metrics policy_loss, approx_kl, entropy, clip_frac measured after the step)."""
-    theta, unravel = ravel_pytree(params)
-    adv = normalize_advantages(batch.advantages, reduce=reduce) if ctx.config.normalize_advantages else batch.advantages
-    old_dist = lax.stop_gradient(_batch_dist(ctx, batch, params))
-    surrogate = functools.partial(_surrogate, ctx, batch, adv, unravel)
-    kl = functools.partial(_mean_kl, ctx, batch, old_dist, unravel)
-    theta, metrics = ctx.objective.policy_step(surrogate, kl, theta, hparams, reduce.mean)
-    params = unravel(theta)
+    params, metrics = ctx.objective.policy_step(batch_view(ctx, batch, reduce), params, hparams, reduce.mean)
     dist = _batch_dist(ctx, batch, params)
     log_prob = ctx.dist.log_prob(dist, batch.action)
     metrics["entropy"] = reduce.mean(jnp.mean(ctx.dist.entropy(dist)))
@@ -183,7 +179,8 @@ def _any_device(code: jax.Array, reduce: Collective) -> jax.Array:
 
 def update_metrics(ctx, hparams, state: TrainState, losses: dict, episodes, batch: Batch, nonfinite, reduce):
     """The per-update metrics (scalars): losses averaged over epochs and minibatches, episode
-    statistics of the rollout, explained variance, learning rate, β and the non-finite bitmask."""
+    statistics of the rollout, explained variance, learning rate, the objective's state metrics
+    (e.g. kl_penalty's β) and the non-finite bitmask."""
     count, ret_sum, len_sum = (reduce.sum(x) for x in (episodes.count, episodes.return_sum, episodes.length_sum))
     has_ep = count > 0
     update = state.update + 1
@@ -196,9 +193,10 @@ def update_metrics(ctx, hparams, state: TrainState, losses: dict, episodes, batc
         episodes=count,
         explained_variance=explained_variance(flat(batch.value), flat(batch.returns), reduce),
         lr=current_lr(ctx.config, hparams, state.update),
-        kl_coef=state.kl_coef,
         nonfinite=_any_device(nonfinite, reduce),
     )
+    if ctx.objective.state_metrics is not None:
+        metrics.update(ctx.objective.state_metrics(state.objective_state))
     return metrics
 
 
@@ -211,16 +209,17 @@ def update_step(ctx: TrainContext, hparams: Hyperparams, state: TrainState, redu
     params, step_metrics = state.params, {}
     if ctx.objective.policy_step is not None:
         params, step_metrics = policy_step(ctx, hparams, params, batch, reduce)
-    loss = functools.partial(minibatch_loss, ctx, hparams, state.kl_coef, reduce)
+    loss = functools.partial(minibatch_loss, ctx, hparams, state.objective_state, reduce)
     split = functools.partial(ctx.split, reduce)
     opt = make_optimizer(ctx.config, hparams)
     carry, losses = sgd_epochs(
         loss, opt, OptCarry(params, state.opt_state), batch, key_epochs, ctx.config.num_epochs, split, reduce
     )
     losses.update({k: jnp.broadcast_to(v, losses["value_loss"].shape) for k, v in step_metrics.items()})
-    kl_coef = state.kl_coef
+    objective_state = state.objective_state
     if ctx.objective.after_update is not None:  # e.g. kl_penalty: adapt β to the KL the update ended at
-        kl_coef = ctx.objective.after_update(kl_coef, policy_kl(ctx, carry.params, batch, reduce), hparams)
+        stats = UpdateStats(kl=policy_kl(ctx, carry.params, batch, reduce))
+        objective_state = ctx.objective.after_update(objective_state, stats, hparams)
     nonfinite = nonfinite_code(losses, carry.params, traj)
     metrics = update_metrics(ctx, hparams, state, losses, episodes, batch, nonfinite, reduce)
-    return TrainState(carry.params, carry.opt_state, env, key, state.update + 1, kl_coef), metrics
+    return TrainState(carry.params, carry.opt_state, env, key, state.update + 1, objective_state), metrics

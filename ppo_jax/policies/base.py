@@ -9,10 +9,13 @@ for feed-forward networks):
     initial_carry(num) -> carry
         the state at an episode start for `num` environments (leaves [num, ...]).
     apply(params, carry, obs, reset) -> (carry, dist, value)
-        one step for a batch: obs [N, *obs_shape], reset [N] bool (True where obs is the first of
-        an episode: the carry is replaced by the initial one first), carry [N, ...]. `dist` is the
-        head output of the action distribution (`ppo_jax.core.distributions`: logits [N, A], or
-        (mean, log_std) [N, D]); value [N].
+        a batch of steps: obs [*B, *obs_shape], reset [*B] bool (True where obs is the first of
+        an episode: the carry is replaced by the initial one first), carry [*B, ...]. `dist` is
+        the head output of the action distribution (`ppo_jax.core.distributions`: logits
+        [*B, A], or (mean, log_std) [*B, D]); value [*B]. The engine calls it with B = [N] (one
+        step of N envs) for every family; a feed-forward family (empty carry) is also called
+        with B = [T, N] (a rollout's stored steps) or [M] (a shuffled minibatch) and then
+        `reset=None` (nothing to reset); a recurrent one is scanned over time with B = [N].
 
 and, optionally, faster forms the functions below use when present:
 
@@ -23,12 +26,17 @@ and, optionally, faster forms the functions below use when present:
 
 Feed-forward families (empty carry) are applied to any batch shape at once; recurrent ones are
 scanned over time from the carry stored at the rollout's start, with the same resets.
+
+A family is named by a `Family` record: its name, `make(config, spec) -> family object`, an
+optional `from_description` (rebuilds an exported policy) and the hyperparameters it declares
+(`ppo_jax.fields.Field`). A user's record is named `--network package.module:attribute`.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +51,15 @@ class PolicyFamily(Protocol):
     def initial_carry(self, num: int) -> Any: ...
 
     def apply(self, params: Any, carry: Any, obs: jax.Array, reset: jax.Array) -> tuple[Any, Any, jax.Array]: ...
+
+
+class Family(NamedTuple):
+    """A policy family as a part of a run: what `--network NAME` names."""
+
+    name: str
+    make: Callable[[Any, Any], PolicyFamily]  # (config, EnvSpec) -> family object
+    from_description: Callable[[dict], PolicyFamily] | None = None  # rebuilds a `describe()` record
+    fields: tuple = ()  # `ppo_jax.fields.Field`s it reads from the config (`config.NAME`)
 
 
 def is_recurrent(policy: PolicyFamily) -> bool:

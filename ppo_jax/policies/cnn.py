@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 
 from ppo_jax.errors import ConfigError
+from ppo_jax.fields import Field
+from ppo_jax.policies.base import Family
 from ppo_jax.policies.init import HIDDEN_GAIN, actor_critic_gain, init_in_one_draw, log_std_fill, orthogonal
 from ppo_jax.policies.layers import ACTIVATIONS, Actor, Critic
 
@@ -117,3 +119,11 @@ def make(config: Any, spec: Any) -> CNNPolicy:
         ),
         config.kernel_init,
     )
+
+
+FAMILY = Family(
+    "cnn",
+    make,
+    CNNPolicy.from_description,
+    fields=(Field("conv_channels", (16,), "cnn: filters of each 3x3 convolution layer", low=1),),
+)

@@ -22,7 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ppo_jax.policies.base import reset_carry
+from ppo_jax.fields import Field
+from ppo_jax.policies.base import Family, reset_carry
 from ppo_jax.policies.gru_scan import gru_sequence
 from ppo_jax.policies.init import HIDDEN_GAIN, actor_critic_gain, init_in_one_draw, log_std_fill, orthogonal
 from ppo_jax.policies.layers import ACTIVATIONS, Actor, Critic, dense, flatten_obs
@@ -139,3 +140,11 @@ def make(config: Any, spec: Any) -> GRUPolicy:
         ),
         config.kernel_init,
     )
+
+
+FAMILY = Family(
+    "gru",
+    make,
+    GRUPolicy.from_description,
+    fields=(Field("rnn_size", 128, "gru: width of the recurrent state", low=1),),
+)

@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ppo_jax.policies.base import Family
 from ppo_jax.policies.init import actor_critic_gain, init_in_one_draw, log_std_fill
 from ppo_jax.policies.layers import ACTIVATIONS, Actor, Critic, flatten_obs
 
@@ -178,3 +179,6 @@ def make(config: Any, spec: Any) -> MLPPolicy:
         ActorCritic(spec.action_dim, spec.discrete, len(spec.obs_shape), tuple(config.hidden_sizes), config.activation),
         config.kernel_init,
     )
+
+
+FAMILY = Family("mlp", make, MLPPolicy.from_description)

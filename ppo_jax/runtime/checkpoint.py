@@ -18,11 +18,13 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from ppo_jax.config import TRACED_FIELDS, CheckpointError, ConfigError, Hyperparams, PPOConfig
+from ppo_jax.config import TRACED_FIELDS, CheckpointError, ConfigError, Hyperparams, PPOConfig, config_from_record
 from ppo_jax.engine.train import TrainContext, TrainState, broadcast_hparams, init_state, make_context
+from ppo_jax.runtime import files
 
 # 2: the env carry holds the policy's recurrent state and episode-start flags (ppo_jax 0.2)
-FORMAT_VERSION = 2
+# 3: the objective's state replaces kl_coef in the state; the parts' traced fields in hparams.extra
+FORMAT_VERSION = 3
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -54,22 +56,52 @@ def _from_saveable(state: TrainState) -> TrainState:
     return state._replace(key=jax.random.wrap_key_data(state.key))
 
 
-def config_from_meta(meta: dict[str, Any]) -> PPOConfig:
-    """Rebuild the `PPOConfig` stored in checkpoint metadata."""
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()}
-    return PPOConfig(**fields)
+def check_rebuildable(record: dict[str, Any], where: Any, given: dict[str, Any] | None = None) -> None:
+    """Refuse, in one line, a run whose parts were objects without an importable reference (its
+    record's `unrecorded`) unless the caller gives those parts again (`given`: kind -> object)."""
+    missing = [item for item in record.get("unrecorded") or () if (given or {}).get(item.split(":")[0]) is None]
+    if missing:
+        kinds = sorted({item.split(":")[0] for item in missing})
+        raise ConfigError(
+            missing[0].split(":")[0],
+            f"{where} was trained with parts that have no importable reference ({'; '.join(missing)}), so it cannot "
+            f"be rebuilt from its folder; pass {', '.join(k + '=' for k in kinds)} to the library call "
+            "(ppo_jax.load, ppo_jax.run(resume=...)), or define them at module level and name them by reference",
+        )
+
+
+def config_from_meta(meta: dict[str, Any], given: dict[str, Any] | None = None) -> PPOConfig:
+    """Rebuild the `PPOConfig` stored in checkpoint metadata (its parts by name or reference:
+    `ConfigError` naming a reference that cannot be imported)."""
+    check_rebuildable(meta, "this run", given)
+    return config_from_record(meta["config"])
 
 
 def _saved_hparams(hparams: Hyperparams, saved_config: dict[str, Any]) -> dict[str, Any]:
     """The fields of `hparams` that a checkpoint written with `saved_config` holds, as a dict
     (a checkpoint from before a traced field existed lacks it)."""
-    return {name: getattr(hparams, name) for name in TRACED_FIELDS if name in saved_config}
+    out: dict[str, Any] = {name: getattr(hparams, name) for name in TRACED_FIELDS if name in saved_config}
+    extra = {name: value for name, value in hparams.extra.items() if name in saved_config}
+    return {**out, "extra": extra} if extra else out
+
+
+def _hparams_tree(hparams: Any) -> Any:
+    """`Hyperparams` as the checkpoint holds them: a dict of the built-in fields, with `extra` only
+    when the parts declare traced fields (an empty dict would be stored as a node of its own)."""
+    if not isinstance(hparams, Hyperparams):
+        return hparams
+    tree: dict[str, Any] = {name: getattr(hparams, name) for name in TRACED_FIELDS}
+    return {**tree, "extra": dict(hparams.extra)} if hparams.extra else tree
 
 
 def _with_defaults(saved: dict[str, Any], defaults: Hyperparams) -> Hyperparams:
     """`Hyperparams` from the restored fields, the missing ones from `defaults` (the config's,
     which for a field added later is the value that was fixed before it was a field)."""
-    return Hyperparams(**{name: saved.get(name, getattr(defaults, name)) for name in TRACED_FIELDS})
+    extra = saved.get("extra") or {}
+    return Hyperparams(
+        **{name: saved.get(name, getattr(defaults, name)) for name in TRACED_FIELDS},
+        extra={name: extra.get(name, value) for name, value in defaults.extra.items()},
+    )
 
 
 def abstract_checkpoint(ctx: TrainContext, num_runs: int, num_updates_done: int, metric_names) -> Checkpoint:
@@ -97,6 +129,7 @@ def _meta(ctx: TrainContext, seeds, update: int, metric_names, extra: dict[str, 
         "seeds": list(seeds),
         "update": int(update),
         "metric_names": list(metric_names),
+        "unrecorded": list(ctx.unrecorded),
         **(extra or {}),
     }
 
@@ -121,6 +154,9 @@ def open_run(run_dir: str | os.PathLike) -> RunCheckpoints:
         other = next((kind for name, kind in OTHER_RUN_KINDS.items() if (run_dir / name).exists()), None)
         if other:
             raise ConfigError("run_dir", f"{run_dir} holds {other}, not a training run folder of ppo-jax train")
+        advice = files.nonfinite_advice(run_dir)
+        if advice:
+            raise CheckpointError(advice)
         if (run_dir / "config.json").exists():
             raise CheckpointError(
                 f"{run_dir} has no checkpoint yet (its run stopped before the first one); "
@@ -160,7 +196,8 @@ class RunCheckpoints:
         `extra_meta`: more JSON fields for the metadata (e.g. how the run was laid out)."""
         ocp = _ocp()
         update = int(np.max(np.asarray(state.update)))
-        item = Checkpoint(_to_saveable(state), hparams, {k: np.asarray(v, np.float32) for k, v in metrics.items()})
+        metrics = {k: np.asarray(v, np.float32) for k, v in metrics.items()}
+        item = Checkpoint(_to_saveable(state), _hparams_tree(hparams), metrics)
         meta = _meta(ctx, seeds, update, list(metrics), extra_meta)
         args = ocp.args.Composite(state=ocp.args.StandardSave(item), meta=ocp.args.JsonSave(meta))
         self.manager.save(update, args=args, force=True)
@@ -214,7 +251,7 @@ class RunCheckpoints:
                 f"{self._older(update)}"
             ) from err
         item = restored.state
-        hparams = _with_defaults(item.hparams, broadcast_hparams(ctx.config.hyperparams(), len(meta["seeds"])))
+        hparams = _with_defaults(dict(item.hparams), broadcast_hparams(ctx.config.hyperparams(), len(meta["seeds"])))
         item = Checkpoint(_from_saveable(TrainState(*item.state)), hparams, dict(item.metrics))
         return item, meta
 
@@ -257,12 +294,21 @@ def check_compatible(meta: dict[str, Any], config: PPOConfig) -> None:
             raise CheckpointError(f"checkpoint config differs in {name}: saved {value!r}, requested {mine!r}")
 
 
-def save(path: str | os.PathLike, state: TrainState, config: PPOConfig, hparams: Hyperparams | None = None) -> None:
-    """Save one `TrainState` (single run or batched) to the folder `path` (atomic write)."""
+def save(
+    path: str | os.PathLike,
+    state: TrainState,
+    config: PPOConfig,
+    hparams: Hyperparams | None = None,
+    unrecorded: tuple[str, ...] = (),
+) -> None:
+    """Save one `TrainState` (single run or batched) to the folder `path` (atomic write).
+    `unrecorded`: the parts of the run given as objects without an importable reference
+    (`TrainContext.unrecorded`); `load` then needs them again."""
     ocp = _ocp()
     hparams = config.hyperparams() if hparams is None else hparams
-    item = {"state": _to_saveable(state), "hparams": hparams}
+    item = {"state": _to_saveable(state), "hparams": _hparams_tree(hparams)}
     meta = {"format_version": FORMAT_VERSION, "config": config.to_dict(), "batch_shape": list(np.shape(state.update))}
+    meta["unrecorded"] = list(unrecorded)
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
         ckptr.save(
             Path(path).resolve(),
@@ -271,8 +317,12 @@ def save(path: str | os.PathLike, state: TrainState, config: PPOConfig, hparams:
         )
 
 
-def load(path: str | os.PathLike, env: Any = None, env_params: Any = None) -> tuple[TrainState, PPOConfig]:
-    """Load what `save` wrote: (state, config). Pass `env`/`env_params` for a custom environment."""
+def load(
+    path: str | os.PathLike, env: Any = None, env_params: Any = None, network: Any = None, objective: Any = None
+) -> tuple[TrainState, PPOConfig]:
+    """Load what `save` wrote: (state, config). The parts are rebuilt from the names and references
+    the checkpoint records; pass `env`/`env_params`, `network` or `objective` for parts that were
+    objects without an importable reference (a `ConfigError` names them)."""
     ocp = _ocp()
     path = Path(path).resolve()
     if not path.exists():
@@ -280,8 +330,9 @@ def load(path: str | os.PathLike, env: Any = None, env_params: Any = None) -> tu
     try:
         with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
             meta = ckptr.restore(path, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-            config = config_from_meta(meta)
-            ctx = make_context(config, env, env_params)
+            given = {"env": env, "network": network, "objective": objective}
+            config = config_from_meta(meta, given)
+            ctx = make_context(config, env, env_params, network=network, objective=objective)
             batch = tuple(meta["batch_shape"])
             init = functools.partial(init_state, ctx)
             for _ in batch:
@@ -294,7 +345,7 @@ def load(path: str | os.PathLike, env: Any = None, env_params: Any = None) -> tu
             }
             target = _on_this_device(target)
             item = ckptr.restore(path, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))).state
-    except CheckpointError:
+    except (CheckpointError, ConfigError):
         raise
     except Exception as err:
         raise CheckpointError(f"checkpoint {path} is unreadable or corrupted: {err}") from err

@@ -17,8 +17,9 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from ppo_jax.config import OBJECTIVE_NAMES, OBJECTIVES, ConfigError, PPOConfig, default_config
+from ppo_jax.config import OBJECTIVE_NAMES, PPOConfig, default_config
 from ppo_jax.engine.train import make_train_batch
+from ppo_jax.plugins import resolve_objective
 from ppo_jax.runtime.cpu import compiler_options
 from ppo_jax.runtime.files import final_returns, forward_fill
 from ppo_jax.runtime.stats import area_under_curve, bootstrap_ci
@@ -40,13 +41,16 @@ class ObjectiveResult(NamedTuple):
     compile_seconds: float  # tracing and lowering this arm, plus the wall time of the concurrent compiles
 
 
-def objective_config(base: PPOConfig, objective: str) -> PPOConfig:
-    """`base` with `objective`; on-policy objectives get one epoch of one minibatch."""
-    if objective not in OBJECTIVES:
-        raise ConfigError("objective", f"must be one of {', '.join(OBJECTIVE_NAMES)}, got {objective!r}")
-    fields = {k: v for k, v in base.to_dict().items() if k not in ("env", "num_epochs", "num_minibatches")}
+def objective_config(base: PPOConfig, objective: str, options: dict[str, Any] | None = None) -> PPOConfig:
+    """`base` with `objective` (a shipped name or a reference) and those of `options` that the
+    objective declares; on-policy objectives get one epoch of one minibatch."""
+    record = resolve_objective(objective)
+    own = {f.name for f in record.fields}
+    dropped = {"env", "num_epochs", "num_minibatches"} | {f.name for f in resolve_objective(base.objective).fields}
+    fields = {k: v for k, v in base.to_dict().items() if k not in dropped or k in own}
+    fields.update({k: v for k, v in (options or {}).items() if k in own})
     fields["objective"] = objective
-    if not OBJECTIVES[objective].on_policy:
+    if not record.on_policy:
         fields.update(num_epochs=base.num_epochs, num_minibatches=base.num_minibatches)
     return default_config(base.env, **fields)
 
@@ -72,9 +76,11 @@ def compare(
     config: PPOConfig,
     objectives: Sequence[str] = OBJECTIVE_NAMES,
     seeds: Sequence[int] = tuple(range(8)),
+    options: dict[str, Any] | None = None,
 ) -> list[ObjectiveResult]:
-    """Train every objective in `objectives` over `seeds` (vmapped) and summarise each."""
-    configs = [objective_config(config, o) for o in objectives]  # validate all before compiling
+    """Train every objective in `objectives` (names or references) over `seeds` (vmapped) and
+    summarise each; `options`: values of the objectives' own fields (each arm takes its own)."""
+    configs = [objective_config(config, o, options) for o in objectives]  # validate all before compiling
     keys = jax.vmap(jax.random.key)(np.asarray(seeds, np.uint32))
     programs, compile_seconds = compile_arms(configs, keys)
     results = []

@@ -23,6 +23,7 @@ from ppo_jax.config import PPOConfig
 from ppo_jax.engine.evaluate import Acting
 from ppo_jax.engine.train import describe_nonfinite
 from ppo_jax.errors import NonFiniteError, RunFileError, RunStopped
+from ppo_jax.plugins import is_reference
 from ppo_jax.runtime import compile_cache, files, plots
 from ppo_jax.runtime.checkpoint import RunCheckpoints
 from ppo_jax.runtime.distributed import any_process, is_writer
@@ -123,6 +124,13 @@ def _start(plan: RunPlan, store: RunCheckpoints, chunks: _Chunks, hparams, notif
         if plan.restart:
             files.remove_run_files(plan.out, keep=("config.json",))
         record = {**plan.config.to_dict(), "seeds": plan.seeds, "shard_envs": plan.runner.layout == "shard_envs"}
+        if plan.ctx.unrecorded:
+            record["unrecorded"] = list(plan.ctx.unrecorded)
+            notify(
+                "warning",
+                f"warning: {'; '.join(plan.ctx.unrecorded)} has no importable reference: {plan.out} records its "
+                "config, but eval and resume need the object passed again (define it at module level to record it)",
+            )
         files.write_json(plan.out / "config.json", record)
     abstract = plan.runner.abstract_state(hparams)
     if abstract is not None:  # the first chunk compiles while init does
@@ -200,17 +208,32 @@ def summarize(plan: RunPlan, state, metrics: dict, timing: dict, steps_run: int,
     }
 
 
+def policy_description(ctx) -> dict[str, Any] | None:
+    """How `load_policy` rebuilds the run's family: a family named by reference is made again
+    from the run's config (`{"family": ref, "config": ...}`); a shipped one describes itself
+    (`describe()`); None for an object without a reference that cannot describe itself."""
+    network = ctx.config.network
+    if is_reference(network) and not any(u.startswith("network:") for u in ctx.unrecorded):
+        desc: dict[str, Any] = {"family": network, "config": ctx.config.to_dict()}
+        if getattr(ctx.policy, "mask_size", 0):
+            desc["legal_action_mask"] = ctx.policy.mask_size
+        return desc
+    return ctx.policy.describe() if hasattr(ctx.policy, "describe") else None
+
+
 def export_policies(plan: RunPlan, state) -> bool:
     """One `policy-seed<S>.npz` per seed (state batched over runs); False (nothing written) for a
-    user's policy family that cannot describe itself (`describe()`, see `policies.base`)."""
+    user's policy family that can neither be rebuilt by reference nor describe itself."""
     ctx = plan.ctx
-    if not hasattr(ctx.policy, "describe"):
+    description = policy_description(ctx)
+    if description is None:
         return False
     acting = Acting(ctx.policy, ctx.dist, ctx.rollout.spec)
     for s, seed in enumerate(plan.seeds):
         params = jax.tree.map(lambda x: x[s], state.params)  # noqa: B023
         stats = jax.tree.map(lambda x: x[s], state.env.obs_stats) if plan.config.normalize_obs else None  # noqa: B023
-        export_policy(plan.out / f"policy-seed{seed}.npz", acting, params, stats, plan.config.env)
+        path = plan.out / f"policy-seed{seed}.npz"
+        export_policy(path, acting, params, stats, plan.config.env, description)
     return True
 
 
@@ -220,7 +243,7 @@ def _finish(plan: RunPlan, state, chunks: _Chunks) -> dict[str, Any]:
     steps_run = (plan.config.num_updates - plan.saved_update) * plan.config.batch_size * len(plan.seeds)
     summary = summarize(plan, state, metrics, chunks.timing, steps_run, chunks.cache_hit())
     if not is_writer():  # the same summary on every process; process 0 writes the files
-        summary["policies_exported"] = hasattr(plan.ctx.policy, "describe")
+        summary["policies_exported"] = policy_description(plan.ctx) is not None
         return summary
     summary["policies_exported"] = export_policies(plan, state)
     files.write_metrics_csv(plan.out / "metrics.csv", metrics, plan.seeds)
@@ -275,7 +298,12 @@ def execute(plan: RunPlan, notify: Notify | None = None, handle_signals: bool = 
                 chunks = _Chunks()
                 hparams = plan.runner.hparams(plan.config)
                 state = _start(plan, store, chunks, hparams, notify)
-                state = _train_chunks(plan, store, chunks, stop, state, hparams)
+                try:
+                    state = _train_chunks(plan, store, chunks, stop, state, hparams)
+                except NonFiniteError as err:
+                    if is_writer() and store.latest_update() is None:  # the folder says why it has no checkpoint
+                        files.write_json(plan.out / files.NONFINITE_FILE, {"reason": "nonfinite", "message": str(err)})
+                    raise
             finally:
                 store.close()
         summary = _finish(plan, state, chunks)

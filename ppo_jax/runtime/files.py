@@ -47,7 +47,20 @@ def prepare_dir(path: str | os.PathLike) -> Path:
 
 
 # What a training run writes into its folder (the first four mark a folder as holding a run).
-RUN_FILES = ("config.json", "summary.json", "metrics.csv", "checkpoints", "curve.png", "eval.json")
+RUN_FILES = ("config.json", "summary.json", "metrics.csv", "checkpoints", "curve.png", "eval.json", "nonfinite.json")
+# Written when a run stopped on NaN/Inf before its first checkpoint: resuming would repeat it.
+NONFINITE_FILE = "nonfinite.json"
+
+
+def nonfinite_advice(run_dir: Path) -> str | None:
+    """What to do with a folder whose run stopped on NaN/Inf before its first checkpoint (None
+    for any other folder): train again with --overwrite and a lower --lr, not --resume."""
+    if not (run_dir / NONFINITE_FILE).exists():
+        return None
+    return (
+        f"{run_dir} has no checkpoint: its run stopped on NaN/Inf before the first one, and resuming would repeat "
+        f"it; train it again with: ppo-jax train --overwrite --out {run_dir} and a lower --lr (or --max-grad-norm)"
+    )
 
 
 def remove_run_files(folder: Path, keep: Sequence[str] = ()) -> None:
@@ -98,16 +111,24 @@ def read_json(path: Path, what: str) -> Any:
         raise RunFileError(path, f"not valid JSON ({err.msg} at line {err.lineno}); it should hold {what}") from None
 
 
-def config_record(record: Any, path: Path):
+def config_record(record: Any, path: Path, given: dict[str, Any] | None = None):
     """(PPOConfig, seeds, shard_envs) from a run's `config.json` record; `RunFileError` naming the
-    file when it is not one (wrong type, missing or invalid fields)."""
-    from ppo_jax.config import FIELDS, PPOConfig
+    file when it is not one (wrong type, missing or invalid fields), `ConfigError` naming a part
+    that cannot be rebuilt (an unimportable reference, or an object recorded as `unrecorded` and
+    not in `given`)."""
+    from ppo_jax import plugins
+    from ppo_jax.config import config_from_record
+    from ppo_jax.runtime.checkpoint import check_rebuildable
 
     if not isinstance(record, dict) or not isinstance(record.get("seeds"), list) or "env" not in record:
         raise RunFileError(path, "is not a ppo_jax run config (a JSON object with env, seeds and the PPOConfig fields)")
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in record.items() if k in FIELDS}
+    check_rebuildable(record, path.parent, given)
+    for kind in plugins.KINDS:  # an unimportable reference is named as such, not as a bad file
+        if plugins.is_reference(record.get(kind)):
+            plugins.load_reference(record[kind], kind)
+    fields = {k: v for k, v in record.items() if k not in ("seeds", "shard_envs", "unrecorded")}
     try:
-        config = PPOConfig(**fields)
+        config = config_from_record(fields)
     except (ConfigError, TypeError) as err:
         raise RunFileError(path, f"holds an invalid config ({err})") from None
     seeds = record["seeds"]

@@ -58,6 +58,9 @@ def refuse_used_run_dir(out: str | Path | None) -> None:
     mixed with the new ones. Raises `ConfigError` naming what was found."""
     if out is None:
         return
+    advice = files.nonfinite_advice(Path(out))
+    if advice:
+        raise ConfigError("out", advice)
     found = [name for name in RUN_MARKERS if (Path(out) / name).exists()]
     if found:
         raise ConfigError(
@@ -67,9 +70,9 @@ def refuse_used_run_dir(out: str | Path | None) -> None:
         )
 
 
-def _context(config: PPOConfig, *, callback, callback_every, env, env_params, network) -> TrainContext:
+def _context(config: PPOConfig, *, callback, callback_every, env, env_params, network, objective) -> TrainContext:
     every = callback_every or max(1, config.num_updates // 50)
-    return make_context(config, env, env_params, callback, every, network)
+    return make_context(config, env, env_params, callback, every, network, objective=objective)
 
 
 def _with_loggers(callback: Callable | None, loggers: Sequence) -> Callable | None:
@@ -102,6 +105,7 @@ def plan_run(
     env: Any = None,
     env_params: Any = None,
     network: Any = None,
+    objective: Any = None,
     loggers: Sequence = (),
 ) -> RunPlan:
     """Check a run request and resolve its environment and policy; raises `ConfigError`,
@@ -114,7 +118,14 @@ def plan_run(
     if loggers and not is_writer():  # process 0 logs; a callback stays, so every process runs the same program
         loggers, callback = (), callback or _ignore
     callback = _with_loggers(callback, loggers)
-    ctx_kw = dict(callback=callback, callback_every=callback_every, env=env, env_params=env_params, network=network)
+    ctx_kw = dict(
+        callback=callback,
+        callback_every=callback_every,
+        env=env,
+        env_params=env_params,
+        network=network,
+        objective=objective,
+    )
     plan = functools.partial(_plan, config, out, seeds, checkpoint_every, keep, resume, overwrite, shard_envs, ctx_kw)
     return agreed(plan)._replace(loggers=loggers)
 
@@ -134,7 +145,8 @@ def _plan(config, out, seeds, checkpoint_every, keep, resume, overwrite, shard_e
             raise ConfigError(
                 "resume", f"a resumed run keeps its config, seeds, layout and folder; remove {', '.join(named)}"
             )
-        return _plan_resume(Path(resume), make_ctx, checkpoint_every, keep)
+        given = {kind: ctx_kw[kind] for kind in ("env", "network", "objective")}
+        return _plan_resume(Path(resume), make_ctx, checkpoint_every, keep, given)
     if config is None:
         raise ConfigError("config", "give a PPOConfig, or resume= a run folder")
     seed_list = list(resolve_seeds(config, seeds))
@@ -142,6 +154,7 @@ def _plan(config, out, seeds, checkpoint_every, keep, resume, overwrite, shard_e
         raise ConfigError("seeds", "--shard-envs trains one run (its envs split over the devices); remove --seeds")
     _check_processes(shard_envs, out)
     runner = (EnvShardedRun if shard_envs else SeedRuns)(make_ctx(config), seed_list)
+    config = runner.ctx.config  # names the parts given as objects by their references
     if not overwrite:
         refuse_used_run_dir(out)
     elif out is not None and is_writer():  # other processes read nothing of a fresh run's folder
@@ -163,16 +176,16 @@ def _folder(path: str | Path) -> Path:
     return files.prepare_dir(path) if is_writer() else Path(path)
 
 
-def _plan_resume(run_dir: Path, make_ctx: Callable, checkpoint_every: int | None, keep: int | None) -> RunPlan:
+def _plan_resume(run_dir: Path, make_ctx: Callable, checkpoint_every: int | None, keep: int | None, given) -> RunPlan:
     """The plan of a resumed run: config, seeds and layout from its newest checkpoint, or, for a
     run stopped before its first checkpoint, from its `config.json` (starting at update 0)."""
     if not run_dir.is_dir():
         raise ConfigError("resume", f"run folder {run_dir} does not exist")
     store = RunCheckpoints(run_dir, create=False) if (run_dir / CHECKPOINT_DIR).is_dir() else None
     if store is None or store.latest_update() is None:
-        return _plan_restart(run_dir, make_ctx, checkpoint_every, keep)
+        return _plan_restart(run_dir, make_ctx, checkpoint_every, keep, given)
     meta = store.read_meta()
-    config = config_from_meta(meta)
+    config = config_from_meta(meta, given)
     seeds = list(meta["seeds"])
     layout = meta.get("layout", "seeds")
     _check_processes(layout == "shard_envs", run_dir)
@@ -181,14 +194,17 @@ def _plan_resume(run_dir: Path, make_ctx: Callable, checkpoint_every: int | None
     return RunPlan(config, seeds, folder, runner, True, int(meta["update"]), checkpoint_every, keep)
 
 
-def _plan_restart(run_dir: Path, make_ctx: Callable, checkpoint_every: int | None, keep: int | None) -> RunPlan:
+def _plan_restart(run_dir: Path, make_ctx: Callable, checkpoint_every: int | None, keep: int | None, given) -> RunPlan:
     """A run folder without a checkpoint (its run failed or was aborted before the first one):
     the same run again from update 0, with the config and seeds of its `config.json`."""
+    advice = files.nonfinite_advice(run_dir)
+    if advice:
+        raise ConfigError("resume", advice)
     path = run_dir / "config.json"
     if not path.exists():
         raise CheckpointError(f"no checkpoint found in {run_dir / CHECKPOINT_DIR} , no config.json: nothing to resume")
     record = files.read_json(path, "the run's config")
-    config, seeds, shard_envs = files.config_record(record, path)
+    config, seeds, shard_envs = files.config_record(record, path, given)
     _check_processes(shard_envs, run_dir)
     runner = (EnvShardedRun if shard_envs else SeedRuns)(make_ctx(config), seeds)
     return RunPlan(config, seeds, _folder(run_dir), runner, False, 0, checkpoint_every, keep, restart=True)

@@ -19,14 +19,22 @@ from flax import traverse_util
 
 from ppo_jax.engine.evaluate import Acting, policy_action
 from ppo_jax.envs import EnvSpec, RunningStats, action_distribution
-from ppo_jax.errors import RunFileError
+from ppo_jax.errors import ConfigError, RunFileError
 from ppo_jax.policies import is_recurrent, policy_from_description
 
 POLICY_FORMAT = 2  # 1: an mlp policy described by top-level fields (still readable)
 
 
-def export_policy(path: str | os.PathLike, acting: Acting, params: Any, obs_stats: RunningStats | None, env: str):
-    """Write a single-run policy to `path` (.npz: parameter arrays + JSON description; no pickle)."""
+def export_policy(
+    path: str | os.PathLike,
+    acting: Acting,
+    params: Any,
+    obs_stats: RunningStats | None,
+    env: str,
+    description: dict[str, Any] | None = None,
+):
+    """Write a single-run policy to `path` (.npz: parameter arrays + JSON description; no pickle).
+    `description`: how to rebuild the family (default: its `describe()`)."""
     path = Path(path)
     flat = traverse_util.flatten_dict(jax.device_get(params), sep="/")
     arrays = {f"params/{k}": np.asarray(v) for k, v in flat.items()}
@@ -37,7 +45,7 @@ def export_policy(path: str | os.PathLike, acting: Acting, params: Any, obs_stat
     meta = {
         "format": POLICY_FORMAT,
         "env": env,
-        "policy": acting.policy.describe(),
+        "policy": acting.policy.describe() if description is None else description,
         "obs_shape": list(spec.obs_shape),
         "discrete": spec.discrete,
         "action_dim": spec.action_dim,
@@ -116,8 +124,10 @@ def _read_policy_file(path: Path):
 
 
 def load_policy(path: str | os.PathLike) -> Policy:
-    """Read an `export_policy` file. Only arrays and JSON are read: no code is executed. Raises
-    `RunFileError` naming the file when it is not a policy file of a known format."""
+    """Read an `export_policy` file. Only arrays and JSON are read; the only code run is that of a
+    policy family the file names by reference (`package.module:attribute`, imported like
+    `--network` imports it). Raises `RunFileError` naming the file when it is not a policy file of
+    a known format, `ConfigError` naming a reference that cannot be imported."""
     path = Path(path)
     meta, flat, stats = _read_policy_file(path)
     params = traverse_util.unflatten_dict(flat, sep="/")
@@ -127,7 +137,9 @@ def load_policy(path: str | os.PathLike) -> Policy:
         spec = EnvSpec(
             tuple(meta["obs_shape"]), meta["discrete"], meta["action_dim"], tuple(meta["action_shape"]), low, high
         )
-        acting = Acting(policy_from_description(_description(meta)), action_distribution(spec), spec)
+        acting = Acting(policy_from_description(_description(meta), spec), action_distribution(spec), spec)
+    except ConfigError:  # a family named by a reference that cannot be imported: named as such
+        raise
     except (KeyError, TypeError, ValueError) as err:
         raise RunFileError(path, f"policy description is incomplete or invalid ({err!r})") from None
     return Policy(acting, params, stats, meta["env"])

@@ -214,7 +214,7 @@ def plan_sweep(
     rounded up to a multiple of the device count (the padded runs are computed and dropped).
     mesh: a 1-D `jax.sharding.Mesh` to shard the run axis over (default: all devices).
     """
-    configurations = grid_configurations(check_grid(grid)) if isinstance(grid, Mapping) else list(grid)
+    configurations = grid_configurations(check_grid(grid, config)) if isinstance(grid, Mapping) else list(grid)
     names = check_configurations(config, configurations)
     seeds = resolve_seeds(config, seeds)
     num_runs = len(configurations) * len(seeds)
