@@ -189,6 +189,41 @@ def run_updates(
     return lax.scan(body, state, None, length=num_updates)
 
 
+def run_chunk(
+    ctx: TrainContext,
+    state: TrainState,
+    hparams: Hyperparams,
+    count: jax.Array,
+    length: int,
+    batched: bool = False,
+    step: Callable | None = None,
+):
+    """The first `count` of up to `length` updates: (state after `count` updates, metrics
+    [length, ...] whose rows from `count` on are zero).
+
+    `count` is traced (an int32 scalar, 0 <= count <= length), so one compiled program runs a
+    chunk of any length up to `length`: the run driver picks chunk lengths on the host (to report
+    progress between chunks and to end chunks on checkpoints) without compiling another program.
+    The updates are the same `update_step`s as `run_updates`'s, in a `lax.fori_loop` (a while
+    loop) instead of a scan; no host callback is made (a program without one can be loaded from
+    JAX's persistent compilation cache). `batched` and `step` as in `run_updates`.
+    """
+    step = functools.partial(update_step, ctx) if step is None else step
+    if batched and state.update.shape == (1,):
+        step = _one_run(step)
+    elif batched:
+        step = jax.vmap(step)
+    shapes = jax.eval_shape(step, hparams, state)[1]
+    rows = jax.tree.map(lambda s: jnp.zeros((length, *s.shape), s.dtype), shapes)
+
+    def body(i, carry):
+        state, rows = carry
+        state, metrics = step(hparams, state)
+        return state, jax.tree.map(lambda r, m: r.at[i].set(m), rows, metrics)
+
+    return lax.fori_loop(0, count, body, (state, rows))
+
+
 def _one_run(step):
     """`jax.vmap(step)` for a run axis of size 1, traced without the axis: XLA's CPU programs for
     size-1 batched products and reductions were ~25 % slower than the same unbatched ones."""
