@@ -1,16 +1,20 @@
 """Where the wall time of one `ppo-jax` command goes, phase by phase.
 
-    python scripts/command_phases.py [--json OUT.jsonl] -- train --out /tmp/run
+    python scripts/command_phases.py [--json OUT.jsonl --label NAME] -- train --out /tmp/run
     python scripts/command_phases.py -- eval /tmp/run --episodes 100
+    python scripts/command_phases.py --table OUT.jsonl     (medians per label and command, Markdown)
 
 The command runs in a child process exactly as `ppo-jax ARGS` would (the same `main`), with
 timers around its phases: interpreter start, imports (the modules the command imports), planning
 (`plan_run`; for eval, opening the run and restoring its checkpoint), tracing, lowering to
 StableHLO, XLA compile or persistent-cache load (JAX's own duration events, summed over threads:
 a program compiled in a thread while another phase runs is counted here and there), running
-(the driver's `run_seconds`; for eval, the rest of the command), writing files (policy export,
+(the driver's `run_seconds`; for eval, what is left of the command: the evaluation itself,
+mostly), writing files (policy export,
 metrics, summary, plot, checkpoints) and exit (from the end of `main` to the process's end as
 the parent sees it). One JSON object per run goes to --json (appended) and one line to stdout.
+The floor is what the command would take if it only started, imported, loaded its programs from
+the cache and ran: interpreter + imports + cache load + running.
 """
 
 from __future__ import annotations
@@ -92,6 +96,9 @@ def child(out: str, argv: list[str]) -> None:
             phases["running"] = summary["run_seconds"]
             phases["writing_files"] = phases.get("writing_files", 0.0) + summary["checkpoint_seconds"]
             phases["compile_cache_hit"] = summary["compile_cache_hit"]
+        if argv[0] == "eval":  # running: what is left of the command (the evaluation program, mostly)
+            known = ("planning", "tracing", "lowering", "compile_or_load", "writing_files")
+            phases["running"] = max(0.0, phases["command"] - sum(phases.get(k, 0.0) for k in known))
         with open(out, "w") as f:
             json.dump({"argv": argv, "rc": code, "end": end - launch, **counts, **phases}, f)
 
@@ -106,7 +113,32 @@ def child(out: str, argv: list[str]) -> None:
     record(cli.main())
 
 
-def parent(argv: list[str], json_out: str | None) -> dict:
+COLUMNS = (
+    "interpreter", "imports", "planning", "tracing", "lowering", "compile_or_load", "cache_load", "running",
+    "writing_files", "exit", "wall",
+)  # fmt: skip
+
+
+def table(path: str) -> str:
+    """Medians of every phase per (label, command), and the floor, as a Markdown table."""
+    import statistics
+
+    groups: dict = {}
+    for line in open(path):
+        rec = json.loads(line)
+        groups.setdefault((rec.get("label", ""), rec["argv"][0]), []).append(rec)
+    head = "| run | command | n | " + " | ".join(COLUMNS) + " | floor | programs compiled |"
+    rows = [head, "|" + "---|" * (len(COLUMNS) + 5)]
+    for (label, command), recs in groups.items():
+        med = {c: statistics.median([r.get(c, 0.0) for r in recs]) for c in COLUMNS}
+        floor = med["interpreter"] + med["imports"] + med["cache_load"] + med["running"]
+        compiled = sorted({r["programs_compiled_or_loaded"] - r["cache_hits"] for r in recs})
+        cells = " | ".join(f"{med[c]:.2f}" for c in COLUMNS)
+        rows.append(f"| {label} | {command} | {len(recs)} | {cells} | {floor:.2f} | {compiled} |")
+    return "\n".join(rows) + "\n"
+
+
+def parent(argv: list[str], json_out: str | None, label: str = "") -> dict:
     import tempfile
 
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
@@ -122,6 +154,7 @@ def parent(argv: list[str], json_out: str | None) -> dict:
         record = {"argv": argv, "rc": proc.returncode, "stderr": proc.stderr[-2000:]}
     os.unlink(path)
     record["wall"] = total
+    record["label"] = label
     if "end" in record:
         record["exit"] = total - record["end"]
     if json_out:
@@ -137,9 +170,16 @@ if __name__ == "__main__":
         child(sys.argv[2], sys.argv[3:])
     else:
         args = sys.argv[1:]
-        json_out = None
-        if args[0] == "--json":
-            json_out, args = args[1], args[2:]
+        if args[0] == "--table":
+            print(table(args[1]), end="")
+            sys.exit(0)
+        json_out, label = None, ""
+        while args and args[0] in ("--json", "--label"):
+            if args[0] == "--json":
+                json_out = args[1]
+            else:
+                label = args[1]
+            args = args[2:]
         if args and args[0] == "--":
             args = args[1:]
-        parent(args, json_out)
+        parent(args, json_out, label)

@@ -19,8 +19,10 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -163,6 +165,7 @@ def main() -> None:
         with runs_file.open("a") as f:
             f.write(json.dumps(row) + "\n")
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped: the table of the runs so far is written
     try:
         for label, tree in trees:
             prime(label, tree, tmp)

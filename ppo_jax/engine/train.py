@@ -4,7 +4,8 @@ family, an objective record and an environment.
 The whole run is one jitted program: `lax.scan` over updates (`update.update_step`), each a
 rollout scan, the objective's targets, and `num_epochs` × `num_minibatches` gradient steps.
 Metrics are reduced per update inside the program; progress leaves through an optional host
-callback.
+callback. The run driver uses `run_chunk` instead: one program for chunks of any length, no
+callback inside (JAX's persistent cache keeps it), progress reported by the host between chunks.
 """
 
 from __future__ import annotations
