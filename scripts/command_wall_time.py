@@ -9,8 +9,9 @@ fresh compile cache (first run) and with a warm one (repeat), then `ppo-jax trai
 PureJaxRL's CartPole config pinned, fresh and warm; then PureJaxRL's `python ppo.py` as shipped
 (CartPole-v1, 5e5 steps, its own compile; it has no persistent cache). Progress line on, no
 --quiet: output goes to a file, so the line is written every 5 s instead of being redrawn. Every
-command is timed from its start to its process's end. Medians over the repeats and ratios to
-PureJaxRL's median go to OUT.json and OUT.md; each run's time to OUT.runs.jsonl as it finishes.
+command is timed from its start to its process's end (wall seconds) and by the CPU time it used
+(user + system: less sensitive to other jobs on a shared machine). Medians over the repeats and
+ratios to PureJaxRL's median go to OUT.json and OUT.md; each run to OUT.runs.jsonl as it finishes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -34,11 +36,13 @@ PINNED = [
 COMMANDS = ("train", "eval", "train pinned")
 
 
-def timed(argv: list[str], env: dict, cwd: str | None, log: Path) -> tuple[float, int]:
-    t0 = time.perf_counter()
+def timed(argv: list[str], env: dict, cwd: str | None, log: Path) -> tuple[float, int, float]:
+    """(wall seconds, exit code, CPU seconds: user + system of the process and its children)."""
+    t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     with log.open("a") as f:
         rc = subprocess.run(argv, env=env, cwd=cwd, stdout=f, stderr=subprocess.STDOUT).returncode
-    return time.perf_counter() - t0, rc
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.perf_counter() - t0, rc, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
 
 
 def run_tree(label: str, tree: Path, tmp: Path, i: int, record) -> None:
@@ -53,7 +57,7 @@ def run_tree(label: str, tree: Path, tmp: Path, i: int, record) -> None:
             ("eval", ["ppo-jax", "eval", str(run), "--episodes", "100"]),
             ("train pinned", ["ppo-jax", "train", *PINNED, "--out", f"{run}-pinned"]),
         ):
-            seconds, rc = timed(argv, env_c, None, tmp / "log.txt")
+            seconds, rc, cpu = timed(argv, env_c, None, tmp / "log.txt")
             extra = {}
             if command == "eval" and rc == 0:
                 extra["eval_return"] = json.loads((run / "eval.json").read_text())["return_mean"]
@@ -68,6 +72,7 @@ def run_tree(label: str, tree: Path, tmp: Path, i: int, record) -> None:
                     "cache": cache_kind,
                     "repeat": i,
                     "seconds": seconds,
+                    "cpu_seconds": cpu,
                     "rc": rc,
                     **extra,
                 }
@@ -86,22 +91,20 @@ def prime(label: str, tree: Path, tmp: Path) -> None:
         timed(argv, env, None, tmp / "log.txt")
 
 
-def summarize(rows: list[dict]) -> dict:
-    pjr = [r["seconds"] for r in rows if r["tree"] == "purejaxrl" and r["rc"] == 0]
+def summarize(rows: list[dict], metric: str = "seconds") -> dict:
+    """Medians of `metric` (wall or CPU seconds) per checkout, command and cache, with ratios to
+    PureJaxRL's median and the sum of train and eval."""
+    pjr = [r[metric] for r in rows if r["tree"] == "purejaxrl" and r["rc"] == 0]
     ref = statistics.median(pjr) if pjr else float("nan")
     table = {"purejaxrl": {"median_s": ref, "runs": len(pjr), "all_s": pjr}}
     for r in rows:
-        if r["tree"] == "purejaxrl":
-            continue
-        key = f"{r['tree']} | {r['command']} | {r['cache']}"
-        table.setdefault(key, {"all_s": []})["all_s"].append(r["seconds"])
+        if r["tree"] != "purejaxrl":
+            table.setdefault(f"{r['tree']} | {r['command']} | {r['cache']}", {"all_s": []})["all_s"].append(r[metric])
     for key, entry in table.items():
-        if key == "purejaxrl":
-            continue
-        entry["median_s"] = statistics.median(entry["all_s"])
-        entry["runs"] = len(entry["all_s"])
-        entry["ratio_to_purejaxrl"] = entry["median_s"] / ref
-    for tree in {r["tree"] for r in rows} - {"purejaxrl"}:
+        if key != "purejaxrl":
+            entry.update(median_s=statistics.median(entry["all_s"]), runs=len(entry["all_s"]))
+            entry["ratio_to_purejaxrl"] = entry["median_s"] / ref
+    for tree in sorted({r["tree"] for r in rows} - {"purejaxrl"}):
         for cache in ("first", "repeat"):
             pair = [table.get(f"{tree} | {c} | {cache}", {}).get("median_s") for c in ("train", "eval")]
             if None not in pair:
@@ -112,33 +115,39 @@ def summarize(rows: list[dict]) -> dict:
     return table
 
 
-def markdown(table: dict, rows: list[dict], machine: str) -> str:
-    lines = [
-        f"Medians over alternating runs; {machine}.",
-        "",
-        "| checkout | command | compile cache | median s | × PureJaxRL | runs (s) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for key, e in table.items():
-        if key == "purejaxrl":
-            continue
-        tree, command, cache = key.split(" | ")
-        runs = ", ".join(f"{s:.1f}" for s in e.get("all_s", []))
-        lines.append(f"| {tree} | {command} | {cache} | {e['median_s']:.2f} | {e['ratio_to_purejaxrl']:.2f} | {runs} |")
-    p = table["purejaxrl"]
-    runs = ", ".join(f"{s:.1f}" for s in p["all_s"])
-    lines.append(f"| PureJaxRL | `python ppo.py` | (none) | {p['median_s']:.2f} | 1.00 | {runs} |")
-    returns = [r["eval_return"] for r in rows if "eval_return" in r]
-    if returns:
+def markdown(tables: dict, rows: list[dict], machine: str) -> str:
+    lines = [f"Medians over alternating runs; {machine}."]
+    for metric, table in tables.items():
         lines += [
             "",
-            f"Deterministic eval return of every trained run: min {min(returns):.1f} over {len(returns)} runs.",
+            f"{metric}:",
+            "",
+            "| checkout | command | compile cache | median | × PureJaxRL | runs |",
+            "|---|---|---|---|---|---|",
         ]
+        for key, e in table.items():
+            if key != "purejaxrl":
+                tree, command, cache = key.split(" | ")
+                runs = ", ".join(f"{v:.1f}" for v in e.get("all_s", []))
+                ratio = e["ratio_to_purejaxrl"]
+                lines.append(f"| {tree} | {command} | {cache} | {e['median_s']:.2f} | {ratio:.2f} | {runs} |")
+        p = table["purejaxrl"]
+        runs = ", ".join(f"{v:.1f}" for v in p["all_s"])
+        lines.append(f"| PureJaxRL | `python ppo.py` | (none) | {p['median_s']:.2f} | 1.00 | {runs} |")
+    returns = [r["eval_return"] for r in rows if "eval_return" in r]
+    if returns:
+        lines += ["", f"Deterministic eval return of every trained run: min {min(returns):.1f} over {len(returns)}."]
     hits = [(r["tree"], r["command"], r["cache"], r["compile_cache_hit"]) for r in rows if "compile_cache_hit" in r]
     if hits:
         wrong = [h for h in hits if h[3] != (h[2] == "repeat")]
         lines += [f"`compile_cache_hit` false on every first run and true on every repeat: {not wrong} {wrong or ''}"]
     return "\n".join(lines) + "\n"
+
+
+def write(out: Path, rows: list[dict], machine: str) -> None:
+    tables = {"wall seconds": summarize(rows), "CPU seconds (user + system)": summarize(rows, "cpu_seconds")}
+    out.with_suffix(".json").write_text(json.dumps({"machine": machine, "tables": tables}, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(tables, rows, machine))
 
 
 def main() -> None:
@@ -174,7 +183,7 @@ def main() -> None:
         for i in range(args.repeats):
             for label, tree in trees:
                 run_tree(label, tree, tmp, i, record)
-            seconds, rc = timed([args.pjr_python, "ppo.py"], pjr_env, args.pjr_dir, tmp / "pjr-log.txt")
+            seconds, rc, cpu = timed([args.pjr_python, "ppo.py"], pjr_env, args.pjr_dir, tmp / "pjr-log.txt")
             record(
                 {
                     "tree": "purejaxrl",
@@ -182,13 +191,12 @@ def main() -> None:
                     "cache": "none",
                     "repeat": i,
                     "seconds": seconds,
+                    "cpu_seconds": cpu,
                     "rc": rc,
                 }
             )
     finally:
-        table = summarize(rows)
-        out.with_suffix(".json").write_text(json.dumps({"machine": args.machine, "table": table}, indent=2) + "\n")
-        out.with_suffix(".md").write_text(markdown(table, rows, args.machine))
+        write(out, rows, args.machine)
         shutil.rmtree(tmp, ignore_errors=True)
     print(out.with_suffix(".md").read_text())
 
