@@ -147,8 +147,9 @@ class FinalPolicies(NamedTuple):
 def final_policies(run_dir: str | os.PathLike) -> FinalPolicies | None:
     """The parameters of a run's newest checkpoint read from its `policy-seed<S>.npz` files, when
     they hold exactly those: the run finished (its summary says it exported policies), its newest
-    checkpoint is its last update and every seed's file was written after that checkpoint. None
-    otherwise (read the checkpoint instead). Reading them takes neither orbax nor a trace of the
+    checkpoint is its last update and every seed's file was written after every file of that
+    checkpoint (one changed since, e.g. damaged, sends eval to the checkpoint, which reports it).
+    None otherwise (read the checkpoint instead). Reading them takes neither orbax nor a trace of the
     training state."""
     from ppo_jax.runtime import files
 
@@ -162,7 +163,8 @@ def final_policies(run_dir: str | os.PathLike) -> FinalPolicies | None:
         if not summary.get("policies_exported") or not int(newest.name) == config.num_updates == summary["num_updates"]:
             return None
         paths = [run_dir / f"policy-seed{seed}.npz" for seed in seeds]
-        if any(p.stat().st_mtime_ns < newest.stat().st_mtime_ns for p in paths):
+        written = max(f.stat().st_mtime_ns for f in (newest, *newest.rglob("*")))  # a file changed since counts
+        if any(p.stat().st_mtime_ns < written for p in paths):
             return None
         read = [_read_policy_file(p, np.asarray) for p in paths]  # NumPy: no computation before the program
     except (RunFileError, OSError, ValueError, KeyError, TypeError):
