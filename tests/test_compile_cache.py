@@ -1,6 +1,6 @@
 """Compiled programs are reused: traced hyperparameters are arguments of the program (never baked-in
-constants), and a second process running the same command loads its programs from the persistent
-cache and trains to the same parameters."""
+constants), and a second process running the same command, progress line on, loads every program
+from the persistent cache (it compiles none) and trains to the same parameters."""
 
 from __future__ import annotations
 
@@ -39,22 +39,48 @@ def test_traced_hyperparameters_enter_the_program_as_arguments():
     assert lowered_text(base.replace(num_envs=4)) != lowered_text(base)
 
 
-def _train(cache: str, out: str, *flags: str) -> dict:
+# `ppo-jax ARGV` in this interpreter, with JAX's own events counted by a listener of the test's:
+# every XLA compile-or-load of a program is one backend-compile duration event, a load from the
+# persistent cache is one cache-hit event. The counts go to stdout's last line.
+COUNTING_MAIN = """
+import json, sys
+import jax.monitoring
+from ppo_jax.commands.main import main
+seen = {"compile_or_load": 0, "hits": 0}
+def duration(event, seconds, **kwargs):
+    seen["compile_or_load"] += event == "/jax/core/compile/backend_compile_duration"
+def event(name, **kwargs):
+    seen["hits"] += name == "/jax/compilation_cache/cache_hits"
+jax.monitoring.register_event_duration_secs_listener(duration)
+jax.monitoring.register_event_listener(event)
+code = main(sys.argv[1:])
+print(json.dumps(seen))
+sys.exit(code)
+"""
+
+
+def _train(cache: str, out: str, *flags: str) -> tuple[dict, int, str]:
+    """(summary, programs XLA compiled, stderr) of `ppo-jax train` on TINY in a fresh process."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XDG_CACHE_HOME": cache}
-    argv = ["train", *[f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()], "--out", out, "--quiet", *flags]
-    cmd = [sys.executable, "-m", "ppo_jax.commands.main", *argv]
+    argv = ["train", *[f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()], "--out", out, *flags]
+    cmd = [sys.executable, "-c", COUNTING_MAIN, *argv]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
     with open(os.path.join(out, "summary.json")) as f:
-        return json.load(f)
+        return json.load(f), seen["compile_or_load"] - seen["hits"], proc.stderr
 
 
-def test_a_second_process_loads_the_programs_from_the_cache_and_trains_the_same(tmp_path):
+def test_a_second_process_with_the_progress_line_compiles_nothing_and_trains_the_same(tmp_path):
     cache = str(tmp_path / "cache")
-    first = _train(cache, str(tmp_path / "a"))
-    second = _train(cache, str(tmp_path / "b"))
-    other_lr = _train(cache, str(tmp_path / "c"), "--lr", "1e-3")
-    uncached = _train(cache, str(tmp_path / "d"), "--no-compile-cache")
+    # the command as a user types it: the progress line on (no --quiet)
+    (first, first_compiled, progress), (second, second_compiled, _) = (
+        _train(cache, str(tmp_path / name)) for name in ("a", "b")
+    )
+    other_lr, other_compiled, _ = _train(cache, str(tmp_path / "c"), "--lr", "1e-3", "--quiet")
+    uncached, _, _ = _train(cache, str(tmp_path / "d"), "--no-compile-cache", "--quiet")
+    assert "steps/s" in progress  # the line was shown
+    assert first_compiled > 0 and second_compiled == 0 and other_compiled == 0
     assert first["compile_cache_dir"] == os.path.join(cache, "ppo_jax")
     hits = [run["compile_cache_hit"] for run in (first, second, other_lr)]
     assert hits == [False, True, True]

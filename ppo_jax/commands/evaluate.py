@@ -1,5 +1,7 @@
 """`ppo-jax eval RUN_DIR`: evaluate the newest checkpoint of a run folder (deterministic or
-sampled actions, frozen normalisation), write eval.json, optionally render one episode."""
+sampled actions, frozen normalisation), write eval.json, optionally render one episode. A
+finished run's parameters are read from its exported policy files, which hold those of its newest
+checkpoint (`runtime.policy_file.final_policies`); otherwise from the checkpoint."""
 
 from __future__ import annotations
 
@@ -53,24 +55,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ppo_jax.engine.train import make_context
     from ppo_jax.runtime import files
     from ppo_jax.runtime.checkpoint import config_from_meta, open_run
+    from ppo_jax.runtime.policy_file import final_policies
 
     use_compile_cache(args)
     if args.episodes < 1:
         raise ConfigError("episodes", f"must be a positive integer, got {args.episodes}")
+    if not -(2**31) <= args.seed < 2**31:
+        raise ConfigError("seed", f"must fit in 32 bits (-2147483648 .. 2147483647), got {args.seed}")
     run_dir = Path(args.run_dir)
-    with open_run(run_dir) as store:
-        config = config_from_meta(store.read_meta())
-        ctx = make_context(config)
-        saved, meta = store.restore(ctx)
+    with open_run(run_dir) as store:  # refuses what is not a run folder with a checkpoint
+        final = final_policies(run_dir)  # a finished run's exported policies: no orbax, no trace of the state
+        if final is not None:
+            config, meta = final.config, {"update": final.update, "seeds": final.seeds}
+            ctx, params, stats = make_context(config), final.params, final.obs_stats
+        else:
+            config = config_from_meta(store.read_meta())
+            ctx = make_context(config)
+            saved, meta = store.restore(ctx)
+            params, stats = saved.state.params, saved.state.env.obs_stats if config.normalize_obs else None
     roll = ctx.rollout
     acting = Acting(ctx.policy, ctx.dist, roll.spec)
-    stats = saved.state.env.obs_stats if config.normalize_obs else None
     max_steps = max_episode_steps(roll.env_params)
     one = functools.partial(
         _evaluate_one, evaluate, roll.env, roll.env_params, acting, args.episodes, max_steps, args.stochastic
     )
-    keys = jax.random.split(jax.random.key(args.seed), len(meta["seeds"]))
-    result = jax.jit(jax.vmap(one, in_axes=(0, None if stats is None else 0, 0)))(saved.state.params, stats, keys)
+    program = functools.partial(_evaluate_seeds, jax.vmap(one, in_axes=(0, None if stats is None else 0, 0)))
+    result = jax.jit(program)(params, stats, np.int32(args.seed))
     report = _report(run_dir, meta, args, result)
     files.write_json(run_dir / "eval.json", report)
     episodes = len(meta["seeds"]) * args.episodes
@@ -80,15 +90,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
         f"{report['policy']} policy -> {run_dir / 'eval.json'}"
     )
     if args.render:
-        _render(ctx, acting, saved.state, stats, args, max_steps)
+        _render(ctx, acting, params, stats, args, max_steps)
     return 0
+
+
+def _evaluate_seeds(evaluate_all, params, obs_stats, seed):
+    """Every run's evaluation in one program, with its key `split(key(seed), S)[s]` made inside
+    (no eager dispatch before it)."""
+    import jax
+
+    keys = jax.random.split(jax.random.key(seed), jax.tree.leaves(params)[0].shape[0])
+    return evaluate_all(params, obs_stats, keys)
 
 
 def _evaluate_one(evaluate, env, env_params, acting, episodes, max_steps, stochastic, params, obs_stats, key):
     return evaluate(env, env_params, acting, params, obs_stats, key, episodes, max_steps, stochastic)
 
 
-def _render(ctx, acting, state, stats, args: argparse.Namespace, max_steps: int) -> None:
+def _render(ctx, acting, params, stats, args: argparse.Namespace, max_steps: int) -> None:
     """Play one episode of the first seed on the host and save it with gymnax's visualizer."""
     import jax
     import jax.numpy as jnp
@@ -96,7 +115,7 @@ def _render(ctx, acting, state, stats, args: argparse.Namespace, max_steps: int)
     from ppo_jax.engine.evaluate import policy_action
 
     roll = ctx.rollout
-    params = jax.tree.map(lambda x: x[0], state.params)
+    params = jax.tree.map(lambda x: x[0], params)
     stats0 = None if stats is None else jax.tree.map(lambda x: x[0], stats)
     act = jax.jit(lambda c, o, r, k: policy_action(acting, params, stats0, c, o[None], r, k, args.stochastic))
     step = jax.jit(roll.env.step)

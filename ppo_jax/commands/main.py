@@ -11,13 +11,17 @@ from collections.abc import Sequence
 from ppo_jax.commands.common import StderrFilter, add_referenced_part_flags, print_err, run_command
 from ppo_jax.commands.compare import add_compare_parser
 from ppo_jax.commands.evaluate import add_eval_parser
-from ppo_jax.commands.rlhf import add_rlhf_parser
 from ppo_jax.commands.sweep import add_sweep_parser
 from ppo_jax.commands.train import add_train_parser
 from ppo_jax.errors import ConfigError
 
+# Commands whose run needs no other command's flags: `rlhf`'s (and the language-model code they
+# import, about a tenth of a second) are then left out; the name stays, so a typo is still listed.
+WITHOUT_RLHF = ("train", "eval", "compare", "sweep")
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; with `command` one of `WITHOUT_RLHF`, one whose `rlhf` has no flags."""
     parser = argparse.ArgumentParser(prog="ppo-jax", description="Pure-functional PPO in JAX.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_train_parser(sub)
@@ -25,27 +29,42 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_parser(sub)
     add_sweep_parser(sub)
     sub.add_parser("bench", help="benchmark against rejax and Stable-Baselines3 (source checkout: scripts/)")
-    add_rlhf_parser(sub)
+    if command in WITHOUT_RLHF:
+        sub.add_parser("rlhf")
+    else:
+        from ppo_jax.commands.rlhf import add_rlhf_parser
+
+        add_rlhf_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run `ppo-jax ARGV` and return its exit code. From the console (`argv` None), a failed
-    command ends the process right after its error line: threads that orbax or tensorstore left
-    behind can print nothing after it, and nothing is left unsaved by then."""
+    """Run `ppo-jax ARGV` and return its exit code. From the console (`argv` None), the process
+    ends right after the command: every file is written and closed, and loggers and checkpoints
+    are closed, by then. A failed command's error line is the last thing printed (threads that
+    orbax or tensorstore left behind print nothing after it), and a finished one does not wait for
+    the interpreter's teardown (JAX's backends, loaded modules: up to a few tenths of a second),
+    unless it joined JAX's distributed runtime."""
     if not isinstance(sys.stderr, StderrFilter):
         sys.stderr = StderrFilter(sys.stderr)
     code = _main(argv)
-    if argv is None and code != 0:
+    if argv is None and (code != 0 or not _distributed()):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
     return code
 
 
+def _distributed() -> bool:
+    """Whether this process joined JAX's distributed runtime (it leaves it at exit, which the other
+    processes wait for)."""
+    jax = sys.modules.get("jax")
+    return jax is not None and jax.distributed.is_initialized()
+
+
 def _main(argv: Sequence[str] | None) -> int:
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv[0] if argv else None)
     if not argv:  # bare `ppo-jax`: the commands, nothing started
         parser.print_help()
         return 0

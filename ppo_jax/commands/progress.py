@@ -1,14 +1,23 @@
-"""The live progress line of `train` and `sweep`: env steps done of the total, env-steps/s
-(measured from the first report, so compiling is not counted), ETA and the command's own fields.
-On a terminal the line is rewritten in place; otherwise a line is written every 5 seconds."""
+"""The live progress line of `train` and `sweep`: env steps done of the total, env-steps/s, ETA
+and the command's own fields. On a terminal the line is rewritten in place; otherwise a line is
+written every 5 seconds.
+
+The rate is the median over the last `WINDOW` intervals between reports (reports less than
+`SAME_CHUNK` seconds apart arrive together, from one chunk of the program, and count as one): the
+first report starts the clock, so compiling is not counted, and a pause such as a checkpoint
+being saved changes one interval, not the rate or the ETA."""
 
 from __future__ import annotations
 
+import collections
 import math
 import sys
 import time
 
 import numpy as np
+
+WINDOW = 32
+SAME_CHUNK = 0.01
 
 
 def si(n: float) -> str:
@@ -30,29 +39,46 @@ def duration(seconds: float) -> str:
 class ProgressLine:
     """One status line on `stream` (stderr by default)."""
 
-    def __init__(self, total_steps: int, stream=None, min_interval: float = 0.2):
+    def __init__(self, total_steps: int, stream=None, min_interval: float = 0.2, clock=time.perf_counter):
         self.total = max(1, int(total_steps))
         self.stream = sys.stderr if stream is None else stream
         self.live = self.stream.isatty()
         self.min_interval = min_interval if self.live else 5.0
-        self.start: float | None = None  # time and steps at the first report: the rate excludes it
-        self.start_steps = 0
+        self.clock = clock
+        self.samples: collections.deque = collections.deque(maxlen=WINDOW + 1)  # (time, steps) per chunk
         self.last_print = -math.inf
+
+    def rate(self) -> float:
+        """Steps per second: the median of the rates of the last `WINDOW` intervals (0 before two
+        chunks have reported)."""
+        pairs = zip(list(self.samples)[:-1], list(self.samples)[1:], strict=True)
+        rates = [(s1 - s0) / (t1 - t0) for (t0, s0), (t1, s1) in pairs if t1 > t0]
+        return float(np.median(rates)) if rates else 0.0
+
+    def eta(self) -> float:
+        """Seconds left at the current `rate` (NaN while it is unknown)."""
+        rate = self.rate()
+        steps = self.samples[-1][1] if self.samples else 0
+        return (self.total - steps) / rate if rate > 0 else math.nan
+
+    def _record(self, now: float, steps: int) -> None:
+        if self.samples and now - self.samples[-1][0] < SAME_CHUNK:
+            self.samples[-1] = (self.samples[-1][0], steps)
+        else:
+            self.samples.append((now, steps))
 
     def report(self, steps: int, fields: str) -> None:
         """Show `steps` done and `fields` (the command's own text) if the interval has passed or
         the work is done; the first report only starts the clock."""
-        now = time.perf_counter()
-        if self.start is None:
-            self.start, self.start_steps = now, steps
-            return
+        now = self.clock()
+        first = not self.samples
+        self._record(now, steps)
         done = steps >= self.total
-        if now - self.last_print < self.min_interval and not done:
+        if first or (now - self.last_print < self.min_interval and not done):
             return
         self.last_print = now
-        elapsed = now - self.start
-        rate = (steps - self.start_steps) / elapsed if elapsed > 0 else 0.0
-        eta = f" | ETA {duration((self.total - steps) / rate)}" if rate > 0 and not done else ""
+        rate, eta = self.rate(), self.eta()
+        eta = f" | ETA {duration(eta)}" if math.isfinite(eta) and not done else ""
         line = f"{si(steps):>7}/{si(self.total)} steps ({100 * steps / self.total:5.1f}%) | {rate:>9,.0f} steps/s"
         self.stream.write(f"{line}{eta} | {fields}" + ("\r" if self.live and not done else "\n"))
         self.stream.flush()

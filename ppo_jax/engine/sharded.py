@@ -29,7 +29,7 @@ from jax.sharding import PartitionSpec as P
 from ppo_jax.config import ConfigError, Hyperparams
 from ppo_jax.engine.rollout import EnvCarry
 from ppo_jax.engine.sgd import Collective
-from ppo_jax.engine.train import TrainContext, TrainState, choose_split, run_updates, update_step
+from ppo_jax.engine.train import TrainContext, TrainState, choose_split, run_chunk, run_updates, update_step
 from ppo_jax.policies import is_recurrent
 
 ENV_AXIS = "envs"
@@ -120,3 +120,9 @@ def _device_update(ctx: TrainContext, hparams: Hyperparams, state: TrainState):
 def run_env_sharded(es: EnvSharding, state: TrainState, hparams: Hyperparams, num_updates: int):
     """`num_updates` env-sharded updates as one `lax.scan` (jit it): (state, metrics [num_updates])."""
     return run_updates(es.ctx, state, hparams, num_updates, step=sharded_step(es, state))
+
+
+def run_env_sharded_chunk(es: EnvSharding, state: TrainState, hparams: Hyperparams, count: jax.Array, length: int):
+    """The first `count` of up to `length` env-sharded updates (`train.run_chunk`; jit it):
+    (state, metrics [length], zero from row `count` on)."""
+    return run_chunk(es.ctx, state, hparams, count, length, step=sharded_step(es, state))

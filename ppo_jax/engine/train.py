@@ -4,7 +4,8 @@ family, an objective record and an environment.
 The whole run is one jitted program: `lax.scan` over updates (`update.update_step`), each a
 rollout scan, the objective's targets, and `num_epochs` × `num_minibatches` gradient steps.
 Metrics are reduced per update inside the program; progress leaves through an optional host
-callback.
+callback. The run driver uses `run_chunk` instead: one program for chunks of any length, no
+callback inside (JAX's persistent cache keeps it), progress reported by the host between chunks.
 """
 
 from __future__ import annotations
@@ -185,6 +186,41 @@ def run_updates(
         return state, metrics
 
     return lax.scan(body, state, None, length=num_updates)
+
+
+def run_chunk(
+    ctx: TrainContext,
+    state: TrainState,
+    hparams: Hyperparams,
+    count: jax.Array,
+    length: int,
+    batched: bool = False,
+    step: Callable | None = None,
+):
+    """The first `count` of up to `length` updates: (state after `count` updates, metrics
+    [length, ...] whose rows from `count` on are zero).
+
+    `count` is traced (an int32 scalar, 0 <= count <= length), so one compiled program runs a
+    chunk of any length up to `length`: the run driver picks chunk lengths on the host (to report
+    progress between chunks and to end chunks on checkpoints) without compiling another program.
+    The updates are the same `update_step`s as `run_updates`'s, in a `lax.fori_loop` (a while
+    loop) instead of a scan; no host callback is made (a program without one can be loaded from
+    JAX's persistent compilation cache). `batched` and `step` as in `run_updates`.
+    """
+    step = functools.partial(update_step, ctx) if step is None else step
+    if batched and state.update.shape == (1,):
+        step = _one_run(step)
+    elif batched:
+        step = jax.vmap(step)
+    shapes = jax.eval_shape(step, hparams, state)[1]
+    rows = jax.tree.map(lambda s: jnp.zeros((length, *s.shape), s.dtype), shapes)
+
+    def body(i, carry):
+        state, rows = carry
+        state, metrics = step(hparams, state)
+        return state, jax.tree.map(lambda r, m: r.at[i].set(m), rows, metrics)
+
+    return lax.fori_loop(0, count, body, (state, rows))
 
 
 def _one_run(step):

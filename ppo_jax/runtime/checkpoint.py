@@ -107,8 +107,12 @@ def _with_defaults(saved: dict[str, Any], defaults: Hyperparams) -> Hyperparams:
 def abstract_checkpoint(ctx: TrainContext, num_runs: int, num_updates_done: int, metric_names) -> Checkpoint:
     """Shapes and dtypes of a checkpoint of `num_runs` runs (the restore target)."""
     hparams = broadcast_hparams(ctx.config.hyperparams(), num_runs)
-    keys = jax.vmap(jax.random.key)(np.arange(num_runs, dtype=np.uint32))
-    state = jax.eval_shape(lambda k, h: _to_saveable(jax.vmap(functools.partial(init_state, ctx))(k, h)), keys, hparams)
+    seeds = np.arange(num_runs, dtype=np.uint32)
+
+    def init(seeds, hparams):  # shapes only: nothing runs, nothing compiles
+        return _to_saveable(jax.vmap(functools.partial(init_state, ctx))(jax.vmap(jax.random.key)(seeds), hparams))
+
+    state = jax.eval_shape(init, seeds, hparams)
     metric = jax.ShapeDtypeStruct((num_updates_done, num_runs), np.float32)
     return Checkpoint(state, jax.eval_shape(lambda h: h, hparams), {name: metric for name in metric_names})
 

@@ -2,7 +2,10 @@
 disk by the next process that compiles the same program (same config shapes, any traced values).
 
 The cache lives in `$XDG_CACHE_HOME/ppo_jax` (default `~/.cache/ppo_jax`); `CacheCounter` reads
-JAX's own hit/miss events, so a run can say whether its programs came from the cache.
+JAX's own events, so a run can say whether every one of its programs came from the cache: JAX
+times each compile-or-load of a program as one backend-compile event and counts a load from the
+cache as a hit, so compiles = events - hits. (A miss is only counted when a program is written to
+the cache; a program JAX will not cache, e.g. one holding a host callback, compiles without one.)
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from pathlib import Path
 
 HIT_EVENT = "/jax/compilation_cache/cache_hits"
 MISS_EVENT = "/jax/compilation_cache/cache_misses"
-_counts = {HIT_EVENT: 0, MISS_EVENT: 0}
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  # a compile, or a load from the cache
+_counts = {HIT_EVENT: 0, MISS_EVENT: 0, COMPILE_EVENT: 0}
 _listening = False
 
 
@@ -38,20 +42,37 @@ def enable(path: str | os.PathLike | None = None) -> Path | None:
     return folder
 
 
-def _listen(event: str, **kwargs) -> None:
+def _listen(event: str, *args, **kwargs) -> None:
     if event in _counts:
         _counts[event] += 1
 
 
-def counts() -> tuple[int, int]:
-    """(hits, misses) of the persistent cache in this process so far."""
+def _start_listening() -> None:
     global _listening
     if not _listening:
         import jax
 
         jax.monitoring.register_event_listener(_listen)
+        jax.monitoring.register_event_duration_secs_listener(_listen)
         _listening = True
+
+
+def counts() -> tuple[int, int]:
+    """(hits, misses) of the persistent cache in this process so far."""
+    _start_listening()
     return _counts[HIT_EVENT], _counts[MISS_EVENT]
+
+
+def loads() -> tuple[int, int]:
+    """(programs compiled or loaded, of them loaded from the persistent cache) in this process so far."""
+    _start_listening()
+    return _counts[COMPILE_EVENT], _counts[HIT_EVENT]
+
+
+def compiled_since(before: tuple[int, int]) -> int:
+    """Programs XLA compiled (did not load from the persistent cache) since `loads()` gave `before`."""
+    requests, hits = (now - then for now, then in zip(loads(), before, strict=True))
+    return requests - hits
 
 
 def current_dir() -> str | None:

@@ -31,18 +31,21 @@ from ppo_jax.runtime.planning import RunPlan, plan_run
 from ppo_jax.runtime.policy_file import export_policy
 from ppo_jax.runtime.signals import Notify, StopRequest, _silent
 
+CHUNK_SECONDS = 0.25  # a chunk's wall time while progress is reported: the line updates ~4 times a second
+MAX_CHUNK = 256  # updates one chunk program can run (its metrics rows are allocated for them)
+
 
 class _Chunks:
-    """The chunk loop's mutable record: compiled programs by length, metrics and timings.
+    """The chunk loop's mutable record: the compiled chunk program, metrics and timings.
     `timing["compile"]` is the wall time the loop waited for programs (a program compiled in a
     thread while `init` compiled counts once)."""
 
     def __init__(self):
-        self.programs: dict[int, Any] = {}
-        self.pending: dict[int, tuple[threading.Thread, dict]] = {}
+        self.compiled: Any = None
+        self.pending: tuple[threading.Thread, dict] | None = None
         self.metrics: dict[str, list[np.ndarray]] = {}
         self.timing = {"compile": 0.0, "run": 0.0, "save": 0.0, "saves": 0}
-        self.cache_counts = compile_cache.counts()  # the persistent cache's hits and misses before
+        self.loads = compile_cache.loads()  # programs compiled or loaded before the run
 
     def compile(self, build: Callable[[], Any]) -> Any:
         """`build()`, timed as compile time."""
@@ -51,35 +54,35 @@ class _Chunks:
         self.timing["compile"] += time.perf_counter() - t0
         return program
 
-    def compile_ahead(self, plan: RunPlan, abstract_state, hparams, n: int) -> None:
-        """Start compiling the `n`-update chunk program from the state's shapes in a thread."""
+    def compile_ahead(self, plan: RunPlan, abstract_state, hparams) -> None:
+        """Start compiling the chunk program from the state's shapes in a thread."""
         box: dict[str, Any] = {}
 
         def build():
             try:
-                box["program"] = plan.runner.program(abstract_state, hparams, n)
+                box["program"] = plan.runner.program(abstract_state, hparams, chunk_capacity(plan))
             except BaseException as err:  # re-raised in the loop's thread
                 box["error"] = err
 
         thread = threading.Thread(target=build, name="ppo_jax-compile", daemon=True)
         thread.start()
-        self.pending[n] = (thread, box)
+        self.pending = (thread, box)
 
-    def program(self, plan: RunPlan, state, hparams, n: int):
-        if n in self.pending:
-            thread, box = self.pending.pop(n)
+    def program(self, plan: RunPlan, state, hparams):
+        """The chunk program (`runners.SeedRuns.program`), compiled once per run."""
+        if self.pending is not None:
+            (thread, box), self.pending = self.pending, None
             self.compile(thread.join)
             if "error" in box:
                 raise box["error"]
-            self.programs[n] = box["program"]
-        if n not in self.programs:
-            self.programs[n] = self.compile(lambda: plan.runner.program(state, hparams, n))
-        return self.programs[n]
+            self.compiled = box["program"]
+        if self.compiled is None:
+            self.compiled = self.compile(lambda: plan.runner.program(state, hparams, chunk_capacity(plan)))
+        return self.compiled
 
     def cache_hit(self) -> bool:
-        """Whether every program compiled here came from the persistent cache."""
-        hits, misses = (now - before for now, before in zip(compile_cache.counts(), self.cache_counts, strict=True))
-        return hits > 0 and misses == 0
+        """Whether no program of the run compiled: every one came from the persistent cache."""
+        return compile_cache.current_dir() is not None and compile_cache.compiled_since(self.loads) == 0
 
     def add(self, metrics: dict) -> None:
         for k, v in metrics.items():
@@ -87,6 +90,26 @@ class _Chunks:
 
     def joined(self) -> dict[str, np.ndarray]:
         return {k: np.concatenate(v) for k, v in self.metrics.items()}
+
+
+class _Pace:
+    """Chunk lengths. While someone watches progress (a callback, one process) a chunk lasts about
+    `CHUNK_SECONDS`: its length follows the last chunk's seconds per update, starting from one
+    update. Otherwise chunks are as long as the program allows. A chunk never crosses a checkpoint
+    boundary (`_room`). The results do not depend on the chunk lengths: every chunk runs the same
+    program on the state the last one returned."""
+
+    def __init__(self, plan: RunPlan):
+        self.capacity = chunk_capacity(plan)
+        self.paced = plan.ctx.callback is not None and jax.process_count() == 1
+        self.next = 1 if self.paced else self.capacity
+
+    def length(self, plan: RunPlan, done: int) -> int:
+        return min(self.next, _room(plan, done))
+
+    def ran(self, n: int, seconds: float) -> None:
+        if self.paced and seconds > 0:
+            self.next = int(min(self.capacity, max(1, CHUNK_SECONDS * n / seconds)))
 
 
 def _check_finite(metrics: dict, done: int, seeds: list[int], store: RunCheckpoints) -> None:
@@ -133,8 +156,8 @@ def _start(plan: RunPlan, store: RunCheckpoints, chunks: _Chunks, hparams, notif
             )
         files.write_json(plan.out / "config.json", record)
     abstract = plan.runner.abstract_state(hparams)
-    if abstract is not None:  # the first chunk compiles while init does
-        chunks.compile_ahead(plan, abstract, hparams, _chunk_length(plan, 0))
+    if abstract is not None:  # the chunk program compiles while init does
+        chunks.compile_ahead(plan, abstract, hparams)
     state = chunks.compile(lambda: plan.runner.init(hparams))
     cfg = plan.config
     steps = f"{cfg.env_steps:,} steps"
@@ -144,28 +167,56 @@ def _start(plan: RunPlan, store: RunCheckpoints, chunks: _Chunks, hparams, notif
     return state
 
 
-def _chunk_length(plan: RunPlan, done: int) -> int:
-    """Updates in the chunk after `done`: chunks end on multiples of the checkpoint interval."""
+def chunk_capacity(plan: RunPlan) -> int:
+    """Updates the run's chunk program is compiled for: the checkpoint interval, at most
+    `MAX_CHUNK` and the run's length (the same for a run and its resumes)."""
     total = plan.config.num_updates
-    chunk = min(plan.checkpoint_every or total, total)
-    return min(chunk - done % chunk, total - done)
+    return max(1, min(plan.checkpoint_every or total, total, MAX_CHUNK))
+
+
+def _room(plan: RunPlan, done: int) -> int:
+    """Updates left before the next checkpoint boundary (or the end) after `done`."""
+    total = plan.config.num_updates
+    every = min(plan.checkpoint_every or total, total)
+    return min(every - done % every, total - done)
+
+
+def _report(plan: RunPlan, done: int, metrics: dict[str, np.ndarray]) -> None:
+    """Hand `(update [S], metrics [S])` to the run's callback for every `callback_every`-th update
+    of the chunk that ended at update `done` and for the last update of the run, in order."""
+    ctx = plan.ctx
+    if ctx.callback is None:
+        return
+    total, n = plan.config.num_updates, len(metrics["nonfinite"])
+    for i in range(n):
+        update = done - n + i + 1
+        if update % ctx.callback_every == 0 or update == total:
+            ctx.callback(np.full(len(plan.seeds), update, np.int32), {k: v[i] for k, v in metrics.items()})
 
 
 def _train_chunks(plan: RunPlan, store: RunCheckpoints, chunks: _Chunks, stop: StopRequest, state, hparams):
-    """Run chunks of updates to the end (or a stop request), saving at the checkpoint interval."""
+    """Run chunks of updates to the end (or a stop request), saving at the checkpoint interval;
+    progress goes to the run's callback between chunks."""
     total, every = plan.config.num_updates, plan.checkpoint_every
     done = plan.saved_update
+    pace = _Pace(plan)
     while done < total:
-        n = _chunk_length(plan, done)
-        fn = chunks.program(plan, state, hparams, n)
+        n = pace.length(plan, done)
+        fn = chunks.program(plan, state, hparams)
         _preload()  # while the compiled program runs (it releases the GIL)
         t0 = time.perf_counter()
-        new_state, metrics = jax.block_until_ready(fn(state, hparams))
-        chunks.timing["run"] += time.perf_counter() - t0
+        new_state, metrics = jax.block_until_ready(fn(state, hparams, np.int32(n)))
+        metrics = {k: np.asarray(v)[:n] for k, v in metrics.items()}
+        seconds = time.perf_counter() - t0
+        chunks.timing["run"] += seconds
+        pace.ran(n, seconds)
         _check_finite(metrics, done, plan.seeds, store)
         state, done = new_state, done + n
         chunks.add(metrics)
-        if every and (done % every == 0 or done == total):
+        _report(plan, done, metrics)
+        if not (every and done % every == 0) and done < total:
+            continue  # checkpoints and stops: on the checkpoint interval only
+        if every:
             _save(plan, store, chunks, state, hparams)
         if any_process(stop.requested) and done < total:  # all processes stop at the same update
             if store.latest_update() != done:
@@ -318,11 +369,13 @@ def run(config: PPOConfig | None = None, **options: Any) -> dict[str, Any]:
 
     options: out (folder; default runs/<env>-<time>), seeds (a count or the seeds), checkpoint_every
     and keep (orbax checkpoints), resume (a run folder to continue exactly; no config then),
-    shard_envs (one run, envs over all devices), callback(update, metrics) and callback_every
-    (progress from inside the program), notify(kind, message) (messages: start, resume, stop,
-    abort, finished), handle_signals (SIGINT/SIGTERM stop at the next checkpoint; default True),
-    env / env_params / network (a custom env or policy family), loggers (`runtime.loggers`
-    TensorBoardLogger / WandbLogger, or your own with open/log/close; fed while the program runs).
+    shard_envs (one run, envs over all devices), callback(update [S], metrics [S]) and
+    callback_every (progress: called by the host between chunks of the compiled program, for every
+    callback_every-th update and the last, in order; default num_updates // 50),
+    notify(kind, message) (messages: start, resume, stop, abort, finished), handle_signals
+    (SIGINT/SIGTERM stop at the next checkpoint; default True), env / env_params / network (a
+    custom env or policy family), loggers (`runtime.loggers` TensorBoardLogger / WandbLogger, or
+    your own with open/log/close; fed with the callback's reports).
 
     Raises `ConfigError` (bad input, before compiling), `CheckpointError`, `NonFiniteError`,
     `RunStopped` (stopped by a signal after saving a checkpoint) and `OSError`.

@@ -100,19 +100,20 @@ def _description(meta: dict[str, Any]) -> dict[str, Any]:
     return meta["policy"]
 
 
-def _read_policy_file(path: Path):
-    """(meta, flat params, obs stats) of a policy file; `RunFileError` naming the file when it is
-    missing, not an .npz archive, holds pickled objects, or lacks the policy's layout."""
+def _read_policy_file(path: Path, array=jnp.asarray):
+    """(meta, flat params, obs stats) of a policy file, arrays made by `array` (device arrays by
+    default); `RunFileError` naming the file when it is missing, not an .npz archive, holds pickled
+    objects, or lacks the policy's layout."""
     not_policy = "is not a ppo_jax policy file (written by ppo-jax train as policy-seed<S>.npz)"
     try:
         with np.load(path, allow_pickle=False) as data:
             if "meta_json" not in data.files or not any(k.startswith("params/") for k in data.files):
                 raise RunFileError(path, f"{not_policy}: no meta_json and params/ arrays")
             meta = json.loads(bytes(data["meta_json"]).decode())
-            flat = {k[len("params/") :]: jnp.asarray(data[k]) for k in data.files if k.startswith("params/")}
+            flat = {k[len("params/") :]: array(data[k]) for k in data.files if k.startswith("params/")}
             stats = None
             if "obs_mean" in data.files:
-                stats = RunningStats(jnp.asarray(data["obs_mean"]), jnp.asarray(data["obs_var"]), jnp.float32(1))
+                stats = RunningStats(array(data["obs_mean"]), array(data["obs_var"]), array(np.float32(1)))
     except FileNotFoundError:
         raise RunFileError(path, "missing") from None
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as err:
@@ -143,3 +144,51 @@ def load_policy(path: str | os.PathLike) -> Policy:
     except (KeyError, TypeError, ValueError) as err:
         raise RunFileError(path, f"policy description is incomplete or invalid ({err!r})") from None
     return Policy(acting, params, stats, meta["env"])
+
+
+class FinalPolicies(NamedTuple):
+    """A finished run's exported policies stacked over its seeds (leaves [S, ...])."""
+
+    config: Any  # the run's PPOConfig
+    seeds: list[int]
+    update: int
+    params: Any
+    obs_stats: RunningStats | None
+
+
+def final_policies(run_dir: str | os.PathLike) -> FinalPolicies | None:
+    """The parameters of a run's newest checkpoint read from its `policy-seed<S>.npz` files, when
+    they hold exactly those: the run finished (its summary says it exported policies), its newest
+    checkpoint is its last update and every seed's file was written after every file of that
+    checkpoint (one changed since, e.g. damaged, sends eval to the checkpoint, which reports it).
+    None otherwise (read the checkpoint instead). Reading them takes neither orbax nor a trace of the
+    training state."""
+    from ppo_jax.runtime import files
+
+    run_dir = Path(run_dir)
+    try:
+        summary = files.read_json(run_dir / "summary.json", "the run's summary")
+        record = files.read_json(run_dir / "config.json", "the run's config")
+        config, seeds, _ = files.config_record(record, run_dir / "config.json")
+        steps = [p for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()]
+        newest = max(steps, key=lambda p: int(p.name))
+        if not summary.get("policies_exported") or not int(newest.name) == config.num_updates == summary["num_updates"]:
+            return None
+        paths = [run_dir / f"policy-seed{seed}.npz" for seed in seeds]
+        written = max(f.stat().st_mtime_ns for f in (newest, *newest.rglob("*")))  # a file changed since counts
+        if any(p.stat().st_mtime_ns < written for p in paths):
+            return None
+        read = [_read_policy_file(p, np.asarray) for p in paths]  # NumPy: no computation before the program
+    except (RunFileError, OSError, ValueError, KeyError, TypeError):
+        return None
+    if any(meta.get("env") != config.env for meta, _, _ in read):
+        return None
+    params = [traverse_util.unflatten_dict(flat, sep="/") for _, flat, _ in read]
+    params = jax.tree.map(lambda *xs: np.stack(xs), *params)
+    stats = None
+    if config.normalize_obs:
+        if any(s is None for _, _, s in read):
+            return None
+        mean, var = (np.stack([getattr(s, f) for _, _, s in read]) for f in ("mean", "var"))
+        stats = RunningStats(mean, var, np.ones(len(seeds), np.float32))
+    return FinalPolicies(config, list(seeds), config.num_updates, params, stats)

@@ -24,10 +24,10 @@ from ppo_jax.engine.sharded import (
     ENV_AXIS,
     make_env_sharding,
     place_env_sharded,
-    run_env_sharded,
+    run_env_sharded_chunk,
     state_shardings,
 )
-from ppo_jax.engine.train import TrainContext, TrainState, broadcast_hparams, init_state, run_updates
+from ppo_jax.engine.train import TrainContext, TrainState, broadcast_hparams, init_state, run_chunk
 from ppo_jax.runtime.cpu import compiler_options
 from ppo_jax.runtime.distributed import (
     RUN_AXIS,
@@ -47,6 +47,9 @@ def init_runs(ctx: TrainContext, seeds: jax.Array, hparams: Hyperparams) -> Trai
 
 def _compile(fn, *args):
     return jax.jit(fn).lower(*args).compile(compiler_options=compiler_options())
+
+
+COUNT = np.int32(0)  # the traced update count of a chunk program, as it is lowered
 
 
 class SeedRuns:
@@ -83,11 +86,12 @@ class SeedRuns:
         sharding = NamedSharding(self.mesh, P(RUN_AXIS))
         return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
 
-    def program(self, state: TrainState, hparams: Hyperparams, num_updates: int):
-        """The compiled chunk: (state, hparams) -> (state, metrics [num_updates, S])."""
-        program = functools.partial(run_updates, self.ctx, num_updates=num_updates, batched=True)
+    def program(self, state: TrainState, hparams: Hyperparams, length: int):
+        """The compiled chunk: (state, hparams, count) -> (state, metrics [length, S]) running the
+        first `count` <= `length` updates (`engine.train.run_chunk`)."""
+        program = functools.partial(run_chunk, self.ctx, length=length, batched=True)
         with lowering_mesh(self.mesh):
-            return _compile(program, state, hparams)
+            return _compile(program, state, hparams, COUNT)
 
     def saved(self, state: TrainState) -> TrainState:
         return state
@@ -130,8 +134,9 @@ class EnvShardedRun:
         key = jax.random.key(self.seeds[0])
         return self.place(jax.jit(functools.partial(init_state, self.ctx))(key, hparams))
 
-    def program(self, state: TrainState, hparams: Hyperparams, num_updates: int):
-        compiled = _compile(functools.partial(run_env_sharded, self.es, num_updates=num_updates), state, hparams)
+    def program(self, state: TrainState, hparams: Hyperparams, length: int):
+        """As `SeedRuns.program`, metrics [length, 1]."""
+        compiled = _compile(functools.partial(run_env_sharded_chunk, self.es, length=length), state, hparams, COUNT)
         return functools.partial(_with_run_axis, compiled)
 
     def saved(self, state: TrainState) -> TrainState:
@@ -151,8 +156,8 @@ class EnvShardedRun:
         return self.es.mesh.size
 
 
-def _with_run_axis(compiled, state, hparams):
-    state, metrics = compiled(state, hparams)  # metrics: replicated, complete on every process
+def _with_run_axis(compiled, state, hparams, count):
+    state, metrics = compiled(state, hparams, count)  # metrics: replicated, complete on every process
     return state, jax.tree.map(lambda m: np.asarray(m)[:, None], metrics)
 
 

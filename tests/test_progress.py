@@ -1,0 +1,107 @@
+"""Progress between chunks: the run driver runs one compiled chunk program in chunks of any
+length and reports progress from the host, so a run's results do not depend on whether anyone
+watches it, checkpoints still fall on their interval, and the progress line's ETA stays put
+while a checkpoint is saved."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+
+import numpy as np
+import pytest
+
+from ppo_jax.commands.progress import ProgressLine
+from ppo_jax.config import PPOConfig
+from ppo_jax.runtime.driver import run
+
+TINY = dict(num_envs=2, num_steps=16, num_minibatches=2, num_epochs=1, total_timesteps=32 * 40)  # 40 updates
+
+
+def _rows(path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def watched_and_quiet(tmp_path_factory):
+    """The same 2-seed run with a progress callback (every 3rd update) and without one, the
+    second with checkpoints every 7 updates."""
+    root = tmp_path_factory.mktemp("progress")
+    reports = []
+
+    def callback(update, metrics):
+        reports.append((np.array(update), {k: np.array(v) for k, v in metrics.items()}))
+
+    common = dict(seeds=2, handle_signals=False)
+    watched = run(PPOConfig(**TINY), out=root / "watched", callback=callback, callback_every=3, **common)
+    quiet = run(PPOConfig(**TINY), out=root / "quiet", checkpoint_every=7, **common)
+    return root, reports, watched, quiet
+
+
+def test_results_are_bit_identical_with_and_without_progress(watched_and_quiet):
+    root, _, watched, quiet = watched_and_quiet
+    assert watched["params_sha256"] == quiet["params_sha256"]
+    assert (root / "watched" / "metrics.csv").read_text() == (root / "quiet" / "metrics.csv").read_text()
+
+
+def test_progress_arrives_for_every_third_update_and_the_last_with_that_update_s_metrics(watched_and_quiet):
+    root, reports, _, _ = watched_and_quiet
+    updates = [update.tolist() for update, _ in reports]
+    assert updates == [[u, u] for u in [*range(3, 40, 3), 40]]
+    rows = _rows(root / "watched" / "metrics.csv")  # one row per update and seed
+    for update, metrics in reports:
+        u = int(update[0])
+        for s, seed in enumerate((0, 1)):
+            (row,) = [r for r in rows if int(r["update"]) == u and int(r["seed"]) == seed]
+            assert float(row["env_steps"]) == metrics["env_steps"][s] == u * 32
+            assert float(row["policy_loss"]) == pytest.approx(float(metrics["policy_loss"][s]), rel=1e-5)
+
+
+def test_checkpoints_fall_on_the_interval(watched_and_quiet):
+    root, _, _, quiet = watched_and_quiet
+    assert sorted(int(p.name) for p in (root / "quiet" / "checkpoints").iterdir()) == [7, 14, 21, 28, 35, 40]
+    assert quiet["checkpoints_saved"] == 6
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_eta_does_not_jump_while_a_checkpoint_is_saved():
+    """1,000 steps per 0.25 s chunk (4,000 steps/s), then a 3 s pause (a checkpoint) before the
+    next chunk: the rate and the ETA are those of the steady chunks."""
+    clock = _Clock()
+    line = ProgressLine(100_000, io.StringIO(), clock=clock)
+    steps = 0
+    for _ in range(10):
+        steps += 1000
+        line.report(steps, "")
+        clock.now += 0.25
+    assert line.rate() == pytest.approx(4000.0)
+    assert line.eta() == pytest.approx((100_000 - 10_000) / 4000)
+    clock.now += 3.0  # saving
+    steps += 1000
+    line.report(steps, "")
+    assert line.rate() == pytest.approx(4000.0)
+    assert line.eta() == pytest.approx((100_000 - 11_000) / 4000)
+
+
+def test_reports_of_one_chunk_count_as_one_interval():
+    """A chunk's reports arrive together at its end: the rate is that of the chunks."""
+    clock = _Clock()
+    line = ProgressLine(1_000_000, io.StringIO(), clock=clock)
+    steps = 0
+    for _ in range(5):
+        for _ in range(4):  # four reported updates of 250 steps, microseconds apart
+            steps += 250
+            line.report(steps, "")
+            clock.now += 1e-5
+        clock.now += 0.5 - 4e-5
+    assert line.rate() == pytest.approx(2000.0, rel=1e-3)
+    assert math.isnan(ProgressLine(10, io.StringIO()).eta())
