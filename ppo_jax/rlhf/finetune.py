@@ -28,6 +28,7 @@ import optax
 from jax import lax
 
 from ppo_jax.core.distributions import categorical_entropy, categorical_log_prob
+from ppo_jax.core.losses import kl_k3_terms
 from ppo_jax.core.token_losses import (
     AGGREGATIONS,
     KL_ESTIMATORS,
@@ -35,6 +36,7 @@ from ppo_jax.core.token_losses import (
     clipped_surrogate_tokens,
     clipped_tokens,
     masked_mean,
+    masked_values,
     masked_whiten,
     value_loss_tokens,
 )
@@ -65,12 +67,15 @@ def rl_loss(setup: RLSetup, hp: RLHyperparams, params: RLParams, mb: TrainBatch)
     """The loss of the module docstring on one minibatch: (loss, metrics)."""
     config = setup.config
     logits = completion_logits(setup.policy, params.policy, mb.prompts, mb.completions)
-    log_prob = categorical_log_prob(logits, mb.completions)
-    entropy = categorical_entropy(logits)
+    # Every log-prob is 0 after EOS before any exp: no inf · 0 from a near-impossible padding token.
+    log_prob, old_log_prob, ref_log_prob = (
+        masked_values(x, mb.mask) for x in (categorical_log_prob(logits, mb.completions), mb.log_prob, mb.ref_log_prob)
+    )
+    entropy = masked_values(categorical_entropy(logits), mb.mask)
     weights = AGGREGATIONS[config.loss_aggregation](mb.mask)
     advantages = masked_whiten(mb.advantages, mb.mask) if setup.critic is not None else mb.advantages
-    surrogate = clipped_surrogate_tokens(log_prob, mb.log_prob, advantages, hp.clip_eps_low, hp.clip_eps_high)
-    kl = KL_ESTIMATORS[config.kl_estimator_name](log_prob, mb.ref_log_prob)
+    surrogate = clipped_surrogate_tokens(log_prob, old_log_prob, advantages, hp.clip_eps_low, hp.clip_eps_high)
+    kl = KL_ESTIMATORS[config.kl_estimator_name](log_prob, ref_log_prob)
     kl_weight = 0.0 if config.kl_in_reward else hp.kl_coef
     policy_loss = aggregate(surrogate, weights)
     kl_loss = aggregate(kl, weights)
@@ -79,8 +84,9 @@ def rl_loss(setup: RLSetup, hp: RLHyperparams, params: RLParams, mb: TrainBatch)
     metrics = {
         "policy_loss": policy_loss,
         "kl_loss": lax.stop_gradient(kl_loss),
-        "approx_kl": masked_mean(jnp.expm1(mb.log_prob - detached) - (mb.log_prob - detached), mb.mask),
-        "clip_frac": masked_mean(clipped_tokens(detached, mb.log_prob, hp.clip_eps_low, hp.clip_eps_high), mb.mask),
+        # KL[π_old ‖ π_θ]: the tokens were sampled from π_old
+        "approx_kl": masked_mean(kl_k3_terms(old_log_prob, detached), mb.mask),
+        "clip_frac": masked_mean(clipped_tokens(detached, old_log_prob, hp.clip_eps_low, hp.clip_eps_high), mb.mask),
     }
     if setup.critic is not None:
         values = completion_values(setup.critic, params.critic, mb.prompts, mb.completions)

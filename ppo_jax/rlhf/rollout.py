@@ -24,7 +24,14 @@ import jax.numpy as jnp
 from ppo_jax.core.distributions import categorical_entropy, categorical_kl, categorical_log_prob
 from ppo_jax.core.grpo import SEQUENCE_ADVANTAGES, equal_reward_groups
 from ppo_jax.core.losses import gae
-from ppo_jax.core.token_losses import KL_ESTIMATORS, completion_mask, is_truncated, last_token_index, token_rewards
+from ppo_jax.core.token_losses import (
+    KL_ESTIMATORS,
+    completion_mask,
+    is_truncated,
+    last_token_index,
+    masked_values,
+    token_rewards,
+)
 from ppo_jax.rlhf.config import RLHyperparams
 from ppo_jax.rlhf.setup import RLSetup, completion_logits, completion_values, sequence_score
 
@@ -100,13 +107,13 @@ def collect(setup: RLSetup, hp: RLHyperparams, params: RLParams, frozen: Frozen,
         prompts=prompts,
         completions=completions,
         mask=mask,
-        log_prob=categorical_log_prob(logits, completions) * mask,
-        ref_log_prob=categorical_log_prob(ref_logits, completions) * mask,
-        values=values * mask,
-        entropy=categorical_entropy(logits) * mask,
+        log_prob=masked_values(categorical_log_prob(logits, completions), mask),
+        ref_log_prob=masked_values(categorical_log_prob(ref_logits, completions), mask),
+        values=masked_values(values, mask),
+        entropy=masked_values(categorical_entropy(logits), mask),
         reward=reward,
         true_reward=task.reward(prompts, completions),
-        kl=jnp.sum(categorical_kl(logits, ref_logits) * mask, axis=1),
+        kl=jnp.sum(masked_values(categorical_kl(logits, ref_logits), mask), axis=1),
         truncated=truncated,
     )
 
