@@ -8,6 +8,8 @@ of a truncated completion). The sequence reward R arrives there (delayed, senten
   token, GAE over the tokens with the critic V(s_t) (Ouyang et al. 2022; Schulman et al. 2016).
 - GRPO, RLOO, REINFORCE (no critic): one advantage per completion from its sequence reward and a
   baseline (`core.grpo.SEQUENCE_ADVANTAGES`), the same for all its tokens.
+- REINFORCE++ (no critic): the per-token reward of PPO, its return to go, normalised over the
+  whole batch (`core.policy_losses.reinforce_pp_advantages`).
 
 Truncated completions (no EOS within L tokens) are kept as they are, penalised (R − penalty), or
 masked out of the loss. With `skip_equal_groups`, groups whose rewards are all equal are masked
@@ -24,6 +26,7 @@ import jax.numpy as jnp
 from ppo_jax.core.distributions import categorical_entropy, categorical_kl, categorical_log_prob
 from ppo_jax.core.grpo import SEQUENCE_ADVANTAGES, equal_reward_groups
 from ppo_jax.core.losses import gae
+from ppo_jax.core.policy_losses import reinforce_pp_advantages
 from ppo_jax.core.token_losses import (
     KL_ESTIMATORS,
     completion_mask,
@@ -149,13 +152,17 @@ def train_batch(setup: RLSetup, hp: RLHyperparams, rollout: Rollout) -> tuple[Tr
     config = setup.config
     kl_coef = hp.kl_coef if config.kl_in_reward else 0.0
     kl = KL_ESTIMATORS[config.kl_estimator_name](rollout.log_prob, rollout.ref_log_prob) * rollout.mask
-    if setup.critic is not None:
-        advantages, returns = ppo_targets(hp, kl_coef, rollout, kl)
-        keep = jnp.ones(rollout.reward.shape)
-    else:
-        (advantages, keep), returns = group_targets(setup, kl_coef, rollout, kl), jnp.zeros(kl.shape)
+    keep = jnp.ones(rollout.reward.shape)
     if config.truncated_completions == "mask":
         keep = keep * (1.0 - rollout.truncated)
+    returns = jnp.zeros(kl.shape)
+    if setup.critic is not None:
+        advantages, returns = ppo_targets(hp, kl_coef, rollout, kl)
+    elif config.algorithm.token_returns:
+        advantages = reinforce_pp_advantages(rollout.reward, kl, rollout.mask, kl_coef, hp.gamma, keep)
+    else:
+        advantages, group_keep = group_targets(setup, kl_coef, rollout, kl)
+        keep = keep * group_keep
     batch = TrainBatch(
         prompts=rollout.prompts,
         completions=rollout.completions,
