@@ -100,3 +100,11 @@ def test_one_k3_estimator_against_numpy_and_its_exact_expectation():
     a, b = jnp.asarray(log_p[0]), jnp.asarray(log_q[0])
     assert float(approx_kl_k3(b, a)) == pytest.approx(float(jnp.mean(kl_k3_terms(a, b))), rel=1e-6)
     np.testing.assert_allclose(np.asarray(kl_k3(a, b)), np.asarray(kl_k3_terms(a, b)), rtol=1e-6)
+
+
+def test_masked_mean_ignores_what_a_mask_hides():
+    from ppo_jax.core.token_losses import masked_mean
+
+    x = jnp.asarray([[1.0, 3.0, jnp.inf], [2.0, jnp.nan, -jnp.inf]])
+    mask = jnp.asarray([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    assert float(masked_mean(x, mask)) == pytest.approx(2.0)

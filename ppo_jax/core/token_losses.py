@@ -123,8 +123,8 @@ def masked_values(x: jax.Array, mask: jax.Array) -> jax.Array:
 
 
 def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
-    """Σ m x / Σ m over all valid tokens (0 if none): a reporting helper."""
-    return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+    """Σ m x / Σ m over all valid tokens (0 if none; a NaN or Inf on a masked token is ignored)."""
+    return jnp.sum(masked_values(x, mask) * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
 def masked_whiten(x: jax.Array, mask: jax.Array, eps: float = 1e-8) -> jax.Array:
