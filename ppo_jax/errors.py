@@ -23,9 +23,9 @@ class NonFiniteError(RuntimeError):
 class RunStopped(RuntimeError):
     """A run stopped at a checkpoint because SIGINT or SIGTERM asked it to; it can be resumed."""
 
-    def __init__(self, out, update: int, num_updates: int, processes: int = 1):
+    def __init__(self, out, update: int, num_updates: int, processes: int = 1, command: str = "ppo-jax train"):
         every = f" in each of the {processes} processes, with their distributed flags" if processes > 1 else ""
-        super().__init__(f"stopped at update {update}/{num_updates}; resume with: ppo-jax train --resume {out}{every}")
+        super().__init__(f"stopped at update {update}/{num_updates}; resume with: {command} --resume {out}{every}")
         self.out, self.update, self.num_updates = out, update, num_updates
 
 

@@ -431,7 +431,7 @@ def test_cli_writes_the_run_folder(rl_run, tmp_path, monkeypatch, capsys):
     result = rl_run("grpo", RLHFConfig().kl_coef)
     seen = {}
 
-    def fake_run(config, callback=None, seeds=1):
+    def fake_run(config, callback=None, seeds=1, options=None):
         seen["config"], seen["seeds"] = config, seeds
         callback("pretrain", 100, {"loss": np.float32(2.0)})
         callback("rl", config.rl_updates, {"true_reward": np.float32(0.5), "kl": np.float32(1.0)})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,21 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         default=None,
         metavar="VARIANTS",
         help="run several variants from one pretrained model (comma-separated; default: all of "
-        "grpo, dr-grpo, dapo, ppo, rloo, reinforce) and print a table",
+        "grpo, dr-grpo, dapo, ppo, rloo, reinforce, gspo, cispo, reinforce++) and print a table",
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=_parse_int,
+        default=0,
+        metavar="N",
+        help="save the RL phase every N updates into <out>/checkpoints, so that Ctrl-C or SIGTERM stops at "
+        "the next one and --resume continues exactly (default: 0, no checkpoints)",
+    )
+    parser.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN_DIR",
+        help="continue a run stopped in RUN_DIR from its newest RL checkpoint (its config, seeds and interval)",
     )
     add_cache_flag(parser)
     defaults = RLHFConfig()
@@ -99,20 +114,43 @@ def _format(metrics: dict[str, Any], names: tuple[str, ...], metric: str = "true
     return "  ".join(f"{label} {float(np.mean(metrics[name])):.4f}" for label, name in shown)
 
 
+class ETA:
+    """Time left in a phase from the rate of its steps since the first report seen (a resumed run
+    starts counting where it resumed)."""
+
+    def __init__(self):
+        self.first: dict[str, tuple[int, float]] = {}
+
+    def __call__(self, phase: str, step: int, total: int) -> str:
+        now = time.perf_counter()
+        start_step, start = self.first.setdefault(phase, (step, now))
+        if step <= start_step or step >= total:
+            return ""
+        left = (now - start) / (step - start_step) * (total - step)
+        minutes, seconds = divmod(int(round(left)), 60)
+        return f"  ETA {minutes}m{seconds:02d}s" if minutes else f"  ETA {seconds}s"
+
+
 def make_printer(config: RLHFConfig):
-    """A progress callback that prints one line per report (every ~5% of the RL updates)."""
+    """A progress callback that prints one line per report (every ~5% of the RL updates), with
+    the time left in the phase."""
     rl_every = max(1, config.rl_updates // 20)
+    eta = ETA()
 
     def callback(phase: str, step, metrics: dict[str, Any]) -> None:
         step = int(np.max(step))
         if phase.endswith("pretrain"):
-            print(f"[pretrain {step:5d}/{config.pretrain_steps}]  {_format(metrics, ('loss',))}", flush=True)
+            left = eta(phase, step, config.pretrain_steps)
+            print(f"[pretrain {step:5d}/{config.pretrain_steps}]  {_format(metrics, ('loss',))}{left}", flush=True)
         elif phase.endswith("reward_model"):
-            line = _format(metrics, ("loss", "accuracy"))
+            line = _format(metrics, ("loss", "accuracy")) + eta(phase, step, config.rm_steps)
             print(f"[reward model {step:5d}/{config.rm_steps}]  {line}", flush=True)
-        elif step % rl_every == 0 or step == config.rl_updates:
-            name = phase[: -len("/rl")] if "/" in phase else config.algo
-            print(f"[{name} {step:4d}/{config.rl_updates}]  {_format(metrics, SHOWN, config.task_metric)}", flush=True)
+        else:
+            left = eta(phase, step, config.rl_updates)  # every update, for the rate
+            if step % rl_every == 0 or step == config.rl_updates:
+                name = phase[: -len("/rl")] if "/" in phase else config.algo
+                line = _format(metrics, SHOWN, config.task_metric)
+                print(f"[{name} {step:4d}/{config.rl_updates}]  {line}{left}", flush=True)
 
     return callback
 
@@ -179,22 +217,65 @@ def _compare(config: RLHFConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def notify(kind: str, message: str) -> None:
+    """Stop requests on stderr."""
+    sys.stderr.write(f"\n{message}\n")
+    sys.stderr.flush()
+
+
+def _resumed(args: argparse.Namespace) -> tuple[RLHFConfig, int, int, Path]:
+    """(config, seeds, checkpoint interval, folder) of the run to resume, from its config.json."""
+    from ppo_jax.rlhf import run_files
+
+    out = Path(args.resume)
+    if not out.is_dir():
+        raise ConfigError("resume", f"run folder {out} does not exist")
+    saved = files.read_json(out / run_files.CONFIG_NAME, "the config of an rlhf run")
+    if not isinstance(saved, dict) or "checkpoint_every" not in saved:
+        raise ConfigError("resume", f"{out} holds no resumable rlhf run (one started with --checkpoint-every)")
+    config = RLHFConfig(**{name: value for name, value in saved.items() if name in FIELDS})
+    return config, int(saved["seeds"]), int(saved["checkpoint_every"]), out
+
+
+def _check_run_flags(args: argparse.Namespace) -> None:
+    if args.seeds < 1:
+        raise ConfigError("seeds", f"must be a positive integer, got {args.seeds}")
+    if args.checkpoint_every < 0:
+        raise ConfigError("checkpoint_every", f"must be >= 0, got {args.checkpoint_every}")
+    if args.compare is not None and (args.checkpoint_every or args.resume):
+        raise ConfigError("compare", "runs without checkpoints; remove --checkpoint-every and --resume")
+
+
 def rlhf_main(args: argparse.Namespace) -> int:
     """Run the pipeline from parsed arguments; a bad setting raises `ConfigError` (exit code 2)."""
     config = RLHFConfig(**{name: getattr(args, name) for name in FIELDS})
-    if args.seeds < 1:
-        raise ConfigError("seeds", f"must be a positive integer, got {args.seeds}")
+    _check_run_flags(args)
     if args.compare is not None:
         return _compare(config, args)
     from ppo_jax.rlhf import run_files
     from ppo_jax.rlhf.pipeline import run_rlhf
+    from ppo_jax.rlhf.rl_run import RunOptions
     from ppo_jax.rlhf.variants import VARIANTS
+    from ppo_jax.runtime.signals import StopRequest
 
-    out = Path(args.out) if args.out else files.default_run_dir(f"rlhf-{config.algo}")
-    run_files.claim_run_dir(out, args.overwrite, tuple(VARIANTS))
-    files.prepare_dir(out)
+    if args.resume:
+        if (Path(args.resume) / run_files.RESULT_NAME).exists():
+            print(f"{args.resume} holds a finished run; nothing was left to run")
+            return 0
+        config, seeds, every, out = _resumed(args)
+    else:
+        seeds, every = args.seeds, args.checkpoint_every
+        out = Path(args.out) if args.out else files.default_run_dir(f"rlhf-{config.algo}")
+        run_files.claim_run_dir(out, args.overwrite, tuple(VARIANTS))
+        files.prepare_dir(out)
+        if every:
+            record = {**config.to_dict(), "seeds": seeds, "checkpoint_every": every}
+            files.write_json(out / run_files.CONFIG_NAME, record)
     use_compile_cache(args)
-    result = run_rlhf(config, callback=None if args.quiet else make_printer(config), seeds=args.seeds)
+    callback = None if args.quiet else make_printer(config)
+    with StopRequest(every > 0 and every < config.rl_updates, notify) as stop:
+        options = RunOptions(out if every else None, every, bool(args.resume), stop)
+        result = run_rlhf(config, callback=callback, seeds=seeds, options=options)
     run_files.write_run(out, result)
     print_summary(result, out)
     return 0

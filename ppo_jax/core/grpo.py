@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ppo_jax.core.losses import approx_kl_k3, clip_fraction, clipped_surrogate
+from ppo_jax.core.losses import approx_kl_k3, clip_fraction, clipped_surrogate, kl_k3_terms
 
 
 def group_advantages(rewards, eps=1e-8, scale=True):
@@ -78,10 +78,10 @@ def reference_kl(log_prob, ref_log_prob):
         D = mean_t( π_ref(o_t|s_t)/π_θ(o_t|s_t) − log(π_ref(o_t|s_t)/π_θ(o_t|s_t)) − 1 )
 
     Every term is ≥ 0 (x − log x − 1 ≥ 0 with x = π_ref/π_θ) and 0 when the policies agree on the
-    token. It is `losses.approx_kl_k3` with the roles of the two policies swapped.
+    token. It is `losses.kl_k3_terms` with the samples from π_θ.
     Args: log_prob (log π_θ), ref_log_prob (log π_ref), any equal shapes. Returns a scalar.
     """
-    return approx_kl_k3(ref_log_prob, log_prob)
+    return jnp.mean(kl_k3_terms(log_prob, ref_log_prob))
 
 
 def grpo_loss(log_prob, old_log_prob, ref_log_prob, advantages, clip_eps, kl_coef):

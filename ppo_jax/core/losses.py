@@ -81,13 +81,24 @@ def value_loss(values, old_values, returns, clip_eps=None):
     return 0.5 * jnp.mean(jnp.maximum(unclipped, jnp.square(v_clipped - returns)))
 
 
-def approx_kl_k3(log_prob, old_log_prob):
-    """KL(π_old‖π_θ) estimator k3 = mean((ρ − 1) − log ρ) (Schulman 2020, "Approximating KL").
+def kl_k3_terms(sample_log_prob, other_log_prob):
+    """Per-sample k3 estimate of KL[p ‖ q] from samples x ~ p (Schulman 2020, "Approximating KL
+    Divergence"), the one k3 of the library:
 
-    Unbiased for samples a ~ π_old and non-negative for every sample; 0 when ρ = 1. [B] -> scalar.
-    """
-    log_ratio = log_prob - old_log_prob
-    return jnp.mean(jnp.expm1(log_ratio) - log_ratio)
+        log r = log q(x) − log p(x),   k3 = (r − 1) − log r
+
+    `sample_log_prob` = log p(x) (the policy the samples came from), `other_log_prob` = log q(x).
+    Unbiased (E_p[r] = 1, E_p[−log r] = KL[p ‖ q]), non-negative, 0 where p(x) = q(x). Same
+    shapes in and out. Padding must be masked before the call (both log-probs 0 there): masking
+    after it turns an overflowing exp into inf · 0 = NaN."""
+    log_r = other_log_prob - sample_log_prob
+    return jnp.expm1(log_r) - log_r
+
+
+def approx_kl_k3(log_prob, old_log_prob):
+    """KL(π_old‖π_θ) estimator k3 = mean((ρ − 1) − log ρ), ρ = π_θ/π_old (`kl_k3_terms` with the
+    samples a ~ π_old). Non-negative for every sample; 0 when ρ = 1. [B] -> scalar."""
+    return jnp.mean(kl_k3_terms(old_log_prob, log_prob))
 
 
 def clip_fraction(log_prob, old_log_prob, clip_eps):

@@ -26,6 +26,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from ppo_jax.core.losses import kl_k3_terms
+
 # --- masks -----------------------------------------------------------------------------------
 
 
@@ -112,9 +114,17 @@ def aggregate(token_losses: jax.Array, weights: jax.Array) -> jax.Array:
     return jnp.sum(token_losses * weights)
 
 
+def masked_values(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """x where m > 0, else 0: [B, L] -> [B, L]. Apply it to log-probs *before* any exp or
+    log-ratio: a padded token's log-prob can be far below −88.7, where exp overflows to inf and
+    a mask applied afterwards gives inf · 0 = NaN (in the value and in the gradient). `where`
+    also passes a zero gradient to the masked entries, finite or not."""
+    return jnp.where(mask > 0, x, jnp.zeros_like(x))
+
+
 def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
-    """Σ m x / Σ m over all valid tokens (0 if none): a reporting helper."""
-    return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+    """Σ m x / Σ m over all valid tokens (0 if none; a NaN or Inf on a masked token is ignored)."""
+    return jnp.sum(masked_values(x, mask) * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
 def masked_whiten(x: jax.Array, mask: jax.Array, eps: float = 1e-8) -> jax.Array:
@@ -144,8 +154,7 @@ def kl_k2(log_prob: jax.Array, ref_log_prob: jax.Array) -> jax.Array:
 def kl_k3(log_prob: jax.Array, ref_log_prob: jax.Array) -> jax.Array:
     """k3 = (r − 1) − log r. Unbiased, non-negative, low variance; GRPO's penalty (Shao et al.
     2024, eq. 4). Same shapes in and out."""
-    log_r = ref_log_prob - log_prob
-    return jnp.expm1(log_r) - log_r
+    return kl_k3_terms(log_prob, ref_log_prob)
 
 
 KL_ESTIMATORS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {"k1": kl_k1, "k2": kl_k2, "k3": kl_k3}

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from ppo_jax.config import ConfigError
+from ppo_jax.core.policy_losses import POLICY_LOSSES
 from ppo_jax.core.token_losses import AGGREGATIONS, KL_ESTIMATORS
 
 MAX_VOCAB = 26  # preference task: tokens are shown as the letters a..z
@@ -25,6 +26,8 @@ class Algorithm(NamedTuple):
 
     critic: bool  # a learned value head and GAE over tokens (PPO); else a sequence-level baseline
     kl_penalty: str  # "reward" (per-token reward) or "loss" (a loss term)
+    token_returns: bool = False  # critic-free per-token returns, normalised over the batch (REINFORCE++)
+    min_group: int = 2  # completions per prompt it needs (2: a statistic over each group)
 
 
 ALGORITHMS: dict[str, Algorithm] = {
@@ -32,6 +35,7 @@ ALGORITHMS: dict[str, Algorithm] = {
     "ppo": Algorithm(critic=True, kl_penalty="reward"),
     "rloo": Algorithm(critic=False, kl_penalty="loss"),
     "reinforce": Algorithm(critic=False, kl_penalty="loss"),
+    "reinforce++": Algorithm(critic=False, kl_penalty="reward", token_returns=True, min_group=1),
 }
 TASKS = ("arithmetic", "preference")
 MODELS = ("transformer", "gru")
@@ -49,7 +53,9 @@ class RLHFConfig:
     """Task, model and the phases (pretraining, reward model, RL fine-tuning). Frozen."""
 
     task: str = _field("arithmetic", "arithmetic (verifiable exact-match reward) or preference (learned reward)")
-    algo: str = _field("grpo", "RL algorithm: grpo, ppo (critic, GAE over tokens), rloo or reinforce")
+    algo: str = _field(
+        "grpo", "RL algorithm: grpo, ppo (critic, GAE over tokens), rloo, reinforce or reinforce++ (token returns)"
+    )
     model: str = _field("transformer", "language model of every role: transformer or gru")
     seed: int = _field(0, "random seed of the whole pipeline")
     # arithmetic task
@@ -82,7 +88,7 @@ class RLHFConfig:
     # phase 2: RL fine-tuning
     rl_updates: int = _field(60, "RL updates (each: sample, score, epochs of minibatch steps)")
     rl_batch: int = _field(256, "completions sampled per RL update")
-    group_size: int = _field(8, "completions per prompt for grpo, rloo, reinforce (rl_batch / group_size prompts)")
+    group_size: int = _field(8, "completions per prompt for the critic-free algorithms (rl_batch / group_size prompts)")
     num_epochs: int = _field(2, "passes over each RL batch")
     num_minibatches: int = _field(2, "minibatches per epoch")
     rl_lr: float = _field(3e-4, "RL Adam learning rate")
@@ -92,6 +98,9 @@ class RLHFConfig:
     kl_estimator: str = _field("auto", "per-token KL estimator: k1, k2, k3, or auto (k1 in the reward, k3 in the loss)")
     kl_penalty: str = _field("auto", "where beta*KL goes: reward (per token), loss, or auto (ppo: reward, else loss)")
     loss_aggregation: str = _field("seq-mean-token-mean", "token loss aggregation: " + ", ".join(AGGREGATIONS))
+    policy_loss: str = _field(
+        "vanilla", "policy loss: vanilla (PPO clip), gspo (sequence ratio) or cispo (clipped IS weight)"
+    )
     scale_advantages: bool = _field(True, "divide group advantages by their std (Dr. GRPO: false)")
     skip_equal_groups: bool = _field(False, "leave out groups whose rewards are all equal (DAPO dynamic sampling)")
     truncated_completions: str = _field("keep", "completions without EOS: keep, penalise or mask")
@@ -200,6 +209,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "kl_estimator": ("auto", *KL_ESTIMATORS),
     "kl_penalty": KL_PENALTIES,
     "loss_aggregation": tuple(AGGREGATIONS),
+    "policy_loss": tuple(POLICY_LOSSES),
     "truncated_completions": TRUNCATION,
 }
 _BOOLS = ("scale_advantages", "skip_equal_groups", "clip_value_loss")
@@ -273,10 +283,14 @@ def _check_sizes(config: RLHFConfig) -> None:
     if config.d_model % config.num_heads or (config.positions == "rotary" and (config.d_model // config.num_heads) % 2):
         raise ConfigError("num_heads", f"must divide d_model = {config.d_model} (into even parts for rotary)")
     if config.grouped:
-        if config.group_size < 2:
-            raise ConfigError("group_size", f"{config.algo} needs at least 2 completions per prompt")
+        if config.group_size < config.algorithm.min_group:
+            raise ConfigError(
+                "group_size", f"{config.algo} needs at least {config.algorithm.min_group} completions per prompt"
+            )
         if config.rl_batch % config.group_size:
             raise ConfigError("group_size", f"must divide rl_batch = {config.rl_batch}, got {config.group_size}")
+        if config.skip_equal_groups and config.algorithm.min_group < 2:
+            raise ConfigError("skip_equal_groups", f"needs a statistic over each group; {config.algo} uses none")
     elif config.skip_equal_groups:
         raise ConfigError("skip_equal_groups", f"needs groups of completions per prompt; {config.algo} has none")
     if config.rl_batch % config.num_minibatches:

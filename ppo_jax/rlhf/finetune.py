@@ -1,4 +1,5 @@
-"""Phase 2: RL fine-tuning of a language model with PPO, GRPO, RLOO or REINFORCE, as one program.
+"""Phase 2: RL fine-tuning of a language model (PPO, GRPO, RLOO, REINFORCE, REINFORCE++; GSPO and
+CISPO losses), as one program.
 
 `finetune(setup, params, frozen, key)` runs `rl_updates` updates inside one jitted `lax.scan`;
 each update is KV-cached sampling (a `lax.while_loop`), scoring (task rule or reward model),
@@ -9,12 +10,14 @@ program but an optional per-update host callback, so `jax.vmap` over keys runs s
 Loss of one minibatch, per valid token t of completion b (mask m), aggregated with the weights of
 `config.loss_aggregation` (`core.token_losses.AGGREGATIONS`):
 
-    ℓ_{b,t} = −min(ρ Â, clip(ρ, 1 − ε_low, 1 + ε_high) Â) + β k_{b,t} [KL in the loss] − c_e H_{b,t}
+    ℓ_{b,t} = ℓ^pg_{b,t} + β k_{b,t} [KL in the loss] − c_e H_{b,t}
     L = Σ w_{b,t} ℓ_{b,t} + c_v Σ w_{b,t} ½ (V(s_{b,t}) − G_{b,t})²     [critic]
 
-with ρ = π_θ/π_old per token and k the chosen KL estimator of KL[π_θ ‖ π_ref] (Shao et al. 2024,
-eq. 3 with k3 and seq-mean-token-mean: GRPO as published). PPO's token advantages are whitened
-over the valid tokens of each minibatch.
+with ℓ^pg the `config.policy_loss` (`core.policy_losses.POLICY_LOSSES`; vanilla:
+−min(ρ Â, clip(ρ, 1 − ε_low, 1 + ε_high) Â), ρ = π_θ/π_old per token) and k the chosen KL
+estimator of KL[π_θ ‖ π_ref] (Shao et al. 2024, eq. 3 with k3 and seq-mean-token-mean: GRPO as
+published). PPO's token advantages are whitened over the valid tokens of each minibatch. Every
+log-prob is set to 0 after EOS before any exp (`token_losses.masked_values`).
 """
 
 from __future__ import annotations
@@ -28,13 +31,14 @@ import optax
 from jax import lax
 
 from ppo_jax.core.distributions import categorical_entropy, categorical_log_prob
+from ppo_jax.core.losses import kl_k3_terms
+from ppo_jax.core.policy_losses import POLICY_LOSSES
 from ppo_jax.core.token_losses import (
     AGGREGATIONS,
     KL_ESTIMATORS,
     aggregate,
-    clipped_surrogate_tokens,
-    clipped_tokens,
     masked_mean,
+    masked_values,
     masked_whiten,
     value_loss_tokens,
 )
@@ -65,12 +69,16 @@ def rl_loss(setup: RLSetup, hp: RLHyperparams, params: RLParams, mb: TrainBatch)
     """The loss of the module docstring on one minibatch: (loss, metrics)."""
     config = setup.config
     logits = completion_logits(setup.policy, params.policy, mb.prompts, mb.completions)
-    log_prob = categorical_log_prob(logits, mb.completions)
-    entropy = categorical_entropy(logits)
+    # Every log-prob is 0 after EOS before any exp: no inf · 0 from a near-impossible padding token.
+    log_prob, old_log_prob, ref_log_prob = (
+        masked_values(x, mb.mask) for x in (categorical_log_prob(logits, mb.completions), mb.log_prob, mb.ref_log_prob)
+    )
+    entropy = masked_values(categorical_entropy(logits), mb.mask)
     weights = AGGREGATIONS[config.loss_aggregation](mb.mask)
     advantages = masked_whiten(mb.advantages, mb.mask) if setup.critic is not None else mb.advantages
-    surrogate = clipped_surrogate_tokens(log_prob, mb.log_prob, advantages, hp.clip_eps_low, hp.clip_eps_high)
-    kl = KL_ESTIMATORS[config.kl_estimator_name](log_prob, mb.ref_log_prob)
+    policy_loss_fn = POLICY_LOSSES[config.policy_loss]
+    surrogate, clipped = policy_loss_fn(log_prob, old_log_prob, advantages, mb.mask, hp.clip_eps_low, hp.clip_eps_high)
+    kl = KL_ESTIMATORS[config.kl_estimator_name](log_prob, ref_log_prob)
     kl_weight = 0.0 if config.kl_in_reward else hp.kl_coef
     policy_loss = aggregate(surrogate, weights)
     kl_loss = aggregate(kl, weights)
@@ -79,8 +87,9 @@ def rl_loss(setup: RLSetup, hp: RLHyperparams, params: RLParams, mb: TrainBatch)
     metrics = {
         "policy_loss": policy_loss,
         "kl_loss": lax.stop_gradient(kl_loss),
-        "approx_kl": masked_mean(jnp.expm1(mb.log_prob - detached) - (mb.log_prob - detached), mb.mask),
-        "clip_frac": masked_mean(clipped_tokens(detached, mb.log_prob, hp.clip_eps_low, hp.clip_eps_high), mb.mask),
+        # KL[π_old ‖ π_θ]: the tokens were sampled from π_old
+        "approx_kl": masked_mean(kl_k3_terms(old_log_prob, detached), mb.mask),
+        "clip_frac": masked_mean(lax.stop_gradient(clipped), mb.mask),
     }
     if setup.critic is not None:
         values = completion_values(setup.critic, params.critic, mb.prompts, mb.completions)
@@ -115,6 +124,30 @@ def rollout_metrics(rollout: Rollout) -> dict[str, jax.Array]:
     }
 
 
+# Bits of the per-update `nonfinite` metric: which quantities held NaN or Inf.
+NONFINITE_FLAGS = {1: "loss", 2: "gradients", 4: "parameters", 8: "sampled log-probs or rewards"}
+
+
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def nonfinite_code(losses: dict, params: RLParams, rollout: Rollout) -> jax.Array:
+    """Bitmask (`NONFINITE_FLAGS`) of the quantities holding NaN/Inf in this update; 0 if none."""
+    flags = (
+        (_all_finite({k: v for k, v in losses.items() if k != "grad_norm"}), 1),
+        (_all_finite(losses["grad_norm"]), 2),
+        (_all_finite(params), 4),
+        (_all_finite((rollout.log_prob, rollout.ref_log_prob, rollout.reward)), 8),
+    )
+    return sum(jnp.where(ok, 0, bit) for ok, bit in flags).astype(jnp.float32)
+
+
+def describe_nonfinite(code: int) -> str:
+    """Names of the quantities in a `nonfinite` bitmask."""
+    return ", ".join(name for bit, name in NONFINITE_FLAGS.items() if int(code) & bit)
+
+
 def rl_update(setup: RLSetup, callback: Callback | None, hp: RLHyperparams, frozen: Frozen, state: RLState, _=None):
     """One update: sample and score a batch, then epochs of minibatch steps. (state, metrics)."""
     config = setup.config
@@ -128,6 +161,7 @@ def rl_update(setup: RLSetup, callback: Callback | None, hp: RLHyperparams, froz
     update = state.update + 1
     metrics = {f"train_{name}": jnp.mean(value) for name, value in losses.items()}
     metrics.update(rollout_metrics(rollout), left_out=left_out)
+    metrics["nonfinite"] = nonfinite_code(losses, carry.params, rollout)
     if callback is not None:
         jax.debug.callback(functools.partial(callback, "rl"), update, metrics)
     return RLState(carry.params, carry.opt_state, key, update), metrics
@@ -148,17 +182,29 @@ def finetune(
     sampled at the start of the update: reward (what RL maximises), true_reward (the task's own:
     exact match or hidden rule), kl (exact KL to π_ref per completion), entropy (per token),
     length (valid tokens), truncated (fraction without EOS), left_out (fraction masked out of the
-    loss), and the means of the minibatch losses as train_* (clip_frac, approx_kl, ...).
+    loss), the means of the minibatch losses as train_* (clip_frac, approx_kl, ...) and nonfinite
+    (a bitmask of `NONFINITE_FLAGS`, 0 when every quantity is finite).
     """
     hp = setup.config.rl_hyperparams() if hp is None else hp
     return _finetune(setup, callback, hp, params, frozen, key)
 
 
+def init_rl_state(setup: RLSetup, hp: RLHyperparams, params: RLParams, key: jax.Array) -> RLState:
+    """The RL carry before the first update: fresh optimizer state, update 0."""
+    return RLState(params, make_optimizer(setup, hp).init(params), key, jnp.int32(0))
+
+
+def scan_updates(setup: RLSetup, callback, hp: RLHyperparams, frozen: Frozen, state: RLState, length: int):
+    """`length` updates from `state`: (state, metrics [length]). The RNG key is in the state, so
+    any split of the updates into consecutive calls gives the same result."""
+    update = functools.partial(rl_update, setup, callback, hp, frozen)
+    return lax.scan(update, state, None, length=length)
+
+
 @functools.partial(jax.jit, static_argnames=("setup", "callback"))
 def _finetune(setup: RLSetup, callback, hp: RLHyperparams, params: RLParams, frozen: Frozen, key: jax.Array):
-    state = RLState(params, make_optimizer(setup, hp).init(params), key, jnp.int32(0))
-    update = functools.partial(rl_update, setup, callback, hp, frozen)
-    state, history = lax.scan(update, state, None, length=setup.config.rl_updates)
+    state = init_rl_state(setup, hp, params, key)
+    state, history = scan_updates(setup, callback, hp, frozen, state, setup.config.rl_updates)
     return FinetuneResult(state.params, history)
 
 

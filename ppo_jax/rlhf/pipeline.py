@@ -18,8 +18,9 @@ import numpy as np
 from ppo_jax.config import ConfigError
 from ppo_jax.core.token_losses import completion_mask
 from ppo_jax.rlhf.config import FIELDS, RLHFConfig
-from ppo_jax.rlhf.finetune import EvalStats, evaluate, finetune
+from ppo_jax.rlhf.finetune import EvalStats, evaluate
 from ppo_jax.rlhf.pretrain import Callback, PhaseResult, RewardModelResult, pretrain, train_reward_model
+from ppo_jax.rlhf.rl_run import RunOptions, run_rl_phase
 from ppo_jax.rlhf.rollout import Frozen, RLParams, Rollout, sequence_reward
 from ppo_jax.rlhf.setup import make_setup
 from ppo_jax.runtime import compile_cache, stats
@@ -154,13 +155,12 @@ def _seed_params(tree, index: int):
     return jax.tree.map(lambda x: x[index], tree)
 
 
-def vmapped_finetune(setup, start: RLParams, frozen: Frozen, keys: jax.Array, callback, hp):
-    """`finetune` for every key in `keys` [S] as one vmapped program: leaves with a leading [S]."""
-    return jax.vmap(lambda key: finetune(setup, start, frozen, key, callback, hp))(keys)
-
-
 def run_rlhf(
-    config: RLHFConfig, callback: Callback | None = None, phase1: Phase1 | None = None, seeds: int = 1
+    config: RLHFConfig,
+    callback: Callback | None = None,
+    phase1: Phase1 | None = None,
+    seeds: int = 1,
+    options: RunOptions | None = None,
 ) -> RLHFResult:
     """Pretrain the policy, fit the reward model if the task needs one, fine-tune with
     `config.algo` for `seeds` RL seeds at once (`jax.vmap` over keys), and evaluate before and
@@ -169,6 +169,7 @@ def run_rlhf(
     `phase1` (from `prepare`) skips pretraining and the reward model; its settings must match.
     Histories are [updates, seeds]; the summary holds means over seeds, each seed's value and,
     for several seeds, a 95 % bootstrap interval of the mean; `params` are seed 0's.
+    `options` (`rl_run.RunOptions`): RL-phase checkpoints, resume and the stop request.
     """
     check_seeds(seeds)
     if phase1 is None:
@@ -184,10 +185,11 @@ def run_rlhf(
     before, rollout_before = evaluate(eval_setup, frozen.reference, frozen, prompts, keys.eval_sample)
     setup = make_setup(config.static_rl_config())
     rl_keys = jax.random.split(keys.finetune, seeds)
-    args = (setup, initial_params(config, phase1), frozen, rl_keys, callback, config.rl_hyperparams())
-    rl = _timed(timings, cpu, "rl", vmapped_finetune, *args)
+    args = (setup, initial_params(config, phase1), frozen, rl_keys, config.rl_hyperparams(), callback, options)
+    state, history = _timed(timings, cpu, "rl", run_rl_phase, *args)
     after = [
-        evaluate(eval_setup, _seed_params(rl.params.policy, s), frozen, prompts, keys.eval_sample) for s in range(seeds)
+        evaluate(eval_setup, _seed_params(state.params.policy, s), frozen, prompts, keys.eval_sample)
+        for s in range(seeds)
     ]
     timings["total"] = sum(timings.values())
     cpu["total"] = sum(cpu.values())
@@ -198,14 +200,14 @@ def run_rlhf(
     return RLHFResult(
         config=config,
         summary=summary,
-        history={k: np.asarray(v).T for k, v in rl.history.items()},
+        history={k: np.asarray(v).T for k, v in history.items()},
         pretrain_history=_host(phase1.pretrain.history),
         reward_model_history={} if phase1.reward_model is None else _host(phase1.reward_model.history),
         samples_before=samples(config, rollout_before),
         samples_after=samples(config, after[0][1]),
         timings=timings,
         cpu_seconds=cpu,
-        params=_seed_params(rl.params, 0),
+        params=_seed_params(state.params, 0),
         frozen=frozen,
     )
 

@@ -8,6 +8,8 @@ of a truncated completion). The sequence reward R arrives there (delayed, senten
   token, GAE over the tokens with the critic V(s_t) (Ouyang et al. 2022; Schulman et al. 2016).
 - GRPO, RLOO, REINFORCE (no critic): one advantage per completion from its sequence reward and a
   baseline (`core.grpo.SEQUENCE_ADVANTAGES`), the same for all its tokens.
+- REINFORCE++ (no critic): the per-token reward of PPO, its return to go, normalised over the
+  whole batch (`core.policy_losses.reinforce_pp_advantages`).
 
 Truncated completions (no EOS within L tokens) are kept as they are, penalised (R − penalty), or
 masked out of the loss. With `skip_equal_groups`, groups whose rewards are all equal are masked
@@ -24,7 +26,15 @@ import jax.numpy as jnp
 from ppo_jax.core.distributions import categorical_entropy, categorical_kl, categorical_log_prob
 from ppo_jax.core.grpo import SEQUENCE_ADVANTAGES, equal_reward_groups
 from ppo_jax.core.losses import gae
-from ppo_jax.core.token_losses import KL_ESTIMATORS, completion_mask, is_truncated, last_token_index, token_rewards
+from ppo_jax.core.policy_losses import reinforce_pp_advantages
+from ppo_jax.core.token_losses import (
+    KL_ESTIMATORS,
+    completion_mask,
+    is_truncated,
+    last_token_index,
+    masked_values,
+    token_rewards,
+)
 from ppo_jax.rlhf.config import RLHyperparams
 from ppo_jax.rlhf.setup import RLSetup, completion_logits, completion_values, sequence_score
 
@@ -100,13 +110,13 @@ def collect(setup: RLSetup, hp: RLHyperparams, params: RLParams, frozen: Frozen,
         prompts=prompts,
         completions=completions,
         mask=mask,
-        log_prob=categorical_log_prob(logits, completions) * mask,
-        ref_log_prob=categorical_log_prob(ref_logits, completions) * mask,
-        values=values * mask,
-        entropy=categorical_entropy(logits) * mask,
+        log_prob=masked_values(categorical_log_prob(logits, completions), mask),
+        ref_log_prob=masked_values(categorical_log_prob(ref_logits, completions), mask),
+        values=masked_values(values, mask),
+        entropy=masked_values(categorical_entropy(logits), mask),
         reward=reward,
         true_reward=task.reward(prompts, completions),
-        kl=jnp.sum(categorical_kl(logits, ref_logits) * mask, axis=1),
+        kl=jnp.sum(masked_values(categorical_kl(logits, ref_logits), mask), axis=1),
         truncated=truncated,
     )
 
@@ -142,13 +152,17 @@ def train_batch(setup: RLSetup, hp: RLHyperparams, rollout: Rollout) -> tuple[Tr
     config = setup.config
     kl_coef = hp.kl_coef if config.kl_in_reward else 0.0
     kl = KL_ESTIMATORS[config.kl_estimator_name](rollout.log_prob, rollout.ref_log_prob) * rollout.mask
-    if setup.critic is not None:
-        advantages, returns = ppo_targets(hp, kl_coef, rollout, kl)
-        keep = jnp.ones(rollout.reward.shape)
-    else:
-        (advantages, keep), returns = group_targets(setup, kl_coef, rollout, kl), jnp.zeros(kl.shape)
+    keep = jnp.ones(rollout.reward.shape)
     if config.truncated_completions == "mask":
         keep = keep * (1.0 - rollout.truncated)
+    returns = jnp.zeros(kl.shape)
+    if setup.critic is not None:
+        advantages, returns = ppo_targets(hp, kl_coef, rollout, kl)
+    elif config.algorithm.token_returns:
+        advantages = reinforce_pp_advantages(rollout.reward, kl, rollout.mask, kl_coef, hp.gamma, keep)
+    else:
+        advantages, group_keep = group_targets(setup, kl_coef, rollout, kl)
+        keep = keep * group_keep
     batch = TrainBatch(
         prompts=rollout.prompts,
         completions=rollout.completions,

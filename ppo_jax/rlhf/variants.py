@@ -11,6 +11,12 @@ from one shared phase 1 (the same pretrained policy) and evaluated on the same h
 | ppo        | a critic and GAE over tokens, k1 KL as a per-token reward (Ouyang et al. 2022)  |
 | rloo       | leave-one-out baseline, unscaled (Ahmadian et al. 2024)                         |
 | reinforce  | batch-mean baseline, unscaled (Williams 1992)                                   |
+| gspo       | sequence-level ratio clipped at ε = 3e-4 / 4e-4, seq-mean-token-mean, no KL     |
+|            | (Zheng et al. 2025, §5.1)                                                       |
+| cispo      | clipped IS weight with stop-gradient, token-mean, no lower clip (ε_low = 1),    |
+|            | ε_high = 0.28, no KL (MiniMax 2025; ε_high as Trinity-RFT's CISPO default)      |
+| reinforce++| token returns with the k1 KL in the reward, normalised over the batch, PPO clip, |
+|            | β = 0.05 as for ppo (Hu 2025)                                                   |
 """
 
 from __future__ import annotations
@@ -42,6 +48,23 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ppo": {"algo": "ppo", "kl_coef": 0.05},
     "rloo": {"algo": "rloo", "scale_advantages": False},
     "reinforce": {"algo": "reinforce", "scale_advantages": False},
+    "gspo": {
+        "algo": "grpo",
+        "policy_loss": "gspo",
+        "loss_aggregation": "seq-mean-token-mean",
+        "clip_eps_low": 3e-4,
+        "clip_eps_high": 4e-4,
+        "kl_coef": 0.0,
+    },
+    "cispo": {
+        "algo": "grpo",
+        "policy_loss": "cispo",
+        "loss_aggregation": "token-mean",
+        "clip_eps_low": 1.0,
+        "clip_eps_high": 0.28,
+        "kl_coef": 0.0,
+    },
+    "reinforce++": {"algo": "reinforce++", "kl_coef": 0.05},
 }
 
 

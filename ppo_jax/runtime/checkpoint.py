@@ -173,6 +173,8 @@ def open_run(run_dir: str | os.PathLike) -> RunCheckpoints:
 class RunCheckpoints:
     """The checkpoints of one run folder (`<run>/checkpoints/<update>`), keeping the newest `keep`."""
 
+    format_version = FORMAT_VERSION  # what `read_meta` accepts (a subclass stores another kind)
+
     def __init__(self, run_dir: str | os.PathLike, keep: int | None = None, create: bool = True):
         """`create=False` (reading only: eval, the resume set-up) leaves a folder without
         checkpoints as it was and raises `CheckpointError`. Orbax is imported and its manager
@@ -222,10 +224,10 @@ class RunCheckpoints:
             ) from err
         if not isinstance(meta, dict) or not isinstance(meta.get("format_version"), int):
             raise CheckpointError(f"checkpoint {self.directory / str(update)} has an unknown format")
-        if meta["format_version"] != FORMAT_VERSION:
+        if meta["format_version"] != self.format_version:
             raise CheckpointError(
                 f"checkpoint {self.directory / str(update)} has format {meta['format_version']}, this ppo_jax reads "
-                f"format {FORMAT_VERSION}: resume or evaluate it with the ppo_jax version that wrote it"
+                f"format {self.format_version}: resume or evaluate it with the ppo_jax version that wrote it"
             )
         return meta
 
