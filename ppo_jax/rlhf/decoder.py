@@ -59,6 +59,7 @@ class DecoderConfig(NamedTuple):
     sliding_window: int | None = None  # Mistral
     dtype: str = "float32"
     pad_id: int | None = None  # leading tokens equal to it are left padding
+    lora_scale: float = 1.0  # α / r of the adapters, when the variables hold them (`rlhf.lora`)
 
     @property
     def param_dtype(self):
@@ -102,9 +103,33 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array) -> jax.
     return jnp.einsum("bkgqs,bksd->bkgqd", weights, v).reshape(b, h, t, d)
 
 
-def _dense(features: int, bias: bool, dtype, name: str) -> nn.Dense:
-    init = nn.initializers.normal(0.02)
-    return nn.Dense(features, use_bias=bias, dtype=dtype, param_dtype=dtype, kernel_init=init, name=name)
+class Dense(nn.Module):
+    """y = x W + b, plus a low-rank adapter s (x A) B when the variables hold a `lora` collection
+    with this layer's `a` [in, r] and `b` [r, out] (Hu et al. 2021; `rlhf.lora`). Without the
+    collection the layer is the base weights alone, so the same `params` serve both."""
+
+    features: int
+    use_bias: bool
+    dtype: Any
+    lora_scale: float = 1.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        init = nn.initializers.normal(0.02)
+        kernel = self.param("kernel", init, (x.shape[-1], self.features), self.dtype)
+        y = jnp.einsum("...i,io->...o", x, kernel)
+        if self.use_bias:
+            bias = self.param("bias", nn.initializers.zeros, (self.features,), self.dtype)
+            y = y + bias[(None,) * (y.ndim - 1)]
+        if self.has_variable("lora", "a"):
+            a, b = self.get_variable("lora", "a"), self.get_variable("lora", "b")
+            low = jnp.einsum("...i,ir->...r", x, a.astype(x.dtype))
+            y = y + (self.lora_scale * jnp.einsum("...r,ro->...o", low, b.astype(x.dtype))).astype(y.dtype)
+        return y
+
+
+def _dense(features: int, bias: bool, dtype, name: str, scale: float = 1.0) -> Dense:
+    return Dense(features, bias, dtype, scale, name=name)
 
 
 class Attention(nn.Module):
@@ -112,10 +137,10 @@ class Attention(nn.Module):
 
     def setup(self):
         c, dt = self.config, self.config.param_dtype
-        self.q_proj = _dense(c.num_heads * c.head_dim, c.qkv_bias, dt, "q_proj")
-        self.k_proj = _dense(c.num_kv_heads * c.head_dim, c.qkv_bias, dt, "k_proj")
-        self.v_proj = _dense(c.num_kv_heads * c.head_dim, c.qkv_bias, dt, "v_proj")
-        self.o_proj = _dense(c.hidden_size, c.o_bias, dt, "o_proj")
+        self.q_proj = _dense(c.num_heads * c.head_dim, c.qkv_bias, dt, "q_proj", c.lora_scale)
+        self.k_proj = _dense(c.num_kv_heads * c.head_dim, c.qkv_bias, dt, "k_proj", c.lora_scale)
+        self.v_proj = _dense(c.num_kv_heads * c.head_dim, c.qkv_bias, dt, "v_proj", c.lora_scale)
+        self.o_proj = _dense(c.hidden_size, c.o_bias, dt, "o_proj", c.lora_scale)
 
     def heads(self, x: jax.Array, positions: jax.Array, freq: jax.Array):
         """q [B, H, T, D], k and v [B, H_kv, T, D] of x [B, T, d], rotary at positions [B, T]."""
@@ -141,9 +166,9 @@ class MLP(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         """SwiGLU (Shazeer 2020): W_down (SiLU(W_gate x) ⊙ W_up x)."""
         c, dt = self.config, self.config.param_dtype
-        gate = _dense(c.intermediate_size, c.mlp_bias, dt, "gate_proj")(x)
-        up = _dense(c.intermediate_size, c.mlp_bias, dt, "up_proj")(x)
-        return _dense(c.hidden_size, c.mlp_bias, dt, "down_proj")(nn.silu(gate) * up)
+        gate = _dense(c.intermediate_size, c.mlp_bias, dt, "gate_proj", c.lora_scale)(x)
+        up = _dense(c.intermediate_size, c.mlp_bias, dt, "up_proj", c.lora_scale)(x)
+        return _dense(c.hidden_size, c.mlp_bias, dt, "down_proj", c.lora_scale)(nn.silu(gate) * up)
 
 
 class Layer(nn.Module):
