@@ -207,3 +207,23 @@ def write_checkpoint(folder: Path, config: dict, weights: dict[str, np.ndarray],
         index |= dict.fromkeys(part, file)
     (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": index}))
     return folder
+
+
+def write_tokenizer(folder: Path, texts: list[str], chat_template: str | None = None) -> int:
+    """A character-level `tokenizer.json` over `texts` with `<|endoftext|>` (id 0) as EOS and
+    pad, the ids in config.json-style files; returns the vocabulary size."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    chars = sorted({c for text in texts for c in text})
+    vocab = {"<|endoftext|>": 0} | {c: i + 1 for i, c in enumerate(chars)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    tok.decoder = decoders.Fuse()
+    tok.add_special_tokens(["<|endoftext|>"])
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save(str(folder / "tokenizer.json"))
+    config = {"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}
+    if chat_template is not None:
+        config["chat_template"] = chat_template
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return len(vocab)
