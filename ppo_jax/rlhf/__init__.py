@@ -6,6 +6,9 @@ Modules: `config` (RLHFConfig), `arithmetic` and `preference` (the tasks; `task`
 letter corpus), `lm` (the model record and its samplers), `transformer` and `model` (the two
 shipped models), `setup` (task and models of a run), `pretrain` (phase 1, reward model),
 `rollout` (sampling, scoring, targets), `finetune` (phase 2), `pipeline` (`prepare`, `run_rlhf`).
+Hugging Face checkpoints: `decoder` (the Llama / Qwen2 / Mistral family) with `rope`,
+`hf_checkpoint` (folder I/O), `tokenizer`, `lora`, `jsonl_task` and `rewards` (your data),
+`hf_model` (`--model hf:PATH`, `--task jsonl:PATH`).
 """
 
 from ppo_jax.rlhf.config import RLHFConfig

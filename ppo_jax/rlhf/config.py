@@ -52,11 +52,17 @@ def _field(default: Any, help: str) -> Any:
 class RLHFConfig:
     """Task, model and the phases (pretraining, reward model, RL fine-tuning). Frozen."""
 
-    task: str = _field("arithmetic", "arithmetic (verifiable exact-match reward) or preference (learned reward)")
+    task: str = _field(
+        "arithmetic",
+        "arithmetic (verifiable exact-match reward), preference (learned reward), or jsonl:PATH (your prompts "
+        "and answers; needs --model hf:PATH)",
+    )
     algo: str = _field(
         "grpo", "RL algorithm: grpo, ppo (critic, GAE over tokens), rloo, reinforce or reinforce++ (token returns)"
     )
-    model: str = _field("transformer", "language model of every role: transformer or gru")
+    model: str = _field(
+        "transformer", "language model of every role: transformer, gru, or hf:PATH (a Hugging Face checkpoint folder)"
+    )
     seed: int = _field(0, "random seed of the whole pipeline")
     # arithmetic task
     digits: int = _field(2, "arithmetic: digits of each operand")
@@ -64,18 +70,26 @@ class RLHFConfig:
     # preference task
     vocab_size: int = _field(12, "preference: letters in the vocabulary (EOS is one more token)")
     prompt_len: int = _field(4, "preference: prompt length in tokens")
-    completion_len: int = _field(8, "preference: maximum completion length in tokens (EOS included)")
+    completion_len: int = _field(8, "preference, jsonl: maximum completion length in tokens (EOS included)")
     corpus_run_prob: float = _field(0.1, "preference: probability that a corpus token continues the alphabet")
     corpus_temperature: float = _field(1.0, "preference: scale of the corpus bigram logits")
     corpus_eos_prob: float = _field(0.1, "preference: probability that the corpus ends a completion at each token")
+    # jsonl task
+    prompt_field: str = _field("prompt", "jsonl: the field holding the prompt text")
+    answer_field: str = _field("answer", "jsonl: the field holding the answer text")
+    reward: str = _field("exact", "jsonl: reward of a completion: exact, numeric, format, or module:function")
+    held_out: float = _field(0.2, "jsonl: fraction of the rows kept for evaluation (by a hash of the prompt)")
     # model
+    model_dtype: str = _field("float32", "hf: weight dtype, float32 or bfloat16 (norms and softmax stay float32)")
+    lora_rank: int = _field(0, "hf: rank of the LoRA adapters trained in RL; 0: full fine-tuning")
+    lora_alpha: float = _field(16.0, "hf: LoRA scale numerator (adapters scaled by lora_alpha / lora_rank)")
     d_model: int = _field(64, "transformer width")
     num_layers: int = _field(2, "transformer blocks")
     num_heads: int = _field(4, "transformer attention heads")
     positions: str = _field("learned", "transformer positions: learned or rotary")
     hidden_dim: int = _field(64, "GRU hidden width")
     # phase 1: next-token pretraining
-    pretrain_steps: int = _field(1000, "pretraining gradient steps")
+    pretrain_steps: int = _field(1000, "pretraining (hf: supervised fine-tuning) gradient steps; 0: none")
     pretrain_batch: int = _field(256, "sequences per pretraining step")
     pretrain_lr: float = _field(3e-3, "pretraining Adam peak learning rate")
     max_grad_norm: float = _field(1.0, "global gradient-norm clip of every phase")
@@ -140,7 +154,7 @@ class RLHFConfig:
     @property
     def task_metric(self) -> str:
         """Name of the task's own reward in reports: accuracy (exact match) or true_reward (hidden rule)."""
-        return "accuracy" if self.task == "arithmetic" else "true_reward"
+        return "true_reward" if self.task == "preference" else "accuracy"
 
     @property
     def kl_estimator_name(self) -> str:
@@ -202,9 +216,8 @@ RL_FIELDS: tuple[str, ...] = (
 )
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "task": TASKS,
     "algo": tuple(ALGORITHMS),
-    "model": MODELS,
+    "model_dtype": ("float32", "bfloat16"),
     "positions": POSITIONS,
     "kl_estimator": ("auto", *KL_ESTIMATORS),
     "kl_penalty": KL_PENALTIES,
@@ -221,7 +234,6 @@ _POSITIVE_INTS = (
     "num_layers",
     "num_heads",
     "hidden_dim",
-    "pretrain_steps",
     "pretrain_batch",
     "rm_pairs",
     "rm_eval_pairs",
@@ -239,6 +251,8 @@ _POSITIVE_INTS = (
 # (low, high, low_inclusive) closed above.
 _FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {
     "corpus_accuracy": (0.0, 1.0, True),
+    "held_out": (0.0, 1.0, False),
+    "lora_alpha": (0.0, math.inf, False),
     "corpus_run_prob": (0.0, 1.0, True),
     "corpus_temperature": (0.0, math.inf, True),
     "corpus_eos_prob": (0.0, 1.0, True),
@@ -299,13 +313,27 @@ def _check_sizes(config: RLHFConfig) -> None:
         raise ConfigError("num_samples", f"must be <= eval_prompts = {config.eval_prompts}, got {config.num_samples}")
 
 
+def _check_named(name: str, value: Any, allowed: tuple[str, ...], prefix: str) -> None:
+    """`value` is one of `allowed` or `prefix` followed by a non-empty path."""
+    if not isinstance(value, str) or not (value in allowed or (value.startswith(prefix) and len(value) > len(prefix))):
+        raise ConfigError(name, f"must be one of {', '.join(allowed)} or {prefix}PATH, got {value!r}")
+
+
 def validate(config: RLHFConfig) -> None:
     """Check every field; raise `ConfigError` naming the first bad one. Runs on construction."""
     for name, allowed in CHOICES.items():
         value = getattr(config, name)
         if value not in allowed:
             raise ConfigError(name, f"must be one of {', '.join(allowed)}, got {value!r}")
+    _check_named("task", config.task, TASKS, "jsonl:")
+    _check_named("model", config.model, MODELS, "hf:")
     _check_int("seed", config.seed, 0)
+    _check_int("pretrain_steps", config.pretrain_steps, 0)
+    _check_int("lora_rank", config.lora_rank, 0)
+    if config.task.startswith("jsonl:") and not config.model.startswith("hf:"):
+        raise ConfigError("task", "jsonl:PATH needs --model hf:PATH (the tokenizer comes from the checkpoint)")
+    if config.lora_rank and not config.model.startswith("hf:"):
+        raise ConfigError("lora_rank", "LoRA adapters are for --model hf:PATH")
     _check_int("vocab_size", config.vocab_size, 3)
     for name in _POSITIVE_INTS:
         _check_int(name, getattr(config, name), 1)

@@ -43,6 +43,7 @@ from ppo_jax.core.token_losses import (
     value_loss_tokens,
 )
 from ppo_jax.engine.sgd import OptCarry, sgd_epochs, shuffle_rows
+from ppo_jax.rlhf import lora
 from ppo_jax.rlhf.config import RLHyperparams
 from ppo_jax.rlhf.pretrain import Callback
 from ppo_jax.rlhf.rollout import Frozen, RLParams, Rollout, TrainBatch, collect, train_batch
@@ -101,7 +102,8 @@ def rl_loss(setup: RLSetup, hp: RLHyperparams, params: RLParams, mb: TrainBatch)
 
 
 def make_optimizer(setup: RLSetup, hp: RLHyperparams) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(setup.config.max_grad_norm), optax.adam(hp.rl_lr, eps=1e-5))
+    tx = optax.chain(optax.clip_by_global_norm(setup.config.max_grad_norm), optax.adam(hp.rl_lr, eps=1e-5))
+    return lora.partition_optimizer(tx) if setup.config.lora_rank else tx  # LoRA: adapters and value head only
 
 
 def rl_prompts(setup: RLSetup, key: jax.Array) -> jax.Array:

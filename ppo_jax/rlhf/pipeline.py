@@ -17,6 +17,7 @@ import numpy as np
 
 from ppo_jax.config import ConfigError
 from ppo_jax.core.token_losses import completion_mask
+from ppo_jax.rlhf import hf_model
 from ppo_jax.rlhf.config import FIELDS, RLHFConfig
 from ppo_jax.rlhf.finetune import EvalStats, evaluate
 from ppo_jax.rlhf.pretrain import Callback, PhaseResult, RewardModelResult, pretrain, train_reward_model
@@ -140,9 +141,10 @@ def _check_phase1(config: RLHFConfig, phase1: Phase1) -> None:
 
 
 def initial_params(config: RLHFConfig, phase1: Phase1) -> RLParams:
-    """RL starts from the pretrained policy; PPO's critic is a copy of it (its scalar head starts at 0)."""
-    reference = phase1.frozen.reference
-    return RLParams(reference, reference if config.algorithm.critic else None)
+    """RL starts from the pretrained policy (with LoRA: plus zero-effect adapters; the reference
+    stays the base weights alone); PPO's critic is a copy of it (its scalar head starts at 0)."""
+    policy = hf_model.initial_policy(config, phase1.frozen.reference, jax.random.key(config.seed))
+    return RLParams(policy, policy if config.algorithm.critic else None)
 
 
 def check_seeds(seeds: Any) -> None:

@@ -18,6 +18,7 @@ from jax import lax
 
 from ppo_jax.core.distributions import categorical_log_prob
 from ppo_jax.core.token_losses import completion_mask, masked_mean
+from ppo_jax.rlhf import hf_model
 from ppo_jax.rlhf.config import RLHFConfig
 from ppo_jax.rlhf.lm import LanguageModel
 from ppo_jax.rlhf.setup import completion_logits, make_setup, sequence_score
@@ -84,7 +85,7 @@ def preference_accuracy(score_first: jax.Array, score_second: jax.Array, label: 
 def make_optimizer(lr, max_grad_norm: float, steps: int | None = None) -> optax.GradientTransformation:
     """Adam after global-norm clipping; with `steps`, a 5 % linear warm-up to `lr` and a cosine
     decay to lr/10 over `steps`."""
-    if steps is not None:
+    if steps:
         lr = optax.warmup_cosine_decay_schedule(0.0, lr, max(1, steps // 20), steps, lr / 10)
     return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(lr))
 
@@ -112,11 +113,18 @@ def pretrain_step(config: RLHFConfig, callback, state: PhaseState, _=None):
     return PhaseState(optax.apply_updates(state.params, updates), opt_state, key, step), metrics
 
 
-@functools.partial(jax.jit, static_argnames=("config", "callback"))
 def pretrain(config: RLHFConfig, key: jax.Array, callback: Callback | None = None) -> PhaseResult:
-    """Phase 1: `pretrain_steps` of next-token prediction on the task's generated corpus."""
+    """Phase 1: `pretrain_steps` of next-token prediction on the task's generated corpus, from
+    random parameters, or from a checkpoint's (`--model hf:PATH`, read here and passed to the
+    program as an argument rather than baked into it)."""
+    start = make_setup(config).policy.init(None) if hf_model.is_checkpoint(config) else None
+    return _pretrain(config, key, start, callback)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "callback"))
+def _pretrain(config: RLHFConfig, key: jax.Array, start: Any, callback: Callback | None) -> PhaseResult:
     key_init, key = jax.random.split(key)
-    params = make_setup(config).policy.init(key_init)
+    params = make_setup(config).policy.init(key_init) if start is None else start
     opt_state = make_optimizer(config.pretrain_lr, config.max_grad_norm, config.pretrain_steps).init(params)
     state = PhaseState(params, opt_state, key, jnp.int32(0))
     state, history = lax.scan(functools.partial(pretrain_step, config, callback), state, None, config.pretrain_steps)

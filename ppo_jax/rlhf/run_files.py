@@ -24,6 +24,7 @@ import numpy as np
 from flax import serialization
 
 from ppo_jax.errors import CheckpointError
+from ppo_jax.rlhf import hf_model
 from ppo_jax.rlhf.config import FIELDS, RLHFConfig
 from ppo_jax.rlhf.setup import RLSetup, make_setup
 from ppo_jax.runtime import files, plots
@@ -143,7 +144,7 @@ def load_policy(folder: str | Path) -> LoadedPolicy:
     setup = make_setup(config)
     path = folder / POLICY_NAME
     try:
-        template = setup.policy.init(jax.random.key(0))
+        template = hf_model.initial_policy(config, setup.policy.init(jax.random.key(0)), jax.random.key(0))
         params = serialization.from_bytes(template, path.read_bytes())
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"{path}: not readable as the policy of this run's config ({err})") from err

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from ppo_jax.core.token_losses import last_token_index
+from ppo_jax.rlhf import hf_model
 from ppo_jax.rlhf.arithmetic import ArithmeticTask
 from ppo_jax.rlhf.config import RLHFConfig
 from ppo_jax.rlhf.lm import LanguageModel, gru_lm, transformer_lm
@@ -39,6 +40,8 @@ class RLSetup(NamedTuple):
 
 def make_task(config: RLHFConfig):
     """The task object named by `config.task`."""
+    if config.task.startswith("jsonl:"):
+        return hf_model.jsonl_task(config)
     if config.task == "arithmetic":
         return ArithmeticTask(config.digits, config.corpus_accuracy)
     return PreferenceTask(
@@ -53,7 +56,9 @@ def make_task(config: RLHFConfig):
 
 
 def make_lm(config: RLHFConfig, task) -> LanguageModel:
-    """The shipped model named by `config.model`, sized for the task's vocabulary and lengths."""
+    """The model named by `config.model`, sized for the task's vocabulary and lengths."""
+    if hf_model.is_checkpoint(config):
+        return hf_model.hf_lm(config, task)
     if config.model == "gru":
         return gru_lm(TokenModel(task.vocab_size, config.hidden_dim))
     module = Transformer(
