@@ -30,39 +30,122 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import results_lib  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-README_SRC = "RobertTLange/gymnax README.md, column 'Ckpt (Return)'"
-BLINES = "RobertTLange/gymnax-blines agents/{env}/ppo.yaml"
+BLINES = "RobertTLange/gymnax-blines agents/{env}/{file}"
+SB3_ZOO = "DLR-RM/rl-baselines3-zoo benchmark.md"
+# gymnax-blines' train.py: one run (seed 0); `log_return` is the mean of 164 episodes of the stochastic
+# policy at each evaluation, `log_steps` the env steps then; gymnax < 1.0 (a time-limit cut is a done).
+BLINES_PPO = "one run (seed 0), mean of 164 episodes of the stochastic policy at its last logged step, gymnax < 1.0"
+BLINES_ES = "one run (seed 0), mean of 164 episodes at its last logged step, env steps of all population members"
+SB3 = "one run, deterministic policy over about 150k evaluation steps, Gym's version of the env"
+
+
+@dataclasses.dataclass(frozen=True)
+class Anchor:
+    """A published return: the algorithm, the env steps it trained for, the file it is read from."""
+
+    algorithm: str
+    value: float
+    budget: int  # env steps of the run (num_train_steps of its config; for ES, all population rollouts)
+    source: str  # the file holding the number (the logged curve, not a README table)
+    conditions: str  # seeds, evaluation protocol, env version
+
+    def record(self) -> dict[str, Any]:
+        """The record's form: `return` and `budget` as results_lib reads them, the rest as written."""
+        return {"return": self.value, "budget": self.budget, **dataclasses.asdict(self)}
+
+
+def blines_ppo(env: str, value: float, budget: int, file: str = "ppo.pkl", note: str = "") -> Anchor:
+    """A gymnax-blines PPO run: `ppo.pkl` trained with agents/<env>/ppo.yaml, `ppo0.001.pkl` and
+    `ppo0.0001.pkl` the same config at a constant lr 1e-3 / 1e-4 (its exec.sh)."""
+    lr = {"ppo0.001.pkl": "PPO, lr 1e-3", "ppo0.0001.pkl": "PPO, lr 1e-4"}
+    conditions = BLINES_PPO + (f"; {note}" if note else "")
+    return Anchor(lr.get(file, "PPO"), value, budget, BLINES.format(env=env, file=file), conditions)
 
 
 @dataclasses.dataclass(frozen=True)
 class Row:
-    """One row of the table: the published PPO result it is compared with and how it is run."""
+    """One row of the table: the published results it is compared with and how it is run."""
 
     env: str
-    published: float | None  # return of the published PPO checkpoint (None: no published number)
-    published_budget: int  # env steps it was trained for (num_train_steps of its config)
+    ppo: Anchor | None  # the best published PPO return (None: none published)
     budget: int  # env steps per seed of this row at --budget-scale 1
+    others: tuple[Anchor, ...] = ()  # the best published returns of other algorithms, where known
     rejax: bool = False  # also run rejax 0.1.3 at the same config, budget and seeds
     checkpoint_every: int = 0  # updates between checkpoints (long rows, so that they resume)
 
 
-# The table's data, all in one place: the published return (gymnax README) and the budget of
-# the published config (gymnax-blines ppo.yaml, num_train_steps) per environment.
+def _sb3(algorithm: str, env: str, value: float, budget: int) -> Anchor:
+    return Anchor(algorithm, value, budget, SB3_ZOO, f"{SB3} ({env})")
+
+
+def _es(env: str, name: str, value: float, budget: int) -> Anchor:
+    """A gymnax-blines evolution-strategy run (`name` is the strategy: OpenES, SimpleGA)."""
+    return Anchor(name, value, budget, BLINES.format(env=env, file="es.pkl"), BLINES_ES)
+
+
+_MINATAR_NOTE = "ppo.yaml at lr 5e-4 (ppo.pkl) reached {}"
+# The table's data, all in one place. PPO: the best final `log_return` among gymnax-blines' PPO runs of the
+# env (ppo.pkl and its lr reruns), read from the pickles; other algorithms: the best known with its budget.
 ROWS: tuple[Row, ...] = (
-    Row("CartPole-v1", 500, 150_000, 150_000),
-    Row("Acrobot-v1", -80, 500_000, 500_000),
-    Row("Pendulum-v1", -130, 1_000_000, 1_000_000, rejax=True),
-    Row("MountainCar-v0", -118, 500_000, 500_000),
-    Row("MountainCarContinuous-v0", 92, 1_000_000, 1_000_000),
-    Row("Breakout-MinAtar", 28, 10_000_000, 10_000_000, rejax=True, checkpoint_every=100),
-    Row("Freeway-MinAtar", 58, 10_000_000, 10_000_000, checkpoint_every=100),
-    Row("SpaceInvaders-MinAtar", 131, 10_000_000, 10_000_000, checkpoint_every=100),
-    Row("Asterix-MinAtar", 15, 10_000_000, 10_000_000, checkpoint_every=100),
-    Row("Seaquest-MinAtar", None, 10_000_000, 10_000_000, checkpoint_every=100),
+    Row(
+        "CartPole-v1", blines_ppo("CartPole-v1", 500.0, 150_000), 150_000, (_sb3("DQN", "CartPole-v1", 500.0, 50_000),)
+    ),
+    Row(
+        "Acrobot-v1", blines_ppo("Acrobot-v1", -78.9, 500_000), 500_000, (_sb3("QR-DQN", "Acrobot-v1", -69.1, 100_000),)
+    ),
+    Row(
+        "Pendulum-v1",
+        blines_ppo("Pendulum-v1", -195.1, 1_000_000, "ppo0.001.pkl", "lr 1e-3; ppo.yaml at lr 5e-4 reached -200.6"),
+        1_000_000,
+        (_es("Pendulum-v1", "OpenES", -130.2, 39_600_000), _sb3("TD3", "Pendulum-v1", -151.9, 20_000)),
+        rejax=True,
+    ),
+    Row(
+        "MountainCar-v0",
+        blines_ppo("MountainCar-v0", -118.3, 250_000, note="logged at 2.4e5 of num_train_steps 250000"),
+        250_000,
+        (_sb3("DQN", "MountainCar-v0", -100.8, 120_000),),
+    ),
+    Row(
+        "MountainCarContinuous-v0",
+        blines_ppo(
+            "MountainCarContinuous-v0",
+            -0.003,
+            1_000_000,
+            "ppo0.0001.pkl",
+            "lr 1e-4, never reaches the goal; lr 1e-3 -0.02 at 1e6, ppo.pkl -0.11 at 2.2e5",
+        ),
+        1_000_000,
+        (
+            _sb3("ARS", "MountainCarContinuous-v0", 96.7, 500_000),
+            _es("MountainCarContinuous-v0", "SimpleGA", 95.3, 893_600_000),
+        ),
+    ),
+    Row(
+        "Breakout-MinAtar",
+        blines_ppo("Breakout-MinAtar", 43.4, 10_000_000, "ppo0.001.pkl", "lr 1e-3; " + _MINATAR_NOTE.format(22.9)),
+        10_000_000,
+        rejax=True,
+        checkpoint_every=100,
+    ),
+    Row("Freeway-MinAtar", blines_ppo("Freeway-MinAtar", 58.8, 10_000_000), 10_000_000, checkpoint_every=100),
+    Row(
+        "SpaceInvaders-MinAtar",
+        blines_ppo("SpaceInvaders-MinAtar", 131.6, 10_000_000),
+        10_000_000,
+        checkpoint_every=100,
+    ),
+    Row(
+        "Asterix-MinAtar",
+        blines_ppo("Asterix-MinAtar", 17.8, 10_000_000, "ppo0.001.pkl", "lr 1e-3; " + _MINATAR_NOTE.format(15.0)),
+        10_000_000,
+        checkpoint_every=100,
+    ),
+    Row("Seaquest-MinAtar", None, 10_000_000, checkpoint_every=100),
 )
-# Every row runs at the published budget with 8 seeds. A MinAtar row (8 seeds x 1e7 steps) takes minutes on
+# Every row runs at the published PPO budget with 8 seeds. A MinAtar row (8 seeds x 1e7 steps) takes minutes on
 # a GPU and hours on 2 CPU cores (about 13 k env-steps/s there): `--budget-scale 0.2` runs them at 2e6 steps.
-# Seaquest-MinAtar has no published gymnax-blines result (its ppo.yaml exists, the README lists none).
+# Seaquest-MinAtar has a gymnax-blines ppo.yaml but no trained run (its exec.sh leaves it out).
 DEFAULT_RESULTS = REPO / "docs" / "results"
 REJAX_INSTALL = ("rejax==0.1.3", "gymnax==0.0.9", "jax==0.10.2", "jaxlib==0.10.2")
 
@@ -79,7 +162,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-rejax", action="store_true", help="skip the rejax rows' peer runs")
     p.add_argument("--redo", action="store_true", help="discard the selected rows' results and run folders first")
     p.add_argument("--rejax-seeds", type=int, default=0, help="rejax on the first N of the row's seeds (default: all)")
-    p.add_argument("--table-only", action="store_true", help="rewrite the table from the finished rows; train nothing")
+    p.add_argument(
+        "--table-only",
+        action="store_true",
+        help="rewrite the published returns of the finished rows, their plots and the table; train nothing",
+    )
     p.add_argument("--rejax-venv", type=Path, default=Path.home() / ".cache" / "ppo_jax_bench" / "rejax")
     args = p.parse_args(argv)
     if args.results is None:
@@ -216,12 +303,8 @@ def build_record(row: Row, plan: dict[str, Any], ours: dict[str, Any], rejax: di
         "budget": plan["budget"],
         "budget_scale": plan["scale"],
         "seeds": plan["seeds"],
-        "published": {
-            "return": row.published,
-            "budget": row.published_budget,
-            "source": README_SRC,
-            "config": BLINES.format(env=row.env),
-        },
+        "published": row.ppo.record() if row.ppo else {"return": None, "budget": None},
+        "published_other": [a.record() for a in row.others],
         "commands": [" ".join(fresh_train_cmd(row, plan)), f"ppo-jax eval {plan['run_dir']} --episodes {episodes}"],
         "config": {k: v for k, v in config.items() if k != "seeds"},
         "commit": commit,
@@ -255,10 +338,26 @@ def write_table(args: argparse.Namespace) -> None:
         path.write_text(f"{intro}<!-- table -->\n{table}\n<!-- /table -->{outro}")
 
 
+def refresh_anchors(args: argparse.Namespace, rows: list[Row]) -> None:
+    """Rewrite the published returns of the finished records in the results folder from `ROWS`,
+    and their plots (the anchors are the table's data, not a measurement)."""
+    for row in rows:
+        path = args.results / f"{row.env}.json"
+        if not path.is_file():
+            continue
+        record = json.loads(path.read_text())
+        record["published"] = row.ppo.record() if row.ppo else {"return": None, "budget": None}
+        record["published_other"] = [a.record() for a in row.others]
+        path.write_text(json.dumps(record, indent=1, allow_nan=False) + "\n")
+        if record.get("complete"):
+            results_lib.plot_record(args.results / f"{row.env}.png", record)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rows = selected_rows(args)
     if args.table_only:
+        refresh_anchors(args, rows)
         write_table(args)
         return 0
     start = time.perf_counter()
@@ -279,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         record = build_record(row, plan, ours, rejax, args.episodes)
         write_outputs(args, row, record)
         e = record["ppo_jax"]["eval"]
-        published = "none" if row.published is None else f"{row.published:g}"
+        published = "none" if row.ppo is None else f"{row.ppo.value:g}"
         say(f"eval IQM {e['iqm']:.1f} [{e['ci_low']:.1f}, {e['ci_high']:.1f}] (published {published})")
     return 0
 

@@ -132,14 +132,30 @@ def _fewer_seeds(rejax: dict, record: dict) -> str:
 
 
 def _reached_cell(reached: bool, record: dict[str, Any]) -> str:
+    """yes/no; a return reached only with more env steps than the published run had is a no."""
+    over = record["budget"] / record["published"]["budget"]
+    if reached and over > 1:
+        return f"no (at {over:g}× the published budget)"
     answer = "yes" if reached else "no"
     scale = record["budget_scale"]
     return answer if scale == 1 else f"{answer} (at {scale:g}× the budget)"
 
 
+def _value(x: float) -> str:
+    return f"{round(x, 1) + 0.0:g}"  # + 0.0: a -0.0 reads 0
+
+
+def anchor_cell(anchor: dict[str, Any], with_algorithm: bool) -> str:
+    """`value at budget`, and the algorithm in brackets when asked or when it is not plain PPO."""
+    cell = f"{_value(anchor['return'])} at {_steps(anchor['budget'])}"
+    algorithm = anchor.get("algorithm", "PPO")
+    return cell + (f" ({algorithm})" if with_algorithm or algorithm != "PPO" else "")
+
+
 def table_row(record: dict[str, Any]) -> str:
     """One Markdown row of the results table for a record written by reproduce.py."""
     pub = record["published"]
+    others = record.get("published_other") or []
     rejax = record.get("rejax")
     has_published = pub["return"] is not None
     reached = has_published and record["ppo_jax"]["eval"]["iqm"] >= pub["return"]
@@ -148,7 +164,8 @@ def table_row(record: dict[str, Any]) -> str:
         record["env"],
         budget,
         str(len(record["seeds"])),
-        f"{pub['return']:g} at {_steps(pub['budget'])}" if has_published else "none published",
+        anchor_cell(pub, with_algorithm=False) if has_published else "none published",
+        "; ".join(anchor_cell(a, with_algorithm=True) for a in others) or "–",
         _ci(record["ppo_jax"]["eval"]),
         _ci(record["ppo_jax"]["train"]),
         _ci(rejax["eval"]) + _fewer_seeds(rejax, record) if rejax else "–",
@@ -159,9 +176,9 @@ def table_row(record: dict[str, Any]) -> str:
 
 
 TABLE_HEADER = (
-    "| env | budget / seed | seeds | published PPO | ppo_jax eval IQM [95 % CI] | ppo_jax training return "
-    "| rejax eval IQM [95 % CI] | rejax training return | ≥ published |\n"
-    "|---|---|---:|---|---|---|---|---|---|"
+    "| env | budget / seed | seeds | published PPO | published, other algorithms | ppo_jax eval IQM [95 % CI] "
+    "| ppo_jax training return | rejax eval IQM [95 % CI] | rejax training return | ≥ published PPO |\n"
+    "|---|---|---:|---|---|---|---|---|---|---|"
 )
 
 
@@ -199,7 +216,7 @@ def plot_record(path: Path, record: dict[str, Any]) -> None:
         ax.plot(c["env_steps"], c["iqm"], color=colour, lw=1.6, label=f"{name} (IQM of {len(block['per_seed'])} seeds)")
     pub = record["published"]
     if pub["return"] is not None:
-        label = f"published PPO {pub['return']:g} at {_steps(pub['budget'])}"
+        label = f"published {anchor_cell(pub, with_algorithm=True)}"
         ax.axhline(pub["return"], color="k", ls="--", lw=1, label=label)
     ax.set_title(f"{record['env']}: training return, 95 % bootstrap band", fontsize=10)
     ax.set_xlabel("environment steps per seed")

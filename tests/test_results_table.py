@@ -75,7 +75,7 @@ def test_record_summary_and_markdown_row(tmp_path):
     assert summary["eval"]["iqm"] == 500.0 and len(summary["curve"]["iqm"]) == 50
     record = cartpole_record(summary)
     row = results_lib.table_row(record)
-    assert row.startswith("| CartPole-v1 | 150k | 4 | 500 at 150k | 500.0 [")
+    assert row.startswith("| CartPole-v1 | 150k | 4 | 500 at 150k | – | 500.0 [")
     assert row.endswith("| – | – | yes |")
     table = results_lib.markdown_table([record])
     assert table.count("\n") == 2 and table.splitlines()[0].count("|") == table.splitlines()[2].count("|")
@@ -94,7 +94,7 @@ def test_row_without_a_published_number(tmp_path):
         "rejax": None,
     }
     row = results_lib.table_row(record)
-    assert row.startswith("| Seaquest-MinAtar | 2M (0.2×) | 4 | none published | 10.0 [")
+    assert row.startswith("| Seaquest-MinAtar | 2M (0.2×) | 4 | none published | – | 10.0 [")
     assert row.endswith("| – | – | – |")
     record["published"]["return"] = 12.0
     assert results_lib.table_row(record).endswith("| – | – | no (at 0.2× the budget) |")
@@ -116,7 +116,7 @@ def test_write_table_fills_both_readmes_between_the_markers(tmp_path, monkeypatc
     reproduce.write_table(reproduce.parse_args(["--table-only"]))
     for readme in (tmp_path / "README.md", results / "README.md"):
         text = readme.read_text()
-        assert "old row" not in text and text.count("| CartPole-v1 | 150k | 4 | 500 at 150k |") == 1
+        assert "old row" not in text and text.count("| CartPole-v1 | 150k | 4 | 500 at 150k | – |") == 1
     top = (tmp_path / "README.md").read_text()
     assert top.startswith(before) and top.endswith(after)
     # a results folder of its own (e.g. --budget-scale 0.1) leaves the project README alone
@@ -126,3 +126,45 @@ def test_write_table_fills_both_readmes_between_the_markers(tmp_path, monkeypatc
     (tmp_path / "README.md").write_text("untouched\n")
     reproduce.write_table(reproduce.parse_args(["--table-only", "--results", str(other)]))
     assert (tmp_path / "README.md").read_text() == "untouched\n" and "CartPole-v1" in (other / "README.md").read_text()
+
+
+def test_anchor_cells_name_the_algorithm_and_budget():
+    returns = np.full((20, 4), 40.0)
+    summary = results_lib.impl_summary([0, 1, 2, 3], 100 * np.arange(1, 21), returns, [30.0, 40.0, 50.0, 60.0])
+    record = cartpole_record(summary) | {"env": "Breakout-MinAtar", "budget": 10_000_000}
+    record["published"] = {"return": 43.378, "budget": 10_000_000, "algorithm": "PPO, lr 1e-3"}
+    record["published_other"] = [
+        {"return": -0.003, "budget": 120_000, "algorithm": "DQN"},
+        {"return": -130.16, "budget": 39_600_000, "algorithm": "OpenES"},
+    ]
+    cells = [c.strip() for c in results_lib.table_row(record).split("|")[1:-1]]
+    assert cells[3] == "43.4 at 10M (PPO, lr 1e-3)"
+    assert cells[4] == "0 at 120k (DQN); -130.2 at 39.6M (OpenES)"
+    assert cells[5].startswith("45.0 [") and cells[-1] == "yes"  # IQM of 30..60 is 45 >= 43.4
+    record["published"]["return"] = 45.5
+    assert results_lib.table_row(record).endswith("| no |")
+    record["published"] = {"return": 40.0, "budget": 5_000_000}  # reached, but with twice the env steps
+    assert results_lib.table_row(record).endswith("| no (at 2× the published budget) |")
+
+
+def test_every_row_runs_at_its_published_ppo_budget():
+    for row in reproduce.ROWS:
+        if row.ppo is not None:
+            assert row.budget == row.ppo.budget, row.env
+            assert row.ppo.source.startswith("RobertTLange/gymnax-blines agents/" + row.env + "/"), row.env
+    mountain_car = next(r for r in reproduce.ROWS if r.env == "MountainCar-v0")
+    assert mountain_car.budget == 250_000  # gymnax-blines agents/MountainCar-v0/ppo.yaml: num_train_steps
+
+
+def test_table_only_rewrites_stale_published_returns(tmp_path):
+    summary = results_lib.impl_summary([0, 1, 2, 3], 100 * np.arange(1, 21), np.full((20, 4), -150.0), [-150.0] * 4)
+    record = cartpole_record(summary) | {"env": "Pendulum-v1", "budget": 1_000_000}
+    record["published"] = {"return": -130, "budget": 1_000_000, "source": "a README table"}
+    (tmp_path / "Pendulum-v1.json").write_text(json.dumps(record))
+    reproduce.main(["--table-only", "--results", str(tmp_path), "--envs", "Pendulum-v1"])
+    got = json.loads((tmp_path / "Pendulum-v1.json").read_text())
+    row = next(r for r in reproduce.ROWS if r.env == "Pendulum-v1")
+    assert got["published"]["return"] == row.ppo.value != -130 and got["published"]["source"] == row.ppo.source
+    assert [a["algorithm"] for a in got["published_other"]] == [a.algorithm for a in row.others]
+    assert got["ppo_jax"] == record["ppo_jax"] and (tmp_path / "Pendulum-v1.png").stat().st_size > 0
+    assert "| Pendulum-v1 | 1M | 4 |" in (tmp_path / "README.md").read_text()
