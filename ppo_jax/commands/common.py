@@ -4,6 +4,7 @@ turning library exceptions into one line on stderr and an exit code (no tracebac
 from __future__ import annotations
 
 import argparse
+import difflib
 import re
 import sys
 import threading
@@ -37,19 +38,48 @@ def _typed(name: str, kind: type):
     return parse
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per `PPOConfig` field, generated from the dataclass (help text and defaults)."""
-    base = PPOConfig()
-    group = parser.add_argument_group(
-        "config",
-        f"every PPOConfig field; defaults shown for CartPole-v1, per-env defaults for {len(ENV_DEFAULTS)} envs",
-    )
+def help_env(argv) -> str:
+    """The env named by `--env NAME` or `--env=NAME` in `argv` (CartPole-v1 when none): `--help`
+    shows its shipped defaults, wherever `--env` stands relative to `--help`."""
+    argv = list(argv or ())
+    for i, arg in enumerate(argv):
+        if arg == "--env" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--env="):
+            return arg.split("=", 1)[1]
+    return "CartPole-v1"
+
+
+def help_defaults(env: str) -> tuple[PPOConfig, str]:
+    """The config `--help` shows for `env` (its shipped settings) and the sentence saying where
+    its values come from."""
+    config = default_config(env)
+    if env in ENV_DEFAULTS:
+        where = (
+            f"defaults shown for {env}: values marked 'env_defaults.py' are its shipped settings "
+            "(ENV_DEFAULTS in ppo_jax/env_defaults.py), the others PPOConfig's (ppo_jax/config.py)"
+        )
+    else:
+        where = (
+            f"defaults shown for {env}: it has no shipped settings, so PPOConfig's (ppo_jax/config.py); "
+            f"{len(ENV_DEFAULTS)} envs have their own in ppo_jax/env_defaults.py"
+        )
+    return config, where + "; --env NAME --help shows another env's"
+
+
+def add_config_flags(parser: argparse.ArgumentParser, env: str = "CartPole-v1") -> None:
+    """One flag per `PPOConfig` field, generated from the dataclass; the help shows `env`'s
+    shipped defaults (`help_defaults`)."""
+    base, where = help_defaults(env)
+    shipped = ENV_DEFAULTS.get(env, {})
+    group = parser.add_argument_group("config", f"every PPOConfig field; {where}")
     for name, field in FIELDS.items():
         default = getattr(base, name)
-        kind = {bool: bool, int: int, float: float, str: str, tuple: tuple}[type(default)]
+        kind = {bool: bool, int: int, float: float, str: str, tuple: tuple}[type(getattr(PPOConfig(), name))]
         tag = "traced" if field.metadata["traced"] else "static"
         shown = ",".join(map(str, default)) if kind is tuple else default
-        help_text = f"{field.metadata['help']} ({tag}; default: {shown})"
+        source = ", env_defaults.py" if name in shipped else ""
+        help_text = f"{field.metadata['help']} ({tag}; default: {shown}{source})".replace("%", "%%")
         if kind is bool:
             group.add_argument(flag(name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif kind is str:
@@ -65,6 +95,59 @@ def config_from_args(args: argparse.Namespace) -> PPOConfig:
     overrides = {name: getattr(args, name) for name in FIELDS if getattr(args, name, None) is not None}
     env = overrides.pop("env", "CartPole-v1")
     return default_config(env, **overrides)
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An `ArgumentParser` whose errors are one line (`one_line_error`) and exit code 2; the usage
+    text is shown by `--help` only. Subcommand parsers inherit the class."""
+
+    def error(self, message: str):
+        self.exit(2, f"ppo-jax: error: {one_line_error(message, self)}\n")
+
+
+_CHOICE = re.compile(r"argument (?P<flag>[^:]+): invalid choice: (?P<value>.*?) \(choose from (?P<choices>.*)\)$")
+_ARGUMENT = re.compile(r"argument (?P<flag>[^:]+): (?P<text>.*)$")
+_BUILTIN_TYPE = re.compile(r"invalid (?P<kind>int|float) value: (?P<value>.*)$")
+_WANTED = {"int": "an integer", "float": "a number"}
+
+
+def _close(value: str, candidates) -> str:
+    """' (did you mean X?)' for the closest of `candidates` (difflib), or ''."""
+    match = difflib.get_close_matches(value, list(candidates), n=1, cutoff=0.5)
+    return f" (did you mean {match[0]}?)" if match else ""
+
+
+def one_line_error(message: str, parser: argparse.ArgumentParser) -> str:
+    """argparse's error `message` as one line naming the flag, what it accepts and a close match:
+    "--algo must be one of grpo, ppo, ...; got 'dpo' (did you mean grpo?)"."""
+    flag_name = lambda text: text.split("/")[-1]  # noqa: E731 (`-h/--help` names itself by its long form)
+    choice = _CHOICE.match(message)
+    if choice:
+        value = choice["value"].strip("'")
+        choices = [c.strip().strip("'") for c in choice["choices"].split(",")]
+        if choice["flag"] == "COMMAND":
+            return f"unknown command {value!r}{_close(value, choices)}; the commands: {', '.join(choices)}"
+        return f"{flag_name(choice['flag'])} must be one of {', '.join(choices)}; got {value!r}{_close(value, choices)}"
+    if message.startswith("the following arguments are required: "):
+        return f"{parser.prog} needs {message.split(': ', 1)[1]} (see {parser.prog} --help)"
+    if message.startswith("unrecognized arguments: "):
+        extra = message.split(": ", 1)[1].split()
+        first = extra[0]
+        if not first.startswith("-"):
+            return f"{parser.prog} takes no argument {first!r} here; {parser.prog} --help lists what it takes"
+        options = [o for o in parser._option_string_actions if o.startswith("--")]
+        hint = _close(first.split("=", 1)[0], options)
+        return f"unknown flag {first}{hint}; {parser.prog} --help lists every flag"
+    argument = _ARGUMENT.match(message)
+    if argument:
+        name, text = flag_name(argument["flag"]), argument["text"]
+        builtin = _BUILTIN_TYPE.match(text)
+        if builtin:
+            return f"{name} expects {_WANTED[builtin['kind']]}, got {builtin['value']}"
+        if text == "expected one argument":
+            return f"{name} expects a value"
+        return text if text.startswith(name) else f"{name}: {text}"
+    return message
 
 
 def print_err(message: str) -> None:

@@ -13,11 +13,11 @@ from ppo_jax.config import OBJECTIVE_NAMES, resolve_seeds
 from ppo_jax.errors import ConfigError
 
 
-def add_compare_parser(sub) -> argparse.ArgumentParser:
+def add_compare_parser(sub, help_env: str = "CartPole-v1") -> argparse.ArgumentParser:
     cmp = sub.add_parser(
         "compare", help=f"train {', '.join(OBJECTIVE_NAMES)} over seeds and compare their learning curves"
     )
-    add_config_flags(cmp)
+    add_config_flags(cmp, help_env)
     cmp.add_argument("--seeds", type=int, default=8, help="seeds per objective (default: 8)")
     cmp.add_argument("--objectives", default=",".join(OBJECTIVE_NAMES), help="comma-separated objectives")
     cmp.add_argument("--out", default=None, help="output folder (default: runs/compare-<env>-<timestamp>)")

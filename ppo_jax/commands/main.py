@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ppo_jax.commands.common import StderrFilter, run_command
+from ppo_jax.commands.common import CommandParser, StderrFilter, help_env, run_command
 from ppo_jax.commands.compare import add_compare_parser
 from ppo_jax.commands.evaluate import add_eval_parser
 from ppo_jax.commands.rlhf import add_rlhf_parser
@@ -16,13 +16,15 @@ from ppo_jax.commands.sweep import add_sweep_parser
 from ppo_jax.commands.train import add_train_parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ppo-jax", description="Pure-functional PPO in JAX.")
+def build_parser(env: str = "CartPole-v1") -> argparse.ArgumentParser:
+    """The `ppo-jax` parser; the config flags' help shows `env`'s shipped defaults."""
+    parser = CommandParser(prog="ppo-jax", description="Pure-functional PPO in JAX.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    add_train_parser(sub)
+    parser.set_defaults(subcommands=sub.choices)
+    add_train_parser(sub, env)
     add_eval_parser(sub)
-    add_compare_parser(sub)
-    add_sweep_parser(sub)
+    add_compare_parser(sub, env)
+    add_sweep_parser(sub, env)
     sub.add_parser("bench", help="benchmark against rejax and Stable-Baselines3 (source checkout: scripts/)")
     add_rlhf_parser(sub)
     return parser
@@ -43,14 +45,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(help_env(argv))
     if not argv:  # bare `ppo-jax`: the commands, nothing started
         parser.print_help()
         return 0
     if argv[0] == "bench":
         return _bench(argv[1:])
-    args = parser.parse_args(argv)
+    try:  # a bad flag is one line and exit code 2 (`CommandParser`); --help exits 0
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # named by the subcommand's parser, which knows its flags
+            args.subcommands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as stop:
+        return 0 if stop.code is None else stop.code if isinstance(stop.code, int) else 2
     if args.command is None:  # only global flags were given
         parser.print_help()
         return 2

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ppo_jax.commands.common import add_cache_flag, run_command, use_compile_cache
+from ppo_jax.commands.common import CommandParser, add_cache_flag, run_command, use_compile_cache
 from ppo_jax.errors import ConfigError
 from ppo_jax.rlhf.config import CHOICES, FIELDS, RLHFConfig
 from ppo_jax.runtime import files
@@ -201,7 +201,7 @@ def rlhf_main(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = configure_parser(argparse.ArgumentParser(prog="ppo-jax rlhf", description=__doc__.splitlines()[0]))
+    parser = configure_parser(CommandParser(prog="ppo-jax rlhf", description=__doc__.splitlines()[0]))
     args = parser.parse_args(argv)
     args.func = rlhf_main
     return run_command(args)

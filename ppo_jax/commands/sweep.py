@@ -17,11 +17,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ppo_jax.commands.common import (
+    CommandParser,
     add_cache_flag,
     add_config_flags,
     add_distributed_flags,
     add_logging_flags,
     config_from_args,
+    help_env,
     loggers_from_args,
     run_command,
     start_distributed,
@@ -47,7 +49,7 @@ EPILOG = """examples:
 PARSER_TEXT = dict(description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+def add_sweep_arguments(parser: argparse.ArgumentParser, help_env: str = "CartPole-v1") -> None:
     """The sweep's own flags plus one flag per `PPOConfig` field (the base configuration); the
     parsed namespace runs `run_sweep_command`."""
     group = parser.add_argument_group("sweep")
@@ -86,16 +88,16 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--quiet", action="store_true", help="no live progress line")
     add_distributed_flags(parser)
     add_cache_flag(parser)
-    add_config_flags(parser)
+    add_config_flags(parser, help_env)
     parser.set_defaults(func=run_sweep_command)
 
 
-def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
+def add_sweep_parser(subparsers, help_env: str = "CartPole-v1") -> argparse.ArgumentParser:
     """Register `sweep` on the `ppo-jax` subcommand parsers; it runs `run_sweep_command`."""
     parser = subparsers.add_parser(
         "sweep", help="train seeds × hyperparameters in one compiled program; ranked table and plots", **PARSER_TEXT
     )
-    add_sweep_arguments(parser)
+    add_sweep_arguments(parser, help_env)
     return parser
 
 
@@ -295,8 +297,8 @@ def _write_sweep(out: Path, result, search: dict, args: argparse.Namespace, wher
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ppo-jax sweep", **PARSER_TEXT)
-    add_sweep_arguments(parser)
+    parser = CommandParser(prog="ppo-jax sweep", **PARSER_TEXT)
+    add_sweep_arguments(parser, help_env(sys.argv[1:] if argv is None else argv))
     return run_command(parser.parse_args(argv))
 
 

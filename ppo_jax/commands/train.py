@@ -23,14 +23,14 @@ from ppo_jax.config import FIELDS
 from ppo_jax.errors import ConfigError
 
 
-def add_train_parser(sub) -> argparse.ArgumentParser:
+def add_train_parser(sub, help_env: str = "CartPole-v1") -> argparse.ArgumentParser:
     train = sub.add_parser(
         "train",
         help="train PPO on an environment (CartPole-v1 by default)",
         description="Train PPO; every config field is a flag. Writes config.json, metrics.csv, "
         "summary.json, curve.png, checkpoints/ and policy-seed<S>.npz to the run folder.",
     )
-    add_config_flags(train)
+    add_config_flags(train, help_env)
     train.add_argument("--seeds", type=int, default=1, help="number of seeds trained together with jax.vmap")
     train.add_argument("--out", default=None, help="run folder (default: runs/<env>-<timestamp>)")
     train.add_argument("--quiet", action="store_true", help="no live progress line")
