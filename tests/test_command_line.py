@@ -5,8 +5,10 @@ unless its name says so."""
 
 from __future__ import annotations
 
+import io
 import re
 
+import numpy as np
 import pytest
 
 from ppo_jax.commands.main import main
@@ -70,3 +72,124 @@ def test_a_flag_error_is_one_line_with_the_allowed_values_and_a_close_match(caps
     assert len(err) == 1 and err[0].startswith("ppo-jax: error: "), err
     for word in words:
         assert word in err[0], (word, err[0])
+
+
+class Clock:
+    """A stand-in for time.perf_counter that the test moves by hand."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_checkpoint_pause_does_not_make_the_eta_jump(monkeypatch):
+    from ppo_jax.commands import progress
+
+    clock = Clock()
+    monkeypatch.setattr(progress.time, "perf_counter", clock)
+    stream = io.StringIO()
+    line = progress.ProgressLine(1_000_000, stream)
+    steps = 0
+    for chunk in range(3):  # 3 chunks of 20 reports, 1000 steps every 0.1 s: 10,000 steps/s
+        for _ in range(20):
+            clock.now += 0.1
+            steps += 1000
+            line.report(steps, "x")
+        clock.now += [6.0, 12.0, 0.0][chunk]  # a checkpoint save, then a compile of a shorter last chunk
+    shown = [row for row in stream.getvalue().splitlines() if "ETA" in row]
+    done = [float(row.split("/")[0].strip().rstrip("k")) * 1000 for row in shown]
+    assert max(done) > 40_000, stream.getvalue()  # a line after each pause
+    for row, steps in zip(shown, done, strict=True):
+        # by hand: every interval without a pause moved 1000 steps in 0.1 s
+        assert "10,000 steps/s" in row and f"ETA {progress.duration((1e6 - steps) / 10_000)}" in row, row
+
+
+def test_the_sweep_line_counts_the_runs_training_together_and_one_configuration(capsys):
+    from ppo_jax.commands.progress import SweepProgressBar
+    from ppo_jax.runtime.sweep_results import SweepProgress
+
+    stream = io.StringIO()
+    bar = SweepProgressBar(stream)
+    for u in (1, 2):
+        metrics = {"episode_return": np.zeros(48)}
+        bar(SweepProgress(0, 48, 48 * u, 48 * 10, 48 * u * 256, 48 * 10 * 256, 0, 1, metrics))
+    bar.stop()
+    text = stream.getvalue()
+    assert "48 runs at once" in text and "runs 0/48" not in text, text
+    assert text.splitlines()[0] == "compiling one program ..."
+
+
+def test_waiting_says_what_is_under_way_and_stops():
+    from ppo_jax.commands.progress import Waiting
+
+    stream = io.StringIO()
+    waiting = Waiting("compiling 5 programs", stream, every=3600)
+    waiting.stop()
+    waiting.stop()  # twice is harmless
+    assert stream.getvalue().splitlines() == ["compiling 5 programs ..."]
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["compare", "--quiet", "--seeds", "0"], ["seeds: must be a positive integer"]),
+        (["eval", "{tmp}/missing", "--quiet"], ["does not exist"]),
+        (["train", "--quiet", "--keep", "0"], ["keep"]),
+        (["sweep", "--quiet"], ["the sweep is empty"]),
+        (["rlhf", "--quiet", "--seeds", "0"], ["seeds: must be a positive integer"]),
+    ],
+)
+def test_every_command_accepts_quiet(capsys, tmp_path, argv, words):
+    code, out, err = run(capsys, *(a.format(tmp=tmp_path) for a in argv))
+    assert code == 2 and len(err) == 1, err
+    for word in words:
+        assert word in err[0], (word, err[0])
+
+
+def test_compare_png_legend_sits_beside_the_curves(tmp_path, monkeypatch):
+    from ppo_jax.runtime import plots
+    from ppo_jax.runtime.compare import ObjectiveResult
+
+    figures = []
+    monkeypatch.setattr(plots, "save", lambda plt, fig, path: figures.append(fig))
+    steps = np.arange(1, 51) * 256.0
+    results = [
+        ObjectiveResult(
+            name, None, steps, np.linspace(lo, hi, 50)[:, None] + np.zeros((50, 4)), *[np.zeros(4)], 0, 0, 0, 0, 0, 0
+        )
+        for name, lo, hi in (("clip", 400, 500), ("a2c", 20, 480), ("trpo", 490, 10))
+    ]
+    plots.plot_compare(tmp_path / "compare.png", results, "CartPole-v1")
+    fig = figures[0]
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    legend, axes = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.x0 >= axes.x1, (legend, axes)  # no curve can be hidden by it
+
+
+def test_eval_render_checks_its_packages_before_evaluating(capsys, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pygame" else real(name, *a))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text('{"env": "CartPole-v1", "seeds": [0]}')  # no checkpoint: nothing to evaluate
+    code, out, err = run(capsys, "eval", run_dir, "--render", tmp_path / "episode.gif")
+    assert code == 2 and out == [] and len(err) == 1, err
+    assert "pygame" in err[0] and "pip install 'ppo_jax[render]'" in err[0] and "CartPole-v1" in err[0]
+
+
+def test_the_sweep_header_counts_in_the_singular(capsys, tmp_path, monkeypatch):
+    from ppo_jax.runtime import sweeps
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt  # before anything compiles
+
+    monkeypatch.setattr(sweeps, "run_sweep", stop)
+    argv = ["sweep", "--grid", "lr=1e-3", "--seeds", "1", "--num-envs", "2", "--num-steps", "16"]
+    code, out, err = run(capsys, *argv, "--total-timesteps", "64", "--out", tmp_path / "s", "--quiet")
+    assert code == 130 and len(out) == 1, out
+    assert out[0].startswith("sweeping CartPole-v1: 1 configuration x 1 seed = 1 run x 64 steps (one batch)"), out

@@ -22,9 +22,35 @@ def add_compare_parser(sub, help_env: str = "CartPole-v1") -> argparse.ArgumentP
     cmp.add_argument("--objectives", default=",".join(OBJECTIVE_NAMES), help="comma-separated objectives")
     cmp.add_argument("--out", default=None, help="output folder (default: runs/compare-<env>-<timestamp>)")
     cmp.add_argument("--overwrite", action="store_true", help="replace the comparison files in --out")
+    cmp.add_argument("--quiet", action="store_true", help="no progress while compiling and training, only the table")
     add_cache_flag(cmp)
     cmp.set_defaults(func=cmd_compare)
     return cmp
+
+
+class ArmProgress:
+    """compare's notify(kind, message): a waiting line while the programs compile and while each
+    objective trains, and one line as each objective finishes (nothing when `quiet`)."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.waiting = None
+
+    def stop(self) -> None:
+        if self.waiting is not None:
+            self.waiting.stop()
+            self.waiting = None
+
+    def __call__(self, kind: str, message: str) -> None:
+        from ppo_jax.commands.progress import Waiting
+
+        if self.quiet:
+            return
+        self.stop()
+        if kind in ("compile", "arm"):
+            self.waiting = Waiting(message)
+        else:
+            print(message, flush=True)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -45,8 +71,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     files.claim_folder(args.out, ("compare.json", "compare.png"), "an objective comparison", args.overwrite)
     out = files.prepare_dir(args.out or files.default_run_dir(f"compare-{config.env}"))
     print(f"comparing {', '.join(objectives)} on {config.env}: {len(seeds)} seeds x {config.env_steps:,} steps")
-    print(f"compiling {len(objectives)} programs (concurrently)", flush=True)
-    results = compare(config, objectives, seeds)
+    progress = ArmProgress(args.quiet)
+    try:
+        results = compare(config, objectives, seeds, progress)
+    finally:
+        progress.stop()
     rows = []
     print(f"{'objective':<11} {'final mean':>10} {'IQM':>8} {'95% CI':>19} {'AUC':>8} {'run s':>7} {'compile s':>9}")
     for r in sorted(results, key=lambda r: -np.nan_to_num(r.iqm, nan=-np.inf)):

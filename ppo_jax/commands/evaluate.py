@@ -4,12 +4,15 @@ sampled actions, frozen normalisation), write eval.json, optionally render one e
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 import math
 from pathlib import Path
 
 import numpy as np
 
 from ppo_jax.commands.common import add_cache_flag, use_compile_cache
+from ppo_jax.commands.progress import Waiting
 from ppo_jax.errors import ConfigError
 
 
@@ -20,9 +23,31 @@ def add_eval_parser(sub) -> argparse.ArgumentParser:
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode action")
     ev.add_argument("--seed", type=int, default=0, help="evaluation seed (default: 0)")
     ev.add_argument("--render", default=None, metavar="OUT.gif", help="also write one episode as an animation")
+    ev.add_argument("--quiet", action="store_true", help="no progress while compiling and evaluating")
     add_cache_flag(ev)
     ev.set_defaults(func=cmd_eval)
     return ev
+
+
+# gymnax draws these envs with gymnasium's classic-control renderer (pygame); every animation is
+# written by matplotlib, a .gif through Pillow.
+_GYM_RENDERED = ("Acrobot-v1", "CartPole-v1", "Pendulum-v1", "MountainCar-v0", "MountainCarContinuous-v0")
+
+
+def check_render(run_dir: Path, target: str) -> None:
+    """Refuse `--render` before evaluating when a package it needs is missing: `ConfigError`
+    naming the package and the extra. The env is read from the run's config.json (a folder
+    without one is left to `open_run` to report)."""
+    try:
+        env = json.loads((run_dir / "config.json").read_text()).get("env", "")
+    except (OSError, ValueError, AttributeError):
+        return
+    needed = ["pygame", "gymnasium"] if env in _GYM_RENDERED else []
+    needed += ["PIL"] if target.lower().endswith(".gif") else []
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        names = " and ".join("pillow" if m == "PIL" else m for m in missing)
+        raise ConfigError("render", f"drawing {env} needs {names}: pip install 'ppo_jax[render]' (nothing evaluated)")
 
 
 def _report(run_dir: Path, meta: dict, args: argparse.Namespace, result) -> dict:
@@ -58,6 +83,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         raise ConfigError("episodes", f"must be a positive integer, got {args.episodes}")
     run_dir = Path(args.run_dir)
+    if args.render:
+        check_render(run_dir, args.render)
     with open_run(run_dir) as store:
         config = config_from_meta(store.read_meta())
         ctx = make_context(config)
@@ -70,7 +97,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         _evaluate_one, evaluate, roll.env, roll.env_params, acting, args.episodes, max_steps, args.stochastic
     )
     keys = jax.random.split(jax.random.key(args.seed), len(meta["seeds"]))
-    result = jax.jit(jax.vmap(one, in_axes=(0, None if stats is None else 0, 0)))(saved.state.params, stats, keys)
+    program = jax.jit(jax.vmap(one, in_axes=(0, None if stats is None else 0, 0)))
+    waiting = None if args.quiet else Waiting(f"evaluating {len(meta['seeds'])} x {args.episodes} episodes (compiling)")
+    try:
+        result = jax.block_until_ready(program(saved.state.params, stats, keys))
+    finally:
+        if waiting is not None:
+            waiting.stop()
     report = _report(run_dir, meta, args, result)
     files.write_json(run_dir / "eval.json", report)
     episodes = len(meta["seeds"]) * args.episodes

@@ -1,11 +1,14 @@
 """The live progress line of `train` and `sweep`: env steps done of the total, env-steps/s
-(measured from the first report, so compiling is not counted), ETA and the command's own fields.
-On a terminal the line is rewritten in place; otherwise a line is written every 5 seconds."""
+(measured from the first report, so compiling is not counted, and without pauses between
+reports such as checkpoint saves), ETA and the command's own fields. On a terminal the line is
+rewritten in place; otherwise a line is written every 5 seconds. `Waiting` says what a phase
+without progress of its own (compiling) is doing while it lasts."""
 
 from __future__ import annotations
 
 import math
 import sys
+import threading
 import time
 
 import numpy as np
@@ -19,6 +22,11 @@ def si(n: float) -> str:
     return f"{n:.0f}"
 
 
+def plural(count: int, noun: str) -> str:
+    """(1, 'run') -> '1 run', (3, 'run') -> '3 runs'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def duration(seconds: float) -> str:
     """3725 -> '1h02m', 125 -> '2m05s', 7 -> '7s'."""
     seconds = int(round(seconds))
@@ -28,7 +36,15 @@ def duration(seconds: float) -> str:
 
 
 class ProgressLine:
-    """One status line on `stream` (stderr by default)."""
+    """One status line on `stream` (stderr by default).
+
+    The rate is env steps over the time spent stepping: an interval between two reports longer
+    than `PAUSE_FACTOR` times the mean interval so far (and over `PAUSE_MIN` seconds) held a pause
+    (a checkpoint save, a compile between chunks), and counts as the time its steps take at the
+    rate so far, so the ETA does not jump."""
+
+    PAUSE_FACTOR = 4.0
+    PAUSE_MIN = 0.5
 
     def __init__(self, total_steps: int, stream=None, min_interval: float = 0.2):
         self.total = max(1, int(total_steps))
@@ -38,6 +54,18 @@ class ProgressLine:
         self.start: float | None = None  # time and steps at the first report: the rate excludes it
         self.start_steps = 0
         self.last_print = -math.inf
+        self.last = (0.0, 0)  # time and steps of the previous report
+        self.active = (0.0, 0, 0)  # seconds stepping, steps, intervals counted
+
+    def _count(self, now: float, steps: int) -> float:
+        """Add the interval since the previous report; the rate over the time spent stepping."""
+        seconds, done, intervals = self.active
+        dt, dsteps = now - self.last[0], steps - self.last[1]
+        self.last = (now, steps)
+        rate = done / seconds if seconds > 0 else 0.0
+        paused = intervals > 0 and rate > 0 and dt > max(self.PAUSE_FACTOR * seconds / intervals, self.PAUSE_MIN)
+        self.active = (seconds + (dsteps / rate if paused else dt), done + dsteps, intervals + 1)
+        return (done + dsteps) / self.active[0] if self.active[0] > 0 else 0.0
 
     def report(self, steps: int, fields: str) -> None:
         """Show `steps` done and `fields` (the command's own text) if the interval has passed or
@@ -45,17 +73,67 @@ class ProgressLine:
         now = time.perf_counter()
         if self.start is None:
             self.start, self.start_steps = now, steps
+            self.last = (now, steps)
             return
+        rate = self._count(now, steps)
         done = steps >= self.total
         if now - self.last_print < self.min_interval and not done:
             return
         self.last_print = now
-        elapsed = now - self.start
-        rate = (steps - self.start_steps) / elapsed if elapsed > 0 else 0.0
         eta = f" | ETA {duration((self.total - steps) / rate)}" if rate > 0 and not done else ""
         line = f"{si(steps):>7}/{si(self.total)} steps ({100 * steps / self.total:5.1f}%) | {rate:>9,.0f} steps/s"
         self.stream.write(f"{line}{eta} | {fields}" + ("\r" if self.live and not done else "\n"))
         self.stream.flush()
+
+
+class Waiting:
+    """Says that `label` (e.g. "compiling") is under way until `stop()`: on a terminal the line
+    "<label> ... 12s" is rewritten every second; otherwise "<label> ..." is written once, then
+    every `every` seconds with the time so far. `clear()` erases the terminal line before other
+    output (the next tick writes it again)."""
+
+    def __init__(self, label: str, stream=None, every: float = 30.0):
+        self.label = label
+        self.stream = sys.stderr if stream is None else stream
+        self.live = self.stream.isatty()
+        self.every = 1.0 if self.live else every
+        self.started = time.perf_counter()
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+        self.shown = 0  # characters of the terminal line now shown
+        self.thread = threading.Thread(target=self._run, name="ppo_jax-waiting", daemon=True)
+        if not self.live:
+            self._write(f"{label} ...\n")
+        self.thread.start()
+
+    def _write(self, text: str) -> None:
+        with self.lock:
+            if self.done.is_set() and text.strip():
+                return
+            self.stream.write(text)
+            self.stream.flush()
+
+    def _run(self) -> None:
+        while not self.done.wait(self.every):
+            elapsed = duration(time.perf_counter() - self.started)
+            if self.live:
+                text = f"{self.label} ... {elapsed}"
+                self._write("\r" + text.ljust(self.shown))
+                self.shown = len(text)
+            else:
+                self._write(f"{self.label} ... {elapsed}\n")
+
+    def clear(self) -> None:
+        if self.live and self.shown:
+            self._write("\r" + " " * self.shown + "\r")
+            self.shown = 0
+
+    def stop(self) -> None:
+        if self.done.is_set():
+            return
+        self.clear()
+        self.done.set()
+        self.thread.join()
 
 
 class TrainProgress:
@@ -67,13 +145,26 @@ class TrainProgress:
         self.line = ProgressLine(1, stream)
         self.num_runs = 1
         self.last_return = math.nan
+        self.waiting: Waiting | None = None
 
     def expect(self, total_steps: int, num_runs: int) -> None:
-        """Set the run's size (known once the driver has resolved the config or checkpoint)."""
+        """Set the run's size (known once the driver has resolved the config or checkpoint) and
+        say that the program compiles until its first report."""
         self.line = ProgressLine(total_steps, self.stream)
         self.num_runs = num_runs
+        self.waiting = Waiting("compiling the training program", self.stream)
+
+    def clear(self) -> None:
+        """Erase the waiting line before another message."""
+        if self.waiting is not None:
+            self.waiting.clear()
+
+    def stop(self) -> None:
+        if self.waiting is not None:
+            self.waiting.stop()
 
     def __call__(self, update, metrics) -> None:
+        self.stop()
         steps = np.asarray(metrics["env_steps"])
         done = int(steps.sum()) if steps.ndim else int(steps) * self.num_runs
         ret = np.asarray(metrics["episode_return"], np.float64)
@@ -84,15 +175,23 @@ class TrainProgress:
 
 
 class SweepProgressBar:
-    """The sweep's callback(SweepProgress): runs and updates done, batch, and the line's figures."""
+    """The sweep's callback(SweepProgress): the runs of the current batch, updates done, batch,
+    and the line's figures; says it compiles until the first report."""
 
     def __init__(self, stream=None):
         self.stream = stream
         self.line: ProgressLine | None = None
+        self.waiting = Waiting("compiling one program", stream)
+
+    def stop(self) -> None:
+        self.waiting.stop()
 
     def __call__(self, p) -> None:
         if self.line is None:
+            self.stop()
             self.line = ProgressLine(p.total_env_steps, self.stream)
-        batch = f" | batch {p.batch + 1}/{p.num_batches}" if p.num_batches > 1 else ""
-        fields = f"runs {p.runs_done}/{p.num_runs} | updates {p.updates_done:,}/{p.total_updates:,}{batch}"
-        self.line.report(p.env_steps_done, fields)
+        together = next((len(v) for v in p.metrics.values()), p.num_runs)  # the runs of this batch
+        runs = f"{together} run{'s' if together != 1 else ''} at once"
+        if p.num_batches > 1:
+            runs = f"runs {p.runs_done}/{p.num_runs} done | {runs} | batch {p.batch + 1}/{p.num_batches}"
+        self.line.report(p.env_steps_done, f"{runs} | updates {p.updates_done:,}/{p.total_updates:,}")

@@ -99,22 +99,46 @@ def _format(metrics: dict[str, Any], names: tuple[str, ...], metric: str = "true
     return "  ".join(f"{label} {float(np.mean(metrics[name])):.4f}" for label, name in shown)
 
 
-def make_printer(config: RLHFConfig):
-    """A progress callback that prints one line per report (every ~5% of the RL updates)."""
-    rl_every = max(1, config.rl_updates // 20)
+class Printer:
+    """The progress callback(phase, step, metrics): one line per report (every ~5% of the RL
+    updates), and a waiting line while a phase compiles (until its first report)."""
 
-    def callback(phase: str, step, metrics: dict[str, Any]) -> None:
-        step = int(np.max(step))
+    def __init__(self, config: RLHFConfig):
+        from ppo_jax.commands.progress import Waiting
+
+        self.config = config
+        self.rl_every = max(1, config.rl_updates // 20)
+        self.new_waiting = Waiting
+        self.waiting = Waiting("compiling the first phase")
+
+    def stop(self) -> None:
+        if self.waiting is not None:
+            self.waiting.stop()
+            self.waiting = None
+
+    def __call__(self, phase: str, step, metrics: dict[str, Any]) -> None:
+        self.stop()
+        config, step = self.config, int(np.max(step))
         if phase.endswith("pretrain"):
             print(f"[pretrain {step:5d}/{config.pretrain_steps}]  {_format(metrics, ('loss',))}", flush=True)
+            last = step == config.pretrain_steps
         elif phase.endswith("reward_model"):
             line = _format(metrics, ("loss", "accuracy"))
             print(f"[reward model {step:5d}/{config.rm_steps}]  {line}", flush=True)
-        elif step % rl_every == 0 or step == config.rl_updates:
-            name = phase[: -len("/rl")] if "/" in phase else config.algo
-            print(f"[{name} {step:4d}/{config.rl_updates}]  {_format(metrics, SHOWN, config.task_metric)}", flush=True)
+            last = step == config.rm_steps
+        else:
+            if step % self.rl_every == 0 or step == config.rl_updates:
+                name = phase[: -len("/rl")] if "/" in phase else config.algo
+                shown = _format(metrics, SHOWN, config.task_metric)
+                print(f"[{name} {step:4d}/{config.rl_updates}]  {shown}", flush=True)
+            last = step == config.rl_updates
+        if last:
+            self.waiting = self.new_waiting("compiling the next phase")
 
-    return callback
+
+def make_printer(config: RLHFConfig) -> Printer:
+    """The command's progress callback (see `Printer`)."""
+    return Printer(config)
 
 
 def print_summary(result, out: Path) -> None:
@@ -167,7 +191,12 @@ def _compare(config: RLHFConfig, args: argparse.Namespace) -> int:
     def save(name: str, result) -> None:
         run_files.write_run(out / name, result)
 
-    results = run_compare(config, names, None if args.quiet else make_printer(config), save, args.seeds)
+    printer = None if args.quiet else make_printer(config)
+    try:
+        results = run_compare(config, names, printer, save, args.seeds)
+    finally:
+        if printer is not None:
+            printer.stop()
     table = compare_table(results)
     summary = {
         name: {**r.summary, "wall_seconds": r.timings, "cpu_seconds": r.cpu_seconds} for name, r in results.items()
@@ -194,7 +223,12 @@ def rlhf_main(args: argparse.Namespace) -> int:
     run_files.claim_run_dir(out, args.overwrite, tuple(VARIANTS))
     files.prepare_dir(out)
     use_compile_cache(args)
-    result = run_rlhf(config, callback=None if args.quiet else make_printer(config), seeds=args.seeds)
+    printer = None if args.quiet else make_printer(config)
+    try:
+        result = run_rlhf(config, callback=printer, seeds=args.seeds)
+    finally:
+        if printer is not None:
+            printer.stop()
     run_files.write_run(out, result)
     print_summary(result, out)
     return 0

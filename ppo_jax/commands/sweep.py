@@ -29,7 +29,7 @@ from ppo_jax.commands.common import (
     start_distributed,
     use_compile_cache,
 )
-from ppo_jax.commands.progress import SweepProgressBar
+from ppo_jax.commands.progress import SweepProgressBar, plural
 from ppo_jax.config import TRACED_FIELDS, ConfigError
 
 DESCRIPTION = (
@@ -255,12 +255,17 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     out = files.prepare_dir(args.out or files.default_run_dir(config.env, root="sweeps"))
     batches = f"{plan.num_batches} batches of {plan.max_parallel}" if plan.num_batches > 1 else "one batch"
     print(
-        f"sweeping {config.env}: {len(plan.configurations)} configurations x {len(plan.seeds)} seeds = "
-        f"{plan.num_runs} runs x {config.env_steps:,} steps ({batches}) on {where['devices']} device(s) in "
-        f"{where['processes']} process(es) -> {out}\ncompiling one program ...",
+        f"sweeping {config.env}: {plural(len(plan.configurations), 'configuration')} x "
+        f"{plural(len(plan.seeds), 'seed')} = {plural(plan.num_runs, 'run')} x {config.env_steps:,} steps ({batches}) "
+        f"on {where['devices']} device(s) in {where['processes']} process(es) -> {out}",
         flush=True,
     )
-    result = run_sweep(plan, None if args.quiet else SweepProgressBar(), args.confidence, args.bootstrap_reps)
+    progress = None if args.quiet else SweepProgressBar()
+    try:
+        result = run_sweep(plan, progress, args.confidence, args.bootstrap_reps)
+    finally:
+        if progress is not None:
+            progress.stop()
     print(
         f"compiled {result.compiles} program{'s' if result.compiles != 1 else ''} in {result.compile_seconds:.1f} s | "
         f"ran {plan.num_runs} runs in {result.run_seconds:.1f} s | {result.env_steps_per_second:,.0f} env-steps/s"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -165,8 +166,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not writer:
         execute(plan, _silent)
         return 0
-    if progress is not None:
+    if progress is None:
+        summary = execute(plan, notify)
+    else:
         progress.expect(plan.config.env_steps * len(plan.seeds), len(plan.seeds))
-    summary = execute(plan, notify)
+        try:
+            summary = execute(plan, functools.partial(_notify_over, progress))
+        finally:
+            progress.stop()
     print(final_line(summary, plan.out))
     return 0
+
+
+def _notify_over(progress, kind: str, message: str) -> None:
+    """`notify`, after erasing the progress' waiting line."""
+    progress.clear()
+    notify(kind, message)
