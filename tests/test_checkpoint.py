@@ -295,10 +295,10 @@ def test_resume_of_missing_or_empty_folder_is_a_clear_error(tmp_path, capsys):
     assert run_cli("train", "--resume", tmp_path / "nope") == 2
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert run_cli("train", "--resume", tmp_path / "empty") == 1
+    assert run_cli("train", "--resume", tmp_path / "empty") == 2  # not a run folder: bad input, as for eval
     err = capsys.readouterr().err
     assert "no checkpoint found" in err and "Traceback" not in err
-    assert run_cli("eval", tmp_path / "empty") == 1
+    assert run_cli("eval", tmp_path / "empty") == 2
     assert "no checkpoint found" in capsys.readouterr().err
     assert list((tmp_path / "empty").iterdir()) == []  # reading created nothing
 

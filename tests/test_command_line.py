@@ -193,3 +193,46 @@ def test_the_sweep_header_counts_in_the_singular(capsys, tmp_path, monkeypatch):
     code, out, err = run(capsys, *argv, "--total-timesteps", "64", "--out", tmp_path / "s", "--quiet")
     assert code == 130 and len(out) == 1, out
     assert out[0].startswith("sweeping CartPole-v1: 1 configuration x 1 seed = 1 run x 64 steps (one batch)"), out
+
+
+def write_folder(path, *names) -> str:
+    """A folder holding the named entries (a name ending in / is a folder), as a command left it."""
+    path.mkdir(parents=True)
+    for name in names:
+        (path / name).mkdir() if name.endswith("/") else (path / name).write_text("{}")
+    return str(path)
+
+
+TINY = ["--num-envs", "2", "--num-steps", "16", "--num-minibatches", "2", "--total-timesteps", "64"]
+
+
+@pytest.mark.parametrize(
+    "argv, held, words",
+    [
+        (["train", *TINY, "--quiet"], ("sweep.json", "runs/"), ["holds a sweep (ppo-jax sweep: sweep.json)"]),
+        (["train", *TINY, "--overwrite"], ("sweep.json",), ["holds a sweep", "not a training run"]),
+        (["train", *TINY], ("compare.json", "compare.png"), ["holds an objective comparison (ppo-jax compare"]),
+        (["sweep", "--grid", "lr=1e-3", *TINY], ("config.json", "summary.json", "checkpoints/"), ["a training run"]),
+        (["compare", *TINY], ("config.json", "metrics.csv"), ["holds a training run (ppo-jax train: metrics.csv)"]),
+        (["compare", *TINY, "--overwrite"], ("sweep.json",), ["holds a sweep", "not an objective comparison"]),
+        (["rlhf"], ("summary.json", "policy-seed0.npz"), ["holds a training run", "not a language-model run"]),
+    ],
+)
+def test_a_folder_of_one_kind_is_refused_by_another_command(capsys, tmp_path, argv, held, words):
+    folder = write_folder(tmp_path / "folder", *held)
+    before = sorted(p.name for p in (tmp_path / "folder").iterdir())
+    code, out, err = run(capsys, *argv, "--out", folder)
+    assert code == 2 and out == [] and len(err) == 1, (out, err)
+    assert err[0].startswith(f"ppo-jax: error: out: {folder} holds ") and err[0].endswith("choose another --out")
+    for word in words:
+        assert word in err[0], (word, err[0])
+    assert sorted(p.name for p in (tmp_path / "folder").iterdir()) == before  # nothing written or deleted
+
+
+@pytest.mark.parametrize("held", [(), ("sweep.json",), ("rlhf.json", "config.json")])
+@pytest.mark.parametrize("argv", [["eval"], ["train", "--resume"]])
+def test_not_a_run_folder_is_exit_code_2_for_every_command(capsys, tmp_path, argv, held):
+    folder = write_folder(tmp_path / "folder", *held)
+    code, out, err = run(capsys, *argv, folder)
+    assert code == 2 and len(err) == 1 and "ppo-jax: error: " in err[0], err
+    assert ("holds no ppo_jax run" if not held else "not a training run") in err[0], err

@@ -68,6 +68,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ConfigError("objective", "compare trains each of --objectives; remove --objective")
     config = config_from_args(args)
     seeds = list(resolve_seeds(config, args.seeds))
+    files.refuse_other_kind(args.out, "compare")
     files.claim_folder(args.out, ("compare.json", "compare.png"), "an objective comparison", args.overwrite)
     out = files.prepare_dir(args.out or files.default_run_dir(f"compare-{config.env}"))
     print(f"comparing {', '.join(objectives)} on {config.env}: {len(seeds)} seeds x {config.env_steps:,} steps")

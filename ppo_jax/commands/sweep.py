@@ -251,6 +251,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     if not writer:  # the same program on every process: a silent callback where process 0 has one
         run_sweep(plan, None if args.quiet else (lambda progress: None), args.confidence, args.bootstrap_reps)
         return 0
+    files.refuse_other_kind(args.out, "sweep")
     files.claim_folder(args.out, SWEEP_FILES, "a sweep", args.overwrite)
     out = files.prepare_dir(args.out or files.default_run_dir(config.env, root="sweeps"))
     batches = f"{plan.num_batches} batches of {plan.max_parallel}" if plan.num_batches > 1 else "one batch"
