@@ -236,3 +236,27 @@ def test_not_a_run_folder_is_exit_code_2_for_every_command(capsys, tmp_path, arg
     code, out, err = run(capsys, *argv, folder)
     assert code == 2 and len(err) == 1 and "ppo-jax: error: " in err[0], err
     assert ("holds no ppo_jax run" if not held else "not a training run") in err[0], err
+
+
+def test_the_tensorboard_extra_brings_the_command_the_readme_runs():
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    assert "pip install -e '.[tensorboard]'`, then `tensorboard --logdir runs`" in readme
+    extra = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]["tensorboard"]
+    names = {re.split(r"[<>=!~\[ ;]", requirement, maxsplit=1)[0].lower() for requirement in extra}
+    assert {"tensorboard", "tensorboardx"} <= names  # the command `tensorboard` comes with the package tensorboard
+
+
+def test_wandb_going_offline_by_itself_says_so_in_one_line(capsys, monkeypatch):
+    pytest.importorskip("wandb")
+    from ppo_jax.runtime import loggers
+
+    monkeypatch.setattr(loggers, "has_wandb_key", lambda: False)
+    code, out, err = run(capsys, "train", "--wandb", "--keep", "0")  # refused after the flags are read
+    assert code == 2 and len(err) == 1 and "keep" in err[0]
+    assert len(out) == 1 and out[0].startswith("W&B: no API key is set up, so runs are logged offline"), out
+    code, out, err = run(capsys, "train", "--wandb", "--wandb-mode", "offline", "--keep", "0")
+    assert code == 2 and out == []  # asked for: nothing to say

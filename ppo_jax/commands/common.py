@@ -222,15 +222,25 @@ def add_logging_flags(parser: argparse.ArgumentParser, tensorboard: bool = True)
     )
 
 
-def loggers_from_args(args: argparse.Namespace, tensorboard_subdir: str = "tensorboard", group=None) -> list:
-    """The loggers the flags ask for; a missing package is a ConfigError naming the extra."""
+def loggers_from_args(
+    args: argparse.Namespace, tensorboard_subdir: str = "tensorboard", group=None, announce: bool = False
+) -> list:
+    """The loggers the flags ask for; a missing package is a ConfigError naming the extra. With
+    `announce`, W&B choosing offline mode by itself (no API key) is said in one line."""
     from ppo_jax.runtime.loggers import TensorBoardLogger, WandbLogger
 
     loggers = []
     if getattr(args, "tensorboard", False):
         loggers.append(TensorBoardLogger(tensorboard_subdir))
     if getattr(args, "wandb", False):
-        loggers.append(WandbLogger(args.wandb_project, args.wandb_entity, args.wandb_mode, group))
+        wandb = WandbLogger(args.wandb_project, args.wandb_entity, args.wandb_mode, group)
+        if announce and args.wandb_mode is None and wandb.mode == "offline":
+            print(
+                "W&B: no API key is set up, so runs are logged offline into wandb/ of the output folder "
+                "(upload them later with: wandb sync; --wandb-mode online asks for a key)",
+                flush=True,
+            )
+        loggers.append(wandb)
     return loggers
 
 

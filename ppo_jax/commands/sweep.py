@@ -281,7 +281,7 @@ def _write_sweep(out: Path, result, search: dict, args: argparse.Namespace, wher
     from ppo_jax.runtime import files, plots
 
     t0 = time.perf_counter()
-    write_run_files(out, result, loggers_from_args(args, tensorboard_subdir="", group=out.name))
+    write_run_files(out, result, loggers_from_args(args, tensorboard_subdir="", group=out.name, announce=True))
     plots.plot_sweep_curves(out / "curves.png", result)
     for name in result.names:
         plots.plot_sensitivity(out / f"sensitivity_{name}.png", result, name)

@@ -161,7 +161,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         shard_envs=args.shard_envs,
         callback=progress,
-        loggers=loggers_from_args(args),
+        loggers=loggers_from_args(args, announce=writer),
     )
     if not writer:
         execute(plan, _silent)
