@@ -28,6 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import results_lib  # noqa: E402
+from bench.peers import default_cache  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 README_SRC = "RobertTLange/gymnax README.md, column 'Ckpt (Return)'"
@@ -80,7 +81,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--redo", action="store_true", help="discard the selected rows' results and run folders first")
     p.add_argument("--rejax-seeds", type=int, default=0, help="rejax on the first N of the row's seeds (default: all)")
     p.add_argument("--table-only", action="store_true", help="rewrite the table from the finished rows; train nothing")
-    p.add_argument("--rejax-venv", type=Path, default=Path.home() / ".cache" / "ppo_jax_bench" / "rejax")
+    p.add_argument("--rejax-venv", type=Path, default=default_cache() / "rejax")  # where benchmark.py installs it
     args = p.parse_args(argv)
     if args.results is None:
         scale = "" if args.budget_scale == 1 else f"scale-{args.budget_scale:g}"
