@@ -260,3 +260,31 @@ def test_wandb_going_offline_by_itself_says_so_in_one_line(capsys, monkeypatch):
     assert len(out) == 1 and out[0].startswith("W&B: no API key is set up, so runs are logged offline"), out
     code, out, err = run(capsys, "train", "--wandb", "--wandb-mode", "offline", "--keep", "0")
     assert code == 2 and out == []  # asked for: nothing to say
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_docs_name_the_defaults_the_rlhf_command_uses():
+    from ppo_jax.rlhf.config import RLHFConfig
+
+    defaults = RLHFConfig()
+    rows = [line for line in (ROOT / "docs" / "llm.md").read_text().splitlines() if "(default)" in line]
+    marked = {}
+    for row in rows:
+        flag = re.match(r"\| `--([\w-]+)` \|", row)
+        value = re.search(r"`([\w-]+)` \(default\)", row)
+        if flag and value:
+            marked[flag.group(1).replace("-", "_")] = value.group(1)
+    assert "kl_estimator" in marked and "loss_aggregation" in marked, marked
+    for name, value in marked.items():
+        assert value == str(getattr(defaults, name)), (name, value)
+
+
+def test_readme_rlhf_example_describes_the_default_task():
+    from ppo_jax.rlhf.config import RLHFConfig
+
+    (line,) = [ln for ln in (ROOT / "README.md").read_text().splitlines() if ln.startswith("ppo-jax rlhf --algo ppo ")]
+    comment = line.split("#", 1)[1]
+    assert RLHFConfig().task == "arithmetic" and "reward model" not in comment, comment
+    assert "arithmetic" in comment
