@@ -8,9 +8,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ppo_jax.commands.common import CommandParser, StderrFilter, help_env, run_command
+from ppo_jax.commands.common import StderrFilter, help_env, run_command
 from ppo_jax.commands.compare import add_compare_parser
 from ppo_jax.commands.evaluate import add_eval_parser
+from ppo_jax.commands.parsing import CommandParser
 from ppo_jax.commands.rlhf import add_rlhf_parser
 from ppo_jax.commands.sweep import add_sweep_parser
 from ppo_jax.commands.train import add_train_parser

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ppo_jax.commands.common import CommandParser, add_cache_flag, run_command, use_compile_cache
+from ppo_jax.commands.common import add_cache_flag, run_command, use_compile_cache
+from ppo_jax.commands.parsing import CommandParser
 from ppo_jax.errors import ConfigError
 from ppo_jax.rlhf.config import CHOICES, FIELDS, RLHFConfig
 from ppo_jax.runtime import files

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ppo_jax.commands.common import (
-    CommandParser,
     add_cache_flag,
     add_config_flags,
     add_distributed_flags,
@@ -29,6 +28,7 @@ from ppo_jax.commands.common import (
     start_distributed,
     use_compile_cache,
 )
+from ppo_jax.commands.parsing import CommandParser
 from ppo_jax.commands.progress import SweepProgressBar, plural
 from ppo_jax.config import TRACED_FIELDS, ConfigError
 
