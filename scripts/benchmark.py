@@ -6,8 +6,11 @@
 
 Runs every implementation one after another, each training run in its own subprocess (peak RSS
 from `os.wait4` on the child), and writes `results.json`, `README.md` (Markdown tables) and PNG
-plots to docs/benchmarks/ (docs/benchmarks/quick/ with --quick; `--out` elsewhere). From an
-installed ppo_jax, `ppo-jax bench` runs this script when it finds it beside the package.
+plots to `--out` (default: benchmark/ in the current directory, benchmark-quick/ with --quick; the
+published tables were written with `--out docs/benchmarks`). The peers' virtual environments
+(about 2.3 GB) are installed on first use under $XDG_CACHE_HOME/ppo_jax_bench (or `--cache`),
+after a question on a terminal; elsewhere only with `--yes`. From an installed ppo_jax,
+`ppo-jax bench` runs this script when it finds it beside the package.
 
 Measured per implementation and workload: compile seconds (`jit(...).lower(...).compile()`),
 env-steps/s of the compiled run (compile excluded), peak RSS of the process, final return (mean
@@ -35,19 +38,22 @@ from pathlib import Path
 from typing import Any
 
 from bench.peers import (
-    DEFAULT_CACHE,
     FINAL_FRACTION,
     IMPLS,
     PEERS,
     PEERS_DIR,
+    PEERS_INSTALL_SIZE,
     REPO_ROOT,
     WORKLOADS,
     XLA_WORKAROUND,
+    default_cache,
     ensure_peer_env,
     extrapolated_sb3,
     log,
+    peer_env_ready,
     run_impl,
     run_worker,
+    set_quiet,
     workload_config,
 )
 from bench.report import write_outputs
@@ -65,8 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--torch-threads", type=int, default=1, help="torch.set_num_threads for SB3")
     p.add_argument("--no-scaling", action="store_true", help="skip the ppo_jax scaling and memory sweeps")
     p.add_argument("--no-efficiency", action="store_true", help="skip the FLOP/s and profile measurements")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default docs/benchmarks[/quick])")
-    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="folder of the peers' virtual environments")
+    p.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: ./benchmark, or ./benchmark-quick with --quick)"
+    )
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=default_cache(),
+        help="folder of the peers' virtual environments (default: $XDG_CACHE_HOME/ppo_jax_bench or "
+        "~/.cache/ppo_jax_bench; $PPO_JAX_BENCH_CACHE wins)",
+    )
+    p.add_argument("--yes", action="store_true", help=f"install missing peer environments ({PEERS_INSTALL_SIZE})")
+    p.add_argument("--quiet", action="store_true", help="no progress lines, only errors and the final line")
     p.add_argument("--timeout", type=float, default=7200.0, help="seconds before a training subprocess is killed")
     p.add_argument(
         "--from-json", type=Path, default=None, help="only re-render README.md and plots from a results.json"
@@ -185,9 +201,32 @@ def _git_commit() -> str | None:
         return None
 
 
+def confirm_install(impls: list[str], cache: Path, yes: bool) -> bool:
+    """Whether the missing peer environments of `impls` may be installed: with `--yes`, or when a
+    user at a terminal says so; otherwise one line says what it would take and False is returned."""
+    missing = [i for i in impls if i in PEERS and not peer_env_ready(PEERS[i], cache)]
+    if not missing or yes:
+        return True
+    what = (
+        f"benchmarking {' and '.join(missing)} installs {'its' if len(missing) == 1 else 'their'} Python "
+        f"environment{'s' if len(missing) > 1 else ''} under {cache} ({PEERS_INSTALL_SIZE}, from PyPI)"
+    )
+    if sys.stdin is not None and sys.stdin.isatty():
+        answer = input(f"{what}. Install now? [y/N] ").strip().lower()
+        if answer in ("y", "yes"):
+            return True
+    print(
+        f"ppo-jax bench: error: {what}; rerun with --yes to install, --cache DIR to put it elsewhere, "
+        "or --only ppo_jax to skip the peers",
+        file=sys.stderr,
+    )
+    return False
+
+
 def run_benchmark(argv: list[str] | None = None) -> int:
     """The `ppo-jax bench` entry point: run everything, write results.json, README.md and plots."""
     args = build_parser().parse_args(argv)
+    set_quiet(args.quiet)
     if args.from_json:
         report = json.loads(args.from_json.read_text())
         out = args.out or args.from_json.parent
@@ -198,7 +237,9 @@ def run_benchmark(argv: list[str] | None = None) -> int:
     unknown = sorted(set(impls) - set(IMPLS))
     if unknown:
         build_parser().error(f"unknown implementation(s) {', '.join(unknown)}; known: {', '.join(IMPLS)}")
-    out = args.out or REPO_ROOT / "docs" / "benchmarks" / ("quick" if args.quick else "")
+    if not confirm_install(impls, args.cache, args.yes):
+        return 2
+    out = args.out or Path("benchmark-quick" if args.quick else "benchmark")  # under the current directory
     out.mkdir(parents=True, exist_ok=True)
     settings = sweep_settings(args.quick)
     many = args.seeds or (4 if args.quick else 32)

@@ -28,6 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import results_lib  # noqa: E402
+from bench.peers import default_cache  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BLINES = "RobertTLange/gymnax-blines agents/{env}/{file}"
@@ -167,7 +168,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="rewrite the published returns of the finished rows, their plots and the table; train nothing",
     )
-    p.add_argument("--rejax-venv", type=Path, default=Path.home() / ".cache" / "ppo_jax_bench" / "rejax")
+    p.add_argument("--rejax-venv", type=Path, default=default_cache() / "rejax")  # where benchmark.py installs it
     args = p.parse_args(argv)
     if args.results is None:
         scale = "" if args.budget_scale == 1 else f"scale-{args.budget_scale:g}"

@@ -48,3 +48,48 @@ def test_bench_outside_a_source_checkout_says_where_it_lives(monkeypatch, tmp_pa
     assert cli.main(["bench", "--quick"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("ppo-jax: error: the benchmark lives in scripts/benchmark.py") and "\n" not in err
+
+
+@pytest.fixture
+def bench_stubs(tmp_path, monkeypatch):
+    """benchmark.py with the peer installs and the report writer recorded instead of run, in a
+    fresh current directory, with XDG_CACHE_HOME set and no terminal on stdin."""
+    import io
+
+    import benchmark
+
+    calls = {"installs": [], "outputs": []}
+
+    def install(peer, cache):
+        calls["installs"].append((peer.name, cache))
+        raise OSError("not installed in tests")
+
+    monkeypatch.setattr(benchmark, "ensure_peer_env", install)
+    monkeypatch.setattr(benchmark, "write_outputs", lambda report, out: calls["outputs"].append(out))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("PPO_JAX_BENCH_CACHE", raising=False)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    return benchmark, calls
+
+
+def test_bench_refuses_to_install_the_peers_unasked_off_a_terminal(bench_stubs, tmp_path, capsys):
+    benchmark, calls = bench_stubs
+    assert benchmark.run_benchmark(["--quick", "--only", "rejax,sb3", "--quiet"]) == 2
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert out == "" and len(lines) == 1, err
+    cache = tmp_path / "xdg" / "ppo_jax_bench"
+    for words in ("rejax and sb3", str(cache), "2.3 GB", "--yes", "--only ppo_jax"):
+        assert words in lines[0], (words, lines[0])
+    assert calls == {"installs": [], "outputs": []} and not cache.exists()
+
+
+def test_bench_installs_into_xdg_cache_home_and_writes_under_the_current_directory(bench_stubs, tmp_path, capsys):
+    benchmark, calls = bench_stubs
+    assert benchmark.run_benchmark(["--quick", "--only", "rejax", "--yes", "--quiet"]) == 0
+    assert calls["installs"] == [("rejax", tmp_path / "xdg" / "ppo_jax_bench")]
+    (out,) = calls["outputs"]
+    assert out.resolve() == tmp_path / "elsewhere" / "benchmark-quick"
+    assert capsys.readouterr().err.count("\n") <= 1  # --quiet: at most the closing line

@@ -78,5 +78,10 @@ def test_compare_trains_every_objective_and_writes_a_table(tmp_path, capsys):
     assert iqms == sorted(iqms, reverse=True)  # ranked by IQM, best first
     assert rows["a2c"]["num_epochs"] == 1 and rows["clip"]["num_epochs"] == 2
     assert (tmp_path / "compare.png").stat().st_size > 0
-    assert "objective" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "objective" in out
+    # progress per arm: compiling, then each objective as it trains and finishes
+    assert "compiling 2 programs (concurrently) ..." in err.splitlines()
+    assert [line.split(":")[0] for line in out.splitlines() if "): IQM" in line] == ["clip (1/2)", "a2c (2/2)"]
+    assert "training clip (1/2): 2 seeds x 128 steps ..." in err.splitlines()
     assert cli.main(["compare", "--objectives", "clip,sarsa"]) == 2

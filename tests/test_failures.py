@@ -143,8 +143,10 @@ def test_sweep_and_compare_treat_a_used_folder_as_train_does(tmp_path):
     (out / "sweep.json").write_text("{}")
     grid = ["--grid", "lr=1e-3,3e-4", "--seeds", "1"]
     assert_fails_cleanly(ppo_jax_cli("sweep", *TINY, *STEPS, *grid, "--out", out, "--quiet"), 2, "--overwrite")
-    (out / "compare.json").write_text("{}")
-    assert_fails_cleanly(ppo_jax_cli("compare", *TINY, *STEPS, "--seeds", "1", "--out", out), 2, "--overwrite")
+    other = tmp_path / "used-compare"  # a folder of its own kind (another kind's is refused even with --overwrite)
+    other.mkdir()
+    (other / "compare.json").write_text("{}")
+    assert_fails_cleanly(ppo_jax_cli("compare", *TINY, *STEPS, "--seeds", "1", "--out", other), 2, "--overwrite")
 
 
 def test_bare_command_lists_the_commands_and_starts_nothing():

@@ -3,6 +3,7 @@ cache against full re-evaluation, masking after EOS in the RL loss (NumPy refere
 raising accuracy on a tiny arithmetic setting, vmapped over two seeds."""
 
 import functools
+import re
 
 import flax.linen as nn
 import jax
@@ -239,6 +240,16 @@ class PrefixMeanLM(nn.Module):
         return nn.Dense(self.vocab_size)(h)
 
 
+def _documented_history_names() -> set[str]:
+    """The metric names docs/llm.md lists for `finetune`'s history (its sentence on FinetuneResult)."""
+    from pathlib import Path
+
+    text = " ".join((Path(__file__).resolve().parents[1] / "docs" / "llm.md").read_text().split())
+    sentence = text.split("`finetune` returns a `FinetuneResult`", 1)[1].split("as `train_*`", 1)[0]
+    listed = sentence.split("each update:", 1)[1]
+    return set(re.findall(r"`(\w+)`", listed))
+
+
 def test_a_user_flax_lm_plugs_into_the_fine_tuner():
     # From random weights every reward is 0 (no group signal): the entropy bonus moves the policy.
     config = RLHFConfig(digits=1, rl_updates=3, rl_batch=32, group_size=4, num_minibatches=2, ent_coef=0.1)
@@ -260,6 +271,9 @@ def test_a_user_flax_lm_plugs_into_the_fine_tuner():
     history = {k: np.asarray(v) for k, v in result.history.items()}
     assert all(np.all(np.isfinite(v)) for v in history.values()) and history["kl"].shape == (3,)
     assert history["kl"][0] == pytest.approx(0.0, abs=1e-6)  # the first batch comes from the reference itself
+    documented = _documented_history_names()
+    assert documented and documented <= set(history), documented - set(history)  # docs/llm.md names real keys
+    assert {"train_clip_frac", "train_approx_kl"} <= set(history)
     assert history["kl"][-1] > 0.0  # and the policy moved
     assert jax.tree.structure(result.params.policy) == jax.tree.structure(params)
 

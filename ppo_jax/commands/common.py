@@ -39,19 +39,48 @@ def _typed(name: str, kind: type):
     return parse
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per `PPOConfig` field, generated from the dataclass (help text and defaults)."""
-    base = PPOConfig()
-    group = parser.add_argument_group(
-        "config",
-        f"every PPOConfig field; defaults shown for CartPole-v1, per-env defaults for {len(ENV_DEFAULTS)} envs",
-    )
+def help_env(argv) -> str:
+    """The env named by `--env NAME` or `--env=NAME` in `argv` (CartPole-v1 when none): `--help`
+    shows its shipped defaults, wherever `--env` stands relative to `--help`."""
+    argv = list(argv or ())
+    for i, arg in enumerate(argv):
+        if arg == "--env" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--env="):
+            return arg.split("=", 1)[1]
+    return "CartPole-v1"
+
+
+def help_defaults(env: str) -> tuple[PPOConfig, str]:
+    """The config `--help` shows for `env` (its shipped settings) and the sentence saying where
+    its values come from."""
+    config = default_config(env)
+    if env in ENV_DEFAULTS:
+        where = (
+            f"defaults shown for {env}: values marked 'env_defaults.py' are its shipped settings "
+            "(ENV_DEFAULTS in ppo_jax/env_defaults.py), the others PPOConfig's (ppo_jax/config.py)"
+        )
+    else:
+        where = (
+            f"defaults shown for {env}: it has no shipped settings, so PPOConfig's (ppo_jax/config.py); "
+            f"{len(ENV_DEFAULTS)} envs have their own in ppo_jax/env_defaults.py"
+        )
+    return config, where + "; --env NAME --help shows another env's"
+
+
+def add_config_flags(parser: argparse.ArgumentParser, env: str = "CartPole-v1") -> None:
+    """One flag per `PPOConfig` field, generated from the dataclass; the help shows `env`'s
+    shipped defaults (`help_defaults`)."""
+    base, where = help_defaults(env)
+    shipped = ENV_DEFAULTS.get(env, {})
+    group = parser.add_argument_group("config", f"every PPOConfig field; {where}")
     for name, field in FIELDS.items():
         default = getattr(base, name)
-        kind = {bool: bool, int: int, float: float, str: str, tuple: tuple}[type(default)]
+        kind = {bool: bool, int: int, float: float, str: str, tuple: tuple}[type(getattr(PPOConfig(), name))]
         tag = "traced" if field.metadata["traced"] else "static"
         shown = ",".join(map(str, default)) if kind is tuple else default
-        help_text = f"{field.metadata['help']} ({tag}; default: {shown})"
+        source = ", env_defaults.py" if name in shipped else ""
+        help_text = f"{field.metadata['help']} ({tag}; default: {shown}{source})".replace("%", "%%")
         if kind is bool:
             group.add_argument(flag(name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif kind is str:
@@ -217,15 +246,25 @@ def add_logging_flags(parser: argparse.ArgumentParser, tensorboard: bool = True)
     )
 
 
-def loggers_from_args(args: argparse.Namespace, tensorboard_subdir: str = "tensorboard", group=None) -> list:
-    """The loggers the flags ask for; a missing package is a ConfigError naming the extra."""
+def loggers_from_args(
+    args: argparse.Namespace, tensorboard_subdir: str = "tensorboard", group=None, announce: bool = False
+) -> list:
+    """The loggers the flags ask for; a missing package is a ConfigError naming the extra. With
+    `announce`, W&B choosing offline mode by itself (no API key) is said in one line."""
     from ppo_jax.runtime.loggers import TensorBoardLogger, WandbLogger
 
     loggers = []
     if getattr(args, "tensorboard", False):
         loggers.append(TensorBoardLogger(tensorboard_subdir))
     if getattr(args, "wandb", False):
-        loggers.append(WandbLogger(args.wandb_project, args.wandb_entity, args.wandb_mode, group))
+        wandb = WandbLogger(args.wandb_project, args.wandb_entity, args.wandb_mode, group)
+        if announce and args.wandb_mode is None and wandb.mode == "offline":
+            print(
+                "W&B: no API key is set up, so runs are logged offline into wandb/ of the output folder "
+                "(upload them later with: wandb sync; --wandb-mode online asks for a key)",
+                flush=True,
+            )
+        loggers.append(wandb)
     return loggers
 
 

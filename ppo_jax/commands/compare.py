@@ -21,11 +21,11 @@ from ppo_jax.fields import declared
 from ppo_jax.plugins import is_reference, resolve_objective
 
 
-def add_compare_parser(sub) -> argparse.ArgumentParser:
+def add_compare_parser(sub, help_env: str = "CartPole-v1") -> argparse.ArgumentParser:
     cmp = sub.add_parser(
         "compare", help=f"train {', '.join(OBJECTIVE_NAMES)} over seeds and compare their learning curves"
     )
-    add_config_flags(cmp)
+    add_config_flags(cmp, help_env)
     cmp.add_argument("--seeds", type=int, default=8, help="seeds per objective (default: 8)")
     cmp.add_argument(
         "--objectives",
@@ -34,9 +34,35 @@ def add_compare_parser(sub) -> argparse.ArgumentParser:
     )
     cmp.add_argument("--out", default=None, help="output folder (default: runs/compare-<env>-<timestamp>)")
     cmp.add_argument("--overwrite", action="store_true", help="replace the comparison files in --out")
+    cmp.add_argument("--quiet", action="store_true", help="no progress while compiling and training, only the table")
     add_cache_flag(cmp)
     cmp.set_defaults(func=cmd_compare)
     return cmp
+
+
+class ArmProgress:
+    """compare's notify(kind, message): a waiting line while the programs compile and while each
+    objective trains, and one line as each objective finishes (nothing when `quiet`)."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.waiting = None
+
+    def stop(self) -> None:
+        if self.waiting is not None:
+            self.waiting.stop()
+            self.waiting = None
+
+    def __call__(self, kind: str, message: str) -> None:
+        from ppo_jax.commands.progress import Waiting
+
+        if self.quiet:
+            return
+        self.stop()
+        if kind in ("compile", "arm"):
+            self.waiting = Waiting(message)
+        else:
+            print(message, flush=True)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -58,11 +84,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     config = config_from_args(args, exclude=own)
     options = {k: v for k, v in part_overrides(args).items() if k in own}
     seeds = list(resolve_seeds(config, args.seeds))
+    files.refuse_other_kind(args.out, "compare")
     files.claim_folder(args.out, ("compare.json", "compare.png"), "an objective comparison", args.overwrite)
     out = files.prepare_dir(args.out or files.default_run_dir(f"compare-{config.env}"))
     print(f"comparing {', '.join(objectives)} on {config.env}: {len(seeds)} seeds x {config.env_steps:,} steps")
-    print(f"compiling {len(objectives)} programs (concurrently)", flush=True)
-    results = compare(config, objectives, seeds, options)
+    progress = ArmProgress(args.quiet)
+    try:
+        results = compare(config, objectives, seeds, options, progress)
+    finally:
+        progress.stop()
     rows = []
     width = max(11, *(len(o) for o in objectives))
     header = f"{'final mean':>10} {'IQM':>8} {'95% CI':>19} {'AUC':>8} {'run s':>7} {'compile s':>9}"

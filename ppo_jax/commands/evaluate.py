@@ -6,12 +6,15 @@ checkpoint (`runtime.policy_file.final_policies`); otherwise from the checkpoint
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 import math
 from pathlib import Path
 
 import numpy as np
 
 from ppo_jax.commands.common import add_cache_flag, use_compile_cache
+from ppo_jax.commands.progress import Waiting
 from ppo_jax.errors import ConfigError
 
 
@@ -22,9 +25,31 @@ def add_eval_parser(sub) -> argparse.ArgumentParser:
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode action")
     ev.add_argument("--seed", type=int, default=0, help="evaluation seed (default: 0)")
     ev.add_argument("--render", default=None, metavar="OUT.gif", help="also write one episode as an animation")
+    ev.add_argument("--quiet", action="store_true", help="no progress while compiling and evaluating")
     add_cache_flag(ev)
     ev.set_defaults(func=cmd_eval)
     return ev
+
+
+# gymnax draws these envs with gymnasium's classic-control renderer (pygame); every animation is
+# written by matplotlib, a .gif through Pillow.
+_GYM_RENDERED = ("Acrobot-v1", "CartPole-v1", "Pendulum-v1", "MountainCar-v0", "MountainCarContinuous-v0")
+
+
+def check_render(run_dir: Path, target: str) -> None:
+    """Refuse `--render` before evaluating when a package it needs is missing: `ConfigError`
+    naming the package and the extra. The env is read from the run's config.json (a folder
+    without one is left to `open_run` to report)."""
+    try:
+        env = json.loads((run_dir / "config.json").read_text()).get("env", "")
+    except (OSError, ValueError, AttributeError):
+        return
+    needed = ["pygame", "gymnasium"] if env in _GYM_RENDERED else []
+    needed += ["PIL"] if target.lower().endswith(".gif") else []
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        names = " and ".join("pillow" if m == "PIL" else m for m in missing)
+        raise ConfigError("render", f"drawing {env} needs {names}: pip install 'ppo_jax[render]' (nothing evaluated)")
 
 
 def _report(run_dir: Path, meta: dict, args: argparse.Namespace, result) -> dict:
@@ -63,6 +88,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not -(2**31) <= args.seed < 2**31:
         raise ConfigError("seed", f"must fit in 32 bits (-2147483648 .. 2147483647), got {args.seed}")
     run_dir = Path(args.run_dir)
+    if args.render:
+        check_render(run_dir, args.render)
     with open_run(run_dir) as store:  # refuses what is not a run folder with a checkpoint
         final = final_policies(run_dir)  # a finished run's exported policies: no orbax, no trace of the state
         if final is not None:
@@ -80,7 +107,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         _evaluate_one, evaluate, roll.env, roll.env_params, acting, args.episodes, max_steps, args.stochastic
     )
     program = functools.partial(_evaluate_seeds, jax.vmap(one, in_axes=(0, None if stats is None else 0, 0)))
-    result = jax.jit(program)(params, stats, np.int32(args.seed))
+    waiting = None if args.quiet else Waiting(f"evaluating {len(meta['seeds'])} x {args.episodes} episodes (compiling)")
+    try:
+        result = jax.block_until_ready(jax.jit(program)(params, stats, np.int32(args.seed)))
+    finally:
+        if waiting is not None:
+            waiting.stop()
     report = _report(run_dir, meta, args, result)
     files.write_json(run_dir / "eval.json", report)
     episodes = len(meta["seeds"]) * args.episodes

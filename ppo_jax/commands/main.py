@@ -8,9 +8,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ppo_jax.commands.common import StderrFilter, add_referenced_part_flags, print_err, run_command
+from ppo_jax.commands.common import StderrFilter, add_referenced_part_flags, help_env, print_err, run_command
 from ppo_jax.commands.compare import add_compare_parser
 from ppo_jax.commands.evaluate import add_eval_parser
+from ppo_jax.commands.parsing import CommandParser
 from ppo_jax.commands.sweep import add_sweep_parser
 from ppo_jax.commands.train import add_train_parser
 from ppo_jax.errors import ConfigError
@@ -20,14 +21,16 @@ from ppo_jax.errors import ConfigError
 WITHOUT_RLHF = ("train", "eval", "compare", "sweep")
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The full parser; with `command` one of `WITHOUT_RLHF`, one whose `rlhf` has no flags."""
-    parser = argparse.ArgumentParser(prog="ppo-jax", description="Pure-functional PPO in JAX.")
+def build_parser(command: str | None = None, env: str = "CartPole-v1") -> argparse.ArgumentParser:
+    """The `ppo-jax` parser; the config flags' help shows `env`'s shipped defaults. With `command`
+    one of `WITHOUT_RLHF`, its `rlhf` has no flags."""
+    parser = CommandParser(prog="ppo-jax", description="Pure-functional PPO in JAX.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    add_train_parser(sub)
+    parser.set_defaults(subcommands=sub.choices)
+    add_train_parser(sub, env)
     add_eval_parser(sub)
-    add_compare_parser(sub)
-    add_sweep_parser(sub)
+    add_compare_parser(sub, env)
+    add_sweep_parser(sub, env)
     sub.add_parser("bench", help="benchmark against rejax and Stable-Baselines3 (source checkout: scripts/)")
     if command in WITHOUT_RLHF:
         sub.add_parser("rlhf")
@@ -64,18 +67,22 @@ def _distributed() -> bool:
 
 def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(argv[0] if argv else None)
+    parser = build_parser(argv[0] if argv else None, help_env(argv))
     if not argv:  # bare `ppo-jax`: the commands, nothing started
         parser.print_help()
         return 0
     if argv[0] == "bench":
         return _bench(argv[1:])
-    try:  # --objective pkg.mod:OBJ gives OBJ's own fields their flags
-        add_referenced_part_flags(parser, argv)
+    try:  # a bad flag is one line and exit code 2 (`CommandParser`); --help exits 0
+        add_referenced_part_flags(parser, argv)  # --objective pkg.mod:OBJ gives OBJ's own fields their flags
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # named by the subcommand's parser, which knows its flags
+            args.subcommands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(extra)}")
     except ConfigError as err:  # an unimportable reference: one line
         print_err(str(err))
         return 2
-    args = parser.parse_args(argv)
+    except SystemExit as stop:
+        return 0 if stop.code is None else stop.code if isinstance(stop.code, int) else 2
     if args.command is None:  # only global flags were given
         parser.print_help()
         return 2

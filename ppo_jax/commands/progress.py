@@ -5,13 +5,15 @@ written every 5 seconds.
 The rate is the median over the last `WINDOW` intervals between reports (reports less than
 `SAME_CHUNK` seconds apart arrive together, from one chunk of the program, and count as one): the
 first report starts the clock, so compiling is not counted, and a pause such as a checkpoint
-being saved changes one interval, not the rate or the ETA."""
+being saved changes one interval, not the rate or the ETA. `Waiting` says what a phase without
+progress of its own (compiling) is doing while it lasts."""
 
 from __future__ import annotations
 
 import collections
 import math
 import sys
+import threading
 import time
 
 import numpy as np
@@ -26,6 +28,11 @@ def si(n: float) -> str:
         if abs(n) >= size:
             return f"{n / size:.1f}{unit}"
     return f"{n:.0f}"
+
+
+def plural(count: int, noun: str) -> str:
+    """(1, 'run') -> '1 run', (3, 'run') -> '3 runs'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def duration(seconds: float) -> str:
@@ -84,6 +91,56 @@ class ProgressLine:
         self.stream.flush()
 
 
+class Waiting:
+    """Says that `label` (e.g. "compiling") is under way until `stop()`: on a terminal the line
+    "<label> ... 12s" is rewritten every second; otherwise "<label> ..." is written once, then
+    every `every` seconds with the time so far. `clear()` erases the terminal line before other
+    output (the next tick writes it again)."""
+
+    def __init__(self, label: str, stream=None, every: float = 30.0):
+        self.label = label
+        self.stream = sys.stderr if stream is None else stream
+        self.live = self.stream.isatty()
+        self.every = 1.0 if self.live else every
+        self.started = time.perf_counter()
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+        self.shown = 0  # characters of the terminal line now shown
+        self.thread = threading.Thread(target=self._run, name="ppo_jax-waiting", daemon=True)
+        if not self.live:
+            self._write(f"{label} ...\n")
+        self.thread.start()
+
+    def _write(self, text: str) -> None:
+        with self.lock:
+            if self.done.is_set() and text.strip():
+                return
+            self.stream.write(text)
+            self.stream.flush()
+
+    def _run(self) -> None:
+        while not self.done.wait(self.every):
+            elapsed = duration(time.perf_counter() - self.started)
+            if self.live:
+                text = f"{self.label} ... {elapsed}"
+                self._write("\r" + text.ljust(self.shown))
+                self.shown = len(text)
+            else:
+                self._write(f"{self.label} ... {elapsed}\n")
+
+    def clear(self) -> None:
+        if self.live and self.shown:
+            self._write("\r" + " " * self.shown + "\r")
+            self.shown = 0
+
+    def stop(self) -> None:
+        if self.done.is_set():
+            return
+        self.clear()
+        self.done.set()
+        self.thread.join()
+
+
 class TrainProgress:
     """The driver's callback(update, metrics) for `ppo-jax train`: steps over all seeds and the
     mean episodic return of the episodes that ended in the last reported update."""
@@ -93,13 +150,26 @@ class TrainProgress:
         self.line = ProgressLine(1, stream)
         self.num_runs = 1
         self.last_return = math.nan
+        self.waiting: Waiting | None = None
 
     def expect(self, total_steps: int, num_runs: int) -> None:
-        """Set the run's size (known once the driver has resolved the config or checkpoint)."""
+        """Set the run's size (known once the driver has resolved the config or checkpoint) and
+        say that the program compiles until its first report."""
         self.line = ProgressLine(total_steps, self.stream)
         self.num_runs = num_runs
+        self.waiting = Waiting("compiling the training program", self.stream)
+
+    def clear(self) -> None:
+        """Erase the waiting line before another message."""
+        if self.waiting is not None:
+            self.waiting.clear()
+
+    def stop(self) -> None:
+        if self.waiting is not None:
+            self.waiting.stop()
 
     def __call__(self, update, metrics) -> None:
+        self.stop()
         steps = np.asarray(metrics["env_steps"])
         done = int(steps.sum()) if steps.ndim else int(steps) * self.num_runs
         ret = np.asarray(metrics["episode_return"], np.float64)
@@ -110,15 +180,23 @@ class TrainProgress:
 
 
 class SweepProgressBar:
-    """The sweep's callback(SweepProgress): runs and updates done, batch, and the line's figures."""
+    """The sweep's callback(SweepProgress): the runs of the current batch, updates done, batch,
+    and the line's figures; says it compiles until the first report."""
 
     def __init__(self, stream=None):
         self.stream = stream
         self.line: ProgressLine | None = None
+        self.waiting = Waiting("compiling one program", stream)
+
+    def stop(self) -> None:
+        self.waiting.stop()
 
     def __call__(self, p) -> None:
         if self.line is None:
+            self.stop()
             self.line = ProgressLine(p.total_env_steps, self.stream)
-        batch = f" | batch {p.batch + 1}/{p.num_batches}" if p.num_batches > 1 else ""
-        fields = f"runs {p.runs_done}/{p.num_runs} | updates {p.updates_done:,}/{p.total_updates:,}{batch}"
-        self.line.report(p.env_steps_done, fields)
+        together = next((len(v) for v in p.metrics.values()), p.num_runs)  # the runs of this batch
+        runs = f"{together} run{'s' if together != 1 else ''} at once"
+        if p.num_batches > 1:
+            runs = f"runs {p.runs_done}/{p.num_runs} done | {runs} | batch {p.batch + 1}/{p.num_batches}"
+        self.line.report(p.env_steps_done, f"{runs} | updates {p.updates_done:,}/{p.total_updates:,}")

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ppo_jax.commands.common import add_cache_flag, run_command, use_compile_cache
+from ppo_jax.commands.parsing import CommandParser
 from ppo_jax.errors import ConfigError
 from ppo_jax.rlhf.config import CHOICES, FIELDS, RLHFConfig
 from ppo_jax.runtime import files
@@ -131,28 +132,50 @@ class ETA:
         return f"  ETA {minutes}m{seconds:02d}s" if minutes else f"  ETA {seconds}s"
 
 
-def make_printer(config: RLHFConfig):
-    """A progress callback that prints one line per report (every ~5% of the RL updates), with
-    the time left in the phase."""
-    rl_every = max(1, config.rl_updates // 20)
-    eta = ETA()
+class Printer:
+    """The progress callback(phase, step, metrics): one line per report (every ~5% of the RL
+    updates) with the time left in the phase, and a waiting line while a phase compiles (until its
+    first report)."""
 
-    def callback(phase: str, step, metrics: dict[str, Any]) -> None:
-        step = int(np.max(step))
+    def __init__(self, config: RLHFConfig):
+        from ppo_jax.commands.progress import Waiting
+
+        self.config = config
+        self.rl_every = max(1, config.rl_updates // 20)
+        self.new_waiting = Waiting
+        self.eta = ETA()
+        self.waiting = Waiting("compiling the first phase")
+
+    def stop(self) -> None:
+        if self.waiting is not None:
+            self.waiting.stop()
+            self.waiting = None
+
+    def __call__(self, phase: str, step, metrics: dict[str, Any]) -> None:
+        self.stop()
+        config, step, eta = self.config, int(np.max(step)), self.eta
         if phase.endswith("pretrain"):
             left = eta(phase, step, config.pretrain_steps)
             print(f"[pretrain {step:5d}/{config.pretrain_steps}]  {_format(metrics, ('loss',))}{left}", flush=True)
+            last = step == config.pretrain_steps
         elif phase.endswith("reward_model"):
             line = _format(metrics, ("loss", "accuracy")) + eta(phase, step, config.rm_steps)
             print(f"[reward model {step:5d}/{config.rm_steps}]  {line}", flush=True)
+            last = step == config.rm_steps
         else:
             left = eta(phase, step, config.rl_updates)  # every update, for the rate
-            if step % rl_every == 0 or step == config.rl_updates:
+            if step % self.rl_every == 0 or step == config.rl_updates:
                 name = phase[: -len("/rl")] if "/" in phase else config.algo
-                line = _format(metrics, SHOWN, config.task_metric)
-                print(f"[{name} {step:4d}/{config.rl_updates}]  {line}{left}", flush=True)
+                shown = _format(metrics, SHOWN, config.task_metric)
+                print(f"[{name} {step:4d}/{config.rl_updates}]  {shown}{left}", flush=True)
+            last = step == config.rl_updates
+        if last:
+            self.waiting = self.new_waiting("compiling the next phase")
 
-    return callback
+
+def make_printer(config: RLHFConfig) -> Printer:
+    """The command's progress callback (see `Printer`)."""
+    return Printer(config)
 
 
 def print_summary(result, out: Path) -> None:
@@ -205,7 +228,12 @@ def _compare(config: RLHFConfig, args: argparse.Namespace) -> int:
     def save(name: str, result) -> None:
         run_files.write_run(out / name, result)
 
-    results = run_compare(config, names, None if args.quiet else make_printer(config), save, args.seeds)
+    printer = None if args.quiet else make_printer(config)
+    try:
+        results = run_compare(config, names, printer, save, args.seeds)
+    finally:
+        if printer is not None:
+            printer.stop()
     table = compare_table(results)
     summary = {
         name: {**r.summary, "wall_seconds": r.timings, "cpu_seconds": r.cpu_seconds} for name, r in results.items()
@@ -272,17 +300,21 @@ def rlhf_main(args: argparse.Namespace) -> int:
             record = {**config.to_dict(), "seeds": seeds, "checkpoint_every": every}
             files.write_json(out / run_files.CONFIG_NAME, record)
     use_compile_cache(args)
-    callback = None if args.quiet else make_printer(config)
-    with StopRequest(every > 0 and every < config.rl_updates, notify) as stop:
-        options = RunOptions(out if every else None, every, bool(args.resume), stop)
-        result = run_rlhf(config, callback=callback, seeds=seeds, options=options)
+    printer = None if args.quiet else make_printer(config)
+    try:
+        with StopRequest(every > 0 and every < config.rl_updates, notify) as stop:
+            options = RunOptions(out if every else None, every, bool(args.resume), stop)
+            result = run_rlhf(config, callback=printer, seeds=seeds, options=options)
+    finally:
+        if printer is not None:
+            printer.stop()
     run_files.write_run(out, result)
     print_summary(result, out)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = configure_parser(argparse.ArgumentParser(prog="ppo-jax rlhf", description=__doc__.splitlines()[0]))
+    parser = configure_parser(CommandParser(prog="ppo-jax rlhf", description=__doc__.splitlines()[0]))
     args = parser.parse_args(argv)
     args.func = rlhf_main
     return run_command(args)

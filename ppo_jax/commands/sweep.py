@@ -23,6 +23,7 @@ from ppo_jax.commands.common import (
     add_logging_flags,
     add_part_flags,
     config_from_args,
+    help_env,
     loggers_from_args,
     print_err,
     referenced_part_fields,
@@ -30,7 +31,8 @@ from ppo_jax.commands.common import (
     start_distributed,
     use_compile_cache,
 )
-from ppo_jax.commands.progress import SweepProgressBar
+from ppo_jax.commands.parsing import CommandParser
+from ppo_jax.commands.progress import SweepProgressBar, plural
 from ppo_jax.config import TRACED_FIELDS, ConfigError, traced_fields
 
 DESCRIPTION = (
@@ -51,7 +53,7 @@ EPILOG = """examples:
 PARSER_TEXT = dict(description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+def add_sweep_arguments(parser: argparse.ArgumentParser, help_env: str = "CartPole-v1") -> None:
     """The sweep's own flags plus one flag per `PPOConfig` field (the base configuration); the
     parsed namespace runs `run_sweep_command`."""
     group = parser.add_argument_group("sweep")
@@ -90,16 +92,16 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--quiet", action="store_true", help="no live progress line")
     add_distributed_flags(parser)
     add_cache_flag(parser)
-    add_config_flags(parser)
+    add_config_flags(parser, help_env)
     parser.set_defaults(func=run_sweep_command)
 
 
-def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
+def add_sweep_parser(subparsers, help_env: str = "CartPole-v1") -> argparse.ArgumentParser:
     """Register `sweep` on the `ppo-jax` subcommand parsers; it runs `run_sweep_command`."""
     parser = subparsers.add_parser(
         "sweep", help="train seeds × hyperparameters in one compiled program; ranked table and plots", **PARSER_TEXT
     )
-    add_sweep_arguments(parser)
+    add_sweep_arguments(parser, help_env)
     return parser
 
 
@@ -253,16 +255,22 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     if not writer:  # the same program on every process: a silent callback where process 0 has one
         run_sweep(plan, None if args.quiet else (lambda progress: None), args.confidence, args.bootstrap_reps)
         return 0
+    files.refuse_other_kind(args.out, "sweep")
     files.claim_folder(args.out, SWEEP_FILES, "a sweep", args.overwrite)
     out = files.prepare_dir(args.out or files.default_run_dir(config.env, root="sweeps"))
     batches = f"{plan.num_batches} batches of {plan.max_parallel}" if plan.num_batches > 1 else "one batch"
     print(
-        f"sweeping {config.env}: {len(plan.configurations)} configurations x {len(plan.seeds)} seeds = "
-        f"{plan.num_runs} runs x {config.env_steps:,} steps ({batches}) on {where['devices']} device(s) in "
-        f"{where['processes']} process(es) -> {out}\ncompiling one program ...",
+        f"sweeping {config.env}: {plural(len(plan.configurations), 'configuration')} x "
+        f"{plural(len(plan.seeds), 'seed')} = {plural(plan.num_runs, 'run')} x {config.env_steps:,} steps ({batches}) "
+        f"on {where['devices']} device(s) in {where['processes']} process(es) -> {out}",
         flush=True,
     )
-    result = run_sweep(plan, None if args.quiet else SweepProgressBar(), args.confidence, args.bootstrap_reps)
+    progress = None if args.quiet else SweepProgressBar()
+    try:
+        result = run_sweep(plan, progress, args.confidence, args.bootstrap_reps)
+    finally:
+        if progress is not None:
+            progress.stop()
     print(
         f"compiled {result.compiles} program{'s' if result.compiles != 1 else ''} in {result.compile_seconds:.1f} s | "
         f"ran {plan.num_runs} runs in {result.run_seconds:.1f} s | {result.env_steps_per_second:,.0f} env-steps/s"
@@ -277,7 +285,7 @@ def _write_sweep(out: Path, result, search: dict, args: argparse.Namespace, wher
     from ppo_jax.runtime import files, plots
 
     t0 = time.perf_counter()
-    write_run_files(out, result, loggers_from_args(args, tensorboard_subdir="", group=out.name))
+    write_run_files(out, result, loggers_from_args(args, tensorboard_subdir="", group=out.name, announce=True))
     plots.plot_sweep_curves(out / "curves.png", result)
     for name in result.names:
         plots.plot_sensitivity(out / f"sensitivity_{name}.png", result, name)
@@ -299,9 +307,9 @@ def _write_sweep(out: Path, result, search: dict, args: argparse.Namespace, wher
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ppo-jax sweep", **PARSER_TEXT)
-    add_sweep_arguments(parser)
+    parser = CommandParser(prog="ppo-jax sweep", **PARSER_TEXT)
     argv = list(sys.argv[1:] if argv is None else argv)
+    add_sweep_arguments(parser, help_env(argv))
     try:  # the fields of parts named by reference become flags
         add_part_flags(parser, referenced_part_fields(argv), "fields of the parts named by reference")
     except ConfigError as err:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -24,14 +25,14 @@ from ppo_jax.config import FIELDS
 from ppo_jax.errors import ConfigError
 
 
-def add_train_parser(sub) -> argparse.ArgumentParser:
+def add_train_parser(sub, help_env: str = "CartPole-v1") -> argparse.ArgumentParser:
     train = sub.add_parser(
         "train",
         help="train PPO on an environment (CartPole-v1 by default)",
         description="Train PPO; every config field is a flag. Writes config.json, metrics.csv, "
         "summary.json, curve.png, checkpoints/ and policy-seed<S>.npz to the run folder.",
     )
-    add_config_flags(train)
+    add_config_flags(train, help_env)
     train.add_argument("--seeds", type=int, default=1, help="number of seeds trained together with jax.vmap")
     train.add_argument("--out", default=None, help="run folder (default: runs/<env>-<timestamp>)")
     train.add_argument("--quiet", action="store_true", help="no live progress line")
@@ -161,13 +162,24 @@ def cmd_train(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         shard_envs=args.shard_envs,
         callback=progress,
-        loggers=loggers_from_args(args),
+        loggers=loggers_from_args(args, announce=writer),
     )
     if not writer:
         execute(plan, _silent)
         return 0
-    if progress is not None:
+    if progress is None:
+        summary = execute(plan, notify)
+    else:
         progress.expect(plan.config.env_steps * len(plan.seeds), len(plan.seeds))
-    summary = execute(plan, notify)
+        try:
+            summary = execute(plan, functools.partial(_notify_over, progress))
+        finally:
+            progress.stop()
     print(final_line(summary, plan.out))
     return 0
+
+
+def _notify_over(progress, kind: str, message: str) -> None:
+    """`notify`, after erasing the progress' waiting line."""
+    progress.clear()
+    notify(kind, message)

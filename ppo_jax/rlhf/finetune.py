@@ -186,6 +186,9 @@ def finetune(
     length (valid tokens), truncated (fraction without EOS), left_out (fraction masked out of the
     loss), the means of the minibatch losses as train_* (clip_frac, approx_kl, ...) and nonfinite
     (a bitmask of `NONFINITE_FLAGS`, 0 when every quantity is finite).
+
+    Returns `FinetuneResult(params, history)`: the fine-tuned `RLParams` (policy; critic for PPO,
+    else None) and those metrics, each [rl_updates] (a leading seed axis under `jax.vmap`).
     """
     hp = setup.config.rl_hyperparams() if hp is None else hp
     return _finetune(setup, callback, hp, params, frozen, key)

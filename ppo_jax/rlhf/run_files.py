@@ -46,6 +46,7 @@ def claim_run_dir(out: str | Path, overwrite: bool = False, variants: tuple[str,
     files of a run or comparison there (and the named `variants`' folders that hold a run); other
     files are left alone."""
     folder = Path(out)
+    files.refuse_other_kind(folder, "rlhf")
     found = [name for name in RUN_FILES if (folder / name).exists()]
     found += [name for name in variants if any((folder / name / marker).exists() for marker in RUN_FILES)]
     if found and overwrite:

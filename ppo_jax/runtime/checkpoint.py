@@ -138,14 +138,6 @@ def _meta(ctx: TrainContext, seeds, update: int, metric_names, extra: dict[str, 
     }
 
 
-# Result files of the other commands: a folder holding one of them is not a training run.
-OTHER_RUN_KINDS = {
-    "sweep.json": "a sweep (ppo-jax sweep)",
-    "compare.json": "an objective comparison (ppo-jax compare)",
-    "rlhf.json": "an RLHF run (ppo-jax rlhf)",
-}
-
-
 def open_run(run_dir: str | os.PathLike) -> RunCheckpoints:
     """The checkpoints of a `ppo-jax train` run folder, for reading; `ConfigError` naming what the
     path is instead (missing, a file, another command's folder, a run with no checkpoint yet)."""
@@ -155,9 +147,7 @@ def open_run(run_dir: str | os.PathLike) -> RunCheckpoints:
     if not run_dir.is_dir():
         raise ConfigError("run_dir", f"{run_dir} is a file; give the run folder that ppo-jax train wrote")
     if not (run_dir / CHECKPOINT_DIR).is_dir() or not any((run_dir / CHECKPOINT_DIR).iterdir()):
-        other = next((kind for name, kind in OTHER_RUN_KINDS.items() if (run_dir / name).exists()), None)
-        if other:
-            raise ConfigError("run_dir", f"{run_dir} holds {other}, not a training run folder of ppo-jax train")
+        files.refuse_other_kind(run_dir, "run", "run_dir")
         advice = files.nonfinite_advice(run_dir)
         if advice:
             raise CheckpointError(advice)
@@ -166,7 +156,9 @@ def open_run(run_dir: str | os.PathLike) -> RunCheckpoints:
                 f"{run_dir} has no checkpoint yet (its run stopped before the first one); "
                 f"continue it with: ppo-jax train --resume {run_dir}"
             )
-        raise CheckpointError(f"no checkpoint found in {run_dir / CHECKPOINT_DIR}: {run_dir} holds no ppo_jax run")
+        raise ConfigError(
+            "run_dir", f"no checkpoint found in {run_dir / CHECKPOINT_DIR}: {run_dir} holds no ppo_jax run"
+        )
     return RunCheckpoints(run_dir, create=False)
 
 

@@ -10,7 +10,7 @@ Python's lock: on 2 CPU cores five arms compile in about half the time), then ru
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
@@ -72,19 +72,31 @@ def compile_arms(configs: Sequence[PPOConfig], keys: jax.Array) -> tuple[list[An
     return programs, [s + shared for s in lower_seconds]
 
 
+def _silent(kind: str, message: str) -> None:
+    return None
+
+
 def compare(
     config: PPOConfig,
     objectives: Sequence[str] = OBJECTIVE_NAMES,
     seeds: Sequence[int] = tuple(range(8)),
     options: dict[str, Any] | None = None,
+    notify: Callable[[str, str], None] | None = None,
 ) -> list[ObjectiveResult]:
     """Train every objective in `objectives` (names or references) over `seeds` (vmapped) and
-    summarise each; `options`: values of the objectives' own fields (each arm takes its own)."""
+    summarise each; `options`: values of the objectives' own fields (each arm takes its own).
+    `notify(kind, message)` hears of each phase: compile, compiled, arm (an objective starts),
+    arm_done (its seconds and final return)."""
+    notify = notify or _silent
     configs = [objective_config(config, o, options) for o in objectives]  # validate all before compiling
     keys = jax.vmap(jax.random.key)(np.asarray(seeds, np.uint32))
+    notify("compile", f"compiling {len(configs)} programs (concurrently)")
     programs, compile_seconds = compile_arms(configs, keys)
+    notify("compiled", f"compiled {len(configs)} programs in {max(compile_seconds):.1f} s")
     results = []
-    for objective, cfg, program, compiled_in in zip(objectives, configs, programs, compile_seconds, strict=True):
+    arms = zip(objectives, configs, programs, compile_seconds, strict=True)
+    for i, (objective, cfg, program, compiled_in) in enumerate(arms, start=1):
+        notify("arm", f"training {objective} ({i}/{len(configs)}): {len(seeds)} seeds x {cfg.env_steps:,} steps")
         start = time.perf_counter()
         out = jax.block_until_ready(program(keys))
         seconds = time.perf_counter() - start
@@ -98,4 +110,5 @@ def compare(
         results.append(
             ObjectiveResult(objective, cfg, env_steps, returns, finals, point, low, high, auc, seconds, compiled_in)
         )
+        notify("arm_done", f"{objective} ({i}/{len(configs)}): IQM {point:.1f} in {seconds:.1f} s")
     return results

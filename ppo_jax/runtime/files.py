@@ -77,6 +77,49 @@ def remove_run_files(folder: Path, keep: Sequence[str] = ()) -> None:
             target.unlink()
 
 
+# The kinds of folder the commands write: kind -> (what the folder holds, the command that wrote it).
+FOLDER_KINDS = {
+    "run": ("a training run", "ppo-jax train"),
+    "sweep": ("a sweep", "ppo-jax sweep"),
+    "compare": ("an objective comparison", "ppo-jax compare"),
+    "rlhf": ("a language-model run", "ppo-jax rlhf"),
+}
+_RUN_ENTRIES = ("checkpoints", "summary.json", "metrics.csv", "config.json")
+_RLHF_ENTRIES = ("rlhf.json", "policy.msgpack", "rlhf.png")
+
+
+def folder_kind(folder: str | os.PathLike) -> tuple[str, str] | None:
+    """(kind of `FOLDER_KINDS`, the entry that shows it) of what `folder` holds, or None when it
+    holds nothing a command wrote. An rlhf comparison is a compare.json beside variant folders
+    that hold rlhf runs."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    if (folder / "sweep.json").exists():
+        return "sweep", "sweep.json"
+    if (folder / "compare.json").exists():
+        rlhf = any(any((sub / name).exists() for name in _RLHF_ENTRIES) for sub in folder.iterdir() if sub.is_dir())
+        return ("rlhf" if rlhf else "compare"), "compare.json"
+    found = next((name for name in _RLHF_ENTRIES if (folder / name).exists()), None)
+    if found:
+        return "rlhf", found
+    found = next((name for name in _RUN_ENTRIES if (folder / name).exists()), None)
+    found = found or next((p.name for p in sorted(folder.glob("policy-seed*.npz"))), None)
+    return ("run", found) if found else None
+
+
+def refuse_other_kind(path: str | os.PathLike | None, kind: str, flag: str = "out") -> None:
+    """A command may not write into, or read as its own, a folder that another command wrote:
+    `ConfigError` naming `flag`, what the folder holds and the entry that shows it (also with
+    --overwrite, which replaces only a folder of the command's own kind)."""
+    found = None if path is None else folder_kind(path)
+    if found is None or found[0] == kind:
+        return
+    (held, by), (wanted, _) = FOLDER_KINDS[found[0]], FOLDER_KINDS[kind]
+    held = f"{path} holds {held} ({by}: {found[1]}), not {wanted}"
+    raise ConfigError(flag, held + ("; choose another --out" if flag == "out" else ""))
+
+
 def claim_folder(out: str | os.PathLike | None, markers: Sequence[str], kind: str, overwrite: bool) -> None:
     """Refuse an output folder that already holds `kind` (any of `markers` exists) unless
     `overwrite`, in which case those entries are deleted. `ConfigError` naming the flag."""

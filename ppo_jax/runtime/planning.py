@@ -19,7 +19,7 @@ import numpy as np
 
 from ppo_jax.config import PPOConfig, resolve_seeds
 from ppo_jax.engine.train import TrainContext, make_context
-from ppo_jax.errors import CheckpointError, ConfigError
+from ppo_jax.errors import ConfigError
 from ppo_jax.runtime import files
 from ppo_jax.runtime.checkpoint import CHECKPOINT_DIR, RunCheckpoints, config_from_meta
 from ppo_jax.runtime.distributed import agreed, is_writer
@@ -155,6 +155,7 @@ def _plan(config, out, seeds, checkpoint_every, keep, resume, overwrite, shard_e
     _check_processes(shard_envs, out)
     runner = (EnvShardedRun if shard_envs else SeedRuns)(make_ctx(config), seed_list)
     config = runner.ctx.config  # names the parts given as objects by their references
+    files.refuse_other_kind(out, "run")  # a sweep's or comparison's folder, also with --overwrite
     if not overwrite:
         refuse_used_run_dir(out)
     elif out is not None and is_writer():  # other processes read nothing of a fresh run's folder
@@ -181,6 +182,7 @@ def _plan_resume(run_dir: Path, make_ctx: Callable, checkpoint_every: int | None
     run stopped before its first checkpoint, from its `config.json` (starting at update 0)."""
     if not run_dir.is_dir():
         raise ConfigError("resume", f"run folder {run_dir} does not exist")
+    files.refuse_other_kind(run_dir, "run", "resume")
     store = RunCheckpoints(run_dir, create=False) if (run_dir / CHECKPOINT_DIR).is_dir() else None
     if store is None or store.latest_update() is None:
         return _plan_restart(run_dir, make_ctx, checkpoint_every, keep, given)
@@ -202,7 +204,10 @@ def _plan_restart(run_dir: Path, make_ctx: Callable, checkpoint_every: int | Non
         raise ConfigError("resume", advice)
     path = run_dir / "config.json"
     if not path.exists():
-        raise CheckpointError(f"no checkpoint found in {run_dir / CHECKPOINT_DIR} , no config.json: nothing to resume")
+        raise ConfigError(
+            "resume",
+            f"no checkpoint found in {run_dir / CHECKPOINT_DIR}, no config.json: {run_dir} holds no ppo_jax run",
+        )
     record = files.read_json(path, "the run's config")
     config, seeds, shard_envs = files.config_record(record, path, given)
     _check_processes(shard_envs, run_dir)

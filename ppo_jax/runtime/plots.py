@@ -52,7 +52,7 @@ def plot_curve(path: Path, env_steps: np.ndarray, returns: np.ndarray, seeds: Se
 def plot_compare(path: Path, results, title: str) -> None:
     """Mean learning curve per objective with a 95 % bootstrap band over seeds."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    fig, ax = plt.subplots(figsize=(7.6, 4.0), dpi=110)
     for r in results:
         finite = np.isfinite(r.returns).all(axis=1)
         if not finite.any():
@@ -64,7 +64,7 @@ def plot_compare(path: Path, results, title: str) -> None:
     ax.set_ylabel("mean episodic return")
     ax.set_title(f"{title}: objectives, mean and 95 % CI over seeds")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)  # beside the axes: no curve hidden
     save(plt, fig, path)
 
 

@@ -2,7 +2,8 @@
 
 Every training run is its own subprocess (so peak RSS is measured the same way for all:
 `os.wait4` on the child). Peers run in virtual environments created once and cached under
-`~/.cache/ppo_jax_bench/<peer>/`, with their runners in `scripts/peers/`; ppo_jax runs in
+`$XDG_CACHE_HOME/ppo_jax_bench/<peer>/` (`~/.cache/...` without it; `PPO_JAX_BENCH_CACHE` or
+`--cache` elsewhere), with their runners in `scripts/peers/`; ppo_jax runs in
 `python scripts/benchmark.py _worker <json>` (`workers.py`).
 """
 
@@ -22,7 +23,19 @@ SCRIPTS_DIR = Path(__file__).resolve().parents[1]
 REPO_ROOT = SCRIPTS_DIR.parent
 BENCHMARK_SCRIPT = SCRIPTS_DIR / "benchmark.py"
 PEERS_DIR = SCRIPTS_DIR / "peers"
-DEFAULT_CACHE = Path(os.environ.get("PPO_JAX_BENCH_CACHE", Path.home() / ".cache" / "ppo_jax_bench"))
+# Disk taken by the peers' environments once installed (rejax with jax/jaxlib 0.10.2, and SB3 with
+# the CPU build of torch 2.13.0): about 2.3 GB for both, as reported for a first `--quick` install.
+PEERS_INSTALL_SIZE = "about 2.3 GB for rejax and Stable-Baselines3 together"
+
+
+def default_cache() -> Path:
+    """Where the peers' environments live: $PPO_JAX_BENCH_CACHE, else $XDG_CACHE_HOME/ppo_jax_bench,
+    else ~/.cache/ppo_jax_bench."""
+    if os.environ.get("PPO_JAX_BENCH_CACHE"):
+        return Path(os.environ["PPO_JAX_BENCH_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ppo_jax_bench"
+
+
 RESULT_PREFIX = "BENCH_RESULT "
 # Extra XLA flags for every JAX child (ppo_jax and rejax alike). Empty: ppo_jax's initialiser no
 # longer calls LAPACK QR (whose batched form deadlocked jaxlib 0.10's 2-thread CPU pool), and the
@@ -125,7 +138,17 @@ def workload_config(workload: Workload, quick: bool, many: bool = False, **extra
 # --- subprocesses and peer environments -----------------------------------------------------
 
 
+_QUIET: list[bool] = [False]
+
+
+def set_quiet(quiet: bool) -> None:
+    """`log` says nothing when `quiet` (`--quiet`); errors and the final line still show."""
+    _QUIET[0] = quiet
+
+
 def log(msg: str) -> None:
+    if _QUIET[0]:
+        return
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
@@ -178,13 +201,27 @@ def _wait(proc: subprocess.Popen, timeout: float):
         time.sleep(0.05)
 
 
+def _wanted(peer: Peer) -> dict[str, Any]:
+    return json.loads(json.dumps({"install_steps": peer.install_steps, "constraints": peer.constraints}))
+
+
+def peer_env_ready(peer: Peer, cache: Path) -> bool:
+    """Whether `peer`'s venv under `cache` is installed with its current requirements."""
+    root = cache / peer.name
+    stamp = root / "ppo_jax_bench.json"
+    try:
+        return (root / "bin" / "python").exists() and json.loads(stamp.read_text()) == _wanted(peer)
+    except (OSError, ValueError):
+        return False
+
+
 def ensure_peer_env(peer: Peer, cache: Path) -> Path:
     """The Python of `peer`'s cached venv, creating and installing it on first use."""
     root = cache / peer.name
     python = root / "bin" / "python"
     stamp = root / "ppo_jax_bench.json"
-    want = {"install_steps": peer.install_steps, "constraints": peer.constraints}
-    if python.exists() and stamp.exists() and json.loads(stamp.read_text()) == json.loads(json.dumps(want)):
+    want = _wanted(peer)
+    if peer_env_ready(peer, cache):
         return python
     log(f"creating the {peer.name} environment in {root} (once)")
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(root)], check=True)
