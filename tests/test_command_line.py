@@ -90,7 +90,7 @@ def test_a_checkpoint_pause_does_not_make_the_eta_jump(monkeypatch):
     clock = Clock()
     monkeypatch.setattr(progress.time, "perf_counter", clock)
     stream = io.StringIO()
-    line = progress.ProgressLine(1_000_000, stream)
+    line = progress.ProgressLine(1_000_000, stream, clock=clock)
     steps = 0
     for chunk in range(3):  # 3 chunks of 20 reports, 1000 steps every 0.1 s: 10,000 steps/s
         for _ in range(20):
