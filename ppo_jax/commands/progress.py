@@ -86,7 +86,8 @@ class ProgressLine:
         self.last_print = now
         rate, eta = self.rate(), self.eta()
         eta = f" | ETA {duration(eta)}" if math.isfinite(eta) and not done else ""
-        line = f"{si(steps):>7}/{si(self.total)} steps ({100 * steps / self.total:5.1f}%) | {rate:>9,.0f} steps/s"
+        speed = f"{rate:>9,.0f}" if rate > 0 else f"{'--':>9}"  # unknown until two chunks have reported
+        line = f"{si(steps):>7}/{si(self.total)} steps ({100 * steps / self.total:5.1f}%) | {speed} steps/s"
         self.stream.write(f"{line}{eta} | {fields}" + ("\r" if self.live and not done else "\n"))
         self.stream.flush()
 
