@@ -105,3 +105,26 @@ def test_reports_of_one_chunk_count_as_one_interval():
         clock.now += 0.5 - 4e-5
     assert line.rate() == pytest.approx(2000.0, rel=1e-3)
     assert math.isnan(ProgressLine(10, io.StringIO()).eta())
+
+
+def test_a_chunk_program_equals_the_scan_of_the_same_updates():
+    """`run_chunk` of 5 of up to 8 updates is `run_updates` of 5, bit for bit; its rows from 5 on
+    are zero."""
+    import functools
+
+    import jax
+
+    from ppo_jax.engine.train import broadcast_hparams, make_context, run_chunk, run_updates
+    from ppo_jax.runtime.runners import init_runs
+
+    config = PPOConfig(**TINY)
+    ctx = make_context(config)
+    hparams = broadcast_hparams(config.hyperparams(), 2)
+    state = jax.jit(functools.partial(init_runs, ctx))(np.asarray([0, 1], np.uint32), hparams)
+    scanned, scan_metrics = jax.jit(functools.partial(run_updates, ctx, num_updates=5, batched=True))(state, hparams)
+    chunked, rows = jax.jit(functools.partial(run_chunk, ctx, length=8, batched=True))(state, hparams, np.int32(5))
+    for a, b in zip(jax.tree.leaves(scanned.params), jax.tree.leaves(chunked.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for name, value in scan_metrics.items():
+        np.testing.assert_array_equal(np.asarray(rows[name])[:5], np.asarray(value))
+        assert not np.asarray(rows[name])[5:].any()
