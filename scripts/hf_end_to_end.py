@@ -1,7 +1,7 @@
 """End to end through a Hugging Face checkpoint on the CPU: build, pretrain and save a Qwen2-shaped
 model, then fine-tune it with `ppo-jax rlhf --model hf:PATH --task jsonl:PATH`.
 
-    python scripts/hf_end_to_end.py --work runs/hf-e2e [--seed 0] [--pretrain-steps 1000] [--lora-rank 0]
+    python scripts/hf_end_to_end.py --work runs/hf-e2e [--seed 0] [--pretrain-steps 2000] [--lora-rank 0]
 
 1. `sums.jsonl`: every `a+b=` with two-digit operands (zero-padded) and its sum as the answer.
 2. A character-level tokenizer trained here with `tokenizers` on those texts (`<|endoftext|>`:
@@ -110,8 +110,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", required=True, help="folder for the data, the checkpoint and the run")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--pretrain-steps", type=int, default=1000)
+    parser.add_argument("--pretrain-steps", type=int, default=2000)
     parser.add_argument("--corpus-accuracy", type=float, default=0.3)
+    parser.add_argument("--corpus-copies", type=int, default=16, help="corrupted samples drawn per training row")
     parser.add_argument("--lora-rank", type=int, default=0)
     parser.add_argument("--rl-updates", type=int, default=60)
     parser.add_argument("rlhf_flags", nargs="*", help="further ppo-jax rlhf flags (after --)")
@@ -139,7 +140,7 @@ def main() -> int:
     )
     train_rows = [r for r in rows if not is_held_out(r[0], 0.2)]
     rng = np.random.default_rng(args.seed)
-    data = corpus(train_rows * 4, tok, rng, args.corpus_accuracy)
+    data = corpus(train_rows * args.corpus_copies, tok, rng, args.corpus_accuracy)
     params, losses = pretrain(config, data, args.pretrain_steps, 256, args.seed)
     print(f"pretrained {args.pretrain_steps} steps: loss {float(losses[0]):.3f} -> {float(losses[-1]):.3f}", flush=True)
     extra = {"eos_token_id": eos, "pad_token_id": eos}
