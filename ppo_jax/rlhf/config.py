@@ -119,7 +119,7 @@ class RLHFConfig:
     skip_equal_groups: bool = _field(False, "leave out groups whose rewards are all equal (DAPO dynamic sampling)")
     truncated_completions: str = _field("keep", "completions without EOS: keep, penalise or mask")
     truncation_penalty: float = _field(1.0, "subtracted from the reward of a truncated completion (penalise)")
-    gamma: float = _field(1.0, "discount over tokens (ppo)")
+    gamma: float = _field(1.0, "discount over tokens (ppo, reinforce++)")
     gae_lambda: float = _field(0.95, "GAE lambda over tokens (ppo)")
     vf_coef: float = _field(0.5, "value-loss coefficient (ppo)")
     clip_value_loss: bool = _field(False, "clip the value update to ±clip_eps_low around the old value (ppo)")
