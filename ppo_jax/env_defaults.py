@@ -153,14 +153,15 @@ ENV_DEFAULTS: dict[str, dict[str, Any]] = {
     # Seaquest: `ppo-jax sweep --env E --seeds 8 --total-timesteps 2000000 --grid gamma=0.99,0.999
     # --grid ent_coef=0.01,0.001 --grid lr=2.5e-4,5e-4,1e-3`, rank 1 by training IQM (docs/results/
     # sweep-records/as-a.json, sq-a.json). Asterix: lr 1e-3 4.7 [4.4, 5.0] against 3.6 [3.4, 4.1] for the
-    # Breakout setting; at 1e7 steps on seeds 1000-1007, eval IQM 22.0 [20.7, 23.4] (published 15).
+    # Breakout setting; at 1e7 steps on seeds 1000-1007, eval IQM 22.0 [20.7, 23.4] (gymnax-blines PPO: 17.8
+    # at lr 1e-3, 15.0 with its config).
     # Seaquest: gamma 0.999 6.7 [5.0, 9.3] against 5.0 [4.2, 6.1] (the CIs of ranks 1-8 overlap); at 1e7
     # steps, eval IQM 19.1 [8.6, 35.6] (docs/results/TUNING.md, "MinAtar").
     "Asterix-MinAtar": dict(_MINATAR, lr=1e-3),
     # Breakout: gymnax-blines' gamma 0.999 and constant lr. Seeds 0-7 at 2e6 steps on the CPU (sweep-records
     # br-a, br-b): annealed lr, gamma 0.99 18.1 [9.8, 32.3], gamma 0.999 15.4 [9.6, 23.5]; constant lr, gamma
     # 0.999 21.6 [18.5, 24.8] with no seed stuck at 7. At 1e7 steps on seeds 1000-1007, eval IQM 60.4
-    # [34.0, 85.8] against 26.7 [22.5, 49.6] for the annealed gamma 0.99 setting (published 28).
+    # [34.0, 85.8] against 26.7 [22.5, 49.6] for the annealed gamma 0.99 setting (gymnax-blines PPO 43.4).
     "Breakout-MinAtar": dict(_MINATAR, gamma=0.999, anneal_lr=False),
     "Freeway-MinAtar": dict(_MINATAR),
     "Seaquest-MinAtar": dict(_MINATAR, gamma=0.999),
