@@ -129,12 +129,14 @@ ENV_DEFAULTS: dict[str, dict[str, Any]] = {
     "Acrobot-v1": dict(_CLASSIC, num_envs=16, num_steps=32, lr=2e-3, gae_lambda=0.9),
     # Observation normalisation (the velocity is below 0.07 in magnitude) and gymnax-blines' 16 envs x 32 steps
     # at its budget of 2.5e5 steps (agents/MountainCar-v0/ppo.yaml, num_train_steps: 250000), 4 epochs x 4
-    # minibatches: `ppo-jax sweep --env MountainCar-v0 --seeds 8 --num-envs 16 --num-steps 32 --normalize-obs
-    # --total-timesteps 250000 --grid lr=2e-3,3e-3,4.5e-3 --grid ent_coef=0.001,0.002 --grid gae_lambda=0.95,0.98`
-    # (docs/results/sweep-records/mc-h.json): lr 4.5e-3, ent 0.002, lambda 0.95 gave training IQM -112.8
-    # [-114.5, -111.4] with all 8 seeds at the flag; 16 epochs per batch (mc-f) did worse (-127.0 at best).
+    # minibatches, lr 3e-3, entropy 0.002: `ppo-jax sweep --env MountainCar-v0 --seeds 16 --num-envs 16
+    # --num-steps 32 --normalize-obs --total-timesteps 250000 --grid gamma=0.99,0.995,0.999 --grid lr=3e-3,4.5e-3
+    # --grid ent_coef=0.002` (docs/results/sweep-records/mc-j.json, seeds 0-15): lr 3e-3 training IQM -114.8
+    # [-120.2, -113.4], mean -121.4, 2 of 16 seeds below -125; lr 4.5e-3 -114.5 [-128.1, -112.6], mean -126.0
+    # (it led on seeds 0-7, mc-h, and gave eval IQM -138.8 on seeds 1000-1007); gamma 0.995/0.999 lose half
+    # the seeds. 8 or 16 epochs per batch did no better (mc-f, mc-i, mc-k; docs/results/TUNING.md).
     "MountainCar-v0": dict(
-        _CLASSIC, num_envs=16, num_steps=32, normalize_obs=True, lr=4.5e-3, ent_coef=0.002, total_timesteps=250_000
+        _CLASSIC, num_envs=16, num_steps=32, normalize_obs=True, lr=3e-3, ent_coef=0.002, total_timesteps=250_000
     ),
     # `ppo-jax sweep --env Pendulum-v1 --seeds 8 --grid lr=3e-4,1e-3,3e-3 --grid gamma=0.9,0.95,0.98`: lr 1e-3,
     # gamma 0.98 gave training IQM -152.5 [-163.2, -149.4], the old gamma 0.95 -156.9 [-168.8, -154.2];
@@ -151,14 +153,15 @@ ENV_DEFAULTS: dict[str, dict[str, Any]] = {
     # Seaquest: `ppo-jax sweep --env E --seeds 8 --total-timesteps 2000000 --grid gamma=0.99,0.999
     # --grid ent_coef=0.01,0.001 --grid lr=2.5e-4,5e-4,1e-3`, rank 1 by training IQM (docs/results/
     # sweep-records/as-a.json, sq-a.json). Asterix: lr 1e-3 4.7 [4.4, 5.0] against 3.6 [3.4, 4.1] for the
-    # Breakout setting; at 1e7 steps on seeds 1000-1007, eval IQM 22.0 [20.7, 23.4] (published 15).
+    # Breakout setting; at 1e7 steps on seeds 1000-1007, eval IQM 22.0 [20.7, 23.4] (gymnax-blines PPO: 17.8
+    # at lr 1e-3, 15.0 with its config).
     # Seaquest: gamma 0.999 6.7 [5.0, 9.3] against 5.0 [4.2, 6.1] (the CIs of ranks 1-8 overlap); at 1e7
     # steps, eval IQM 19.1 [8.6, 35.6] (docs/results/TUNING.md, "MinAtar").
     "Asterix-MinAtar": dict(_MINATAR, lr=1e-3),
     # Breakout: gymnax-blines' gamma 0.999 and constant lr. Seeds 0-7 at 2e6 steps on the CPU (sweep-records
     # br-a, br-b): annealed lr, gamma 0.99 18.1 [9.8, 32.3], gamma 0.999 15.4 [9.6, 23.5]; constant lr, gamma
     # 0.999 21.6 [18.5, 24.8] with no seed stuck at 7. At 1e7 steps on seeds 1000-1007, eval IQM 60.4
-    # [34.0, 85.8] against 26.7 [22.5, 49.6] for the annealed gamma 0.99 setting (published 28).
+    # [34.0, 85.8] against 26.7 [22.5, 49.6] for the annealed gamma 0.99 setting (gymnax-blines PPO 43.4).
     "Breakout-MinAtar": dict(_MINATAR, gamma=0.999, anneal_lr=False),
     "Freeway-MinAtar": dict(_MINATAR),
     "Seaquest-MinAtar": dict(_MINATAR, gamma=0.999),
