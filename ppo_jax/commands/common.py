@@ -53,8 +53,12 @@ def help_env(argv) -> str:
 
 def help_defaults(env: str) -> tuple[PPOConfig, str]:
     """The config `--help` shows for `env` (its shipped settings) and the sentence saying where
-    its values come from."""
-    config = default_config(env)
+    its values come from. An env that does not resolve (an unimportable reference, say) shows
+    PPOConfig's values; the run itself then names what is wrong, in one line."""
+    try:
+        config = default_config(env)
+    except ConfigError:
+        return PPOConfig(), f"defaults shown are PPOConfig's (ppo_jax/config.py): {env} does not resolve"
     if env in ENV_DEFAULTS:
         where = (
             f"defaults shown for {env}: values marked 'env_defaults.py' are its shipped settings "
