@@ -85,14 +85,7 @@ def add_config_flags(parser: argparse.ArgumentParser, env: str = "CartPole-v1") 
         shown = ",".join(map(str, default)) if kind is tuple else default
         source = ", env_defaults.py" if name in shipped else ""
         help_text = f"{field.metadata['help']} ({tag}; default: {shown}{source})".replace("%", "%%")
-        if kind is bool:
-            group.add_argument(flag(name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        elif kind is str:
-            group.add_argument(flag(name), default=None, help=help_text, metavar="NAME" if name == "env" else None)
-        else:
-            group.add_argument(
-                flag(name), type=_typed(name, kind), default=None, help=help_text, metavar=kind.__name__.upper()
-            )
+        _add_field_flag(group, name, default, help_text, kind)
     add_part_flags(parser, shipped_part_fields(), "fields of the shipped families and objectives")
 
 
