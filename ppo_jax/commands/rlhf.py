@@ -232,7 +232,7 @@ def _compare(config: RLHFConfig, args: argparse.Namespace) -> int:
     try:
         results = run_compare(config, names, printer, save, args.seeds)
     finally:
-        if printer is not None:
+        if hasattr(printer, "stop"):  # a callback of its own (tests) has nothing to stop
             printer.stop()
     table = compare_table(results)
     summary = {
@@ -306,7 +306,7 @@ def rlhf_main(args: argparse.Namespace) -> int:
             options = RunOptions(out if every else None, every, bool(args.resume), stop)
             result = run_rlhf(config, callback=printer, seeds=seeds, options=options)
     finally:
-        if printer is not None:
+        if hasattr(printer, "stop"):  # a callback of its own (tests) has nothing to stop
             printer.stop()
     run_files.write_run(out, result)
     print_summary(result, out)

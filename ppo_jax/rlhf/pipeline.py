@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,10 +21,12 @@ from ppo_jax.rlhf import hf_model
 from ppo_jax.rlhf.config import FIELDS, RLHFConfig
 from ppo_jax.rlhf.finetune import EvalStats, evaluate
 from ppo_jax.rlhf.pretrain import Callback, PhaseResult, RewardModelResult, pretrain, train_reward_model
-from ppo_jax.rlhf.rl_run import RunOptions, run_rl_phase
 from ppo_jax.rlhf.rollout import Frozen, RLParams, Rollout, sequence_reward
 from ppo_jax.rlhf.setup import make_setup
 from ppo_jax.runtime import compile_cache, stats
+
+if TYPE_CHECKING:  # the RL phase's checkpoints import the classic runtime (and gymnax): only when run
+    from ppo_jax.rlhf.rl_run import RunOptions
 
 
 class RLHFResult(NamedTuple):
@@ -188,6 +190,8 @@ def run_rlhf(
     setup = make_setup(config.static_rl_config())
     rl_keys = jax.random.split(keys.finetune, seeds)
     args = (setup, initial_params(config, phase1), frozen, rl_keys, config.rl_hyperparams(), callback, options)
+    from ppo_jax.rlhf.rl_run import run_rl_phase
+
     state, history = _timed(timings, cpu, "rl", run_rl_phase, *args)
     after = [
         evaluate(eval_setup, _seed_params(state.params.policy, s), frozen, prompts, keys.eval_sample)
