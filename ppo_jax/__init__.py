@@ -33,7 +33,7 @@ _EXPORTS = {
     "ActorCritic": "ppo_jax.policies.mlp",
     "Family": "ppo_jax.policies",
     "PolicyFamily": "ppo_jax.policies",
-    "make_policy": "ppo_jax.policies",
+    "make_policy": "ppo_jax.engine.parts",
     "EnvSpec": "ppo_jax.envs",
     "env_spec": "ppo_jax.envs",
     "make_env": "ppo_jax.envs",

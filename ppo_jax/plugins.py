@@ -148,3 +148,17 @@ def resolve_env(name: str, config: Any = None) -> tuple[Any, Any]:
 def parts(network: Any, objective: Any, env: Any) -> tuple[Any, Any, Any]:
     """The three parts named by a config's fields (the env part only for a reference)."""
     return resolve_family(network), resolve_objective(objective), env_part(env)
+
+
+def check_rebuildable(record: dict[str, Any], where: Any, given: dict[str, Any] | None = None) -> None:
+    """Refuse, in one line, a run whose parts were objects without an importable reference (its
+    record's `unrecorded`) unless the caller gives those parts again (`given`: kind -> object)."""
+    missing = [item for item in record.get("unrecorded") or () if (given or {}).get(item.split(":")[0]) is None]
+    if missing:
+        kinds = sorted({item.split(":")[0] for item in missing})
+        raise ConfigError(
+            missing[0].split(":")[0],
+            f"{where} was trained with parts that have no importable reference ({'; '.join(missing)}), so it cannot "
+            f"be rebuilt from its folder; pass {', '.join(k + '=' for k in kinds)} to the library call "
+            "(ppo_jax.load, ppo_jax.run(resume=...)), or define them at module level and name them by reference",
+        )

@@ -15,6 +15,7 @@ import pytest
 
 import ppo_jax
 from ppo_jax import ActorCritic, PPOConfig
+from ppo_jax.engine.parts import make_policy
 from ppo_jax.engine.rollout import rollout
 from ppo_jax.engine.sgd import LOCAL
 from ppo_jax.engine.train import (
@@ -29,7 +30,7 @@ from ppo_jax.engine.train import (
     run_updates,
 )
 from ppo_jax.envs import env_spec
-from ppo_jax.policies import make_policy, unroll
+from ppo_jax.policies import unroll
 
 # 3 updates of 4 envs x 32 steps, 2 epochs of 2 minibatches: compiles and runs in seconds.
 TINY = PPOConfig(

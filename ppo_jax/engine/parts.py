@@ -18,7 +18,7 @@ from ppo_jax import plugins
 from ppo_jax.core.objectives import OBJECTIVES
 from ppo_jax.envs import EnvSpec, env_spec
 from ppo_jax.errors import ConfigError
-from ppo_jax.policies import FAMILIES, Family, make_policy, with_mask
+from ppo_jax.policies import FAMILIES, Family, MaskedLogits, PolicyFamily, with_mask
 
 
 class Parts(NamedTuple):
@@ -100,3 +100,23 @@ def resolve_parts(config: Any, env: Any = None, env_params: Any = None, network:
     spec = env_spec(env, env_params)
     config, policy = _policy(config, network, spec, unrecorded)
     return Parts(config, env, env_params, spec, policy, objective, tuple(unrecorded))
+
+
+def make_policy(config: Any, spec: Any) -> PolicyFamily:
+    """The family named by `config.network` for an `EnvSpec` (raises `ConfigError` when the
+    observations do not suit it); its logits masked when the env gives legal-action masks."""
+    return with_mask(plugins.resolve_family(config.network).make(config, spec), spec)
+
+
+def policy_from_description(desc: dict[str, Any], spec: Any = None) -> PolicyFamily:
+    """Rebuild a family from its `describe()` record (policy export), with its legal-action mask.
+    A user's family (`family` a reference) without `from_description` is made again from the
+    run's config the record holds (`{"family": ref, "config": {...}}`) and the env's `spec`."""
+    from ppo_jax.config import config_from_record
+
+    record = plugins.resolve_family(desc["family"])
+    if record.from_description is not None and "config" not in desc:
+        family = record.from_description(desc)
+    else:
+        family = record.make(config_from_record(desc["config"]), spec)
+    return MaskedLogits(family, int(desc["legal_action_mask"])) if desc.get("legal_action_mask") else family

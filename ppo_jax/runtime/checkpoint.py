@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from ppo_jax import plugins
 from ppo_jax.config import TRACED_FIELDS, CheckpointError, ConfigError, Hyperparams, PPOConfig, config_from_record
 from ppo_jax.engine.train import TrainContext, TrainState, broadcast_hparams, init_state, make_context
 from ppo_jax.runtime import files
@@ -56,24 +57,10 @@ def _from_saveable(state: TrainState) -> TrainState:
     return state._replace(key=jax.random.wrap_key_data(state.key))
 
 
-def check_rebuildable(record: dict[str, Any], where: Any, given: dict[str, Any] | None = None) -> None:
-    """Refuse, in one line, a run whose parts were objects without an importable reference (its
-    record's `unrecorded`) unless the caller gives those parts again (`given`: kind -> object)."""
-    missing = [item for item in record.get("unrecorded") or () if (given or {}).get(item.split(":")[0]) is None]
-    if missing:
-        kinds = sorted({item.split(":")[0] for item in missing})
-        raise ConfigError(
-            missing[0].split(":")[0],
-            f"{where} was trained with parts that have no importable reference ({'; '.join(missing)}), so it cannot "
-            f"be rebuilt from its folder; pass {', '.join(k + '=' for k in kinds)} to the library call "
-            "(ppo_jax.load, ppo_jax.run(resume=...)), or define them at module level and name them by reference",
-        )
-
-
 def config_from_meta(meta: dict[str, Any], given: dict[str, Any] | None = None) -> PPOConfig:
     """Rebuild the `PPOConfig` stored in checkpoint metadata (its parts by name or reference:
     `ConfigError` naming a reference that cannot be imported)."""
-    check_rebuildable(meta, "this run", given)
+    plugins.check_rebuildable(meta, "this run", given)
     return config_from_record(meta["config"])
 
 

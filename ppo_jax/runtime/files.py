@@ -161,11 +161,10 @@ def config_record(record: Any, path: Path, given: dict[str, Any] | None = None):
     not in `given`)."""
     from ppo_jax import plugins
     from ppo_jax.config import config_from_record
-    from ppo_jax.runtime.checkpoint import check_rebuildable
 
     if not isinstance(record, dict) or not isinstance(record.get("seeds"), list) or "env" not in record:
         raise RunFileError(path, "is not a ppo_jax run config (a JSON object with env, seeds and the PPOConfig fields)")
-    check_rebuildable(record, path.parent, given)
+    plugins.check_rebuildable(record, path.parent, given)
     for kind in plugins.KINDS:  # an unimportable reference is named as such, not as a bad file
         if plugins.is_reference(record.get(kind)):
             plugins.load_reference(record[kind], kind)

@@ -18,9 +18,10 @@ import numpy as np
 from flax import traverse_util
 
 from ppo_jax.engine.evaluate import Acting, policy_action
+from ppo_jax.engine.parts import policy_from_description
 from ppo_jax.envs import EnvSpec, RunningStats, action_distribution
 from ppo_jax.errors import ConfigError, RunFileError
-from ppo_jax.policies import is_recurrent, policy_from_description
+from ppo_jax.policies import is_recurrent
 
 POLICY_FORMAT = 2  # 1: an mlp policy described by top-level fields (still readable)
 
