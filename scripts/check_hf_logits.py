@@ -1,6 +1,6 @@
 """Logits of `ppo_jax.rlhf.decoder` against Hugging Face `transformers` on tiny random checkpoints.
 
-    python scripts/check_hf_logits.py --python /work/venv-hf/bin/python [--out docs/benchmarks/hf_logits.md]
+    python scripts/check_hf_logits.py --python VENV/bin/python [--out docs/benchmarks/hf_logits.md]
 
 `transformers` (with CPU torch) lives in a virtual environment of its own, named by `--python`;
 this script runs it as a subprocess, so ppo_jax's environment never imports torch. For each
@@ -161,7 +161,7 @@ def main() -> int:
     if args.out:
         heading = "# Decoder logits against Hugging Face transformers\n\nTiny random float32 checkpoints, "
         heading += "3 rows of 20 tokens (one left-padded by 5), real positions only. Made by\n\n"
-        heading += "    python scripts/check_hf_logits.py --python /work/venv-hf/bin/python --out " + args.out + "\n\n"
+        heading += "    python scripts/check_hf_logits.py --python VENV/bin/python --out " + args.out + "\n\n"
         Path(args.out).write_text(heading + text)
     return 1 if worst > args.tolerance else 0
 
