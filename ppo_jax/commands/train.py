@@ -146,7 +146,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ppo_jax.runtime.driver import execute
     from ppo_jax.runtime.planning import plan_run
 
-    progress = None if args.quiet else TrainProgress() if writer else _silent  # the same program everywhere
+    progress = None if args.quiet else TrainProgress() if writer else _silent  # every process chunks alike
     if args.resume:
         _refuse_flags_with_resume(args)
         config, seeds = None, 1

@@ -76,7 +76,7 @@ def _context(config: PPOConfig, *, callback, callback_every, env, env_params, ne
 
 
 def _with_loggers(callback: Callable | None, loggers: Sequence) -> Callable | None:
-    """The program's host callback: the caller's, then every logger's `log`."""
+    """The progress callback the driver calls between chunks: the caller's, then every logger's `log`."""
     if not loggers:
         return callback
 
