@@ -33,7 +33,7 @@ import jax.numpy as jnp
 
 from ppo_jax.errors import ConfigError
 from ppo_jax.rlhf import rope
-from ppo_jax.rlhf.lm import LanguageModel, generate
+from ppo_jax.rlhf.lm import LanguageModel, cached_sample, module_logits, module_values
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -287,27 +287,6 @@ class Decoder(nn.Module):
 # --- as a LanguageModel --------------------------------------------------------------------
 
 
-def _logits(module: Decoder, params, tokens):
-    return module.apply(params, tokens)[0]
-
-
-def _values(module: Decoder, params, tokens):
-    return module.apply(params, tokens)[1]
-
-
-def _advance(module: Decoder, params, prompt_len, cache, token, i):
-    (logits, _), cache = module.apply(params, token, prompt_len + i, cache, method=Decoder.decode)
-    return logits, cache
-
-
-def decoder_sample(module: Decoder, params, prompts, key, length: int, eos_id: int) -> jax.Array:
-    """KV-cached sampler: one `prefill` over the prompts [B, P], then one `decode` per token
-    (the key schedule of `lm.generate`). Needs P + length ≤ max_len."""
-    (logits, _), cache = module.apply(params, prompts, method=Decoder.prefill)
-    advance = functools.partial(_advance, module, params, prompts.shape[1])
-    return generate(logits[:, -1], cache, advance, key, length, eos_id)
-
-
 def _init(module: Decoder, key):
     return module.init(key, jnp.zeros((1, 2), jnp.int32))
 
@@ -318,7 +297,7 @@ def decoder_lm(config: DecoderConfig) -> LanguageModel:
     module = Decoder(config)
     return LanguageModel(
         init=functools.partial(_init, module),
-        logits_fn=functools.partial(_logits, module),
-        value_fn=functools.partial(_values, module),
-        sample_fn=functools.partial(decoder_sample, module),
+        logits_fn=functools.partial(module_logits, module),
+        value_fn=functools.partial(module_values, module),
+        sample_fn=functools.partial(cached_sample, module),
     )

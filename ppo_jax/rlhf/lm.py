@@ -92,23 +92,27 @@ def recompute_sampler(logits_fn: Callable) -> Callable[..., jax.Array]:
 # --- the shipped transformer ---------------------------------------------------------------
 
 
-def _transformer_logits(module: Transformer, params, tokens):
+def module_logits(module, params, tokens):
+    """Logits [B, T, V] of a Flax LM whose `__call__` returns (logits, values)."""
     return module.apply(params, tokens)[0]
 
 
-def _transformer_values(module: Transformer, params, tokens):
+def module_values(module, params, tokens):
+    """Value-head outputs [B, T] of a Flax LM whose `__call__` returns (logits, values)."""
     return module.apply(params, tokens)[1]
 
 
-def _transformer_advance(module: Transformer, params, prompt_len, cache, token, i):
-    (logits, _), cache = module.apply(params, token, prompt_len + i, cache, method=Transformer.decode)
+def _cached_advance(module, params, prompt_len, cache, token, i):
+    (logits, _), cache = module.apply(params, token, prompt_len + i, cache, method=type(module).decode)
     return logits, cache
 
 
-def transformer_sample(module: Transformer, params, prompts, key, length: int, eos_id: int) -> jax.Array:
-    """KV-cached sampler: one `prefill` over the prompt, then one `decode` per token."""
-    (logits, _), cache = module.apply(params, prompts, method=Transformer.prefill)
-    advance = functools.partial(_transformer_advance, module, params, prompts.shape[1])
+def cached_sample(module, params, prompts, key, length: int, eos_id: int) -> jax.Array:
+    """KV-cached sampler for a Flax LM with `prefill(prompts)` and `decode(token, position, cache)`
+    (the shipped transformer, the Hugging Face decoder): one `prefill` over the prompts [B, P],
+    then one `decode` per token (the key schedule of `generate`)."""
+    (logits, _), cache = module.apply(params, prompts, method=type(module).prefill)
+    advance = functools.partial(_cached_advance, module, params, prompts.shape[1])
     return generate(logits[:, -1], cache, advance, key, length, eos_id)
 
 
@@ -120,9 +124,9 @@ def transformer_lm(module: Transformer) -> LanguageModel:
     """The record of a `Transformer` module (sampling through its KV cache)."""
     return LanguageModel(
         init=functools.partial(_init, module, module.max_len),
-        logits_fn=functools.partial(_transformer_logits, module),
-        value_fn=functools.partial(_transformer_values, module),
-        sample_fn=functools.partial(transformer_sample, module),
+        logits_fn=functools.partial(module_logits, module),
+        value_fn=functools.partial(module_values, module),
+        sample_fn=functools.partial(cached_sample, module),
     )
 
 
