@@ -27,6 +27,7 @@ import numpy as np
 
 from ppo_jax.errors import ConfigError, RunFileError
 from ppo_jax.rlhf.decoder import DTYPES, DecoderConfig, check_config
+from ppo_jax.rlhf.tokenizer import read_json_object
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -84,13 +85,7 @@ ARCHITECTURES: dict[str, Architecture] = {
 def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise RunFileError(path, "missing; a Hugging Face checkpoint folder needs it")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise RunFileError(path, f"not readable JSON ({error})") from None
-    if not isinstance(data, dict):
-        raise RunFileError(path, "is not a JSON object")
-    return data
+    return read_json_object(path)
 
 
 def _rope(raw: dict) -> tuple[float, dict | None]:

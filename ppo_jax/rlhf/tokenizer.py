@@ -75,8 +75,12 @@ def render_chat(template: str, messages: list[dict[str, str]], special_tokens: d
 
 
 def _optional_json(path: Path) -> dict:
-    if not path.is_file():
-        return {}
+    return read_json_object(path) if path.is_file() else {}
+
+
+def read_json_object(path: Path) -> dict:
+    """The JSON object in `path`; `RunFileError` naming the file when it is not readable JSON or
+    not an object (a checkpoint folder's config, tokenizer and generation files)."""
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
