@@ -158,3 +158,58 @@ def test_traced_values_are_an_immutable_named_pytree():
         _ = hp.width
     doubled = jax.tree.map(lambda v: v * 2, hp)
     assert type(doubled) is _ToyTraced and (doubled.rate, doubled.scale) == (1.0, 4.0)
+
+
+# --- the RL config: the same declarations --------------------------------------------------
+
+PPO_TRACED = (
+    "lr",
+    "gamma",
+    "gae_lambda",
+    "clip_eps",
+    "ent_coef",
+    "vf_coef",
+    "max_grad_norm",
+    "adam_eps",
+    "init_log_std",
+)
+
+
+def test_ppo_hyperparams_are_the_traced_declarations_then_the_parts_own():
+    from ppo_jax.config import FIELDS as PPO_FIELDS
+    from ppo_jax.config import TRACED_FIELDS, default_config
+
+    assert TRACED_FIELDS == PPO_TRACED
+    assert all(PPO_FIELDS[n].traced == (n in PPO_TRACED) for n in PPO_FIELDS)
+    config = default_config("CartPole-v1", objective="kl_penalty", ent_coef=0.02, kl_coef=0.5)
+    hparams = config.hyperparams()
+    paths, _ = jax.tree_util.tree_flatten_with_path(hparams)
+    assert [p[0].name for p, _ in paths] == [*PPO_TRACED, "kl_coef", "kl_target"]
+    assert (float(hparams.ent_coef), float(hparams.kl_coef)) == (np.float32(0.02), 0.5)
+    assert set(hparams.extra) == {"kl_coef", "kl_target"}
+    traces = []
+
+    @jax.jit
+    def bonus(hp):
+        traces.append(1)
+        return hp.ent_coef + hp.kl_coef
+
+    with count_compiles() as compiles:
+        values = [float(bonus(config.replace(ent_coef=c, kl_coef=2 * c).hyperparams())) for c in (0.1, 0.2)]
+    assert (len(traces), compiles[0]) == (1, 1)
+    np.testing.assert_allclose(values, [0.3, 0.6], rtol=1e-6)
+
+
+def test_train_flags_are_read_off_the_declarations():
+    from ppo_jax.commands.common import add_config_flags
+    from ppo_jax.config import FIELDS as PPO_FIELDS
+
+    parser = CommandParser(prog="ppo-jax train")
+    add_config_flags(parser, "not-an-env")  # PPOConfig's own defaults
+    actions = {a.dest: a for a in parser._actions}
+    for name, field in PPO_FIELDS.items():
+        text = actions[name].help
+        assert text.startswith(field.help.replace("%", "%%")), name
+        assert ("(traced;" in text) == field.traced and ("(static;" in text) == (not field.traced), name
+    assert "(traced; default: 0.01)" in actions["ent_coef"].help
+    assert "(traced; default: 1.0)" in actions["kl_coef"].help  # kl_penalty's own field

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ppo_jax.commands.common import add_cache_flag, run_command, use_compile_cache
+from ppo_jax.commands.common import add_cache_flag, flag, run_command, use_compile_cache
 from ppo_jax.commands.parsing import CommandParser
 from ppo_jax.errors import ConfigError
 from ppo_jax.fields import Field
@@ -25,10 +25,6 @@ from ppo_jax.rlhf.config import FIELDS, RLHFConfig
 from ppo_jax.runtime import files
 
 SHOWN = ("true_reward", "reward", "kl", "entropy", "length", "train_clip_frac")
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def _parse_bool(text: str) -> bool:
@@ -100,7 +96,7 @@ def add_field_flag(parser: argparse.ArgumentParser, field: Field) -> None:
     extra: dict[str, Any] = {"choices": field.choices} if field.choices and not field.prefix else {}
     tag = "traced; " if field.traced else ""
     help_text = f"{field.help} ({tag}default: {field.default})".replace("%", "%%")
-    parser.add_argument(_flag(field.name), dest=field.name, type=kind, default=field.default, help=help_text, **extra)
+    parser.add_argument(flag(field.name), dest=field.name, type=kind, default=field.default, help=help_text, **extra)
 
 
 def add_rlhf_parser(subparsers) -> argparse.ArgumentParser:
