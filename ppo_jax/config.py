@@ -26,7 +26,6 @@ import numpy as np
 from ppo_jax import plugins
 from ppo_jax.core.objectives import OBJECTIVES
 from ppo_jax.env_defaults import ENV_DEFAULTS
-from ppo_jax.envs.suites import SUITES
 from ppo_jax.errors import CheckpointError, ConfigError  # noqa: F401  (re-exported)
 from ppo_jax.fields import Field, TracedValues, check_fields, declare, declared, fields_of
 from ppo_jax.policies import FAMILIES
@@ -48,7 +47,7 @@ class PPOConfig:
 
     env: str = declare(
         "CartPole-v1",
-        f"gymnax id, SUITE/NAME ({', '.join(SUITES)}), or package.module:attribute",
+        "gymnax id, SUITE/NAME (brax, playground, craftax, navix, xminigrid, jumanji), or package.module:attribute",
     )
     num_envs: int = declare(4, "parallel environments per seed", low=1)
     num_steps: int = declare(128, "rollout length per environment per update", low=1)
