@@ -2,9 +2,11 @@
 shipped per-env settings it reads are in `env_defaults`).
 
 `PPOConfig` is one flat, frozen dataclass so that every field is a CLI flag and a keyword.
-Each field carries metadata: `help` (one line) and `traced` (True for the scalar
-hyperparameters that `jax.vmap` may map over). Fields that set an array shape or a Python
-branch are static; changing them means compiling a new program.
+Each field is declared once (`ppo_jax.fields.declare`: default, one line of help, range or
+choices, static or traced), and that declaration is its flag, its check in `validate` and, for
+the scalar hyperparameters that `jax.vmap` may map over (traced), its leaf of `Hyperparams`.
+Fields that set an array shape or a Python branch are static; changing them means compiling a
+new program.
 
 The parts a config names (`network`, `objective`, `env`: shipped names or references
 `package.module:attribute`, `ppo_jax.plugins`) declare their own fields (`ppo_jax.fields.Field`,
@@ -16,77 +18,70 @@ and read like the built-in ones (`config.rnn_size`, `hparams.kl_coef`); `default
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 from typing import Any
 
-import jax
 import numpy as np
-from flax import struct
 
 from ppo_jax import plugins
 from ppo_jax.core.objectives import OBJECTIVES
 from ppo_jax.env_defaults import ENV_DEFAULTS
 from ppo_jax.errors import CheckpointError, ConfigError  # noqa: F401  (re-exported)
-from ppo_jax.fields import FLOAT32_MAX, Field, declared
+from ppo_jax.fields import Field, TracedValues, check_fields, declare, declared, fields_of
 from ppo_jax.policies import FAMILIES
 from ppo_jax.policies.init import KERNEL_INITS as _KERNEL_INITS
 from ppo_jax.policies.layers import ACTIVATIONS as _ACTIVATION_FUNCTIONS
-
-
-def _static(default: Any, help: str) -> Any:
-    return dataclasses.field(default=default, metadata={"help": help, "traced": False})
-
-
-def _traced(default: float, help: str, low: float = -math.inf, high: float = math.inf, closed: bool = True) -> Any:
-    """A traced field with its allowed range [low, high] (`closed` False: (low, high]), declared
-    once: the range table `TRACED_RANGES` and the checks are read off it."""
-    return dataclasses.field(default=default, metadata={"help": help, "traced": True, "range": (low, high, closed)})
-
 
 ACTIVATIONS = tuple(_ACTIVATION_FUNCTIONS)
 NETWORKS = tuple(FAMILIES)
 OBJECTIVE_NAMES = tuple(OBJECTIVES)
 KERNEL_INITS = tuple(_KERNEL_INITS)
+# Seeds are drawn into uint32 keys; runs use seed, seed + 1, ... below this bound (as sweeps do).
+MAX_SEED = 2**31
+POSITIVE = {"low": 0.0, "low_inclusive": False}  # (0, high]
 
 
 @dataclasses.dataclass(frozen=True)
 class PPOConfig:
     """Everything that defines a PPO run. Frozen; derived sizes are properties."""
 
-    env: str = _static(
+    env: str = declare(
         "CartPole-v1",
         "gymnax id, SUITE/NAME (brax, playground, craftax, navix, xminigrid, jumanji), or package.module:attribute",
     )
-    num_envs: int = _static(4, "parallel environments per seed")
-    num_steps: int = _static(128, "rollout length per environment per update")
-    num_epochs: int = _static(4, "passes over each rollout batch")
-    num_minibatches: int = _static(4, "minibatches per epoch")
-    total_timesteps: int = _static(500_000, "environment steps per seed")
-    network: str = _static("mlp", f"policy family, one of {', '.join(NETWORKS)}, or package.module:attribute")
-    hidden_sizes: tuple[int, ...] = _static((64, 64), "hidden layer widths of actor and critic (gru: encoder, heads)")
-    activation: str = _static("tanh", f"hidden activation, one of {', '.join(ACTIVATIONS)}")
-    kernel_init: str = _static("orthogonal", f"weight initialisation, one of {', '.join(KERNEL_INITS)}")
-    anneal_lr: bool = _static(True, "decay the learning rate linearly to 0")
-    clip_value_loss: bool = _static(True, "clip the value update to ±clip_eps around the old value")
-    normalize_advantages: bool = _static(True, "normalise advantages per minibatch")
-    normalize_obs: bool = _static(False, "running observation normalisation (clip ±10)")
-    normalize_reward: bool = _static(False, "scale rewards by the running std of the return")
-    objective: str = _static(
+    num_envs: int = declare(4, "parallel environments per seed", low=1)
+    num_steps: int = declare(128, "rollout length per environment per update", low=1)
+    num_epochs: int = declare(4, "passes over each rollout batch", low=1)
+    num_minibatches: int = declare(4, "minibatches per epoch", low=1)
+    total_timesteps: int = declare(500_000, "environment steps per seed", low=1)
+    network: str = declare("mlp", f"policy family, one of {', '.join(NETWORKS)}, or package.module:attribute")
+    hidden_sizes: tuple[int, ...] = declare(
+        (64, 64), "hidden layer widths of actor and critic (gru: encoder, heads)", low=1
+    )
+    activation: str = declare("tanh", f"hidden activation, one of {', '.join(ACTIVATIONS)}", choices=ACTIVATIONS)
+    kernel_init: str = declare(
+        "orthogonal", f"weight initialisation, one of {', '.join(KERNEL_INITS)}", choices=KERNEL_INITS
+    )
+    anneal_lr: bool = declare(True, "decay the learning rate linearly to 0")
+    clip_value_loss: bool = declare(True, "clip the value update to ±clip_eps around the old value")
+    normalize_advantages: bool = declare(True, "normalise advantages per minibatch")
+    normalize_obs: bool = declare(False, "running observation normalisation (clip ±10)")
+    normalize_reward: bool = declare(False, "scale rewards by the running std of the return")
+    objective: str = declare(
         "clip", f"policy objective, one of {', '.join(OBJECTIVE_NAMES)}, or package.module:attribute"
     )
-    seed: int = _static(0, "random seed (seeds are seed, seed+1, ...)")
-    lr: float = _traced(2.5e-4, "Adam learning rate (initial value when annealed)", 0.0, closed=False)
-    gamma: float = _traced(0.99, "discount factor in [0, 1]", 0.0, 1.0)
-    gae_lambda: float = _traced(0.95, "GAE lambda in [0, 1]", 0.0, 1.0)
-    clip_eps: float = _traced(0.2, "PPO ratio clip range epsilon (> 0)", 0.0, closed=False)
-    ent_coef: float = _traced(0.01, "entropy bonus coefficient (>= 0)", 0.0)
-    vf_coef: float = _traced(0.5, "value loss coefficient (>= 0)", 0.0)
-    max_grad_norm: float = _traced(0.5, "global gradient-norm clip (> 0)", 0.0, closed=False)
-    adam_eps: float = _traced(
-        1e-5, "Adam epsilon (> 0): 1e-5 as in Huang et al. 2022, optax's default is 1e-8", 0.0, closed=False
+    seed: int = declare(0, "random seed (seeds are seed, seed+1, ...)", low=0, high=MAX_SEED - 1)
+    lr: float = declare(2.5e-4, "Adam learning rate (initial value when annealed)", traced=True, **POSITIVE)
+    gamma: float = declare(0.99, "discount factor in [0, 1]", traced=True, low=0.0, high=1.0)
+    gae_lambda: float = declare(0.95, "GAE lambda in [0, 1]", traced=True, low=0.0, high=1.0)
+    clip_eps: float = declare(0.2, "PPO ratio clip range epsilon (> 0)", traced=True, **POSITIVE)
+    ent_coef: float = declare(0.01, "entropy bonus coefficient (>= 0)", traced=True, low=0.0)
+    vf_coef: float = declare(0.5, "value loss coefficient (>= 0)", traced=True, low=0.0)
+    max_grad_norm: float = declare(0.5, "global gradient-norm clip (> 0)", traced=True, **POSITIVE)
+    adam_eps: float = declare(
+        1e-5, "Adam epsilon (> 0): 1e-5 as in Huang et al. 2022, optax's default is 1e-8", traced=True, **POSITIVE
     )
-    init_log_std: float = _traced(0.0, "initial log-std of the Gaussian policy (continuous)")
+    init_log_std: float = declare(0.0, "initial log-std of the Gaussian policy (continuous)", traced=True)
     part_fields: tuple = dataclasses.field(
         default=(), metadata={"help": "the fields the parts declare, as (name, value) pairs", "traced": None}
     )
@@ -142,40 +137,29 @@ class PPOConfig:
         return {**{name: getattr(self, name) for name in FIELDS}, **dict(self.part_fields)}
 
 
-@struct.dataclass
-class Hyperparams:
-    """Traced scalar hyperparameters: a pytree that `jax.vmap` can map over."""
+class Hyperparams(TracedValues):
+    """Traced scalar hyperparameters: a pytree that `jax.vmap` can map over. Its leaves are the
+    `PPOConfig` fields declared traced (`hparams.lr`, ...), then those the run's parts declare
+    (`hparams.kl_coef`, ..., sorted by name; also in `extra`)."""
 
-    lr: jax.Array
-    gamma: jax.Array
-    gae_lambda: jax.Array
-    clip_eps: jax.Array
-    ent_coef: jax.Array
-    vf_coef: jax.Array
-    max_grad_norm: jax.Array
-    adam_eps: jax.Array
-    init_log_std: jax.Array
-    extra: dict = dataclasses.field(default_factory=dict)  # traced fields the parts declare
+    def __init__(self, extra: dict | None = None, **values):
+        super().__init__(**values, **dict(sorted((extra or {}).items())))
 
-    def __getattr__(self, name: str) -> Any:
-        """A traced field declared by one of the run's parts (`extra`)."""
-        extra = self.__dict__.get("extra", {})
-        if name in extra:
-            return extra[name]
-        raise AttributeError(f"Hyperparams has no field {name!r} (not a traced field of this run's parts)")
+    @property
+    def extra(self) -> dict:
+        """The traced fields the parts declare."""
+        return {n: v for n, v in self.as_dict().items() if n not in TRACED_RANGES}
 
 
-# The built-in fields (`part_fields` holds the parts' own and is no field of its own).
-FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(PPOConfig) if f.name != "part_fields"}
-TRACED_FIELDS: tuple[str, ...] = tuple(n for n, f in FIELDS.items() if f.metadata["traced"])
-STATIC_FIELDS: tuple[str, ...] = tuple(n for n, f in FIELDS.items() if not f.metadata["traced"])
+# The built-in fields, each declared once in `PPOConfig` (`part_fields` holds the parts' own).
+FIELDS: dict[str, Field] = fields_of(PPOConfig)
+TRACED_FIELDS: tuple[str, ...] = tuple(n for n, f in FIELDS.items() if f.traced)
+STATIC_FIELDS: tuple[str, ...] = tuple(n for n, f in FIELDS.items() if not f.traced)
 
 # Allowed ranges of the traced fields, read off their declarations: (low, high, low_inclusive).
-TRACED_RANGES: dict[str, tuple[float, float, bool]] = {n: FIELDS[n].metadata["range"] for n in TRACED_FIELDS}
-
-
-# Seeds are drawn into uint32 keys; runs use seed, seed + 1, ... below this bound (as sweeps do).
-MAX_SEED = 2**31
+TRACED_RANGES: dict[str, tuple[float, float, bool]] = {
+    n: (FIELDS[n].low, FIELDS[n].high, FIELDS[n].low_inclusive) for n in TRACED_FIELDS
+}
 
 
 def part_declarations(config: PPOConfig) -> dict[str, Field]:
@@ -188,69 +172,30 @@ def traced_fields(config: PPOConfig) -> tuple[str, ...]:
     return TRACED_FIELDS + tuple(n for n, f in part_declarations(config).items() if f.traced)
 
 
+def traced_field(config: PPOConfig | None, name: str) -> Field:
+    """The declaration of traced field `name`, built in or declared by `config`'s parts."""
+    if name in TRACED_RANGES or config is None:
+        return FIELDS[name]
+    return part_declarations(config)[name]
+
+
 def field_range(config: PPOConfig | None, name: str) -> tuple[float, float, bool]:
     """(low, high, low_inclusive) of a traced field, built-in or declared by `config`'s parts."""
-    if name in TRACED_RANGES or config is None:
-        return TRACED_RANGES[name]
-    f = part_declarations(config)[name]
+    f = traced_field(config, name)
     return f.low, f.high, f.low_inclusive
 
 
 def check_traced_value(name: str, value: float, config: PPOConfig | None = None) -> None:
     """Raise `ConfigError` if `value` is outside the allowed range of traced field `name` (which
     is capped at float32's largest finite magnitude; a part's field is looked up in `config`)."""
-    low, high, low_inclusive = field_range(config, name)
-    low, high = max(low, -FLOAT32_MAX), min(high, FLOAT32_MAX)
-    ok = math.isfinite(value) and (value >= low if low_inclusive else value > low) and value <= high
-    if not ok:
-        lo = "[" if low_inclusive else "("
-        raise ConfigError(name, f"must be in {lo}{low:g}, {high:g}], got {value}")
-
-
-def _check_type(name: str, value: Any, kind: type) -> None:
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return
-    if kind is int and isinstance(value, bool):
-        raise ConfigError(name, f"must be an integer, got {value!r}")
-    if not isinstance(value, kind):
-        raise ConfigError(name, f"must be {kind.__name__}, got {value!r}")
-
-
-def _check_widths(name: str, widths: Any) -> None:
-    if not isinstance(widths, tuple) or not widths:
-        raise ConfigError(name, f"must be a non-empty tuple of ints, got {widths!r}")
-    for width in widths:
-        if isinstance(width, bool) or not isinstance(width, int) or width <= 0:
-            raise ConfigError(name, f"widths must be positive integers, got {widths!r}")
+    traced_field(config, name).check(float(value))
 
 
 def validate(config: PPOConfig) -> None:
-    """Check every field; raise `ConfigError` naming the first bad one. Runs on construction."""
-    for name in ("num_envs", "num_steps", "num_epochs", "num_minibatches", "total_timesteps"):
-        value = getattr(config, name)
-        _check_type(name, value, int)
-        if value <= 0:
-            raise ConfigError(name, f"must be a positive integer, got {value}")
-    _check_type("env", config.env, str)
-    _check_type("seed", config.seed, int)
-    if not 0 <= config.seed < MAX_SEED:
-        raise ConfigError("seed", f"must be in [0, 2^31), got {config.seed}")
-    _check_widths("hidden_sizes", config.hidden_sizes)
-    for name in ("network", "objective"):
-        _check_type(name, getattr(config, name), str)
+    """Check every field against its declaration, the parts' fields against theirs, then the
+    fields against each other; raise `ConfigError` naming the first bad one. Runs on construction."""
+    check_fields(config, FIELDS)
     _check_part_fields(config)
-    if config.activation not in ACTIVATIONS:
-        raise ConfigError("activation", f"must be one of {', '.join(ACTIVATIONS)}, got {config.activation!r}")
-    if config.kernel_init not in KERNEL_INITS:
-        raise ConfigError("kernel_init", f"must be one of {', '.join(KERNEL_INITS)}, got {config.kernel_init!r}")
-    for name in (
-        "anneal_lr",
-        "clip_value_loss",
-        "normalize_advantages",
-        "normalize_obs",
-        "normalize_reward",
-    ):
-        _check_type(name, getattr(config, name), bool)
     if plugins.resolve_objective(config.objective).on_policy and (config.num_epochs, config.num_minibatches) != (1, 1):
         raise ConfigError(
             "objective",
@@ -268,10 +213,6 @@ def validate(config: PPOConfig) -> None:
             "total_timesteps",
             f"must be at least one batch (num_envs * num_steps = {config.batch_size}), got {config.total_timesteps}",
         )
-    for name in TRACED_FIELDS:
-        value = getattr(config, name)
-        _check_type(name, value, float)
-        check_traced_value(name, float(value))
 
 
 def _check_part_fields(config: PPOConfig) -> None:

@@ -29,10 +29,11 @@ import numpy as np
 import optax
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from ppo_jax.core.optim import make_optimizer, warmup_cosine
 from ppo_jax.rlhf import hf_checkpoint
 from ppo_jax.rlhf.decoder import DecoderConfig, decoder_lm
 from ppo_jax.rlhf.jsonl_task import is_held_out
-from ppo_jax.rlhf.pretrain import make_optimizer, next_token_loss
+from ppo_jax.rlhf.pretrain import next_token_loss
 
 EOS = "<|endoftext|>"
 COMPLETION_LEN = 5
@@ -84,7 +85,7 @@ def corpus(rows, tok: Tokenizer, rng: np.random.Generator, right: float):
 def pretrain(config: DecoderConfig, data, steps: int, batch: int, seed: int):
     lm = decoder_lm(config)
     eos = config.pad_id
-    tx = make_optimizer(3e-3, 1.0, steps)
+    tx = make_optimizer(warmup_cosine(3e-3, steps), 1.0)
     prompts, completions = (jnp.asarray(x) for x in data)
 
     @jax.jit

@@ -19,7 +19,8 @@ from ppo_jax.core.token_losses import completion_mask, kl_k1, token_rewards
 from ppo_jax.errors import CheckpointError
 from ppo_jax.rlhf import RLHFConfig, make_setup, pipeline, prepare, run_files, run_rlhf
 from ppo_jax.rlhf.config import RLHyperparams
-from ppo_jax.rlhf.model import TokenModel, completion_outputs, hidden_states, init_params, sample_completions
+from ppo_jax.rlhf.lm import gru_lm
+from ppo_jax.rlhf.model import TokenModel, hidden_states
 from ppo_jax.rlhf.preference import PreferenceTask
 from ppo_jax.rlhf.pretrain import bradley_terry_loss, preference_accuracy
 from ppo_jax.rlhf.rollout import Rollout, group_targets, ppo_targets
@@ -127,7 +128,7 @@ def test_preference_labels_follow_the_hidden_rule():
 
 def test_gru_hidden_states_against_numpy():
     model = TokenModel(vocab_size=9, hidden_dim=16)
-    params = init_params(model, jax.random.key(0))
+    params = gru_lm(model).init(jax.random.key(0))
     # Non-zero biases so that their placement is checked too.
     params = jax.tree.map(lambda x: x + 0.1, params)
     tokens = np.random.default_rng(0).integers(0, 9, size=(3, 6))
@@ -136,14 +137,15 @@ def test_gru_hidden_states_against_numpy():
 
 
 def test_sampling_matches_teacher_forced_probabilities():
-    model = TokenModel(vocab_size=5, hidden_dim=16)
-    params = init_params(model, jax.random.key(1))
-    params = jax.tree.map(lambda x: 3.0 * x, params)  # sharper, more varied distributions
+    # Through the `LanguageModel` record; EOS is an id the 5-token head never samples.
+    lm = gru_lm(TokenModel(vocab_size=5, hidden_dim=16))
+    params = jax.tree.map(lambda x: 3.0 * x, lm.init(jax.random.key(1)))  # sharper, more varied distributions
     n = 8000
     prompts = jnp.tile(jnp.array([[1, 3]]), (n, 1))
-    sample = jax.jit(lambda p, x, key: sample_completions(model, p, x, key, 2))
+    sample = jax.jit(lambda p, x, key: lm.sample_fn(p, x, key, 2, 5))
     samples = np.asarray(sample(params, prompts, jax.random.key(2)))
-    logits_of = jax.jit(lambda p, c: completion_outputs(model, params, p, c).logits[0])
+    # Teacher-forced logits of completion tokens 0 and 1: positions P − 1 and P of prompt + y_0.
+    logits_of = jax.jit(lambda p, c: lm.logits_fn(params, jnp.concatenate([p, c[:, :1]], axis=1))[0, 1:])
     logits = logits_of(prompts[:1], jnp.asarray(samples[:1]))
     first = np.asarray(jax.nn.softmax(logits[0]))
     freq = np.bincount(samples[:, 0], minlength=5) / n

@@ -24,9 +24,9 @@ from ppo_jax.engine.train import (
     init_state,
     make_batch,
     make_context,
-    make_optimizer,
     minibatch_loss,
     nonfinite_code,
+    ppo_optimizer,
     run_updates,
 )
 from ppo_jax.envs import env_spec
@@ -228,7 +228,7 @@ def test_first_optimizer_step_is_clipped_adam_with_the_configured_eps(eps):
     hparams = config.hyperparams()
     params = {"w": jnp.zeros(3)}
     grads = {"w": jnp.array([3e-4, -2e-5, 0.0])}
-    opt = make_optimizer(config, hparams)
+    opt = ppo_optimizer(config, hparams)
     updates, _ = opt.update(grads, opt.init(params), params)
     g = np.array([3e-4, -2e-5, 0.0])
     g = g * min(1.0, 0.5 / np.linalg.norm(g))
@@ -247,7 +247,7 @@ def test_optimizer_anneals_the_learning_rate_over_every_minibatch_step(anneal, t
     Annealing per update instead of per minibatch step would reach 0 after `num_updates` steps."""
     config = TINY.replace(anneal_lr=anneal, lr=0.01, max_grad_norm=1e9)
     steps = config.num_updates * config.num_epochs * config.num_minibatches
-    opt = make_optimizer(config, config.hyperparams())
+    opt = ppo_optimizer(config, config.hyperparams())
     params = {"w": jnp.zeros(2)}
 
     def step(state, _):

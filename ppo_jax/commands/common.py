@@ -80,12 +80,11 @@ def add_config_flags(parser: argparse.ArgumentParser, env: str = "CartPole-v1") 
     group = parser.add_argument_group("config", f"every PPOConfig field; {where}")
     for name, field in FIELDS.items():
         default = getattr(base, name)
-        kind = {bool: bool, int: int, float: float, str: str, tuple: tuple}[type(getattr(PPOConfig(), name))]
-        tag = "traced" if field.metadata["traced"] else "static"
-        shown = ",".join(map(str, default)) if kind is tuple else default
+        tag = "traced" if field.traced else "static"
+        shown = ",".join(map(str, default)) if field.kind is tuple else default
         source = ", env_defaults.py" if name in shipped else ""
-        help_text = f"{field.metadata['help']} ({tag}; default: {shown}{source})".replace("%", "%%")
-        _add_field_flag(group, name, default, help_text, kind)
+        help_text = f"{field.help} ({tag}; default: {shown}{source})".replace("%", "%%")
+        _add_field_flag(group, name, default, help_text, field.kind)
     add_part_flags(parser, shipped_part_fields(), "fields of the shipped families and objectives")
 
 

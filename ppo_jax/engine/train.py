@@ -32,10 +32,10 @@ from ppo_jax.engine.update import (  # noqa: F401  (re-exported: the update's pi
     current_lr,
     describe_nonfinite,
     make_batch,
-    make_optimizer,
     minibatch_loss,
     nonfinite_code,
     policy_kl,
+    ppo_optimizer,
     update_step,
 )
 from ppo_jax.envs import action_distribution
@@ -63,7 +63,7 @@ def init_state(ctx: TrainContext, key: jax.Array, hparams: Hyperparams) -> Train
     key, key_net, key_env = jax.random.split(key, 3)
     obs = jnp.zeros((1, *ctx.rollout.spec.obs_shape), jnp.float32)
     params = ctx.policy.init(key_net, obs, init_log_std=hparams.init_log_std)
-    opt_state = make_optimizer(ctx.config, hparams).init(params)
+    opt_state = ppo_optimizer(ctx.config, hparams).init(params)
     env = reset_envs(ctx.rollout, key_env)
     return TrainState(params, opt_state, env, key, jnp.int32(0), initial_state(ctx.objective, hparams))
 

@@ -19,6 +19,7 @@ import optax
 from ppo_jax.config import Hyperparams, PPOConfig
 from ppo_jax.core.losses import LossInputs, approx_kl_k3, clip_fraction, explained_variance, normalize_advantages
 from ppo_jax.core.objectives import BatchView, Objective, UpdateStats
+from ppo_jax.core.optim import linear_to_zero, make_optimizer
 from ppo_jax.engine.rollout import RolloutContext, rollout
 from ppo_jax.engine.sgd import LOCAL, Collective, OptCarry, sgd_epochs
 from ppo_jax.policies import state_values, unroll
@@ -71,13 +72,13 @@ class Batch(NamedTuple):
     carry: Any  # the policy carry at the rollout's start [N, ...]; () when feed-forward
 
 
-def make_optimizer(config: PPOConfig, hparams: Hyperparams) -> optax.GradientTransformation:
-    """Global-norm clipping then Adam (eps `adam_eps`) with optional linear decay to 0 over all minibatch steps."""
+def ppo_optimizer(config: PPOConfig, hparams: Hyperparams) -> optax.GradientTransformation:
+    """`core.optim.make_optimizer` with the run's lr (decayed linearly to 0 over all minibatch steps
+    when `anneal_lr`), `max_grad_norm` and `adam_eps`."""
     lr: Any = hparams.lr
     if config.anneal_lr:
-        steps = config.num_updates * config.num_epochs * config.num_minibatches
-        lr = optax.linear_schedule(hparams.lr, 0.0, steps)
-    return optax.chain(optax.clip_by_global_norm(hparams.max_grad_norm), optax.adam(lr, eps=hparams.adam_eps))
+        lr = linear_to_zero(hparams.lr, config.num_updates * config.num_epochs * config.num_minibatches)
+    return make_optimizer(lr, hparams.max_grad_norm, hparams.adam_eps)
 
 
 def current_lr(config: PPOConfig, hparams: Hyperparams, update: jax.Array) -> jax.Array:
@@ -211,7 +212,7 @@ def update_step(ctx: TrainContext, hparams: Hyperparams, state: TrainState, redu
         params, step_metrics = policy_step(ctx, hparams, params, batch, reduce)
     loss = functools.partial(minibatch_loss, ctx, hparams, state.objective_state, reduce)
     split = functools.partial(ctx.split, reduce)
-    opt = make_optimizer(ctx.config, hparams)
+    opt = ppo_optimizer(ctx.config, hparams)
     carry, losses = sgd_epochs(
         loss, opt, OptCarry(params, state.opt_state), batch, key_epochs, ctx.config.num_epochs, split, reduce
     )

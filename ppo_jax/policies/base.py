@@ -12,10 +12,14 @@ for feed-forward networks):
         a batch of steps: obs [*B, *obs_shape], reset [*B] bool (True where obs is the first of
         an episode: the carry is replaced by the initial one first), carry [*B, ...]. `dist` is
         the head output of the action distribution (`ppo_jax.core.distributions`: logits
-        [*B, A], or (mean, log_std) [*B, D]); value [*B]. The engine calls it with B = [N] (one
-        step of N envs) for every family; a feed-forward family (empty carry) is also called
-        with B = [T, N] (a rollout's stored steps) or [M] (a shuffled minibatch) and then
-        `reset=None` (nothing to reset); a recurrent one is scanned over time with B = [N].
+        [*B, A], or (mean, log_std) [*B, D]); value [*B]. The engine calls it with
+          B = [N]     one step of N envs (rollout, evaluation), every family;
+          B = [T, N]  the bootstrap values V(s'_t) of a rollout (`state_values`, when the family
+                      has no `value`): obs s'_t [T, N, ...], carry [T, N, ...] (the carry after
+                      step t), reset all False [T, N], every family;
+          B = [T, N] or [M], reset=None   a feed-forward family (empty carry) over a rollout's
+                      stored steps or a shuffled minibatch of M steps (nothing to reset);
+        a recurrent family without `unroll` is scanned over time with B = [N].
 
 and, optionally, faster forms the functions below use when present:
 

@@ -32,6 +32,7 @@ from jax import lax
 
 from ppo_jax.core.distributions import categorical_entropy, categorical_log_prob
 from ppo_jax.core.losses import kl_k3_terms
+from ppo_jax.core.optim import make_optimizer
 from ppo_jax.core.policy_losses import POLICY_LOSSES
 from ppo_jax.core.token_losses import (
     AGGREGATIONS,
@@ -101,9 +102,11 @@ def rl_loss(setup: RLSetup, hp: RLHyperparams, params: RLParams, mb: TrainBatch)
     return loss, metrics
 
 
-def make_optimizer(setup: RLSetup, hp: RLHyperparams) -> optax.GradientTransformation:
-    tx = optax.chain(optax.clip_by_global_norm(setup.config.max_grad_norm), optax.adam(hp.rl_lr, eps=1e-5))
-    return lora.partition_optimizer(tx) if setup.config.lora_rank else tx  # LoRA: adapters and value head only
+def rl_optimizer(setup: RLSetup, hp: RLHyperparams) -> optax.GradientTransformation:
+    """`core.optim.make_optimizer` at `rl_lr` with Adam eps 1e-5; with LoRA, of the adapters and
+    the value head only."""
+    tx = make_optimizer(hp.rl_lr, setup.config.max_grad_norm, eps=1e-5)
+    return lora.partition_optimizer(tx) if setup.config.lora_rank else tx
 
 
 def rl_prompts(setup: RLSetup, key: jax.Array) -> jax.Array:
@@ -159,7 +162,7 @@ def rl_update(setup: RLSetup, callback: Callback | None, hp: RLHyperparams, froz
     loss = functools.partial(rl_loss, setup, hp)
     split = functools.partial(shuffle_rows, config.num_minibatches)
     carry = OptCarry(state.params, state.opt_state)
-    carry, losses = sgd_epochs(loss, make_optimizer(setup, hp), carry, batch, key_epochs, config.num_epochs, split)
+    carry, losses = sgd_epochs(loss, rl_optimizer(setup, hp), carry, batch, key_epochs, config.num_epochs, split)
     update = state.update + 1
     metrics = {f"train_{name}": jnp.mean(value) for name, value in losses.items()}
     metrics.update(rollout_metrics(rollout), left_out=left_out)
@@ -196,7 +199,7 @@ def finetune(
 
 def init_rl_state(setup: RLSetup, hp: RLHyperparams, params: RLParams, key: jax.Array) -> RLState:
     """The RL carry before the first update: fresh optimizer state, update 0."""
-    return RLState(params, make_optimizer(setup, hp).init(params), key, jnp.int32(0))
+    return RLState(params, rl_optimizer(setup, hp).init(params), key, jnp.int32(0))
 
 
 def scan_updates(setup: RLSetup, callback, hp: RLHyperparams, frozen: Frozen, state: RLState, length: int):

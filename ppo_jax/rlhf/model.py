@@ -1,4 +1,5 @@
-"""A tiny autoregressive GRU language model with a policy head and a scalar head.
+"""A tiny autoregressive GRU language model with a policy head and a scalar head (the module and its
+scan; `lm.gru_lm` makes it a `LanguageModel`, the interface the pipeline reads).
 
 One module serves every role of the RLHF pipeline: the pretrained policy, the frozen reference
 (a copy of its parameters), the actor-critic of PPO (the scalar head is the value V(s_t)) and the
@@ -15,14 +16,12 @@ the recurrent scan body is only a few ops; the heads run once over all positions
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
-
-from ppo_jax.core.distributions import categorical_sample
 
 
 class TokenModel(nn.Module):
@@ -62,17 +61,6 @@ class TokenModel(nn.Module):
         return self.heads(hidden)
 
 
-class SequenceOutputs(NamedTuple):
-    """Per-completion-token outputs at the states s_0..s_{L−1}."""
-
-    logits: jax.Array  # [B, L, V]: π(·|s_i)
-    values: jax.Array  # [B, L]: scalar head at s_i (V(s_i) for the actor-critic)
-
-
-def init_params(model: TokenModel, key: jax.Array) -> Any:
-    return model.init(key, jnp.zeros((1,), jnp.int32))
-
-
 def hidden_states(model: TokenModel, params: Any, tokens: jax.Array) -> jax.Array:
     """h_t after reading tokens[:, :t+1], from h_{−1} = 0: tokens [B, T] -> [B, T, H]."""
     gates = model.apply(params, tokens, method=TokenModel.gates)
@@ -84,32 +72,3 @@ def hidden_states(model: TokenModel, params: Any, tokens: jax.Array) -> jax.Arra
     start = jnp.zeros((tokens.shape[0], model.hidden_dim), gates.dtype)
     _, hs = lax.scan(step, start, jnp.swapaxes(gates, 0, 1))
     return jnp.swapaxes(hs, 0, 1)
-
-
-def completion_outputs(model: TokenModel, params: Any, prompts: jax.Array, completions: jax.Array) -> SequenceOutputs:
-    """Teacher-forced logits and values at s_0..s_{L−1}: prompts [B, P], completions [B, L]."""
-    tokens = jnp.concatenate([prompts, completions[:, :-1]], axis=1)
-    hs = hidden_states(model, params, tokens)[:, prompts.shape[1] - 1 :]
-    logits, values = model.apply(params, hs, method=TokenModel.heads)
-    return SequenceOutputs(logits, values)
-
-
-def sequence_score(model: TokenModel, params: Any, prompts: jax.Array, completions: jax.Array) -> jax.Array:
-    """Scalar head after the last token of prompt + completion (the reward model's r_φ(x, y)) -> [B]."""
-    tokens = jnp.concatenate([prompts, completions], axis=1)
-    last = hidden_states(model, params, tokens)[:, -1]
-    return model.apply(params, last, method=TokenModel.heads)[1]
-
-
-def sample_completions(model: TokenModel, params: Any, prompts: jax.Array, key: jax.Array, length: int) -> jax.Array:
-    """y_i ~ π(·|x, y_{<i}) for i < L, one token per scan step: prompts [B, P] -> [B, L] int32."""
-    last = hidden_states(model, params, prompts)[:, -1]
-
-    def step(hidden, step_key):
-        logits, _ = model.apply(params, hidden, method=TokenModel.heads)
-        token = categorical_sample(step_key, logits)
-        gates = model.apply(params, token, method=TokenModel.gates)
-        return model.apply(params, hidden, gates, method=TokenModel.recur), token
-
-    _, tokens = lax.scan(step, last, jax.random.split(key, length))
-    return tokens.T

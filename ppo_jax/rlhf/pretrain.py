@@ -17,6 +17,7 @@ import optax
 from jax import lax
 
 from ppo_jax.core.distributions import categorical_log_prob
+from ppo_jax.core.optim import make_optimizer, warmup_cosine
 from ppo_jax.core.token_losses import completion_mask, masked_mean
 from ppo_jax.rlhf import hf_model
 from ppo_jax.rlhf.config import RLHFConfig
@@ -82,12 +83,12 @@ def preference_accuracy(score_first: jax.Array, score_second: jax.Array, label: 
     return jnp.sum(correct) / jnp.maximum(jnp.sum(decided), 1)
 
 
-def make_optimizer(lr, max_grad_norm: float, steps: int | None = None) -> optax.GradientTransformation:
-    """Adam after global-norm clipping; with `steps`, a 5 % linear warm-up to `lr` and a cosine
-    decay to lr/10 over `steps`."""
-    if steps:
-        lr = optax.warmup_cosine_decay_schedule(0.0, lr, max(1, steps // 20), steps, lr / 10)
-    return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(lr))
+def pretrain_optimizer(config: RLHFConfig) -> optax.GradientTransformation:
+    """`core.optim.make_optimizer` at `pretrain_lr`, warmed up and cosine-decayed over `pretrain_steps`."""
+    steps = config.pretrain_steps
+    return make_optimizer(
+        warmup_cosine(config.pretrain_lr, steps) if steps else config.pretrain_lr, config.max_grad_norm
+    )
 
 
 def report(callback: Callback | None, phase: str, every: int, total: int, step: jax.Array, metrics) -> None:
@@ -101,7 +102,7 @@ def report(callback: Callback | None, phase: str, every: int, total: int, step: 
 def pretrain_step(config: RLHFConfig, callback, state: PhaseState, _=None):
     """One next-token step on a fresh batch of corpus examples."""
     setup = make_setup(config)
-    optimizer = make_optimizer(config.pretrain_lr, config.max_grad_norm, config.pretrain_steps)
+    optimizer = pretrain_optimizer(config)
     key, key_batch = jax.random.split(state.key)
     prompts, completions = setup.task.corpus(key_batch, config.pretrain_batch)
     loss_fn = functools.partial(next_token_loss, setup.policy, setup.task.eos_id)
@@ -125,7 +126,7 @@ def pretrain(config: RLHFConfig, key: jax.Array, callback: Callback | None = Non
 def _pretrain(config: RLHFConfig, key: jax.Array, start: Any, callback: Callback | None) -> PhaseResult:
     key_init, key = jax.random.split(key)
     params = make_setup(config).policy.init(key_init) if start is None else start
-    opt_state = make_optimizer(config.pretrain_lr, config.max_grad_norm, config.pretrain_steps).init(params)
+    opt_state = pretrain_optimizer(config).init(params)
     state = PhaseState(params, opt_state, key, jnp.int32(0))
     state, history = lax.scan(functools.partial(pretrain_step, config, callback), state, None, config.pretrain_steps)
     return PhaseResult(state.params, history)
