@@ -67,6 +67,7 @@ class PPOConfig:
     hidden_sizes: tuple[int, ...] = _static((64, 64), "hidden layer widths of actor and critic (gru: encoder, heads)")
     activation: str = _static("tanh", f"hidden activation, one of {', '.join(ACTIVATIONS)}")
     kernel_init: str = _static("orthogonal", f"weight initialisation, one of {', '.join(KERNEL_INITS)}")
+    fast_paths: bool = _static(True, "CPU fast paths (ppo_jax.fast_paths); off: the plain Flax/JAX calls they replace")
     anneal_lr: bool = _static(True, "decay the learning rate linearly to 0")
     clip_value_loss: bool = _static(True, "clip the value update to ±clip_eps around the old value")
     normalize_advantages: bool = _static(True, "normalise advantages per minibatch")
@@ -249,6 +250,7 @@ def validate(config: PPOConfig) -> None:
         "normalize_advantages",
         "normalize_obs",
         "normalize_reward",
+        "fast_paths",
     ):
         _check_type(name, getattr(config, name), bool)
     if plugins.resolve_objective(config.objective).on_policy and (config.num_epochs, config.num_minibatches) != (1, 1):
