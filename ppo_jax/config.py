@@ -62,6 +62,7 @@ class PPOConfig:
     kernel_init: str = declare(
         "orthogonal", f"weight initialisation, one of {', '.join(KERNEL_INITS)}", choices=KERNEL_INITS
     )
+    fast_paths: bool = declare(True, "CPU fast paths (ppo_jax.fast_paths); off: the plain Flax/JAX calls they replace")
     anneal_lr: bool = declare(True, "decay the learning rate linearly to 0")
     clip_value_loss: bool = declare(True, "clip the value update to ±clip_eps around the old value")
     normalize_advantages: bool = declare(True, "normalise advantages per minibatch")

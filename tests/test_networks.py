@@ -1,4 +1,5 @@
-"""Networks: orthogonal initialisation, the fused rollout forward pass, sampling from pre-drawn noise."""
+"""Networks: initialisation against Flax's own initialisers, sampling from pre-drawn noise (the fast paths
+against the plain ones: test_fast_paths.py)."""
 
 from __future__ import annotations
 
@@ -11,46 +12,11 @@ import ppo_jax
 from ppo_jax.core.distributions import (
     Categorical,
     DiagGaussian,
-    categorical_entropy,
     categorical_log_prob,
     gaussian_log_prob,
-    log_softmax,
 )
 from ppo_jax.engine.train import init_state, make_context
-from ppo_jax.policies.init import orthogonal, polar_orthogonal, polar_orthogonal_many
-from ppo_jax.policies.mlp import fuse_actor_critic, fused_apply, init_actor_critic
-
-
-@pytest.mark.parametrize("shape", [(4, 64), (64, 64), (64, 2), (64, 1), (256, 256), (400, 256)])
-def test_polar_orthogonal_gives_orthonormal_columns_or_rows(shape):
-    for seed in range(5):
-        a = jax.random.normal(jax.random.key(seed), shape)
-        q = np.asarray(jax.jit(polar_orthogonal)(a), np.float64)
-        gram = q.T @ q if shape[0] >= shape[1] else q @ q.T
-        np.testing.assert_allclose(gram, np.eye(len(gram)), atol=5e-6)
-        # the polar factor is the orthogonal matrix closest to A: U = A (AᵀA)^(-1/2), via NumPy's SVD
-        u, _, vt = np.linalg.svd(np.asarray(a, np.float64), full_matrices=False)
-        np.testing.assert_allclose(q, u @ vt, atol=5e-5)
-
-
-def test_orthogonal_initializer_scales_by_gain_and_batches_under_vmap():
-    init = orthogonal(np.sqrt(2.0))
-    w = np.asarray(init(jax.random.key(0), (64, 64)), np.float64)
-    np.testing.assert_allclose(w.T @ w, 2.0 * np.eye(64), atol=1e-5)
-    batched = jax.jit(jax.vmap(lambda k: init(k, (8, 16))))(jax.random.split(jax.random.key(1), 5))
-    assert batched.shape == (5, 8, 16)
-    for w in np.asarray(batched, np.float64):
-        np.testing.assert_allclose(w @ w.T, 2.0 * np.eye(8), atol=1e-5)
-
-
-def test_polar_orthogonal_many_gives_each_matrix_its_own_polar_factor():
-    shapes = [(4, 64), (64, 64), (64, 2), (400, 64), (3, 5), (64, 1)]
-    keys = jax.random.split(jax.random.key(7), len(shapes))
-    mats = [jax.random.normal(k, s) for k, s in zip(keys, shapes, strict=True)]
-    for a, q in zip(mats, jax.jit(polar_orthogonal_many)(mats), strict=True):
-        assert q.shape == a.shape
-        u, _, vt = np.linalg.svd(np.asarray(a, np.float64), full_matrices=False)
-        np.testing.assert_allclose(np.asarray(q, np.float64), u @ vt, atol=5e-5)
+from ppo_jax.policies.mlp import init_actor_critic
 
 
 @pytest.mark.parametrize(("env", "log_std"), [("CartPole-v1", 0.0), ("Pendulum-v1", -0.5), ("Breakout-MinAtar", 0.0)])
@@ -110,19 +76,6 @@ def test_lecun_normal_init_has_variance_one_over_fan_in_on_every_kernel():
     assert w.shape[0] > 100 and abs(w.std() * np.sqrt(w.shape[0]) - 1.0) < 0.1
 
 
-@pytest.mark.parametrize("env", ["CartPole-v1", "Pendulum-v1", "Breakout-MinAtar"])
-def test_fused_forward_equals_separate_actor_and_critic(env):
-    config = ppo_jax.default_config(env)
-    ctx = make_context(config)
-    params = init_state(ctx, jax.random.key(3), config.hyperparams()).params
-    obs = jax.random.normal(jax.random.key(4), (9, *ctx.rollout.spec.obs_shape))
-    separate = ctx.policy.network.apply(params, obs)
-    fused = fused_apply(ctx.policy.network, fuse_actor_critic(params), obs)
-    for a, b in zip(jax.tree.leaves(separate), jax.tree.leaves(fused), strict=True):
-        assert a.shape == b.shape
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
-
-
 def test_gumbel_sampling_matches_softmax_frequencies_and_log_prob():
     logits = jnp.array([[0.3, -1.0, 1.2]])
     noise = Categorical(3).noise(jax.random.key(0), (40_000,))
@@ -147,25 +100,3 @@ def test_gaussian_sampling_log_prob_from_noise_equals_density():
     expected = np.sum(-0.5 * ((a - np.asarray(mean[0])) / sigma) ** 2 - np.log(sigma) - 0.5 * np.log(2 * np.pi), -1)
     np.testing.assert_allclose(np.asarray(log_prob), expected, rtol=1e-5)
     np.testing.assert_allclose(np.asarray(gaussian_log_prob(mean, log_std, actions)), expected, rtol=1e-5)
-
-
-@pytest.mark.parametrize("num_actions", [2, 3, 6, 12])  # unrolled up to 8 actions, jax.nn above
-def test_log_softmax_log_prob_and_entropy_match_numpy_and_jax_gradients(num_actions):
-    logits = 3.0 * jax.random.normal(jax.random.key(num_actions), (50, num_actions))
-    actions = jax.random.randint(jax.random.key(1), (50,), 0, num_actions)
-    x = np.asarray(logits, np.float64)
-    ref = x - x.max(-1, keepdims=True)
-    ref = ref - np.log(np.exp(ref).sum(-1, keepdims=True))
-    np.testing.assert_allclose(np.asarray(log_softmax(logits)), ref, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(
-        np.asarray(categorical_log_prob(logits, actions)), ref[np.arange(50), np.asarray(actions)], atol=1e-5
-    )
-    np.testing.assert_allclose(np.asarray(categorical_entropy(logits)), -(np.exp(ref) * ref).sum(-1), atol=1e-5)
-
-    def objective(fn_log_softmax, z):
-        lp = fn_log_softmax(z)
-        return jnp.sum(jnp.take_along_axis(lp, actions[:, None], -1)) + jnp.sum(jnp.exp(lp) * lp)
-
-    ours = jax.grad(lambda z: jnp.sum(categorical_log_prob(z, actions)) - jnp.sum(categorical_entropy(z)))(logits)
-    theirs = jax.grad(lambda z: objective(jax.nn.log_softmax, z))(logits)
-    np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=1e-4, atol=1e-5)

@@ -167,34 +167,3 @@ def test_gru_remembers_where_an_mlp_cannot():
         finals[network] = final_returns(np.asarray(result.metrics["episode_return"]))
     assert np.all(finals["gru"] > 0.9), finals
     assert np.all(np.abs(finals["mlp"]) < 0.3), finals
-
-
-def test_gru_sequence_backward_pass_equals_autodiff_of_the_scanned_cell():
-    """The hand-written VJP of the recurrence against JAX's own derivative of `apply` scanned over
-    time (with resets), for every parameter, the initial carry and the inputs."""
-    cfg = ppo_jax.default_config("StatelessCartPole-v1", **GRU_TINY)
-    policy = make_context(cfg).policy
-    params = policy.init(jax.random.key(0), jnp.zeros((1, 2)))
-    obs = jax.random.normal(jax.random.key(1), (7, 3, 2))
-    reset = jnp.asarray(np.random.default_rng(0).random((7, 3)) < 0.3)
-    h0 = jax.random.normal(jax.random.key(2), (3, cfg.rnn_size))
-    weights = jax.random.normal(jax.random.key(3), (7, 3))
-
-    def reference(params, h0, obs):
-        def step(h, xs):
-            h, logits, value = policy.apply(params, h, *xs)
-            return h, (logits, value)
-
-        _, (logits, value) = jax.lax.scan(step, h0, (obs, reset))
-        return jnp.sum(weights * value) + jnp.sum(jnp.sin(logits))
-
-    def ours(params, h0, obs):
-        logits, value = policy.unroll(params, h0, obs, reset)
-        return jnp.sum(weights * value) + jnp.sum(jnp.sin(logits))
-
-    np.testing.assert_allclose(float(ours(params, h0, obs)), float(reference(params, h0, obs)), rtol=1e-5)
-    got = jax.grad(ours, argnums=(0, 1, 2))(params, h0, obs)
-    want = jax.grad(reference, argnums=(0, 1, 2))(params, h0, obs)
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
-    assert float(jnp.max(jnp.abs(got[0]["params"]["hidden_gates"]["kernel"]))) > 0

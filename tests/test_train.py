@@ -298,40 +298,11 @@ def test_pendulum_improves_clearly():
     assert last - first >= 700.0, (first, last)
 
 
-@pytest.mark.parametrize("n", [1, 2, 7, 128, 512, 1000, 8192])
-def test_permutation_is_a_permutation(n):
-    from ppo_jax.engine.sgd import permutation
-
-    for seed in range(3):
-        perm = np.asarray(jax.jit(permutation, static_argnums=1)(jax.random.key(seed), n))
-        assert perm.dtype == np.int32
-        np.testing.assert_array_equal(np.sort(perm), np.arange(n))
-
-
-def test_permutation_is_uniform_over_all_orders():
-    # n = 4 has 24 orders: 24,000 draws give ~1,000 each; chi-square against the uniform law.
-    from scipy import stats as scipy_stats
-
-    from ppo_jax.engine.sgd import permutation
-
-    draws = 24_000
-    perms = np.asarray(jax.jit(jax.vmap(lambda k: permutation(k, 4)))(jax.random.split(jax.random.key(7), draws)))
-    codes = perms @ np.array([64, 16, 4, 1])
-    counts = np.unique(codes, return_counts=True)[1]
-    assert len(counts) == 24
-    assert scipy_stats.chisquare(counts).pvalue > 1e-3
-    # every position of a 512-permutation is equally likely to hold each sample: first slot is uniform
-    firsts = np.asarray(
-        jax.jit(jax.vmap(lambda k: permutation(k, 512)[0]))(jax.random.split(jax.random.key(8), 51_200))
-    )
-    assert scipy_stats.chisquare(np.bincount(firsts // 64, minlength=8)).pvalue > 1e-3
-
-
 @pytest.mark.parametrize(("hidden", "packed"), [((16, 16), True), ((160, 160), False)])
 def test_rollout_log_probs_and_values_are_the_networks_for_packed_and_plain_policies(hidden, packed):
     """Narrow networks run packed in the rollout, wide ones as they are; either way the stored
     log π(a|s) and V(s) are the network's own on the stored observations."""
-    from ppo_jax.policies.mlp import FusedActorCritic
+    from ppo_jax.fast_paths import FusedActorCritic
 
     for env in ("CartPole-v1", "Pendulum-v1"):
         cfg = ppo_jax.default_config(env, num_envs=3, num_steps=8, hidden_sizes=hidden)

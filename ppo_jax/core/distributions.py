@@ -17,30 +17,14 @@ Each family is a small frozen object with the same methods, chosen once from the
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 
 import jax
 import jax.numpy as jnp
-from jax import lax
+
+from ppo_jax import fast_paths
 
 _LOG_2PI = math.log(2.0 * math.pi)
-
-# Up to this many actions, log-softmax is written as elementwise ops over the action columns:
-# XLA on CPU runs a reduction over a tiny minor axis as a separate, slow kernel.
-_UNROLL_ACTIONS = 8
-
-
-def log_softmax(logits: jax.Array) -> jax.Array:
-    """log π(a) = x_a − m − log Σ_b exp(x_b − m), m = max_b x_b (held constant under grad);
-    logits [..., A] -> [..., A]. Same values and gradient as `jax.nn.log_softmax`."""
-    num = logits.shape[-1]
-    if num > _UNROLL_ACTIONS:
-        return jax.nn.log_softmax(logits)
-    cols = [logits[..., a] for a in range(num)]
-    shift = lax.stop_gradient(functools.reduce(jnp.maximum, cols))
-    total = functools.reduce(jnp.add, [jnp.exp(c - shift) for c in cols])
-    return logits - (shift + jnp.log(total))[..., None]
 
 
 def categorical_sample(key: jax.Array, logits: jax.Array) -> jax.Array:
@@ -50,21 +34,14 @@ def categorical_sample(key: jax.Array, logits: jax.Array) -> jax.Array:
 
 def categorical_log_prob(logits: jax.Array, actions: jax.Array) -> jax.Array:
     """log π(a|s) = logits[a] − logsumexp(logits); logits [..., A], actions [...] -> [...]."""
-    log_p = log_softmax(logits)
-    num = logits.shape[-1]
-    if num > _UNROLL_ACTIONS:
-        return jnp.take_along_axis(log_p, actions[..., None].astype(jnp.int32), axis=-1)[..., 0]
-    picked = [jnp.where(actions == a, log_p[..., a], 0.0) for a in range(num)]
-    return functools.reduce(jnp.add, picked)
+    log_p = jax.nn.log_softmax(logits)
+    return jnp.take_along_axis(log_p, actions[..., None].astype(jnp.int32), axis=-1)[..., 0]
 
 
 def categorical_entropy(logits: jax.Array) -> jax.Array:
     """H = −Σ_a π(a) log π(a); logits [..., A] -> [...]."""
-    log_p = log_softmax(logits)
-    num = logits.shape[-1]
-    if num > _UNROLL_ACTIONS:
-        return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
-    return -functools.reduce(jnp.add, [jnp.exp(log_p[..., a]) * log_p[..., a] for a in range(num)])
+    log_p = jax.nn.log_softmax(logits)
+    return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
 
 
 def categorical_kl(logits_p, logits_q):
@@ -103,9 +80,12 @@ def gaussian_kl(mean_p, log_std_p, mean_q, log_std_q):
 
 @dataclasses.dataclass(frozen=True)
 class Categorical:
-    """A policy over `num_actions` discrete actions; the head outputs logits [..., A]."""
+    """A policy over `num_actions` discrete actions; the head outputs logits [..., A]. With
+    `fast_paths`, log-probs and entropy are `fast_paths.categorical_*` (unrolled over ≤ 8
+    actions), else the plain functions above."""
 
     num_actions: int
+    fast_paths: bool = True
 
     def noise(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
         """Gumbel(0, 1) noise [*shape, A], drawn in one call for many steps."""
@@ -114,17 +94,17 @@ class Categorical:
     def sample_with_noise(self, logits: jax.Array, noise: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Gumbel-max: a = argmax(logits + g); returns (a [...] int32, log π(a|s) [...])."""
         action = jnp.argmax(logits + noise, axis=-1).astype(jnp.int32)
-        return action, categorical_log_prob(logits, action)
+        return action, self.log_prob(logits, action)
 
     def sample(self, key: jax.Array, logits: jax.Array) -> tuple[jax.Array, jax.Array]:
         action = categorical_sample(key, logits)
-        return action, categorical_log_prob(logits, action)
+        return action, self.log_prob(logits, action)
 
     def log_prob(self, logits: jax.Array, action: jax.Array) -> jax.Array:
-        return categorical_log_prob(logits, action)
+        return (fast_paths.categorical_log_prob if self.fast_paths else categorical_log_prob)(logits, action)
 
     def entropy(self, logits: jax.Array) -> jax.Array:
-        return categorical_entropy(logits)
+        return (fast_paths.categorical_entropy if self.fast_paths else categorical_entropy)(logits)
 
     def mode(self, logits: jax.Array) -> jax.Array:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)

@@ -55,30 +55,6 @@ class OptCarry(NamedTuple):
     opt_state: Any
 
 
-def permutation(key: jax.Array, n: int) -> jax.Array:
-    """A uniformly random permutation of 0..n−1 [n] int32, by sorting packed 32-bit keys.
-
-    Each round sorts k = (random bits with the low b = ⌈log2 n⌉ bits cleared) | position, one
-    uint32 operand, then maps the positions through the order so far. A tie in the random bits
-    keeps the previous order, so rounds are repeated until n³ ≤ 2^(rounds·(32 − b)), the
-    confidence `jax.random.permutation` asks of its own rounds: uniform up to such ties, like
-    it, and several times faster on CPU (XLA sorts one integer operand without calling a
-    comparator per pair). A different random stream from `jax.random.permutation`.
-    """
-    bits = max(1, (n - 1).bit_length())
-    if bits > 24:  # fewer than 8 random bits per round: use JAX's sort of key-value pairs
-        return jax.random.permutation(key, n).astype(jnp.int32)
-    rounds = -(-3 * bits // (32 - bits))
-    index = jnp.arange(n, dtype=jnp.uint32)
-    low = jnp.uint32((1 << bits) - 1)
-    order = jnp.arange(n, dtype=jnp.int32)
-    for round_key in jax.random.split(key, rounds):
-        noise = jax.random.bits(round_key, (n,), jnp.uint32)
-        position = lax.sort((noise & ~low) | index) & low
-        order = order[position.astype(jnp.int32)]
-    return order
-
-
 def shuffle_rows(num_minibatches: int, key: jax.Array, batch: Any) -> Any:
     """Shuffle the leading (sample) axis: leaves [B, ...] -> [M, B/M, ...] (e.g. completions)."""
     size = jax.tree.leaves(batch)[0].shape[0]
@@ -86,8 +62,11 @@ def shuffle_rows(num_minibatches: int, key: jax.Array, batch: Any) -> Any:
     return jax.tree.map(lambda x: jnp.take(x, perm, axis=0).reshape(num_minibatches, -1, *x.shape[1:]), batch)
 
 
-def shuffle_split(num_minibatches: int, key: jax.Array, batch: Any) -> Any:
-    """Flatten the [T, N] sample axes and shuffle: leaves [T, N, ...] -> [M, T·N/M, ...]."""
+def shuffle_split(
+    num_minibatches: int, key: jax.Array, batch: Any, permutation: Callable = jax.random.permutation
+) -> Any:
+    """Flatten the [T, N] sample axes and shuffle by `permutation(key, n)` (the run's
+    `fast_paths.Paths.permutation`): leaves [T, N, ...] -> [M, T·N/M, ...]."""
     leaves = jax.tree.leaves(batch)
     size = leaves[0].shape[0] * leaves[0].shape[1]
     perm = permutation(key, size)

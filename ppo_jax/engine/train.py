@@ -39,6 +39,7 @@ from ppo_jax.engine.update import (  # noqa: F401  (re-exported: the update's pi
     update_step,
 )
 from ppo_jax.envs import action_distribution
+from ppo_jax.fast_paths import select
 from ppo_jax.policies import is_recurrent
 
 METRIC_NAMES = (
@@ -71,9 +72,11 @@ def init_state(ctx: TrainContext, key: jax.Array, hparams: Hyperparams) -> Train
 # --- minibatch splits (`TrainContext.split`): (reduce, key, Batch [T, N]) -> [M, ...] ---------
 
 
-def split_shuffled(num_minibatches: int, reduce: Collective, key: jax.Array, batch: Batch) -> Batch:
+def split_shuffled(
+    num_minibatches: int, reduce: Collective, key: jax.Array, batch: Batch, permutation=jax.random.permutation
+) -> Batch:
     """Feed-forward policies on one device: all T·N samples shuffled together."""
-    return shuffle_split(num_minibatches, key, batch)
+    return shuffle_split(num_minibatches, key, batch, permutation)
 
 
 def split_stratified(num_minibatches: int, reduce: Collective, key: jax.Array, batch: Batch) -> Batch:
@@ -109,7 +112,7 @@ def choose_split(config: PPOConfig, recurrent: bool, sharded: bool) -> Callable:
                 f"divisible by num_minibatches = {config.num_minibatches}",
             )
         return functools.partial(split_stratified, config.num_minibatches)
-    return functools.partial(split_shuffled, config.num_minibatches)
+    return functools.partial(split_shuffled, config.num_minibatches, permutation=select(config.fast_paths).permutation)
 
 
 class TrainResult(NamedTuple):
@@ -149,7 +152,7 @@ def make_context(
         env_params=env_params,
         spec=spec,
         policy=policy,
-        dist=action_distribution(spec),
+        dist=action_distribution(spec, config.fast_paths),
         num_envs=config.num_envs,
         num_steps=config.num_steps,
         normalize_obs=config.normalize_obs,
@@ -175,10 +178,8 @@ def run_updates(
     `step(hparams, state) -> (state, metrics)` replaces `update_step` (e.g. its env-sharded form).
     """
     step = functools.partial(update_step, ctx) if step is None else step
-    if batched and state.update.shape == (1,):
-        step = _one_run(step)
-    elif batched:
-        step = jax.vmap(step)
+    if batched:
+        step = select(ctx.config.fast_paths).vmap_runs(step)
 
     def body(state, _):
         state, metrics = step(hparams, state)
@@ -208,10 +209,8 @@ def run_chunk(
     JAX's persistent compilation cache). `batched` and `step` as in `run_updates`.
     """
     step = functools.partial(update_step, ctx) if step is None else step
-    if batched and state.update.shape == (1,):
-        step = _one_run(step)
-    elif batched:
-        step = jax.vmap(step)
+    if batched:
+        step = select(ctx.config.fast_paths).vmap_runs(step)
     shapes = jax.eval_shape(step, hparams, state)[1]
     rows = jax.tree.map(lambda s: jnp.zeros((length, *s.shape), s.dtype), shapes)
 
@@ -221,18 +220,6 @@ def run_chunk(
         return state, jax.tree.map(lambda r, m: r.at[i].set(m), rows, metrics)
 
     return lax.fori_loop(0, count, body, (state, rows))
-
-
-def _one_run(step):
-    """`jax.vmap(step)` for a run axis of size 1, traced without the axis: XLA's CPU programs for
-    size-1 batched products and reductions were ~25 % slower than the same unbatched ones."""
-
-    def one(hparams, state):
-        squeeze = functools.partial(jax.tree.map, lambda x: x[0])
-        state, metrics = step(squeeze(hparams), squeeze(state))
-        return jax.tree.map(lambda x: x[None], (state, metrics))
-
-    return one
 
 
 def report_progress(ctx: TrainContext, update: jax.Array, metrics: dict) -> None:

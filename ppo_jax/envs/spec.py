@@ -59,6 +59,7 @@ def env_action(action: jax.Array, spec: EnvSpec) -> jax.Array:
     return clipped.reshape(*action.shape[:-1], *spec.action_shape)
 
 
-def action_distribution(spec: EnvSpec) -> Categorical | DiagGaussian:
-    """The policy's action distribution for an env: Categorical for Discrete, DiagGaussian for Box."""
-    return Categorical(spec.action_dim) if spec.discrete else DiagGaussian(spec.action_dim)
+def action_distribution(spec: EnvSpec, fast_paths: bool = True) -> Categorical | DiagGaussian:
+    """The policy's action distribution for an env: Categorical for Discrete, DiagGaussian for Box
+    (`fast_paths`: the config's switch, `ppo_jax.fast_paths`)."""
+    return Categorical(spec.action_dim, fast_paths) if spec.discrete else DiagGaussian(spec.action_dim)

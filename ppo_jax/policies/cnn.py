@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from ppo_jax.errors import ConfigError
 from ppo_jax.fields import Field
 from ppo_jax.policies.base import Family
-from ppo_jax.policies.init import HIDDEN_GAIN, actor_critic_gain, init_in_one_draw, log_std_fill, orthogonal
+from ppo_jax.policies.init import HIDDEN_GAIN, actor_critic_gain, init_params, log_std_fill
 from ppo_jax.policies.layers import ACTIVATIONS, Actor, Critic
 
 KERNEL = (3, 3)
@@ -31,7 +31,8 @@ class ConvTorso(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         act = ACTIVATIONS[self.activation]
         for i, features in enumerate(self.channels):
-            conv = nn.Conv(features, KERNEL, padding="VALID", kernel_init=orthogonal(HIDDEN_GAIN), name=f"conv_{i}")
+            init = nn.initializers.orthogonal(HIDDEN_GAIN)
+            conv = nn.Conv(features, KERNEL, padding="VALID", kernel_init=init, name=f"conv_{i}")
             x = act(conv(x))
         return x.reshape(x.shape[0], -1)
 
@@ -66,10 +67,12 @@ class CNNPolicy:
 
     network: ConvActorCritic
     kernel_init: str = "orthogonal"
+    fast_paths: bool = True  # the config's switch (`ppo_jax.fast_paths`)
 
     def init(self, key: jax.Array, obs: jax.Array, init_log_std: Any = 0.0) -> Any:
         fill = log_std_fill(init_log_std)
-        return init_in_one_draw(self.network, key, (obs, init_log_std), actor_critic_gain, fill, self.kernel_init)
+        args = (obs, init_log_std)
+        return init_params(self.network, key, args, actor_critic_gain, fill, self.kernel_init, self.fast_paths)
 
     def initial_carry(self, num: int) -> tuple:
         return ()
@@ -103,8 +106,9 @@ class CNNPolicy:
 
 
 def make(config: Any, spec: Any) -> CNNPolicy:
-    """The `cnn` family for a config (conv_channels, hidden_sizes, activation, kernel_init) and an `EnvSpec`;
-    `ConfigError` unless the observations are images [H, W, C] large enough for the kernels."""
+    """The `cnn` family for a config (conv_channels, hidden_sizes, activation, kernel_init,
+    fast_paths) and an `EnvSpec`; `ConfigError` unless the observations are images [H, W, C]
+    large enough for the kernels."""
     shape = tuple(spec.obs_shape)
     shrink = len(config.conv_channels) * (KERNEL[0] - 1)
     if len(shape) != 3 or min(shape[:2]) <= shrink:
@@ -118,6 +122,7 @@ def make(config: Any, spec: Any) -> CNNPolicy:
             spec.action_dim, spec.discrete, tuple(config.conv_channels), tuple(config.hidden_sizes), config.activation
         ),
         config.kernel_init,
+        config.fast_paths,
     )
 
 

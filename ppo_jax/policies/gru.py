@@ -7,25 +7,28 @@
     h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t−1}
     π(·|h_t), V(h_t)                                           (MLP heads of widths hidden_sizes[1:])
 
-h_{t−1} is reset to 0 where o_t starts an episode. Over a sequence (`unroll`) the encoder and
-input gates run on all T steps at once and only h ↦ W_h h is scanned, so the update's time loop
-holds one small matrix product per step.
+h_{t−1} is reset to 0 where o_t starts an episode. Over a sequence (`unroll`) with `fast_paths`
+on, the encoder and input gates run on all T steps at once and only h ↦ W_h h is scanned
+(`fast_paths.gru_sequence`, with its own backward pass), so the update's time loop holds one
+small matrix product per step; off, `apply` is scanned over time (`lax.scan`, JAX's gradient).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
+from ppo_jax import fast_paths
 from ppo_jax.fields import Field
 from ppo_jax.policies.base import Family, reset_carry
-from ppo_jax.policies.gru_scan import gru_sequence
-from ppo_jax.policies.init import HIDDEN_GAIN, actor_critic_gain, init_in_one_draw, log_std_fill, orthogonal
+from ppo_jax.policies.init import HIDDEN_GAIN, actor_critic_gain, init_params, log_std_fill
 from ppo_jax.policies.layers import ACTIVATIONS, Actor, Critic, dense, flatten_obs
 
 GATE_GAIN = 1.0
@@ -42,10 +45,9 @@ class GRUActorCritic(nn.Module):
     activation: str = "tanh"
 
     def setup(self):
-        zeros = nn.initializers.zeros
         self.encoder = dense(self.hidden_sizes[0], HIDDEN_GAIN, "encoder")
-        self.input_gates = nn.Dense(3 * self.rnn_size, kernel_init=orthogonal(GATE_GAIN), bias_init=zeros)
-        self.hidden_gates = nn.Dense(3 * self.rnn_size, kernel_init=orthogonal(GATE_GAIN), bias_init=zeros)
+        self.input_gates = dense(3 * self.rnn_size, GATE_GAIN, "input_gates")
+        self.hidden_gates = dense(3 * self.rnn_size, GATE_GAIN, "hidden_gates")
         self.actor = Actor(self.action_dim, self.discrete, tuple(self.hidden_sizes[1:]), self.activation)
         self.critic = Critic(tuple(self.hidden_sizes[1:]), self.activation)
 
@@ -70,6 +72,11 @@ class GRUActorCritic(nn.Module):
         return self.heads(self.cell(h, self.project(obs)), init_log_std)
 
 
+def _scan_step(policy: GRUPolicy, params: Any, h: jax.Array, xs):
+    h, dist, value = policy.apply(params, h, *xs)
+    return h, (dist, value)
+
+
 def _gain(path: tuple[str, ...]) -> float:
     return GATE_GAIN if path[-2] in ("input_gates", "hidden_gates") else actor_critic_gain(path)
 
@@ -80,11 +87,12 @@ class GRUPolicy:
 
     network: GRUActorCritic
     kernel_init: str = "orthogonal"
+    fast_paths: bool = True  # the config's switch (`ppo_jax.fast_paths`)
 
     def init(self, key: jax.Array, obs: jax.Array, init_log_std: Any = 0.0) -> Any:
         h = self.initial_carry(obs.shape[0])
         fill = log_std_fill(init_log_std)
-        return init_in_one_draw(self.network, key, (obs, h, init_log_std), _gain, fill, self.kernel_init)
+        return init_params(self.network, key, (obs, h, init_log_std), _gain, fill, self.kernel_init, self.fast_paths)
 
     def initial_carry(self, num: int) -> jax.Array:
         return jnp.zeros((num, self.network.rnn_size), jnp.float32)
@@ -96,12 +104,15 @@ class GRUPolicy:
         return h, dist, value
 
     def unroll(self, params: Any, carry: jax.Array, obs: jax.Array, reset: jax.Array):
-        """obs [T, N, ...], reset [T, N], carry [N, H] -> (dist, value) [T, N]: the inputs projected
-        for all steps at once, the recurrence by `gru_scan.gru_sequence` (whose backward pass
-        forms the recurrent weights' gradient in one product), the heads on all states at once."""
+        """obs [T, N, ...], reset [T, N], carry [N, H] -> (dist, value) [T, N]. Fast paths: the
+        inputs projected for all steps at once, the recurrence by `fast_paths.gru_sequence` (whose
+        backward pass forms the recurrent weights' gradient in one product), the heads on all
+        states at once. Plain: `lax.scan` of `apply` over the T steps."""
+        if not self.fast_paths:
+            return lax.scan(functools.partial(_scan_step, self, params), carry, (obs, reset))[1]
         xp = self.network.apply(params, obs, method="project")
         gates = params["params"]["hidden_gates"]
-        hs = gru_sequence(gates["kernel"], gates["bias"], carry, xp, reset)
+        hs = fast_paths.gru_sequence(gates["kernel"], gates["bias"], carry, xp, reset)
         return self.network.apply(params, hs, method="heads")
 
     def value(self, params: Any, carry: jax.Array, obs: jax.Array) -> jax.Array:
@@ -128,7 +139,7 @@ class GRUPolicy:
 
 
 def make(config: Any, spec: Any) -> GRUPolicy:
-    """The `gru` family for a config (hidden_sizes, rnn_size, activation, kernel_init) and an `EnvSpec`."""
+    """The `gru` family for a config (hidden_sizes, rnn_size, activation, kernel_init, fast_paths) and an `EnvSpec`."""
     return GRUPolicy(
         GRUActorCritic(
             spec.action_dim,
@@ -139,6 +150,7 @@ def make(config: Any, spec: Any) -> GRUPolicy:
             config.activation,
         ),
         config.kernel_init,
+        config.fast_paths,
     )
 
 

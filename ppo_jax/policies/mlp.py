@@ -2,8 +2,9 @@
 classic PPO network of Huang et al. 2022: orthogonal init, gains √2 / 0.01 / 1, zero biases,
 a state-independent Gaussian log-std).
 
-The rollout evaluates narrow networks through one packed MLP (`fuse_actor_critic`): actor and
-critic side by side in block-diagonal layers, the same function with half the kernels per step.
+With `fast_paths` on, the rollout evaluates narrow networks through one packed MLP
+(`fast_paths.fuse_actor_critic`): actor and critic side by side in block-diagonal layers, the same
+function with half the kernels per step; off, through the separate actor and critic.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
+from ppo_jax import fast_paths
 from ppo_jax.policies.base import Family
-from ppo_jax.policies.init import actor_critic_gain, init_in_one_draw, log_std_fill
+from ppo_jax.policies.init import actor_critic_gain, init_params, log_std_fill
 from ppo_jax.policies.layers import ACTIVATIONS, Actor, Critic, flatten_obs
 
 
@@ -54,77 +55,24 @@ class ActorCritic(nn.Module):
 
 
 def init_actor_critic(
-    network: ActorCritic, key: jax.Array, obs: jax.Array, init_log_std=0.0, kernel_init: str = "orthogonal"
+    network: ActorCritic,
+    key: jax.Array,
+    obs: jax.Array,
+    init_log_std=0.0,
+    kernel_init: str = "orthogonal",
+    fast: bool = True,
 ) -> Any:
-    """Parameters distributed as `network.init(key, obs, init_log_std)`'s, drawn faster to compile
-    (`init.init_in_one_draw`): kernels gain × Haar-orthogonal (or LeCun-normal with
-    `kernel_init="lecun_normal"`), biases 0, `log_std` = init_log_std."""
+    """Parameters of `network` (`init.init_params`): kernels gain × Haar-orthogonal (or
+    LeCun-normal with `kernel_init="lecun_normal"`), biases 0, `log_std` = init_log_std."""
     fill = log_std_fill(init_log_std)
-    return init_in_one_draw(network, key, (obs, init_log_std), actor_critic_gain, fill, kernel_init)
+    return init_params(network, key, (obs, init_log_std), actor_critic_gain, fill, kernel_init, fast)
 
 
-# --- fused forward pass for the rollout -----------------------------------------------------
-
-
-class FusedActorCritic(NamedTuple):
-    """Actor and critic MLPs packed into one MLP (same function, fewer XLA ops per step).
-
-    Layer 0: W = [W_actor | W_critic]; later layers: block-diagonal diag(W_actor, W_critic). The
-    last layer yields [..., A + 1]: the actor head's A outputs, then the value.
-    """
-
-    kernels: tuple[jax.Array, ...]
-    biases: tuple[jax.Array, ...]
-    log_std: jax.Array | None
-
-
-def _block_diag(a: jax.Array, b: jax.Array) -> jax.Array:
-    top = jnp.concatenate([a, jnp.zeros((a.shape[0], b.shape[1]), a.dtype)], axis=1)
-    bottom = jnp.concatenate([jnp.zeros((b.shape[0], a.shape[1]), b.dtype), b], axis=1)
-    return jnp.concatenate([top, bottom], axis=0)
-
-
-def fuse_actor_critic(params: Any) -> FusedActorCritic:
-    """Pack `ActorCritic` parameters into a `FusedActorCritic` (done once per rollout)."""
-    actor, critic = params["params"]["actor"], params["params"]["critic"]
-    names = [n for n in actor["mlp"] if n.startswith("hidden_")]
-    names = sorted(names, key=lambda n: int(n.split("_")[1])) + ["head"]
-    kernels, biases = [], []
-    for i, name in enumerate(names):
-        a, c = actor["mlp"][name], critic["mlp"][name]
-        if i == 0:
-            kernels.append(jnp.concatenate([a["kernel"], c["kernel"]], axis=1))
-        else:
-            kernels.append(_block_diag(a["kernel"], c["kernel"]))
-        biases.append(jnp.concatenate([a["bias"], c["bias"]]))
-    return FusedActorCritic(tuple(kernels), tuple(biases), actor.get("log_std"))
-
-
-def fused_apply(network: ActorCritic, fused: FusedActorCritic, obs: jax.Array) -> PolicyOutput:
-    """The same `PolicyOutput` as `network.apply(params, obs)` from packed parameters."""
+def _fused_step(network: ActorCritic, fused: fast_paths.FusedActorCritic, carry, obs, reset):
     act = ACTIVATIONS[network.activation]
     x = flatten_obs(obs, network.obs_ndim)
-    last = len(fused.kernels) - 1
-    for i, (w, b) in enumerate(zip(fused.kernels, fused.biases, strict=True)):
-        x = x @ w
-        x = x + jnp.broadcast_to(b, x.shape)
-        if i < last:
-            x = act(x)
-    head, value = x[..., : network.action_dim], x[..., network.action_dim]
-    if network.discrete:
-        return PolicyOutput(head, value)
-    return PolicyOutput((head, jnp.broadcast_to(fused.log_std, head.shape)), value)
-
-
-# Widest hidden layer for which the rollout packs actor and critic into one block-diagonal MLP:
-# with few envs a step is bound by the number of kernels (packing halves it); with wide layers it
-# is bound by FLOPs, which the zero blocks would double.
-FUSE_MAX_WIDTH = 128
-
-
-def _fused_step(network: ActorCritic, fused: FusedActorCritic, carry, obs, reset):
-    out = fused_apply(network, fused, obs)
-    return carry, out.dist, out.value
+    dist, value = fast_paths.fused_apply(fused, act, x, network.action_dim, network.discrete)
+    return carry, dist, value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,9 +81,10 @@ class MLPPolicy:
 
     network: ActorCritic
     kernel_init: str = "orthogonal"
+    fast_paths: bool = True  # the config's switch (`ppo_jax.fast_paths`)
 
     def init(self, key: jax.Array, obs: jax.Array, init_log_std: Any = 0.0) -> Any:
-        return init_actor_critic(self.network, key, obs, init_log_std, self.kernel_init)
+        return init_actor_critic(self.network, key, obs, init_log_std, self.kernel_init, self.fast_paths)
 
     def initial_carry(self, num: int) -> tuple:
         return ()
@@ -148,9 +97,10 @@ class MLPPolicy:
         return self.network.apply(params, obs, method=ActorCritic.value)
 
     def rollout_apply(self, params: Any):
-        """The packed network for narrow layers (see `FUSE_MAX_WIDTH`), else plain `apply`."""
-        if max(self.network.hidden_sizes, default=0) <= FUSE_MAX_WIDTH:
-            return functools.partial(_fused_step, self.network, fuse_actor_critic(params))
+        """With fast paths, the packed network for narrow layers (`fast_paths.FUSE_MAX_WIDTH`);
+        else `apply`."""
+        if self.fast_paths and max(self.network.hidden_sizes, default=0) <= fast_paths.FUSE_MAX_WIDTH:
+            return functools.partial(_fused_step, self.network, fast_paths.fuse_actor_critic(params))
         return functools.partial(self.apply, params)
 
     def describe(self) -> dict[str, Any]:
@@ -174,10 +124,11 @@ class MLPPolicy:
 
 
 def make(config: Any, spec: Any) -> MLPPolicy:
-    """The `mlp` family for a config (hidden_sizes, activation, kernel_init) and an `EnvSpec`."""
+    """The `mlp` family for a config (hidden_sizes, activation, kernel_init, fast_paths) and an `EnvSpec`."""
     return MLPPolicy(
         ActorCritic(spec.action_dim, spec.discrete, len(spec.obs_shape), tuple(config.hidden_sizes), config.activation),
         config.kernel_init,
+        config.fast_paths,
     )
 
 

@@ -64,10 +64,10 @@ def compile_arms(configs: Sequence[PPOConfig], keys: jax.Array) -> tuple[list[An
         t0 = time.perf_counter()
         lowered.append(jax.jit(make_train_batch(cfg)).lower(keys))
         lower_seconds.append(time.perf_counter() - t0)
-    options = compiler_options()
+    options = [compiler_options(cfg.fast_paths) for cfg in configs]
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=len(lowered)) as pool:
-        programs = list(pool.map(lambda low: low.compile(compiler_options=options), lowered))
+        programs = list(pool.map(lambda low, opt: low.compile(compiler_options=opt), lowered, options))
     shared = time.perf_counter() - t0
     return programs, [s + shared for s in lower_seconds]
 

@@ -51,15 +51,13 @@ def split_runs_over_cores(num_runs: int, cores: int | None = None) -> int:
     return devices
 
 
-# LLVM's -O1 instead of the default -O2 for the CPU backend: measured on 2 cores with the CartPole
-# default, compiling takes 15-35 % less time (4.4 -> 3.6 s at 1 seed, 6.5 -> 4.3 s at 32 seeds)
-# and training runs as fast (the hot loops are library kernels and simple fusions).
-CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
-
-
-def compiler_options() -> dict[str, int] | None:
+def compiler_options(fast_paths: bool = True) -> dict[str, int] | None:
     """Options for `jax.jit(f).lower(...).compile(compiler_options=...)` of a training program:
-    `CPU_COMPILER_OPTIONS` when JAX runs on the CPU, None (XLA's defaults) elsewhere."""
+    `fast_paths.COMPILER_OPTIONS` when JAX runs on the CPU and the switch is on, else None
+    (XLA's defaults)."""
     import jax
 
-    return dict(CPU_COMPILER_OPTIONS) if jax.default_backend() == "cpu" else None
+    from ppo_jax.fast_paths import select
+
+    options = select(fast_paths).cpu_compiler_options
+    return dict(options) if options and jax.default_backend() == "cpu" else None

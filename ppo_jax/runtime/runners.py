@@ -45,8 +45,8 @@ def init_runs(ctx: TrainContext, seeds: jax.Array, hparams: Hyperparams) -> Trai
     return jax.vmap(functools.partial(init_state, ctx))(jax.vmap(jax.random.key)(seeds), hparams)
 
 
-def _compile(fn, *args):
-    return jax.jit(fn).lower(*args).compile(compiler_options=compiler_options())
+def _compile(ctx: TrainContext, fn, *args):
+    return jax.jit(fn).lower(*args).compile(compiler_options=compiler_options(ctx.config.fast_paths))
 
 
 COUNT = np.int32(0)  # the traced update count of a chunk program, as it is lowered
@@ -91,7 +91,7 @@ class SeedRuns:
         first `count` <= `length` updates (`engine.train.run_chunk`)."""
         program = functools.partial(run_chunk, self.ctx, length=length, batched=True)
         with lowering_mesh(self.mesh):
-            return _compile(program, state, hparams, COUNT)
+            return _compile(self.ctx, program, state, hparams, COUNT)
 
     def saved(self, state: TrainState) -> TrainState:
         return state
@@ -136,7 +136,8 @@ class EnvShardedRun:
 
     def program(self, state: TrainState, hparams: Hyperparams, length: int):
         """As `SeedRuns.program`, metrics [length, 1]."""
-        compiled = _compile(functools.partial(run_env_sharded_chunk, self.es, length=length), state, hparams, COUNT)
+        program = functools.partial(run_env_sharded_chunk, self.es, length=length)
+        compiled = _compile(self.ctx, program, state, hparams, COUNT)
         return functools.partial(_with_run_axis, compiled)
 
     def saved(self, state: TrainState) -> TrainState:

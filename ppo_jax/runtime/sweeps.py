@@ -248,7 +248,7 @@ def _compile(plan: SweepPlan, ctx: TrainContext, size: int):
         example = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), example)
     with lowering_mesh(plan.mesh):
         lowered = jax.jit(functools.partial(_program, ctx)).lower(*example)
-    return lowered.compile(compiler_options=compiler_options())
+    return lowered.compile(compiler_options=compiler_options(ctx.config.fast_paths))
 
 
 def run_sweep(
