@@ -17,8 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from decoder_reference import CONFIGS, random_weights, write_checkpoint
+from decoder_reference import CONFIGS, random_weights, write_checkpoint, write_tokenizer
 
+from ppo_jax.commands import rlhf as rlhf_command
 from ppo_jax.errors import ConfigError
 from ppo_jax.rlhf import hf_checkpoint, lora, memory, sharding
 from ppo_jax.rlhf.config import RLHFConfig
@@ -271,3 +272,36 @@ def test_sharded_over_two_devices_equals_one_device():
         for name, (one, two) in run["history"].items():
             np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-7, err_msg=name)
         assert max(abs(x) for x in run["history"]["train_policy_loss"][0]) > 1e-4  # a loss to compare
+
+
+@pytest.fixture(scope="module")
+def hf_folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hf")
+    rows = [{"prompt": f"{a}+{b}=", "answer": str(a + b)} for a in range(10) for b in range(10)]
+    data = root / "sums.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    model = root / "model"
+    vocab = write_tokenizer(model, [r["prompt"] + r["answer"] for r in rows])
+    raw = CONFIGS["qwen2-tied"] | {"vocab_size": vocab, "eos_token_id": 0}
+    write_checkpoint(model, raw, random_weights(raw, 0))
+    return model, data
+
+
+def test_cli_prints_the_estimate_and_refuses_a_run_that_does_not_fit(hf_folders, tmp_path, monkeypatch, capsys):
+    model, data = hf_folders
+    flags = ["--model", f"hf:{model}", "--task", f"jsonl:{data}", "--completion-len", "4", "--rl-batch", "8"]
+    flags += ["--group-size", "4", "--remat", "true", "--out", str(tmp_path / "run")]
+    monkeypatch.setenv(memory.LIMIT_ENV, "1K")
+    assert rlhf_command.main(flags) == 2
+    out, err = capsys.readouterr()
+    paths = {"model": f"hf:{model}", "task": f"jsonl:{data}"}
+    config = RLHFConfig(**paths, completion_len=4, rl_batch=8, group_size=4, remat=True)
+    run = memory.run_memory(config)
+    assert run.decoder.remat and run.shape.batch == 8 and run.shape.completion_len == 4
+    assert run.estimate.describe() in out  # printed before anything compiles
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "memory: one RL update needs about" in lines[0] and "PPO_JAX_MEMORY_LIMIT" in lines[0]
+    assert "--lora-rank" in lines[0] and "--remat" not in lines[0]  # remat is on already
+    assert not (tmp_path / "run").exists()  # refused before the run folder is made
+    assert rlhf_command.main(["--remat", "true", "--out", str(tmp_path / "toy")]) == 2
+    assert "remat: is for --model hf:PATH" in capsys.readouterr().err

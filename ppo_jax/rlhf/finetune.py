@@ -211,7 +211,8 @@ def finetune(
     """
     hp = setup.config.rl_hyperparams() if hp is None else hp
     params, frozen = sharding.place((params, frozen), setup.sharding)
-    return _finetune(setup, callback, hp, params, frozen, key)
+    result = _finetune(setup, callback, hp, params, frozen, key)
+    return result._replace(params=full_params(result.params, frozen.reference))  # LoRA: outside the program
 
 
 def init_rl_state(setup: RLSetup, hp: RLHyperparams, params: RLParams, key: jax.Array) -> RLState:
@@ -233,7 +234,7 @@ def scan_updates(setup: RLSetup, callback, hp: RLHyperparams, frozen: Frozen, st
 def _finetune(setup: RLSetup, callback, hp: RLHyperparams, params: RLParams, frozen: Frozen, key: jax.Array):
     state = init_rl_state(setup, hp, params, key)
     state, history = scan_updates(setup, callback, hp, frozen, state, setup.config.rl_updates)
-    return FinetuneResult(full_params(state.params, frozen.reference), history)
+    return FinetuneResult(state.params, history)  # the trained part: no copy of a LoRA base out
 
 
 class EvalStats(NamedTuple):

@@ -87,11 +87,15 @@ class UpdateShape(NamedTuple):
     seeds: int = 1
 
 
-@functools.lru_cache(maxsize=8)
 def parameter_shapes(config: DecoderConfig) -> Any:
     """The decoder's variables as `jax.ShapeDtypeStruct`s (nothing is allocated)."""
+    return _shapes(config._replace(max_len=2, pad_id=None, lora_scale=1.0, remat=False))
+
+
+@functools.lru_cache(maxsize=8)
+def _shapes(config: DecoderConfig) -> Any:
     tokens = jax.ShapeDtypeStruct((1, 2), jnp.int32)
-    return jax.eval_shape(Decoder(config._replace(remat=False)).init, jax.random.key(0), tokens)
+    return jax.eval_shape(Decoder(config).init, jax.random.key(0), tokens)
 
 
 def _bytes(leaf, devices: int, min_size: int) -> int:

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from ppo_jax.core.token_losses import last_token_index
-from ppo_jax.rlhf import hf_model
+from ppo_jax.rlhf import hf_model, sharding
 from ppo_jax.rlhf.arithmetic import ArithmeticTask
 from ppo_jax.rlhf.config import RLHFConfig
 from ppo_jax.rlhf.lm import LanguageModel, gru_lm, transformer_lm
@@ -81,7 +81,8 @@ def make_setup(config: RLHFConfig) -> RLSetup:
     task = make_task(config)
     lm = make_lm(config, task)
     critic = lm if config.algorithm.critic else None
-    return RLSetup(config, task, lm, critic, lm if task.needs_reward_model else None)
+    mesh = sharding.make_sharding() if config.shard_params else None
+    return RLSetup(config, task, lm, critic, lm if task.needs_reward_model else None, mesh)
 
 
 def join(prompts: jax.Array, completions: jax.Array) -> jax.Array:
