@@ -1,6 +1,6 @@
 """Memory of one GRPO update of a Qwen2-0.5B-shaped decoder with random weights: the estimate
 (`ppo_jax.rlhf.memory`), XLA's own account of the compiled program (`memory_analysis()`), and the
-process's measured peak resident memory, for one setting per run (run each in a fresh process):
+process's peak resident memory while the update runs, for one setting per run (run each in a fresh process):
 
     python scripts/lm_memory.py --mode full --dtype bfloat16 --out docs/benchmarks/lm_memory.json
     python scripts/lm_memory.py --mode lora --out docs/benchmarks/lm_memory.json
@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ppo_jax.rlhf import lora, memory
 from ppo_jax.rlhf.config import RLHFConfig
@@ -69,6 +70,32 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _status(name: str) -> int:
+    """A `VmRSS` / `VmHWM` line of /proc/self/status, bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(name)
+
+
+def reset_peak() -> None:
+    """Start a new peak-RSS window: VmHWM := VmRSS (Linux `clear_refs` 5)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def random_variables(decoder: DecoderConfig, seed: int):
+    """Random weights leaf by leaf (norms 1, the rest N(0, 0.02²)), so that creating them needs
+    little more than the weights themselves (one jitted `init` would hold its RNG bits too)."""
+    rng = np.random.default_rng(seed)
+
+    def leaf(path, shape):
+        if getattr(path[-1], "key", "") == "weight":  # RMSNorm
+            return jnp.ones(shape.shape, shape.dtype)
+        return jnp.asarray(rng.standard_normal(shape.shape, np.float32) * 0.02, shape.dtype)
+
+    return jax.tree_util.tree_map_with_path(leaf, memory.parameter_shapes(decoder))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=tuple(MODES), required=True)
@@ -104,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     lm = decoder_lm(decoder)
     setup = make_setup(config)._replace(task=task, policy=lm)
-    base = jax.jit(lm.init)(jax.random.key(0))
+    base = random_variables(decoder, 0)
     policy = lora.with_adapters(base, lora.init_adapters(base, jax.random.key(1), rank)) if rank else base
     frozen = Frozen(base, None, jnp.float32(0.0), jnp.float32(1.0))
     params = RLParams(policy, None)
@@ -121,10 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     row["rss_after_compile"] = peak_rss()
     print(f"XLA: {row['xla']}", flush=True)
 
+    row["rss_before_update"] = _status("VmRSS")
+    reset_peak()
     start = time.perf_counter()
     result = jax.block_until_ready(compiled(*args_[2:]))
     row["update_seconds"] = time.perf_counter() - start
-    row["peak_rss"] = peak_rss()
+    row["update_peak_rss"] = _status("VmHWM")  # since the reset: the update with everything resident
+    row["peak_rss"] = peak_rss()  # the whole process, weight creation and compile included
     row["reward"] = float(result.history["reward"][0])
     row["command"] = "python scripts/lm_memory.py " + " ".join(sys.argv[1:] if argv is None else argv)
     row["jax"] = jax.__version__

@@ -190,7 +190,7 @@ def test_error_names_the_flags_when_the_estimate_does_not_fit(monkeypatch):
         memory.check_fits(QWEN2_05B, shape, est)
     text = str(err.value)
     assert text.startswith("memory: ") and "\n" not in text and "2.00 GiB are available (PPO_JAX_MEMORY_LIMIT)" in text
-    for flag in ("--lora-rank", "--model-dtype bfloat16", "--rl-batch", "--completion-len"):
+    for flag in ("--lora-rank", "--model-dtype bfloat16", "--rl-batch", "--num-minibatches", "--completion-len"):
         assert flag in text
     monkeypatch.setenv(memory.LIMIT_ENV, "64G")
     memory.check_fits(QWEN2_05B, shape, est)  # fits: no error

@@ -214,7 +214,9 @@ def suggestions(config: DecoderConfig, shape: UpdateShape, est: MemoryEstimate, 
         out.append("--remat true (keep one layer's activations)")
     if len(jax.devices()) > devices:
         out.append("--shard-params true (split weights and optimizer state over the devices)")
-    out.append("a smaller --rl-batch or more --num-minibatches (fewer sequences at once)")
+    batch = "a smaller --rl-batch (sampling scores all its sequences at once)"
+    minibatches = "more --num-minibatches (fewer sequences per gradient step)"
+    out.extend([batch, minibatches] if est.sampling >= est.activations else [minibatches, batch])
     out.append("a shorter --completion-len")
     return out
 
