@@ -67,10 +67,11 @@ class MemoryEstimate(NamedTuple):
 
     def describe(self) -> str:
         """One line: the total and its parts in GiB."""
+        unit, size = ("GiB", GIB) if self.total >= GIB / 10 else ("MiB", 1 << 20)
         parts = ("weights", "optimizer", "gradients", "activations", "sampling")
-        detail = ", ".join(f"{name} {getattr(self, name) / GIB:.2f}" for name in parts)
+        detail = ", ".join(f"{name} {getattr(self, name) / size:.2f}" for name in parts)
         return (
-            f"memory estimate {self.total / GIB:.2f} GiB per device ({detail}; "
+            f"memory estimate {self.total / size:.2f} {unit} per device ({detail}; "
             f"{self.parameters / 1e6:.1f}M parameters, {self.trained / 1e6:.2f}M trained)"
         )
 
