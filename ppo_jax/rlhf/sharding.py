@@ -91,3 +91,11 @@ def constrain_batch(tree: Any, sharding: ParamSharding | None) -> Any:
         return tree
     specs = jax.tree.map(lambda x: NamedSharding(sharding.mesh, _batch_spec(x, sharding.devices)), tree)
     return jax.lax.with_sharding_constraint(tree, specs)
+
+
+def replicate(tree: Any, sharding: ParamSharding | None) -> Any:
+    """Inside a jitted program: every leaf whole on every device (the operands and results of a
+    host callback, such as a text reward, which XLA otherwise regathers with a warning)."""
+    if sharding is None:
+        return tree
+    return jax.lax.with_sharding_constraint(tree, jax.tree.map(lambda _: NamedSharding(sharding.mesh, P()), tree))
