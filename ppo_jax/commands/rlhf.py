@@ -276,6 +276,19 @@ def _check_run_flags(args: argparse.Namespace) -> None:
         raise ConfigError("compare", "runs without checkpoints; remove --checkpoint-every and --resume")
 
 
+def check_memory(config: RLHFConfig, seeds: int, quiet: bool) -> None:
+    """Print the memory estimate of one RL update (hf: models) and refuse a run that cannot fit
+    (`ConfigError` naming the flags to change), before anything compiles."""
+    from ppo_jax.rlhf import memory
+
+    run = memory.run_memory(config, seeds)
+    if run is None:
+        return
+    if not quiet:
+        print(run.estimate.describe(), flush=True)
+    run.check()
+
+
 def rlhf_main(args: argparse.Namespace) -> int:
     """Run the pipeline from parsed arguments; a bad setting raises `ConfigError` (exit code 2)."""
     config = RLHFConfig(**{name: getattr(args, name) for name in FIELDS})
@@ -293,8 +306,10 @@ def rlhf_main(args: argparse.Namespace) -> int:
             print(f"{args.resume} holds a finished run; nothing was left to run")
             return 0
         config, seeds, every, out = _resumed(args)
+        check_memory(config, seeds, args.quiet)
     else:
         seeds, every = args.seeds, args.checkpoint_every
+        check_memory(config, seeds, args.quiet)
         out = Path(args.out) if args.out else files.default_run_dir(f"rlhf-{config.algo}")
         run_files.claim_run_dir(out, args.overwrite, tuple(VARIANTS))
         files.prepare_dir(out)

@@ -105,6 +105,12 @@ class RLHFConfig:
     lora_alpha: float = declare(
         16.0, "hf: LoRA scale numerator (adapters scaled by lora_alpha / lora_rank)", **POSITIVE
     )
+    remat: bool = declare(
+        False, "hf: recompute each decoder layer's activations in the backward pass (less memory, more compute)"
+    )
+    shard_params: bool = declare(
+        False, "hf: shard weights, Adam state and batches of the RL phase over all devices (FSDP; same results)"
+    )
     d_model: int = declare(64, "transformer width", low=1)
     num_layers: int = declare(2, "transformer blocks", low=1)
     num_heads: int = declare(4, "transformer attention heads", low=1)
@@ -250,8 +256,9 @@ def _check_sizes(config: RLHFConfig) -> None:
     """The checks between fields (each field's own range is checked from its declaration)."""
     if config.task.startswith("jsonl:") and not config.model.startswith("hf:"):
         raise ConfigError("task", "jsonl:PATH needs --model hf:PATH (the tokenizer comes from the checkpoint)")
-    if config.lora_rank and not config.model.startswith("hf:"):
-        raise ConfigError("lora_rank", "LoRA adapters are for --model hf:PATH")
+    for name in ("lora_rank", "remat", "shard_params"):
+        if getattr(config, name) and not config.model.startswith("hf:"):
+            raise ConfigError(name, "is for --model hf:PATH (the Hugging Face decoder)")
     if config.d_model % config.num_heads or (config.positions == "rotary" and (config.d_model // config.num_heads) % 2):
         raise ConfigError("num_heads", f"must divide d_model = {config.d_model} (into even parts for rotary)")
     if config.grouped:

@@ -44,7 +44,7 @@ from ppo_jax.core.token_losses import (
     value_loss_tokens,
 )
 from ppo_jax.engine.sgd import OptCarry, sgd_epochs, shuffle_rows
-from ppo_jax.rlhf import lora
+from ppo_jax.rlhf import lora, sharding
 from ppo_jax.rlhf.config import RLHyperparams
 from ppo_jax.rlhf.pretrain import Callback
 from ppo_jax.rlhf.rollout import Frozen, RLParams, Rollout, TrainBatch, collect, train_batch
@@ -103,10 +103,26 @@ def rl_loss(setup: RLSetup, hp: RLHyperparams, params: RLParams, mb: TrainBatch)
 
 
 def rl_optimizer(setup: RLSetup, hp: RLHyperparams) -> optax.GradientTransformation:
-    """`core.optim.make_optimizer` at `rl_lr` with Adam eps 1e-5; with LoRA, of the adapters and
-    the value head only."""
-    tx = make_optimizer(hp.rl_lr, setup.config.max_grad_norm, eps=1e-5)
-    return lora.partition_optimizer(tx) if setup.config.lora_rank else tx
+    """`core.optim.make_optimizer` at `rl_lr` with Adam eps 1e-5, over the trained part of the
+    parameters (`trained_part`: with LoRA, the adapters and the value head only)."""
+    return make_optimizer(hp.rl_lr, setup.config.max_grad_norm, eps=1e-5)
+
+
+def trained_part(params: RLParams) -> RLParams:
+    """What the RL state carries and the optimizer updates: all of a fully fine-tuned model; of a
+    LoRA model only its adapters and value head (`lora.trainable_part`), the base staying in
+    `Frozen.reference` alone (one copy, no gradient, no optimizer state)."""
+    return RLParams(lora.trainable_part(params.policy), lora.trainable_part(params.critic))
+
+
+def full_params(params: RLParams, reference: Any) -> RLParams:
+    """The inverse of `trained_part`: LoRA parts get the reference's base weights filled in."""
+    return RLParams(lora.with_base(params.policy, reference), lora.with_base(params.critic, reference))
+
+
+def trained_loss(setup: RLSetup, hp: RLHyperparams, reference: Any, params: RLParams, mb: TrainBatch):
+    """`rl_loss` as a function of the trained part only (its gradient has no base-weight leaves)."""
+    return rl_loss(setup, hp, full_params(params, reference), mb)
 
 
 def rl_prompts(setup: RLSetup, key: jax.Array) -> jax.Array:
@@ -157,12 +173,14 @@ def rl_update(setup: RLSetup, callback: Callback | None, hp: RLHyperparams, froz
     """One update: sample and score a batch, then epochs of minibatch steps. (state, metrics)."""
     config = setup.config
     key, key_prompt, key_sample, key_epochs = jax.random.split(state.key, 4)
-    rollout = collect(setup, hp, state.params, frozen, rl_prompts(setup, key_prompt), key_sample)
+    prompts = sharding.constrain_batch(rl_prompts(setup, key_prompt), setup.sharding)
+    rollout = collect(setup, hp, full_params(state.params, frozen.reference), frozen, prompts, key_sample)
     batch, left_out = train_batch(setup, hp, rollout)
-    loss = functools.partial(rl_loss, setup, hp)
+    loss = functools.partial(trained_loss, setup, hp, frozen.reference)
     split = functools.partial(shuffle_rows, config.num_minibatches)
     carry = OptCarry(state.params, state.opt_state)
     carry, losses = sgd_epochs(loss, rl_optimizer(setup, hp), carry, batch, key_epochs, config.num_epochs, split)
+    carry = sharding.constrain(carry, setup.sharding)
     update = state.update + 1
     metrics = {f"train_{name}": jnp.mean(value) for name, value in losses.items()}
     metrics.update(rollout_metrics(rollout), left_out=left_out)
@@ -194,12 +212,17 @@ def finetune(
     else None) and those metrics, each [rl_updates] (a leading seed axis under `jax.vmap`).
     """
     hp = setup.config.rl_hyperparams() if hp is None else hp
-    return _finetune(setup, callback, hp, params, frozen, key)
+    params, frozen = sharding.place((params, frozen), setup.sharding)
+    result = _finetune(setup, callback, hp, params, frozen, key)
+    return result._replace(params=full_params(result.params, frozen.reference))  # LoRA: outside the program
 
 
 def init_rl_state(setup: RLSetup, hp: RLHyperparams, params: RLParams, key: jax.Array) -> RLState:
-    """The RL carry before the first update: fresh optimizer state, update 0."""
-    return RLState(params, rl_optimizer(setup, hp).init(params), key, jnp.int32(0))
+    """The RL carry before the first update: the trained part of `params` (`trained_part`), fresh
+    optimizer state for it, update 0 (on the mesh of `setup.sharding` when there is one)."""
+    params = trained_part(params)
+    carry = sharding.constrain(OptCarry(params, rl_optimizer(setup, hp).init(params)), setup.sharding)
+    return RLState(carry.params, carry.opt_state, key, jnp.int32(0))
 
 
 def scan_updates(setup: RLSetup, callback, hp: RLHyperparams, frozen: Frozen, state: RLState, length: int):
@@ -213,7 +236,7 @@ def scan_updates(setup: RLSetup, callback, hp: RLHyperparams, frozen: Frozen, st
 def _finetune(setup: RLSetup, callback, hp: RLHyperparams, params: RLParams, frozen: Frozen, key: jax.Array):
     state = init_rl_state(setup, hp, params, key)
     state, history = scan_updates(setup, callback, hp, frozen, state, setup.config.rl_updates)
-    return FinetuneResult(state.params, history)
+    return FinetuneResult(state.params, history)  # the trained part: no copy of a LoRA base out
 
 
 class EvalStats(NamedTuple):
@@ -229,6 +252,7 @@ class EvalStats(NamedTuple):
 def evaluate(setup: RLSetup, policy: Any, frozen: Frozen, prompts: jax.Array, key: jax.Array):
     """Sample one completion per prompt with `policy` and measure it: (EvalStats, Rollout)."""
     setup = setup._replace(critic=None)
+    policy = lora.with_base(policy, frozen.reference)  # a LoRA policy may be its trained part alone
     rollout = collect(setup, setup.config.rl_hyperparams(), RLParams(policy, None), frozen, prompts, key)
     m = rollout_metrics(rollout)
     return EvalStats(m["true_reward"], m["reward"], m["kl"], m["length"]), rollout

@@ -49,10 +49,11 @@ def jsonl_task(config) -> JsonlTask:
 
 
 def decoder_config(config, task) -> DecoderConfig:
-    """The checkpoint's `DecoderConfig`, its cache sized for the task, LoRA scale set."""
+    """The checkpoint's `DecoderConfig`, its cache sized for the task, LoRA scale and remat set."""
     folder = checkpoint_folder(config)
     pad_id = getattr(task, "pad_id", None)
     decoder = hf_checkpoint.read_config(folder, task.prompt_len + task.completion_len, config.model_dtype, pad_id)
+    decoder = decoder._replace(remat=config.remat)
     if task.vocab_size > decoder.vocab_size:
         raise ConfigError(
             "model", f"{folder}: vocabulary of {decoder.vocab_size} tokens, the task needs {task.vocab_size}"

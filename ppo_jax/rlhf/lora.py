@@ -11,10 +11,13 @@ variable collection next to the base `params`:
     variables = {"params": base, "lora": adapters}     the policy (trained: `lora`, `value_head`)
     reference = {"params": base}                       the same base arrays, adapters absent
 
-`decoder.Dense` adds the adapter when its layer has one. `partition_optimizer` gives updates
-and optimizer state only to the trainable leaves; the base gets a zero update and no Adam moments.
-Memory with Adam in float32 is then about 4 bytes per base parameter (the weights) plus 16 per
-adapter parameter, against 16 per parameter for full fine-tuning.
+`decoder.Dense` adds the adapter when its layer has one. In the RL phase the carried state holds
+only the trainable part (`trainable_part`: the adapters and `TRAINABLE_PARAMS`), and every use of
+the policy fills in the base from the reference (`with_base`): the base exists once, as the
+reference, has no gradient and no optimizer state. Memory with Adam in float32 is then about 4
+bytes per base parameter (the weights, 2 in bfloat16) plus 16 per adapter parameter, against 16
+per parameter (plus the reference's 4) for full fine-tuning. `partition_optimizer` is the same
+rule over a whole variables tree (zero update and no Adam moments for the base).
 """
 
 from __future__ import annotations
@@ -76,6 +79,29 @@ def with_adapters(variables: dict, adapters: dict) -> dict:
 def base_only(variables: dict) -> dict:
     """The reference: the base `params` alone (the same arrays, adapters dropped)."""
     return {"params": variables["params"]}
+
+
+def is_adapted(variables: Any) -> bool:
+    """Whether `variables` is a LoRA tree (it has a `lora` collection)."""
+    return isinstance(variables, dict) and "lora" in variables
+
+
+def trainable_part(variables: Any) -> Any:
+    """What trains of a LoRA tree: {"params": the `TRAINABLE_PARAMS` layers, "lora": adapters};
+    any other tree (full fine-tuning, None) is returned as it is."""
+    if not is_adapted(variables):
+        return variables
+    params = {k: v for k, v in variables["params"].items() if k in TRAINABLE_PARAMS}
+    return {"params": params, "lora": variables["lora"]}
+
+
+def with_base(part: Any, reference: Any) -> Any:
+    """The whole variables of a LoRA `part` (`trainable_part`): the reference's base `params`
+    (the same arrays) overridden by the part's trainable layers, and its adapters. Any other tree
+    is returned as it is."""
+    if not is_adapted(part):
+        return part
+    return {"params": {**reference["params"], **part["params"]}, "lora": part["lora"]}
 
 
 def trainable_labels(tree: Any) -> Any:

@@ -19,7 +19,7 @@ from ppo_jax.config import ConfigError
 from ppo_jax.core.token_losses import completion_mask
 from ppo_jax.rlhf import hf_model
 from ppo_jax.rlhf.config import FIELDS, RLHFConfig
-from ppo_jax.rlhf.finetune import EvalStats, evaluate
+from ppo_jax.rlhf.finetune import EvalStats, evaluate, full_params
 from ppo_jax.rlhf.pretrain import Callback, PhaseResult, RewardModelResult, pretrain, train_reward_model
 from ppo_jax.rlhf.rollout import Frozen, RLParams, Rollout, sequence_reward
 from ppo_jax.rlhf.setup import make_setup
@@ -213,7 +213,7 @@ def run_rlhf(
         samples_after=samples(config, after[0][1]),
         timings=timings,
         cpu_seconds=cpu,
-        params=_seed_params(state.params, 0),
+        params=full_params(_seed_params(state.params, 0), frozen.reference),  # LoRA: base filled in
         frozen=frozen,
     )
 

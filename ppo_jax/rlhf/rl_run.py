@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from ppo_jax.errors import CheckpointError, NonFiniteError, RunStopped
+from ppo_jax.rlhf import sharding
 from ppo_jax.rlhf.config import RLHFConfig, RLHyperparams
 from ppo_jax.rlhf.finetune import RLState, describe_nonfinite, init_rl_state, scan_updates
 from ppo_jax.rlhf.rollout import Frozen, RLParams
@@ -158,6 +159,7 @@ def run_rl_phase(
     options = options or RunOptions()
     total, every = setup.config.rl_updates, options.checkpoint_every if options.out is not None else 0
     store = RLCheckpoints(options.out, keep=options.keep) if options.out is not None else None
+    start, frozen = sharding.place((start, frozen), setup.sharding)  # on the mesh, if any
     reference_sha256 = files.params_sha256(frozen.reference)
     state, done, chunks = init_states(setup, hp, start, keys), 0, []
     try:

@@ -35,6 +35,7 @@ from ppo_jax.core.token_losses import (
     masked_values,
     token_rewards,
 )
+from ppo_jax.rlhf import sharding
 from ppo_jax.rlhf.config import RLHyperparams
 from ppo_jax.rlhf.setup import RLSetup, completion_logits, completion_values, sequence_score
 
@@ -84,10 +85,17 @@ class TrainBatch(NamedTuple):
     returns: jax.Array
 
 
+def task_reward(setup: RLSetup, prompts, completions) -> jax.Array:
+    """The task's reward [B], its operands and result whole on every device of a parameter mesh
+    (a text reward is a host callback)."""
+    reward = setup.task.reward(*sharding.replicate((prompts, completions), setup.sharding))
+    return sharding.replicate(reward, setup.sharding)
+
+
 def sequence_reward(setup: RLSetup, frozen: Frozen, prompts, completions, mask) -> jax.Array:
     """R [B]: the normalised reward-model score, or the task's verifiable reward."""
     if setup.reward_model is None:
-        return setup.task.reward(prompts, completions)
+        return task_reward(setup, prompts, completions)
     score = sequence_score(setup.reward_model, frozen.reward, prompts, completions, mask)
     return (score - frozen.reward_mean) / frozen.reward_std
 
@@ -115,7 +123,7 @@ def collect(setup: RLSetup, hp: RLHyperparams, params: RLParams, frozen: Frozen,
         values=masked_values(values, mask),
         entropy=masked_values(categorical_entropy(logits), mask),
         reward=reward,
-        true_reward=task.reward(prompts, completions),
+        true_reward=task_reward(setup, prompts, completions),
         kl=jnp.sum(masked_values(categorical_kl(logits, ref_logits), mask), axis=1),
         truncated=truncated,
     )

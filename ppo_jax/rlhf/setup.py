@@ -1,8 +1,10 @@
 """What the RL phase is run on: the task, the model of every role, and the sequence reward.
 
-`RLSetup(config, task, policy, critic, reward_model)` is static (hashable) and is all the jitted
-programs read besides arrays. `make_setup(config)` builds the shipped one; a user passes their
-own `LanguageModel` records for the policy (its frozen copy is the reference) and the critic.
+`RLSetup(config, task, policy, critic, reward_model, sharding)` is static (hashable) and is all the
+jitted programs read besides arrays; `sharding` (`rlhf.sharding.ParamSharding`, or None for one
+device) places the parameters, optimizer state and batches of the RL phase on a device mesh.
+`make_setup(config)` builds the shipped one; a user passes their own `LanguageModel` records for
+the policy (its frozen copy is the reference) and the critic.
 
 A task is any object with `vocab_size`, `eos_id`, `prompt_len`, `completion_len`,
 `prompts(key, num, held_out=False) -> [num, P]`, `reward(prompts, completions) -> [B]` (the
@@ -19,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from ppo_jax.core.token_losses import last_token_index
-from ppo_jax.rlhf import hf_model
+from ppo_jax.rlhf import hf_model, sharding
 from ppo_jax.rlhf.arithmetic import ArithmeticTask
 from ppo_jax.rlhf.config import RLHFConfig
 from ppo_jax.rlhf.lm import LanguageModel, gru_lm, transformer_lm
@@ -36,6 +38,7 @@ class RLSetup(NamedTuple):
     policy: LanguageModel  # actor; the reference is the same functions with frozen parameters
     critic: LanguageModel | None  # value_fn gives V(s_t) (PPO); None for critic-free algorithms
     reward_model: LanguageModel | None  # value_fn read at the last token; None: the task's reward
+    sharding: Any = None  # `sharding.ParamSharding`: parameters and batches over a mesh; None: one device
 
 
 def make_task(config: RLHFConfig):
@@ -78,7 +81,8 @@ def make_setup(config: RLHFConfig) -> RLSetup:
     task = make_task(config)
     lm = make_lm(config, task)
     critic = lm if config.algorithm.critic else None
-    return RLSetup(config, task, lm, critic, lm if task.needs_reward_model else None)
+    mesh = sharding.make_sharding() if config.shard_params else None
+    return RLSetup(config, task, lm, critic, lm if task.needs_reward_model else None, mesh)
 
 
 def join(prompts: jax.Array, completions: jax.Array) -> jax.Array:
