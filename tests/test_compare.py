@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -12,6 +17,7 @@ import ppo_jax
 from ppo_jax.commands import main as cli
 from ppo_jax.runtime.compare import compare, objective_config
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(num_envs=2, num_steps=16, num_epochs=2, num_minibatches=2, total_timesteps=2 * 16 * 4)
 
 
@@ -85,3 +91,31 @@ def test_compare_trains_every_objective_and_writes_a_table(tmp_path, capsys):
     assert [line.split(":")[0] for line in out.splitlines() if "): IQM" in line] == ["clip (1/2)", "a2c (2/2)"]
     assert "training clip (1/2): 2 seeds x 128 steps ..." in err.splitlines()
     assert cli.main(["compare", "--objectives", "clip,sarsa"]) == 2
+
+
+def test_compare_splits_each_arms_seeds_over_two_devices_with_the_results_of_one():
+    """Two host devices in a fresh interpreter: the arms' seeds are split over both (the default
+    mesh), and every curve and final parameter equals the same comparison on one device."""
+    code = """
+        import json, jax, numpy as np, ppo_jax
+        from ppo_jax.runtime.compare import arm_mesh, compare
+        from ppo_jax.runtime.distributed import run_mesh
+        cfg = ppo_jax.default_config(num_envs=2, num_steps=16, num_epochs=2, num_minibatches=2, total_timesteps=128)
+        two = compare(cfg, ("clip", "a2c"), seeds=(0, 1, 2, 3))
+        one = compare(cfg, ("clip", "a2c"), seeds=(0, 1, 2, 3), mesh=run_mesh(jax.devices()[:1]))
+        print(json.dumps({"devices": arm_mesh(4).size, "odd": arm_mesh(3).size,
+                          "two": [[r.returns.tolist(), r.params_sha256] for r in two],
+                          "one": [[r.returns.tolist(), r.params_sha256] for r in one]}))
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    env.update(XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["devices"] == 2 and out["odd"] == 1  # 3 seeds do not divide over 2 devices: one
+    for (curves_two, sha_two), (curves_one, sha_one) in zip(out["two"], out["one"], strict=True):
+        np.testing.assert_allclose(np.asarray(curves_two, float), np.asarray(curves_one, float), rtol=1e-5)
+        assert len(set(sha_one)) == 4  # the seeds differ: not one run copied
+        assert sha_two == sha_one
