@@ -43,8 +43,9 @@ def restore_policies(run_dir: str | os.PathLike) -> Restored:
     found = files.folder_kind(run_dir)
     if found is not None and found[0] == "sweep":
         runs = sorted(run_dir.glob("runs/*/seed*"))
-        example = f": ppo-jax eval {runs[0]}" if runs else " (it has none yet: resume it first)"
-        raise ConfigError("run_dir", f"{run_dir} holds a sweep; evaluate one of its run folders{example}")
+        example = f": ppo-jax eval {runs[0]}" if runs else " once it has finished"
+        held = f"{run_dir} holds a sweep (ppo-jax sweep: {found[1]}), not a training run"
+        raise ConfigError("run_dir", f"{held}; evaluate one of its run folders{example}")
     final = final_policies(run_dir)
     if final is not None:
         ctx = make_context(final.config)

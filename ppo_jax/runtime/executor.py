@@ -87,13 +87,13 @@ class Chunks:
         self.metrics: dict[str, list[np.ndarray]] = {}
         self.timing = {"compile": 0.0, "run": 0.0, "save": 0.0, "saves": 0}
         self.loads = compile_cache.loads()  # programs compiled or loaded before the run
-        self.counter = CompileCounter()
+        self.compiles = 0
         self.started = time.perf_counter()
 
-    @property
-    def compiles(self) -> int:
-        """XLA programs compiled (not loaded from the persistent cache) since the plan started."""
-        return self.counter.count
+    def count_compiles(self) -> None:
+        """Fix `compiles`: the XLA programs compiled (not loaded from the persistent cache) since
+        the plan started."""
+        self.compiles = compile_cache.compiled_since(self.loads)
 
     def compile(self, build: Callable[[], Any]) -> Any:
         """`build()`, timed as compile time."""
@@ -319,7 +319,7 @@ def execute(plan, record: Record, notify: Notify | None = None, handle_signals: 
     try:
         chunks = Chunks()
         # from here on, SIGINT or SIGTERM (also while compiling) asks for a stop at the next boundary
-        with StopRequest(boundary, notify, handle_signals) as stop, chunks.counter:
+        with StopRequest(boundary, notify, handle_signals) as stop:
             store = _NoCheckpoints() if plan.out is None else RunCheckpoints(plan.out, keep=plan.keep)
             try:
                 hparams = plan.runner.hparams(plan.config)
@@ -331,6 +331,7 @@ def execute(plan, record: Record, notify: Notify | None = None, handle_signals: 
                     raise
             finally:
                 store.close()
+                chunks.count_compiles()
         summary = record.finish(plan, state, chunks)
         return summary
     finally:

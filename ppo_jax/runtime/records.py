@@ -22,7 +22,7 @@ import numpy as np
 
 from ppo_jax.config import traced_fields
 from ppo_jax.engine.evaluate import Acting
-from ppo_jax.runtime import files, plots
+from ppo_jax.runtime import compile_cache, files, plots
 from ppo_jax.runtime.distributed import is_writer, topology
 from ppo_jax.runtime.policy_file import export_policy
 from ppo_jax.runtime.sweep_results import SweepResult, rank, summarize
@@ -78,7 +78,9 @@ class SweepRecord:
         self.result = sweep_result(self.sweep, plan, state, chunks, self.confidence, self.reps)
         if self.folder is None:
             return {}
-        return write_sweep(self.folder, self.result, plan, state, self.sweep, self.loggers, self.started_at, self.reps)
+        cache = {"compile_cache_dir": compile_cache.current_dir(), "compile_cache_hit": chunks.cache_hit()}
+        args = (self.sweep, self.loggers, self.started_at, self.reps, cache)
+        return write_sweep(self.folder, self.result, plan, state, *args)
 
 
 def sweep_result(sweep, plan, state, chunks, confidence: float, reps: int) -> SweepResult:
@@ -214,7 +216,7 @@ def write_run_files(out: Path, result: SweepResult, plan, state, loggers: tuple)
                 logger.close(None)
 
 
-def write_sweep(out: Path, result: SweepResult, plan, state, sweep, loggers: tuple, started: float, reps: int):
+def write_sweep(out: Path, result: SweepResult, plan, state, sweep, loggers, started: float, reps: int, cache: dict):
     """The sweep folder: per-run folders, plots, sweep.json (returned)."""
     t0 = time.perf_counter()
     write_run_files(out, result, plan, state, loggers)
@@ -228,6 +230,7 @@ def write_sweep(out: Path, result: SweepResult, plan, state, sweep, loggers: tup
         "command_wall_seconds": time.perf_counter() - started,
         "checkpoint_every": sweep.checkpoint_every,
         "resumed_at_update": plan.saved_update if plan.resume else None,
+        **cache,
         **topology(),
     }
     record = sweep_record(result, sweep.search or {}, extra)

@@ -26,7 +26,6 @@ from ppo_jax.config import (
     ConfigError,
     Hyperparams,
     PPOConfig,
-    config_from_record,
     resolve_seeds,
 )
 from ppo_jax.engine.train import TrainContext, make_context
@@ -228,11 +227,10 @@ def plan_sweep_resume(
     if not path.exists():
         raise ConfigError("resume", f"{folder} holds no {PLAN_FILE}: it is not a sweep folder this ppo_jax can resume")
     record = files.read_json(path, "the sweep's plan")
-    try:
-        config = config_from_record(record["config"])
-        configurations, seeds = record["configurations"], record["seeds"]
-    except (KeyError, TypeError, ConfigError) as err:
-        raise RunFileError(path, f"is not a sweep plan ({err})") from None
+    if not isinstance(record, dict) or not {"config", "configurations", "seeds"} <= set(record):
+        raise RunFileError(path, "is not a sweep plan (a JSON object with config, configurations and seeds)")
+    config, seeds, _ = files.config_record({**record["config"], "seeds": record["seeds"]}, path)
+    configurations = record["configurations"]
     plan = plan_sweep(config, configurations, seeds, max_parallel, env, env_params, search=record.get("search"))
     _check_checkpoints(checkpoint_every, keep, folder)
     meta = newest_meta(folder)
