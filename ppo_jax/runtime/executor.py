@@ -4,7 +4,7 @@ chunk program and runs it in chunks between checkpoints.
 
 A plan (`planning.RunPlan`) names a runner (`runners.SeedRuns`, `EnvShardedRun`, `SweepRuns`:
 how runs are laid out on the devices and batched) and a record (the command's writer: what a
-fresh run writes first, what a finished one leaves; `driver.TrainRecord`, `sweeps.SweepRecord`).
+fresh run writes first, what a finished one leaves; `driver.TrainRecord`, `records.SweepRecord`).
 The executor owns what they share: exact resume from the newest checkpoint, stop signals (SIGINT
 and SIGTERM stop at the next checkpoint), the NaN/Inf check after every chunk and progress
 reported by the host between chunks.
