@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -12,6 +17,7 @@ import ppo_jax
 from ppo_jax.commands import main as cli
 from ppo_jax.runtime.compare import compare, objective_config
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(num_envs=2, num_steps=16, num_epochs=2, num_minibatches=2, total_timesteps=2 * 16 * 4)
 
 
@@ -85,3 +91,35 @@ def test_compare_trains_every_objective_and_writes_a_table(tmp_path, capsys):
     assert [line.split(":")[0] for line in out.splitlines() if "): IQM" in line] == ["clip (1/2)", "a2c (2/2)"]
     assert "training clip (1/2): 2 seeds x 128 steps ..." in err.splitlines()
     assert cli.main(["compare", "--objectives", "clip,sarsa"]) == 2
+
+
+def test_compare_splits_each_arms_seeds_over_two_devices_with_the_results_of_one():
+    """Two host devices in a fresh interpreter: an arm's seeds are split over both (the default
+    mesh), and every curve and final parameter equals the same arm on one device."""
+    code = """
+        import json, jax, numpy as np, ppo_jax
+        from ppo_jax.runtime import compare as cmp
+        from ppo_jax.runtime.distributed import run_mesh
+        params, summarise = [], cmp.arm_result
+        def keep(objective, cfg, outputs, *rest):  # every arm's final parameters [S, ...], flattened
+            params.append(np.concatenate([np.reshape(x, (4, -1)) for x in jax.tree.leaves(outputs[1])], 1).tolist())
+            return summarise(objective, cfg, outputs, *rest)
+        cmp.arm_result = keep
+        cfg = ppo_jax.default_config(num_envs=2, num_steps=16, total_timesteps=128)
+        two = cmp.compare(cfg, ("a2c",), seeds=(0, 1, 2, 3))
+        one = cmp.compare(cfg, ("a2c",), seeds=(0, 1, 2, 3), mesh=run_mesh(jax.devices()[:1]))
+        print(json.dumps({"devices": cmp.arm_mesh(4).size, "odd": cmp.arm_mesh(3).size, "params": params,
+                          "returns": [two[0].returns.tolist(), one[0].returns.tolist()]}))
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    env.update(XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["devices"] == 2 and out["odd"] == 1  # 3 seeds do not divide over 2 devices: one
+    two, one = (np.asarray(p) for p in out["params"])
+    assert np.ptp(one, axis=0).max() > 0  # the seeds differ: not one run copied
+    np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-6)  # float32 rounding: a device computes 2 runs, not 4
+    np.testing.assert_allclose(*(np.asarray(r, float) for r in out["returns"]), rtol=1e-5)

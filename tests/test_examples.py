@@ -1,6 +1,7 @@
 """The plug-ins of examples/ (a policy family, an objective with a traced field of its own, a
 hand-written env) driven through every command by reference: train -> eval -> resume (the same
-parameters as uninterrupted) -> sweep over a field (one compile) -> compare."""
+parameters as uninterrupted) -> sweep over a field (one compile; stopped and resumed to the same
+parameters; its run folders evaluated) -> compare."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import pytest
 
 import ppo_jax
 from ppo_jax.commands import main as cli
+from ppo_jax.runtime import executor
+from ppo_jax.runtime.signals import StopRequest
 
 TINY = ["--num-envs", "2", "--num-steps", "16", "--num-minibatches", "2", "--num-epochs", "2"]
 STEPS = ["--total-timesteps", str(2 * 16 * 6)]  # 6 updates
@@ -79,14 +82,36 @@ def test_exported_policy_loads_from_the_file_alone(trained):
     assert np.asarray(policy.act(obs)).shape == (3,)
 
 
-def test_sweep_over_a_field_compiles_once(trained, tmp_path):
+class _StopAtOnce(StopRequest):
+    """Ctrl-C before the first chunk: the sweep stops at its first checkpoint."""
+
+    def __enter__(self):
+        super().__enter__()
+        self.requested = True
+        return self
+
+
+def test_sweep_over_a_field_compiles_once_and_resumes_exactly(trained, tmp_path, monkeypatch):
+    """The sweep over the plug-in's field: one compile; stopped at its first checkpoint and resumed,
+    every run ends with the uninterrupted sweep's parameters; each run folder can be evaluated."""
     name, _ = trained
     flags, grid, _ = EXAMPLES[name]
-    out = tmp_path / "sweep"
-    assert run_cli("sweep", *flags, *TINY, *STEPS, "--grid", grid, "--seeds", "2", "--out", out, "--quiet") == 0
-    record = json.loads((out / "sweep.json").read_text())
+    sweep = ["sweep", *flags, *TINY, *STEPS, "--grid", grid, "--seeds", "2", "--checkpoint-every", "2", "--quiet"]
+    whole, stopped = tmp_path / "sweep", tmp_path / "stopped"
+    assert run_cli(*sweep, "--out", whole) == 0
+    record = json.loads((whole / "sweep.json").read_text())
     assert record["compiles"] == 1 and record["num_runs"] == 4
     assert record["config"][flags[0].lstrip("-")] == flags[1]
+    with monkeypatch.context() as patch:
+        patch.setattr(executor, "StopRequest", _StopAtOnce)
+        assert run_cli(*sweep, "--out", stopped) == 130
+    assert run_cli("sweep", "--resume", stopped, "--quiet") == 0
+    resumed = json.loads((stopped / "sweep.json").read_text())
+    shas = [{c["index"]: c["params_sha256"] for c in r["configurations"]} for r in (record, resumed)]
+    assert shas[0] == shas[1] and resumed["resumed_at_update"] == 2
+    run = next(iter(sorted(whole.glob("runs/*/seed*"))))
+    assert run_cli("eval", run, "--episodes", "2", "--quiet") == 0
+    assert json.loads((run / "eval.json").read_text())["update"] == 6
 
 
 def test_compare_trains_the_plug_in(trained, tmp_path):

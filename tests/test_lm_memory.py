@@ -24,7 +24,7 @@ from ppo_jax.errors import ConfigError
 from ppo_jax.rlhf import hf_checkpoint, lora, memory, sharding
 from ppo_jax.rlhf.config import RLHFConfig
 from ppo_jax.rlhf.decoder import DecoderConfig, decoder_lm
-from ppo_jax.rlhf.finetune import init_rl_state, make_optimizer, rl_loss, trained_loss
+from ppo_jax.rlhf.finetune import init_rl_state, rl_loss, rl_optimizer, trained_loss
 from ppo_jax.rlhf.rollout import RLParams, TrainBatch
 from ppo_jax.rlhf.setup import make_setup
 
@@ -118,7 +118,7 @@ def test_lora_state_holds_only_adapters_and_steps_like_the_masked_optimizer(tiny
     assert lora.count(state.params) == trained  # no base weights in the carry
     assert lora.count(state.opt_state) == 2 * trained + 1  # Adam's moments and its step count
     batch = _batch(tokens, 4)
-    tx = make_optimizer(setup, hp)
+    tx = rl_optimizer(setup, hp)
 
     @jax.jit
     def step(params, opt_state):

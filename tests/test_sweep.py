@@ -15,7 +15,8 @@ from ppo_jax.commands import sweep as sweep_cli
 from ppo_jax.config import TRACED_FIELDS, ConfigError, default_config
 from ppo_jax.core.objectives import OBJECTIVES
 from ppo_jax.engine.train import make_train_batch
-from ppo_jax.runtime import stats
+from ppo_jax.runtime import executor, stats
+from ppo_jax.runtime.signals import StopRequest
 from ppo_jax.runtime.sweeps import (
     CompileCounter,
     Distribution,
@@ -155,7 +156,7 @@ def test_grid_times_random_samples():
 def test_plan_rejects_bad_sweeps_before_compiling(grid, field, words):
     with CompileCounter() as counter, pytest.raises(ConfigError) as err:
         plan_sweep(tiny(), grid, seeds=2)
-    assert "_program" not in counter.names  # (resolving the env may compile tiny helpers)
+    assert "sweep_chunk" not in counter.names  # (resolving the env may compile tiny helpers)
     assert err.value.field == field
     for word in words:
         assert word in str(err.value)
@@ -342,3 +343,52 @@ def test_init_log_std_changes_params_on_a_continuous_env():
     # broadcast explicitly
     with jax.numpy_rank_promotion("allow"):
         _check_each_field_changes_params(tiny("Pendulum-v1", updates=1), CONTINUOUS_VARIANTS, seeds=[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints, stop and resume
+
+
+class _StopAtOnce(StopRequest):
+    """A stop requested before the first chunk, as if Ctrl-C came while compiling."""
+
+    def __enter__(self):
+        super().__enter__()
+        self.requested = True
+        return self
+
+
+def test_a_stopped_sweep_resumed_gives_every_run_the_uninterrupted_parameters(tmp_path, capsys, monkeypatch):
+    """2 configurations x 2 seeds, 4 updates, a checkpoint every 2: stopped at update 2 (exit 130,
+    the message says how to resume), resumed to the end, every run ends with the parameters and
+    metrics of the uninterrupted sweep."""
+    flags = [*TINY_FLAGS, "--total-timesteps", str(4 * 32), "--grid", "lr=1e-3,3e-3", "--seeds", "2"]
+    flags += ["--checkpoint-every", "2", "--bootstrap-reps", "50", "--quiet"]
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    assert sweep_cli.main([*flags, "--out", str(whole)]) == 0
+    with monkeypatch.context() as patch:
+        patch.setattr(executor, "StopRequest", _StopAtOnce)
+        assert sweep_cli.main([*flags, "--out", str(stopped)]) == 130
+    out = capsys.readouterr().out
+    assert "stopped at update 2/4" in out and f"ppo-jax sweep --resume {stopped}" in out
+    assert not (stopped / "sweep.json").exists()
+    assert sorted(p.name for p in (stopped / "checkpoints").iterdir()) == ["2"]
+
+    argv = ["--resume", str(stopped), "--quiet"]
+    assert sweep_cli.main([*argv, "--grid", "lr=1"]) == 2  # a resumed sweep keeps its configurations
+    assert "--grid" in capsys.readouterr().err
+    assert sweep_cli.main(argv) == 0
+    a, b = (json.loads((d / "sweep.json").read_text()) for d in (whole, stopped))
+    assert b["resumed_at_update"] == 2 and a["resumed_at_update"] is None
+    by_index = [{c["index"]: c for c in r["configurations"]} for r in (a, b)]
+    for c in range(2):
+        assert by_index[0][c]["params_sha256"] == by_index[1][c]["params_sha256"]
+        assert len(set(by_index[0][c]["params_sha256"])) == 2  # the seeds differ
+    assert by_index[0][0]["params_sha256"] != by_index[0][1]["params_sha256"]  # so do the configurations
+    for run in sorted(whole.glob("runs/*/seed*")):
+        twin = stopped / run.relative_to(whole)
+        assert _read_csv(run / "metrics.csv").keys() == _read_csv(twin / "metrics.csv").keys()
+        for name, column in _read_csv(run / "metrics.csv").items():
+            np.testing.assert_array_equal(column, _read_csv(twin / "metrics.csv")[name], err_msg=name)
+        sha = json.loads((run / "summary.json").read_text())["params_sha256"]
+        assert sha == json.loads((twin / "summary.json").read_text())["params_sha256"]

@@ -4,9 +4,6 @@ trpo), each trained over the same seeds, with a ranked table and learning curves
 from __future__ import annotations
 
 import argparse
-import math
-
-import numpy as np
 
 from ppo_jax.commands.common import (
     add_cache_flag,
@@ -66,10 +63,14 @@ class ArmProgress:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from ppo_jax.runtime import files, plots
-    from ppo_jax.runtime.compare import compare
+    from ppo_jax.runtime import files
+    from ppo_jax.runtime.compare import arm_mesh, compare
+    from ppo_jax.runtime.cpu import split_runs_over_cores
+    from ppo_jax.runtime.records import write_compare
 
     use_compile_cache(args)
+    if args.seeds >= 1:  # before JAX starts: the seeds of each arm are split over the CPU cores
+        split_runs_over_cores(args.seeds)
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
     unknown = [o for o in objectives if o not in OBJECTIVE_NAMES and not is_reference(o)]
     if unknown or not objectives:
@@ -93,35 +94,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
         results = compare(config, objectives, seeds, options, progress)
     finally:
         progress.stop()
-    rows = []
     width = max(11, *(len(o) for o in objectives))
     header = f"{'final mean':>10} {'IQM':>8} {'95% CI':>19} {'AUC':>8} {'run s':>7} {'compile s':>9}"
     print(f"{'objective':<{width}} {header}")
-    for r in sorted(results, key=lambda r: -np.nan_to_num(r.iqm, nan=-np.inf)):
-        ci = f"[{r.ci_low:.1f}, {r.ci_high:.1f}]"
-        mean = float(np.nanmean(r.final_returns)) if np.isfinite(r.final_returns).any() else math.nan
+    record = write_compare(out, config, seeds, results, arm_mesh(len(seeds)).size)
+    for r in record["objectives"]:
+        ci = f"[{r['ci_low']:.1f}, {r['ci_high']:.1f}]"
         print(
-            f"{r.objective:<{width}} {mean:>10.1f} {r.iqm:>8.1f} {ci:>19} {r.auc:>8.1f} {r.seconds:>7.1f} "
-            f"{r.compile_seconds:>9.1f}"
+            f"{r['objective']:<{width}} {r['final_return_mean']:>10.1f} {r['iqm']:>8.1f} {ci:>19} {r['auc']:>8.1f} "
+            f"{r['seconds']:>7.1f} {r['compile_seconds']:>9.1f}"
         )
-        rows.append(
-            {
-                "objective": r.objective,
-                "num_epochs": r.config.num_epochs,
-                "num_minibatches": r.config.num_minibatches,
-                "final_returns": r.final_returns.tolist(),
-                "final_return_mean": mean,
-                "iqm": r.iqm,
-                "ci_low": r.ci_low,
-                "ci_high": r.ci_high,
-                "auc": r.auc,
-                "seconds": r.seconds,
-                "compile_seconds": r.compile_seconds,
-            }
-        )
-    files.write_json(
-        out / "compare.json", {"env": config.env, "seeds": seeds, "config": config.to_dict(), "objectives": rows}
-    )
-    plots.plot_compare(out / "compare.png", results, config.env)
     print(f"wrote {out / 'compare.json'} and {out / 'compare.png'}")
     return 0

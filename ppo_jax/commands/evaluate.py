@@ -1,17 +1,14 @@
-"""`ppo-jax eval RUN_DIR`: evaluate the newest checkpoint of a run folder (deterministic or
-sampled actions, frozen normalisation), write eval.json, optionally render one episode. A
-finished run's parameters are read from its exported policy files, which hold those of its newest
-checkpoint (`runtime.policy_file.final_policies`); otherwise from the checkpoint."""
+"""`ppo-jax eval RUN_DIR`: evaluate the newest policies of a run folder (deterministic or
+sampled actions, frozen normalisation), write eval.json, optionally render one episode. The
+restore and the evaluation are `runtime.evaluation`'s, eval.json is `runtime.records`'; this
+module parses, prints and renders."""
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import json
-import math
 from pathlib import Path
-
-import numpy as np
 
 from ppo_jax.commands.common import add_cache_flag, use_compile_cache
 from ppo_jax.commands.progress import Waiting
@@ -52,35 +49,8 @@ def check_render(run_dir: Path, target: str) -> None:
         raise ConfigError("render", f"drawing {env} needs {names}: pip install 'ppo_jax[render]' (nothing evaluated)")
 
 
-def _report(run_dir: Path, meta: dict, args: argparse.Namespace, result) -> dict:
-    returns = np.asarray(result.returns, np.float64)
-    pooled = returns.ravel()
-    half = 1.96 * pooled.std(ddof=1) / math.sqrt(pooled.size) if pooled.size > 1 else math.nan
-    return {
-        "run_dir": str(run_dir),
-        "update": meta["update"],
-        "episodes_per_seed": args.episodes,
-        "policy": "stochastic" if args.stochastic else "deterministic (mode)",
-        "return_mean": float(pooled.mean()),
-        "return_std": float(pooled.std()),
-        "ci95_low": float(pooled.mean() - half),
-        "ci95_high": float(pooled.mean() + half),
-        "return_mean_per_seed": returns.mean(axis=1).tolist(),
-        "length_mean": float(np.asarray(result.lengths).mean()),
-        "eval_seed": args.seed,
-    }
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
-    import functools
-
-    import jax
-
-    from ppo_jax.engine.evaluate import Acting, evaluate, max_episode_steps
-    from ppo_jax.engine.train import make_context
-    from ppo_jax.runtime import files
-    from ppo_jax.runtime.checkpoint import config_from_meta, open_run
-    from ppo_jax.runtime.policy_file import final_policies
+    from ppo_jax.runtime.evaluation import eval_report, evaluate_policies, render_episode, restore_policies, write_eval
 
     use_compile_cache(args)
     if args.episodes < 1:
@@ -90,88 +60,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if args.render:
         check_render(run_dir, args.render)
-    with open_run(run_dir) as store:  # refuses what is not a run folder with a checkpoint
-        final = final_policies(run_dir)  # a finished run's exported policies: no orbax, no trace of the state
-        if final is not None:
-            config, meta = final.config, {"update": final.update, "seeds": final.seeds}
-            ctx, params, stats = make_context(config), final.params, final.obs_stats
-        else:
-            config = config_from_meta(store.read_meta())
-            ctx = make_context(config)
-            saved, meta = store.restore(ctx)
-            params, stats = saved.state.params, saved.state.env.obs_stats if config.normalize_obs else None
-    roll = ctx.rollout
-    acting = Acting(ctx.policy, ctx.dist, roll.spec)
-    max_steps = max_episode_steps(roll.env_params)
-    one = functools.partial(
-        _evaluate_one, evaluate, roll.env, roll.env_params, acting, args.episodes, max_steps, args.stochastic
-    )
-    program = functools.partial(_evaluate_seeds, jax.vmap(one, in_axes=(0, None if stats is None else 0, 0)))
-    waiting = None if args.quiet else Waiting(f"evaluating {len(meta['seeds'])} x {args.episodes} episodes (compiling)")
+    restored = restore_policies(run_dir)
+    count = len(restored.seeds)
+    waiting = None if args.quiet else Waiting(f"evaluating {count} x {args.episodes} episodes (compiling)")
     try:
-        result = jax.block_until_ready(jax.jit(program)(params, stats, np.int32(args.seed)))
+        result = evaluate_policies(restored, args.episodes, args.stochastic, args.seed)
     finally:
         if waiting is not None:
             waiting.stop()
-    report = _report(run_dir, meta, args, result)
-    files.write_json(run_dir / "eval.json", report)
-    episodes = len(meta["seeds"]) * args.episodes
+    report = eval_report(run_dir, restored.update, args.episodes, args.stochastic, args.seed, result)
+    path = write_eval(run_dir, report)
     print(
-        f"{config.env} @ update {meta['update']}: return {report['return_mean']:.2f} ± {report['return_std']:.2f} "
-        f"(95% CI {report['ci95_low']:.2f} .. {report['ci95_high']:.2f}) over {episodes} episodes, "
-        f"{report['policy']} policy -> {run_dir / 'eval.json'}"
+        f"{restored.config.env} @ update {restored.update}: return {report['return_mean']:.2f} ± "
+        f"{report['return_std']:.2f} (95% CI {report['ci95_low']:.2f} .. {report['ci95_high']:.2f}) over "
+        f"{count * args.episodes} episodes, {report['policy']} policy -> {path}"
     )
     if args.render:
-        _render(ctx, acting, params, stats, args, max_steps)
+        frames = render_episode(restored, args.render, args.seed, args.stochastic)
+        print(f"wrote {frames} frames to {args.render}")
     return 0
-
-
-def _evaluate_seeds(evaluate_all, params, obs_stats, seed):
-    """Every run's evaluation in one program, with its key `split(key(seed), S)[s]` made inside
-    (no eager dispatch before it)."""
-    import jax
-
-    keys = jax.random.split(jax.random.key(seed), jax.tree.leaves(params)[0].shape[0])
-    return evaluate_all(params, obs_stats, keys)
-
-
-def _evaluate_one(evaluate, env, env_params, acting, episodes, max_steps, stochastic, params, obs_stats, key):
-    return evaluate(env, env_params, acting, params, obs_stats, key, episodes, max_steps, stochastic)
-
-
-def _render(ctx, acting, params, stats, args: argparse.Namespace, max_steps: int) -> None:
-    """Play one episode of the first seed on the host and save it with gymnax's visualizer."""
-    import jax
-    import jax.numpy as jnp
-
-    from ppo_jax.engine.evaluate import policy_action
-
-    roll = ctx.rollout
-    params = jax.tree.map(lambda x: x[0], params)
-    stats0 = None if stats is None else jax.tree.map(lambda x: x[0], stats)
-    act = jax.jit(lambda c, o, r, k: policy_action(acting, params, stats0, c, o[None], r, k, args.stochastic))
-    step = jax.jit(roll.env.step)
-    key = jax.random.key(args.seed)
-    obs, env_state = roll.env.reset(key, roll.env_params)
-    carry, reset = acting.policy.initial_carry(1), jnp.ones((1,), bool)
-    states, rewards = [env_state], []
-    for _ in range(max_steps):
-        key, k_act, k_env = jax.random.split(key, 3)
-        action, carry = act(carry, obs, reset, k_act)
-        reset = jnp.zeros((1,), bool)
-        obs, env_state, reward, terminated, truncated, _ = step(k_env, env_state, action[0], roll.env_params)
-        rewards.append(float(reward))
-        if bool(terminated) or bool(truncated):
-            break
-        states.append(env_state)
-    try:
-        from gymnax.visualize import Visualizer
-
-        Visualizer(roll.env, roll.env_params, states, np.cumsum(rewards)).animate(args.render)
-    except Exception as err:  # rendering depends on optional packages (pygame, pillow)
-        cause = err
-        while cause.__cause__ is not None or cause.__context__ is not None:
-            cause = cause.__cause__ or cause.__context__
-        hint = " (install it with: pip install 'ppo_jax[render]')" if isinstance(cause, ImportError) else ""
-        raise OSError(f"cannot render {ctx.config.env} to {args.render}: {cause}{hint}") from err
-    print(f"wrote {len(states)} frames to {args.render}")

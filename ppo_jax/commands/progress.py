@@ -181,8 +181,8 @@ class TrainProgress:
 
 
 class SweepProgressBar:
-    """The sweep's callback(SweepProgress): the runs of the current batch, updates done, batch,
-    and the line's figures; says it compiles until the first report."""
+    """The sweep's callback(SweepProgress): the runs trained at once, updates done and the line's
+    figures; says it compiles until the first report."""
 
     def __init__(self, stream=None):
         self.stream = stream
@@ -196,8 +196,8 @@ class SweepProgressBar:
         if self.line is None:
             self.stop()
             self.line = ProgressLine(p.total_env_steps, self.stream)
-        together = next((len(v) for v in p.metrics.values()), p.num_runs)  # the runs of this batch
+        together = -(-p.num_runs // p.num_batches)  # the runs of one batch
         runs = f"{together} run{'s' if together != 1 else ''} at once"
         if p.num_batches > 1:
-            runs = f"runs {p.runs_done}/{p.num_runs} done | {runs} | batch {p.batch + 1}/{p.num_batches}"
+            runs = f"{p.num_runs} runs in {p.num_batches} batches of {together}, one chunk of updates each in turn"
         self.line.report(p.env_steps_done, f"{runs} | updates {p.updates_done:,}/{p.total_updates:,}")

@@ -7,14 +7,12 @@ Runnable on its own as `python -m ppo_jax.commands.sweep [FLAGS]`.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
-import re
 import resource
 import sys
 import textwrap
-import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from ppo_jax.commands.common import (
     add_cache_flag,
@@ -23,8 +21,10 @@ from ppo_jax.commands.common import (
     add_logging_flags,
     add_part_flags,
     config_from_args,
+    flag,
     help_env,
     loggers_from_args,
+    part_overrides,
     print_err,
     referenced_part_fields,
     run_command,
@@ -33,7 +33,7 @@ from ppo_jax.commands.common import (
 )
 from ppo_jax.commands.parsing import CommandParser
 from ppo_jax.commands.progress import SweepProgressBar, plural
-from ppo_jax.config import TRACED_FIELDS, ConfigError, traced_fields
+from ppo_jax.config import FIELDS, TRACED_FIELDS, ConfigError
 
 DESCRIPTION = (
     "Train a grid or a random search of traced hyperparameters × seeds as one compiled program "
@@ -85,6 +85,17 @@ def add_sweep_arguments(parser: argparse.ArgumentParser, help_env: str = "CartPo
     )
     group.add_argument("--out", default=None, help="sweep folder (default: sweeps/<env>-<timestamp>)")
     group.add_argument("--overwrite", action="store_true", help="replace the sweep files in --out")
+    group.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="save every run's state every N updates: Ctrl-C stops at the next one and --resume continues exactly",
+    )
+    group.add_argument("--keep", type=int, default=None, metavar="K", help="keep only the newest K checkpoints")
+    group.add_argument(
+        "--resume", default=None, metavar="SWEEP_DIR", help="continue a stopped sweep from its newest checkpoint"
+    )
     group.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files per run")
     add_logging_flags(parser, tensorboard=False)
     group.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals")
@@ -131,85 +142,6 @@ def format_table(result) -> str:
     return "\n".join(lines)
 
 
-def run_dir_name(index: int, hyperparams: dict[str, float]) -> str:
-    """Folder name of a configuration, e.g. c03_lr=0.0003_clip_eps=0.1."""
-    parts = [f"c{index:02d}", *(f"{n}={v:.4g}" for n, v in hyperparams.items())]
-    return re.sub(r"[^A-Za-z0-9=._+-]", "_", "_".join(parts))
-
-
-def sweep_record(result, search: dict, extra: dict) -> dict:
-    """The content of sweep.json: per configuration (ranked) its values and statistics, plus timings."""
-    configurations = []
-    for position, c in enumerate(result.ranking, start=1):
-        s = result.summaries[c]
-        configurations.append(
-            {
-                "rank": position,
-                "index": c,
-                "hyperparams": s.hyperparams,
-                "run_dir": f"runs/{run_dir_name(c, s.hyperparams)}",
-                "final_returns": s.final_returns.tolist(),
-                "final_return_mean": s.final_return_mean,
-                "iqm": s.iqm,
-                "ci_low": s.ci_low,
-                "ci_high": s.ci_high,
-                "auc": s.auc,
-                "nonfinite_seeds": s.nonfinite,
-            }
-        )
-    total_steps = len(result.configurations) * len(result.seeds) * result.config.env_steps
-    return {
-        "env": result.config.env,
-        "swept": list(result.names),
-        "search": search,
-        "seeds": list(result.seeds),
-        "num_configurations": len(result.configurations),
-        "num_runs": len(result.configurations) * len(result.seeds),
-        "total_timesteps_per_run": result.config.env_steps,
-        "num_updates": result.config.num_updates,
-        "statistics": {
-            "final_return": "mean episodic return over the last 10% of updates, per seed",
-            "iqm": "interquartile mean of final_returns over seeds (25% trimmed each side, scipy trim_mean)",
-            "ci": f"{result.confidence:g} percentile bootstrap of the IQM over seeds",
-            "auc": "mean over seeds of the area under the return curve divided by its env-step span",
-        },
-        "confidence": result.confidence,
-        "configurations": configurations,
-        "compiles": result.compiles,
-        "compile_seconds": result.compile_seconds,
-        "run_seconds": result.run_seconds,
-        "wall_seconds": result.wall_seconds,
-        "env_steps_per_second": result.env_steps_per_second,
-        "total_env_steps": total_steps,
-        "max_parallel": result.max_parallel,
-        "num_batches": result.num_batches,
-        "program_bytes": result.program_bytes,
-        "config": result.config.to_dict(),
-        **extra,
-    }
-
-
-def write_run_files(out: Path, result, loggers: list) -> None:
-    """runs/<configuration>/seed<N>/metrics.csv (the `ppo-jax train` format), and each
-    configuration's curves through `loggers` (event files in its seed folders, one W&B run per seed)."""
-    from ppo_jax.runtime import files
-    from ppo_jax.runtime import loggers as logging
-
-    for c, point in enumerate(result.configurations):
-        conf_dir = out / "runs" / run_dir_name(c, point)
-        for s, seed in enumerate(result.seeds):
-            (conf_dir / f"seed{seed}").mkdir(parents=True, exist_ok=True)
-            metrics = {n: v[:, c, s, None] for n, v in result.metrics.items()}
-            files.write_metrics_csv(conf_dir / f"seed{seed}" / "metrics.csv", metrics, [seed])
-        if loggers:
-            hparams = {**{n: float(getattr(result.config, n)) for n in traced_fields(result.config)}, **point}
-            for logger in loggers:
-                logger.open(conf_dir, {**result.config.to_dict(), **hparams}, result.seeds, False)
-            logging.feed(loggers, {n: v[:, c] for n, v in result.metrics.items()})
-            for logger in loggers:
-                logger.close(None)
-
-
 def _search(args: argparse.Namespace, grid: dict, dists: dict, sample_seed: int) -> dict:
     search: dict = {}
     if grid:
@@ -221,10 +153,6 @@ def _search(args: argparse.Namespace, grid: dict, dists: dict, sample_seed: int)
     return search
 
 
-# What a sweep writes into its folder.
-SWEEP_FILES = ("sweep.json", "runs", "curves.png")
-
-
 def _check_flags(args: argparse.Namespace) -> None:
     loggers_from_args(args)  # a missing logging package is refused here, before compiling
     if not 0.0 < args.confidence < 1.0:
@@ -233,41 +161,76 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ConfigError("bootstrap_reps", f"must be a positive integer, got {args.bootstrap_reps}")
 
 
-def run_sweep_command(args: argparse.Namespace) -> int:
-    """`ppo-jax sweep`: validate everything, compile once, train, then write the sweep folder."""
-    import jax
+def _refuse_flags_with_resume(args: argparse.Namespace) -> None:
+    given = [flag(n) for n in [*FIELDS, *part_overrides(args)] if getattr(args, n, None) is not None]
+    given += [f"--{n}" for n in ("grid", "random") if getattr(args, n)]
+    given += ["--samples"] if args.samples else []
+    given += ["--seeds"] if args.seeds != 8 else []
+    given += ["--out"] if args.out is not None else []
+    given += ["--overwrite"] if args.overwrite else []
+    if given:
+        kept = "a resumed sweep keeps its configurations, seeds and folder"
+        raise ConfigError("resume", f"{kept}; remove {', '.join(given)}")
 
-    t_start = time.perf_counter()
-    start_distributed(args)  # before any computation (importing gymnax runs one); bad flags are refused first
-    use_compile_cache(args)
+
+def _plan(args: argparse.Namespace, writer: bool):
+    """The sweep's plan from the flags (or from the folder of `--resume`); nothing compiled."""
     from ppo_jax.runtime import files
-    from ppo_jax.runtime.distributed import topology
-    from ppo_jax.runtime.sweeps import make_configurations, parse_grid, parse_random, plan_sweep, run_sweep
+    from ppo_jax.runtime.sweeps import make_configurations, parse_grid, parse_random, plan_sweep, plan_sweep_resume
 
-    writer = jax.process_index() == 0  # every process computes its share; process 0 writes
+    _check_flags(args)
+    if args.resume:
+        _refuse_flags_with_resume(args)
+        return plan_sweep_resume(args.resume, args.max_parallel, args.checkpoint_every, args.keep)
     config = config_from_args(args)
     grid, dists = parse_grid(args.grid, config), parse_random(args.random, config)
     sample_seed = config.seed if args.sample_seed is None else args.sample_seed
     configurations = make_configurations(grid, dists, args.samples, sample_seed, config)
-    _check_flags(args)
-    plan = plan_sweep(config, configurations, args.seeds, args.max_parallel)  # all checks, no compile
-    where = topology()
+    out = None
+    if writer:  # every process computes its share; process 0 writes
+        out = args.out or files.default_run_dir(config.env, root="sweeps")
+    return plan_sweep(
+        config,
+        configurations,
+        args.seeds,
+        args.max_parallel,
+        out=out,
+        checkpoint_every=args.checkpoint_every,
+        keep=args.keep,
+        overwrite=args.overwrite,
+        search=_search(args, grid, dists, sample_seed),
+    )
+
+
+def run_sweep_command(args: argparse.Namespace) -> int:
+    """`ppo-jax sweep`: validate everything, compile once, train in chunks, write the sweep folder."""
+    import jax
+
+    start_distributed(args)  # before any computation (importing gymnax runs one); bad flags are refused first
+    use_compile_cache(args)
+    from ppo_jax.runtime.distributed import topology
+    from ppo_jax.runtime.sweeps import run_sweep
+
+    writer = jax.process_index() == 0
+    plan = _plan(args, writer)  # all checks, no compile
     if not writer:  # the same program on every process: a silent callback where process 0 has one
         run_sweep(plan, None if args.quiet else (lambda progress: None), args.confidence, args.bootstrap_reps)
         return 0
-    files.refuse_other_kind(args.out, "sweep")
-    files.claim_folder(args.out, SWEEP_FILES, "a sweep", args.overwrite)
-    out = files.prepare_dir(args.out or files.default_run_dir(config.env, root="sweeps"))
+    where, config = topology(), plan.config
     batches = f"{plan.num_batches} batches of {plan.max_parallel}" if plan.num_batches > 1 else "one batch"
     print(
         f"sweeping {config.env}: {plural(len(plan.configurations), 'configuration')} x "
         f"{plural(len(plan.seeds), 'seed')} = {plural(plan.num_runs, 'run')} x {config.env_steps:,} steps ({batches}) "
-        f"on {where['devices']} device(s) in {where['processes']} process(es) -> {out}",
+        f"on {where['devices']} device(s) in {where['processes']} process(es) -> {plan.out}",
         flush=True,
     )
     progress = None if args.quiet else SweepProgressBar()
+    notify = functools.partial(_notify, progress)
+    loggers = loggers_from_args(args, tensorboard_subdir="", group=plan.out.name, announce=True)
     try:
-        result = run_sweep(plan, progress, args.confidence, args.bootstrap_reps)
+        result = run_sweep(
+            plan, progress, args.confidence, args.bootstrap_reps, notify=notify, handle_signals=True, loggers=loggers
+        )
     finally:
         if progress is not None:
             progress.stop()
@@ -275,35 +238,22 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         f"compiled {result.compiles} program{'s' if result.compiles != 1 else ''} in {result.compile_seconds:.1f} s | "
         f"ran {plan.num_runs} runs in {result.run_seconds:.1f} s | {result.env_steps_per_second:,.0f} env-steps/s"
     )
-    search = _search(args, grid, dists, sample_seed)
-    _write_sweep(out, result, search, args, {"command_started": t_start, **where})
-    return 0
-
-
-def _write_sweep(out: Path, result, search: dict, args: argparse.Namespace, where: dict) -> None:
-    """The sweep folder: per-run files, plots, sweep.json; then the table and the folder's name."""
-    from ppo_jax.runtime import files, plots
-
-    t0 = time.perf_counter()
-    write_run_files(out, result, loggers_from_args(args, tensorboard_subdir="", group=out.name, announce=True))
-    plots.plot_sweep_curves(out / "curves.png", result)
-    for name in result.names:
-        plots.plot_sensitivity(out / f"sensitivity_{name}.png", result, name)
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    started = where.pop("command_started")
-    extra = {
-        "bootstrap_reps": args.bootstrap_reps,
-        "peak_rss_bytes": peak_rss,
-        "write_seconds": time.perf_counter() - t0,
-        "command_wall_seconds": time.perf_counter() - started,
-        **where,
-    }
-    files.write_json(out / "sweep.json", sweep_record(result, search, extra))
     print(format_table(result))
     bad = [s for s in result.summaries if s.nonfinite]
     if bad:
         print(f"warning: {sum(s.nonfinite for s in bad)} run(s) in {len(bad)} configuration(s) produced NaN/Inf")
-    print(f"peak memory (RSS) {peak_rss / 2**20:,.0f} MiB\nsweep folder: {out}")
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(f"peak memory (RSS) {peak_rss / 2**20:,.0f} MiB\nsweep folder: {plan.out}")
+    return 0
+
+
+def _notify(progress, kind: str, message: str) -> None:
+    """The executor's messages (stop requests, resume) on their own line."""
+    if progress is not None:
+        progress.stop()
+    stream = sys.stderr if kind in ("stop", "abort", "warning") else sys.stdout
+    stream.write(("\n" if kind in ("stop", "abort") else "") + message + "\n")
+    stream.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

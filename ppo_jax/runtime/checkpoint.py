@@ -104,6 +104,24 @@ def abstract_checkpoint(ctx: TrainContext, num_runs: int, num_updates_done: int,
     return Checkpoint(state, jax.eval_shape(lambda h: h, hparams), {name: metric for name in metric_names})
 
 
+def saved_target(state: TrainState, hparams: Hyperparams, meta: dict[str, Any]) -> Checkpoint:
+    """The restore target of the checkpoint `meta` describes, from the shapes of the state as
+    the run lays it out ([R, ...], the key as raw key data: the runner's `saved_shapes`) and of
+    its batched `hparams`; built once, nothing traced."""
+    runs = len(meta["seeds"])
+    metric = jax.ShapeDtypeStruct((int(meta["update"]), runs), np.float32)
+    hparams = _saved_hparams(jax.eval_shape(lambda h: h, hparams), meta["config"])
+    return _on_this_device(Checkpoint(state, hparams, {name: metric for name in meta["metric_names"]}))
+
+
+def newest_meta(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The metadata of a run folder's newest checkpoint; None when it has none (yet)."""
+    if not (Path(run_dir) / CHECKPOINT_DIR).is_dir():
+        return None
+    with RunCheckpoints(run_dir, create=False) as store:
+        return None if store.latest_update() is None else store.read_meta()
+
+
 def _on_this_device(target: Any) -> Any:
     """The restore target with every array on this process's first device. Without a sharding,
     orbax restores onto the devices recorded at save time, which fails when the device count has
@@ -222,12 +240,18 @@ class RunCheckpoints:
 
     def restore(self, ctx: TrainContext, update: int | None = None) -> tuple[Checkpoint, dict[str, Any]]:
         """Restore a checkpoint for the run described by `ctx`; refuse one from another env/config."""
-        ocp = _ocp()
         update = self._pick(update)
         meta = self.read_meta(update)
         check_compatible(meta, ctx.config)
         target = abstract_checkpoint(ctx, len(meta["seeds"]), meta["update"], meta["metric_names"])
         target = _on_this_device(target._replace(hparams=_saved_hparams(target.hparams, meta["config"])))
+        defaults = broadcast_hparams(ctx.config.hyperparams(), len(meta["seeds"]))
+        return self.restore_saved(update, target, defaults), meta
+
+    def restore_saved(self, update: int, target: Checkpoint, defaults: Hyperparams) -> Checkpoint:
+        """Restore checkpoint `update` into `target` (`saved_target`); hyperparameters a checkpoint
+        from before they existed lacks come from `defaults`."""
+        ocp = _ocp()
         try:
             restored = self.manager.restore(update, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
         except Exception as err:
@@ -236,9 +260,8 @@ class RunCheckpoints:
                 f"{self._older(update)}"
             ) from err
         item = restored.state
-        hparams = _with_defaults(dict(item.hparams), broadcast_hparams(ctx.config.hyperparams(), len(meta["seeds"])))
-        item = Checkpoint(_from_saveable(TrainState(*item.state)), hparams, dict(item.metrics))
-        return item, meta
+        hparams = _with_defaults(dict(item.hparams), defaults)
+        return Checkpoint(_from_saveable(TrainState(*item.state)), hparams, dict(item.metrics))
 
     def _older(self, update: int) -> str:
         """What to do about a damaged checkpoint: the older ones to fall back on, if any."""

@@ -95,8 +95,9 @@ def folder_kind(folder: str | os.PathLike) -> tuple[str, str] | None:
     folder = Path(folder)
     if not folder.is_dir():
         return None
-    if (folder / "sweep.json").exists():
-        return "sweep", "sweep.json"
+    for name in ("sweep.json", "sweep_plan.json"):  # a finished sweep, or one that has started
+        if (folder / name).exists():
+            return "sweep", name
     if (folder / "compare.json").exists():
         rlhf = any(any((sub / name).exists() for name in _RLHF_ENTRIES) for sub in folder.iterdir() if sub.is_dir())
         return ("rlhf" if rlhf else "compare"), "compare.json"

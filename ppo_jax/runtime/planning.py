@@ -21,7 +21,7 @@ from ppo_jax.config import PPOConfig, resolve_seeds
 from ppo_jax.engine.train import TrainContext, make_context
 from ppo_jax.errors import ConfigError
 from ppo_jax.runtime import files
-from ppo_jax.runtime.checkpoint import CHECKPOINT_DIR, RunCheckpoints, config_from_meta
+from ppo_jax.runtime.checkpoint import CHECKPOINT_DIR, config_from_meta, newest_meta
 from ppo_jax.runtime.distributed import agreed, is_writer
 from ppo_jax.runtime.runners import RUNNERS, EnvShardedRun, SeedRuns
 
@@ -42,6 +42,7 @@ class RunPlan(NamedTuple):
     keep: int | None
     loggers: tuple = ()  # `runtime.loggers.RunLogger`s fed from the progress callback
     restart: bool = False  # a resume without a checkpoint: the run files but config.json go first
+    meta: dict | None = None  # a resume's checkpoint metadata, read once when planning
 
     @property
     def ctx(self) -> TrainContext:
@@ -183,17 +184,16 @@ def _plan_resume(run_dir: Path, make_ctx: Callable, checkpoint_every: int | None
     if not run_dir.is_dir():
         raise ConfigError("resume", f"run folder {run_dir} does not exist")
     files.refuse_other_kind(run_dir, "run", "resume")
-    store = RunCheckpoints(run_dir, create=False) if (run_dir / CHECKPOINT_DIR).is_dir() else None
-    if store is None or store.latest_update() is None:
+    meta = newest_meta(run_dir)
+    if meta is None:
         return _plan_restart(run_dir, make_ctx, checkpoint_every, keep, given)
-    meta = store.read_meta()
     config = config_from_meta(meta, given)
     seeds = list(meta["seeds"])
     layout = meta.get("layout", "seeds")
     _check_processes(layout == "shard_envs", run_dir)
     runner = RUNNERS[layout](make_ctx(config), seeds)
     folder = _folder(run_dir)
-    return RunPlan(config, seeds, folder, runner, True, int(meta["update"]), checkpoint_every, keep)
+    return RunPlan(config, seeds, folder, runner, True, int(meta["update"]), checkpoint_every, keep, meta=meta)
 
 
 def _plan_restart(run_dir: Path, make_ctx: Callable, checkpoint_every: int | None, keep: int | None, given) -> RunPlan:

@@ -162,8 +162,9 @@ def final_policies(run_dir: str | os.PathLike) -> FinalPolicies | None:
     they hold exactly those: the run finished (its summary says it exported policies), its newest
     checkpoint is its last update and every seed's file was written after every file of that
     checkpoint (one changed since, e.g. damaged, sends eval to the checkpoint, which reports it).
-    None otherwise (read the checkpoint instead). Reading them takes neither orbax nor a trace of the
-    training state."""
+    None otherwise (read the checkpoint instead). A sweep's run folder (its summary names the
+    sweep) has no checkpoint: its files hold its final parameters. Reading them takes neither orbax
+    nor a trace of the training state."""
     from ppo_jax.runtime import files
 
     run_dir = Path(run_dir)
@@ -171,14 +172,15 @@ def final_policies(run_dir: str | os.PathLike) -> FinalPolicies | None:
         summary = files.read_json(run_dir / "summary.json", "the run's summary")
         record = files.read_json(run_dir / "config.json", "the run's config")
         config, seeds, _ = files.config_record(record, run_dir / "config.json")
-        steps = [p for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()]
-        newest = max(steps, key=lambda p: int(p.name))
-        if not summary.get("policies_exported") or not int(newest.name) == config.num_updates == summary["num_updates"]:
-            return None
         paths = [run_dir / f"policy-seed{seed}.npz" for seed in seeds]
-        written = max(f.stat().st_mtime_ns for f in (newest, *newest.rglob("*")))  # a file changed since counts
-        if any(p.stat().st_mtime_ns < written for p in paths):
+        if not summary.get("policies_exported") or not config.num_updates == summary["num_updates"]:
             return None
+        if not ("sweep" in summary and not (run_dir / "checkpoints").exists()):
+            steps = [p for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()]
+            newest = max(steps, key=lambda p: int(p.name))
+            written = max(f.stat().st_mtime_ns for f in (newest, *newest.rglob("*")))  # a file changed since counts
+            if int(newest.name) != config.num_updates or any(p.stat().st_mtime_ns < written for p in paths):
+                return None
         read = [_read_policy_file(p, np.asarray) for p in paths]  # NumPy: no computation before the program
     except (RunFileError, OSError, ValueError, KeyError, TypeError):
         return None

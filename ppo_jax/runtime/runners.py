@@ -4,8 +4,10 @@ methods each, so the driver's chunk loop, checkpoints and exports do not branch 
 - `SeedRuns`: S seeds as one vmapped program, the seed axis sharded over the devices when it
   divides over them (CPU cores exposed as devices, or GPUs).
 - `EnvShardedRun`: one run whose envs are split over the devices (`engine.sharded`).
+- `SweepRuns`: R = C·S runs of a sweep, each with its own traced hyperparameters, K at a time
+  through one compiled chunk program (the last batch padded), the run axis over the devices.
 
-Both keep the driver's view of the state batched over runs ([S, ...], S = 1 for the env-sharded
+All keep the driver's view of the state batched over runs ([S, ...], S = 1 for the env-sharded
 run), which is also the checkpoint layout, so `ppo-jax eval` and `--resume` read either.
 """
 
@@ -16,6 +18,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax import lax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -52,6 +55,12 @@ def _compile(ctx: TrainContext, fn, *args):
 COUNT = np.int32(0)  # the traced update count of a chunk program, as it is lowered
 
 
+def _saveable(shapes: TrainState) -> TrainState:
+    """State shapes with the key as raw key data (the checkpoint layout), without a placement."""
+    shapes = shapes._replace(key=jax.eval_shape(jax.random.key_data, shapes.key))
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), shapes)
+
+
 class SeedRuns:
     """S seeds of one config in one vmapped program (metrics [n, S])."""
 
@@ -85,6 +94,10 @@ class SeedRuns:
             return shapes
         sharding = NamedSharding(self.mesh, P(RUN_AXIS))
         return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
+
+    def saved_shapes(self, hparams: Hyperparams) -> TrainState:
+        """The checkpoint's state shapes [S, ...] (the restore target)."""
+        return _saveable(self.abstract_state(hparams))
 
     def program(self, state: TrainState, hparams: Hyperparams, length: int):
         """The compiled chunk: (state, hparams, count) -> (state, metrics [length, S]) running the
@@ -124,6 +137,11 @@ class EnvShardedRun:
         """None: the chunk program compiles from the placed state once `init` has run."""
         return None
 
+    def saved_shapes(self, hparams: Hyperparams) -> TrainState:
+        """The checkpoint's state shapes [1, ...] (the restore target)."""
+        shapes = jax.eval_shape(lambda h: init_state(self.ctx, jax.random.key(self.seeds[0]), h), hparams)
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct((1, *x.shape), x.dtype), _saveable(shapes))
+
     def place(self, state: TrainState) -> TrainState:
         """The env carry split over the mesh, everything else replicated."""
         if jax.process_count() == 1:
@@ -162,4 +180,123 @@ def _with_run_axis(compiled, state, hparams, count):
     return state, jax.tree.map(lambda m: np.asarray(m)[:, None], metrics)
 
 
-RUNNERS = {runner.layout: runner for runner in (SeedRuns, EnvShardedRun)}
+def _init_run(ctx: TrainContext, args: tuple[jax.Array, Hyperparams]) -> TrainState:
+    key_data, hparams = args
+    return init_state(ctx, jax.random.wrap_key_data(key_data), hparams)
+
+
+def sweep_chunk(ctx: TrainContext, length: int, fresh, key_data, state, hparams, count):
+    """A sweep's chunk program over K runs: `run_chunk` from `state` (its key as raw key data),
+    or, when `fresh`, from the runs initialised from `key_data` [K, ...] inside the same program
+    (one compiled program for the whole sweep). The initialisation is a `lax.map` over runs
+    rather than a vmap (bit-identical parameters): a batched QR in the orthogonal initialiser can
+    deadlock XLA's CPU thread pool on machines with few cores."""
+    state = lax.cond(
+        fresh,
+        lambda: lax.map(functools.partial(_init_run, ctx), (key_data, hparams)),
+        lambda: state._replace(key=jax.random.wrap_key_data(state.key)),
+    )
+    state, metrics = run_chunk(ctx, state, hparams, count, length=length, batched=True)
+    return state._replace(key=jax.random.key_data(state.key)), metrics
+
+
+def _pad(x: np.ndarray, size: int) -> np.ndarray:
+    """Pad axis 0 to `size` by repeating the last row (padded runs are computed and discarded)."""
+    if x.shape[0] == size:
+        return x
+    return np.concatenate([x, np.repeat(x[-1:], size - x.shape[0], axis=0)])
+
+
+def program_bytes(compiled) -> int:
+    """Argument + output + temporary bytes of a compiled program (0 where the backend does not say)."""
+    try:
+        mem = compiled.memory_analysis()
+        return int(mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes)
+    except Exception:  # not every backend reports it
+        return 0
+
+
+class SweepRuns:
+    """R runs (run r: key `seeds[r]`, hyperparameters `hparams[r]`) in batches of K through one
+    compiled chunk program. Between chunks the state stays on the host (NumPy, the key as raw key
+    data, complete on every process), which is also the checkpoint layout."""
+
+    layout = "sweep"
+
+    def __init__(self, ctx: TrainContext, seeds, hparams: Hyperparams, size: int, mesh=None, auto: bool = False):
+        self.ctx, self.seeds, self.run_hparams = ctx, list(seeds), hparams
+        self.size, self.mesh, self.auto = size, mesh, auto
+        self.key_data = np.asarray(jax.random.key_data(jax.vmap(jax.random.key)(np.asarray(self.seeds, np.uint32))))
+        self.fresh = False  # the next chunk initialises the runs
+        self.program_bytes = 0
+
+    @property
+    def num_batches(self) -> int:
+        return -(-len(self.seeds) // self.size)
+
+    def hparams(self, config: PPOConfig) -> Hyperparams:
+        return self.run_hparams
+
+    def abstract_state(self, hparams: Hyperparams) -> None:
+        return None
+
+    def saved_shapes(self, hparams: Hyperparams) -> TrainState:
+        """The state's shapes [R, ...] as it stays between chunks and in checkpoints."""
+        init = jax.vmap(functools.partial(init_state, self.ctx))
+        return _saveable(jax.eval_shape(lambda kd, h: init(jax.random.wrap_key_data(kd), h), self.key_data, hparams))
+
+    def init(self, hparams: Hyperparams) -> TrainState:
+        """Zeros of the state's shapes: the first chunk initialises the runs inside the program."""
+        self.fresh = True
+        return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), self.saved_shapes(hparams))
+
+    def _batch(self, b: int, size: int, *trees):
+        start, stop = b * size, min((b + 1) * size, len(self.seeds))
+        part = jax.tree.map(lambda x: _pad(np.asarray(x)[start:stop], size), trees)
+        return part if self.mesh is None else put_runs(part, self.mesh)
+
+    def _compile(self, state, hparams, length: int, size: int):
+        example = self._batch(0, size, self.key_data, state, hparams)
+        program = functools.partial(sweep_chunk, self.ctx, length)
+        with lowering_mesh(self.mesh):
+            return _compile(self.ctx, program, np.bool_(True), *example, COUNT)
+
+    def program(self, state: TrainState, hparams: Hyperparams, length: int):
+        """(state [R], hparams [R], count) -> (state, metrics [length, R]), every batch of K runs
+        through one compiled program. K chosen from the device's memory is reduced once (and the
+        program compiled again) when the compiled program needs more than half of it."""
+        from ppo_jax.runtime.memory import device_memory_bytes
+
+        compiled = self._compile(state, hparams, length, self.size)
+        budget, devices = device_memory_bytes() // 2, 1 if self.mesh is None else self.mesh.size
+        if self.auto and self.size > devices and program_bytes(compiled) > budget:
+            self.size = -(-max(1, self.size * budget // program_bytes(compiled)) // devices) * devices
+            compiled = self._compile(state, hparams, length, self.size)
+        self.program_bytes = program_bytes(compiled)
+        return functools.partial(self._run, compiled)
+
+    def _run(self, compiled, state, hparams, count):
+        fresh, self.fresh = np.bool_(self.fresh), False
+        states, rows = [], []
+        for b in range(self.num_batches):
+            k = min(self.size, len(self.seeds) - b * self.size)
+            new, metrics = gather(compiled(fresh, *self._batch(b, self.size, self.key_data, state, hparams), count))
+            states.append(jax.tree.map(lambda x: x[:k], new))  # noqa: B023
+            rows.append({n: v[:, :k] for n, v in metrics.items()})
+        state = jax.tree.map(lambda *xs: np.concatenate(xs), *states)
+        return state, {n: np.concatenate([m[n] for m in rows], axis=1) for n in rows[0]}
+
+    def saved(self, state: TrainState) -> TrainState:
+        return state
+
+    def saved_hparams(self, hparams: Hyperparams) -> Hyperparams:
+        return hparams
+
+    def restored(self, state: TrainState) -> TrainState:
+        return jax.tree.map(np.asarray, state._replace(key=jax.random.key_data(state.key)))
+
+    def devices(self) -> int:
+        return 1 if self.mesh is None else self.mesh.size
+
+
+RUNNERS = {runner.layout: runner for runner in (SeedRuns, EnvShardedRun, SweepRuns)}

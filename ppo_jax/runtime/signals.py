@@ -51,7 +51,7 @@ class StopRequest:
         else:
             self.notify(
                 "stop",
-                f"{what}: this run has no checkpoint boundary before its end (train with --checkpoint-every N "
+                f"{what}: this run has no checkpoint boundary before its end (start it with --checkpoint-every N "
                 "to be able to stop early): it finishes and saves; again to abort without saving",
             )
 
