@@ -17,7 +17,7 @@ import numpy as np
 
 from ppo_jax.config import ConfigError
 from ppo_jax.core.token_losses import completion_mask
-from ppo_jax.rlhf import hf_model
+from ppo_jax.rlhf import hf_model, phase1_file
 from ppo_jax.rlhf.config import FIELDS, RLHFConfig
 from ppo_jax.rlhf.finetune import EvalStats, evaluate
 from ppo_jax.rlhf.pretrain import Callback, PhaseResult, RewardModelResult, pretrain, train_reward_model
@@ -133,6 +133,28 @@ def prepare(config: RLHFConfig, callback: Callback | None = None) -> Phase1:
     return Phase1(config, pre, rm, frozen, timings, cpu, _counted_since(counts))
 
 
+def restore_or_prepare(config: RLHFConfig, callback: Callback | None, options: RunOptions | None) -> Phase1:
+    """Phase 1 for a run: read back from `<out>/phase1.msgpack` when resuming a run that saved it,
+    else prepared (and saved there when the run checkpoints, so that a resume need not redo it)."""
+    folder = options.out if options is not None and options.checkpoint_every else None
+    expected = config.pretraining_config().to_dict()
+    if folder is not None and options.resume:
+        start, start_cpu = time.perf_counter(), time.process_time()
+        saved = phase1_file.load(folder, expected)
+        if saved is not None:
+            jax.block_until_ready(saved.frozen)
+            timings = {"phase1_restore": time.perf_counter() - start}
+            cpu = {"phase1_restore": time.process_time() - start_cpu}
+            return Phase1(config.pretraining_config(), saved.pretrain, saved.reward_model, saved.frozen, timings, cpu)
+    phase1 = prepare(config, callback)
+    if folder is not None:
+        saved = phase1_file.Saved(
+            phase1.frozen, phase1.pretrain, phase1.reward_model, phase1.timings, phase1.cpu_seconds
+        )
+        phase1_file.save(folder, expected, saved)
+    return phase1
+
+
 def _check_phase1(config: RLHFConfig, phase1: Phase1) -> None:
     expected = config.pretraining_config()
     for name in FIELDS:
@@ -171,13 +193,14 @@ def run_rlhf(
     after on the same held-out prompts and sampling key.
 
     `phase1` (from `prepare`) skips pretraining and the reward model; its settings must match.
+    Without it, a checkpointed run saves phase 1 in its folder and a resumed one reads it back.
     Histories are [updates, seeds]; the summary holds means over seeds, each seed's value and,
     for several seeds, a 95 % bootstrap interval of the mean; `params` are seed 0's.
     `options` (`rl_run.RunOptions`): RL-phase checkpoints, resume and the stop request.
     """
     check_seeds(seeds)
     if phase1 is None:
-        phase1 = prepare(config, callback)
+        phase1 = restore_or_prepare(config, callback, options)
     _check_phase1(config, phase1)
     counts = compile_cache.counts()
     keys = split_keys(config.seed)
