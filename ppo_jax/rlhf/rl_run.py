@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from ppo_jax.errors import CheckpointError, NonFiniteError, RunStopped
 from ppo_jax.rlhf.config import RLHFConfig, RLHyperparams
-from ppo_jax.rlhf.finetune import RLState, describe_nonfinite, init_rl_state, scan_updates
+from ppo_jax.rlhf.finetune import RLState, describe_nonfinite, init_rl_state, rl_update
 from ppo_jax.rlhf.rollout import Frozen, RLParams
 from ppo_jax.rlhf.setup import RLSetup
 from ppo_jax.runtime import files
@@ -94,10 +96,22 @@ def init_states(setup: RLSetup, hp: RLHyperparams, params: RLParams, keys: jax.A
     return jax.vmap(lambda key: init_rl_state(setup, hp, params, key))(keys)
 
 
+def seeds_update(setup: RLSetup, callback, hp: RLHyperparams, frozen: Frozen, states: RLState, _=None):
+    """One update of every seed (`jax.vmap`), then one host report `callback("rl", update [S],
+    metrics {name: [S]})` for all seeds together (inside the vmap it would come once per seed,
+    without saying which)."""
+    states, metrics = jax.vmap(lambda state: rl_update(setup, None, hp, frozen, state))(states)
+    if callback is not None:
+        jax.debug.callback(functools.partial(callback, "rl"), states.update, metrics)
+    return states, metrics
+
+
 @functools.partial(jax.jit, static_argnames=("setup", "callback", "length"))
 def run_chunk(setup: RLSetup, callback, hp: RLHyperparams, frozen: Frozen, states: RLState, length: int):
     """`length` updates of every seed: (states, metrics [S, length])."""
-    return jax.vmap(lambda state: scan_updates(setup, callback, hp, frozen, state, length))(states)
+    update = functools.partial(seeds_update, setup, callback, hp, frozen)
+    states, metrics = lax.scan(update, states, None, length=length)
+    return states, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), metrics)
 
 
 def check_finite(history: dict[str, np.ndarray], done: int, store: RLCheckpoints | None) -> None:
