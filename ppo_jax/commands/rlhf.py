@@ -20,7 +20,8 @@ import numpy as np
 from ppo_jax.commands.common import add_cache_flag, add_logging_flags, loggers_from_args, run_command, use_compile_cache
 from ppo_jax.commands.parsing import CommandParser
 from ppo_jax.errors import ConfigError
-from ppo_jax.rlhf.config import CHOICES, FIELDS, RLHFConfig
+from ppo_jax.fields import Field
+from ppo_jax.rlhf.config import FIELDS, RLHFConfig
 from ppo_jax.runtime import files
 
 SHOWN = ("true_reward", "reward", "kl", "entropy", "length", "train_clip_frac")
@@ -88,14 +89,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     )
     add_cache_flag(parser)
     add_logging_flags(parser)
-    defaults = RLHFConfig()
-    for name, field in FIELDS.items():
-        default = getattr(defaults, name)
-        kind = {bool: _parse_bool, int: _parse_int, float: float, str: str}[type(default)]
-        extra: dict[str, Any] = {"choices": CHOICES[name]} if name in CHOICES else {}
-        help_text = f"{field.metadata['help']} (default: {default})"
-        parser.add_argument(_flag(name), dest=name, type=kind, default=default, help=help_text, **extra)
+    for field in FIELDS.values():
+        add_field_flag(parser, field)
     return parser
+
+
+def add_field_flag(parser: argparse.ArgumentParser, field: Field) -> None:
+    """The flag of one declared `RLHFConfig` field: `--name VALUE` (booleans: true/false), its
+    type, choices and help read off the declaration; its default is the field's."""
+    kind = {bool: _parse_bool, int: _parse_int, float: float, str: str}[field.kind]
+    extra: dict[str, Any] = {"choices": field.choices} if field.choices and not field.prefix else {}
+    tag = "traced; " if field.traced else ""
+    help_text = f"{field.help} ({tag}default: {field.default})".replace("%", "%%")
+    parser.add_argument(_flag(field.name), dest=field.name, type=kind, default=field.default, help=help_text, **extra)
 
 
 def add_rlhf_parser(subparsers) -> argparse.ArgumentParser:

@@ -1,5 +1,8 @@
 """`RLHFConfig`: every setting of the language-model pipeline, frozen and validated on construction.
 
+Every field is declared once, with `ppo_jax.fields.declare` (default, help, range or choices,
+static or traced), as the RL config's are: that declaration is the dataclass field, the check in
+`validate`, the `rlhf` command's flag, and, for a traced field, a leaf of `RLHyperparams`.
 Choices are the keys of registries (`core.token_losses.AGGREGATIONS`, `KL_ESTIMATORS`,
 `ALGORITHMS` below, ...), so a new variant is one new entry, checked here before anything compiles.
 """
@@ -7,16 +10,14 @@ Choices are the keys of registries (`core.token_losses.AGGREGATIONS`, `KL_ESTIMA
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, NamedTuple
 
-import jax
 import jax.numpy as jnp
-from flax import struct
 
-from ppo_jax.config import ConfigError
 from ppo_jax.core.policy_losses import POLICY_LOSSES
 from ppo_jax.core.token_losses import AGGREGATIONS, KL_ESTIMATORS
+from ppo_jax.errors import ConfigError
+from ppo_jax.fields import Field, TracedValues, check_fields, declare, fields_of
 
 MAX_VOCAB = 26  # preference task: tokens are shown as the letters a..z
 
@@ -42,92 +43,129 @@ MODELS = ("transformer", "gru")
 POSITIONS = ("learned", "rotary")
 KL_PENALTIES = ("auto", "reward", "loss")
 TRUNCATION = ("keep", "penalise", "mask")
-
-
-def _field(default: Any, help: str) -> Any:
-    return dataclasses.field(default=default, metadata={"help": help})
+DTYPES = ("float32", "bfloat16")
+POSITIVE = {"low": 0.0, "low_inclusive": False}  # (0, high]
 
 
 @dataclasses.dataclass(frozen=True)
 class RLHFConfig:
-    """Task, model and the phases (pretraining, reward model, RL fine-tuning). Frozen."""
+    """Task, model and the phases (pretraining, reward model, RL fine-tuning). Frozen.
 
-    task: str = _field(
+    Each field is declared once (`ppo_jax.fields.declare`: default, help, range or choices,
+    static or traced); that declaration gives the `rlhf` command its flag, `validate` its check,
+    and for a traced field a leaf of `RLHyperparams`."""
+
+    task: str = declare(
         "arithmetic",
         "arithmetic (verifiable exact-match reward), preference (learned reward), or jsonl:PATH (your prompts "
         "and answers; needs --model hf:PATH)",
+        choices=TASKS,
+        prefix="jsonl:",
     )
-    algo: str = _field(
-        "grpo", "RL algorithm: grpo, ppo (critic, GAE over tokens), rloo, reinforce or reinforce++ (token returns)"
+    algo: str = declare(
+        "grpo",
+        "RL algorithm: grpo, ppo (critic, GAE over tokens), rloo, reinforce or reinforce++ (token returns)",
+        choices=tuple(ALGORITHMS),
     )
-    model: str = _field(
-        "transformer", "language model of every role: transformer, gru, or hf:PATH (a Hugging Face checkpoint folder)"
+    model: str = declare(
+        "transformer",
+        "language model of every role: transformer, gru, or hf:PATH (a Hugging Face checkpoint folder)",
+        choices=MODELS,
+        prefix="hf:",
     )
-    seed: int = _field(0, "random seed of the whole pipeline")
+    seed: int = declare(0, "random seed of the whole pipeline", low=0)
     # arithmetic task
-    digits: int = _field(2, "arithmetic: digits of each operand")
-    corpus_accuracy: float = _field(0.3, "arithmetic: fraction of pretraining answers that are right")
+    digits: int = declare(2, "arithmetic: digits of each operand (the prompts are all pairs: at most 4)", low=1, high=4)
+    corpus_accuracy: float = declare(0.3, "arithmetic: fraction of pretraining answers that are right", low=0, high=1)
     # preference task
-    vocab_size: int = _field(12, "preference: letters in the vocabulary (EOS is one more token)")
-    prompt_len: int = _field(4, "preference: prompt length in tokens")
-    completion_len: int = _field(8, "preference, jsonl: maximum completion length in tokens (EOS included)")
-    corpus_run_prob: float = _field(0.1, "preference: probability that a corpus token continues the alphabet")
-    corpus_temperature: float = _field(1.0, "preference: scale of the corpus bigram logits")
-    corpus_eos_prob: float = _field(0.1, "preference: probability that the corpus ends a completion at each token")
-    # jsonl task
-    prompt_field: str = _field("prompt", "jsonl: the field holding the prompt text")
-    answer_field: str = _field("answer", "jsonl: the field holding the answer text")
-    reward: str = _field("exact", "jsonl: reward of a completion: exact, numeric, format, or module:function")
-    held_out: float = _field(0.2, "jsonl: fraction of the rows kept for evaluation (by a hash of the prompt)")
-    # model
-    model_dtype: str = _field("float32", "hf: weight dtype, float32 or bfloat16 (norms and softmax stay float32)")
-    lora_rank: int = _field(0, "hf: rank of the LoRA adapters trained in RL; 0: full fine-tuning")
-    lora_alpha: float = _field(16.0, "hf: LoRA scale numerator (adapters scaled by lora_alpha / lora_rank)")
-    d_model: int = _field(64, "transformer width")
-    num_layers: int = _field(2, "transformer blocks")
-    num_heads: int = _field(4, "transformer attention heads")
-    positions: str = _field("learned", "transformer positions: learned or rotary")
-    hidden_dim: int = _field(64, "GRU hidden width")
-    # phase 1: next-token pretraining
-    pretrain_steps: int = _field(1000, "pretraining (hf: supervised fine-tuning) gradient steps; 0: none")
-    pretrain_batch: int = _field(256, "sequences per pretraining step")
-    pretrain_lr: float = _field(3e-3, "pretraining Adam peak learning rate")
-    max_grad_norm: float = _field(1.0, "global gradient-norm clip of every phase")
-    # reward model (preference task)
-    rm_pairs: int = _field(4096, "preference: pairs to train the reward model on")
-    rm_eval_pairs: int = _field(1024, "preference: held-out pairs for the reward-model accuracy")
-    rm_steps: int = _field(600, "preference: reward-model gradient steps")
-    rm_batch: int = _field(128, "preference: pairs per reward-model step")
-    rm_lr: float = _field(1e-3, "preference: reward-model Adam learning rate")
-    # phase 2: RL fine-tuning
-    rl_updates: int = _field(60, "RL updates (each: sample, score, epochs of minibatch steps)")
-    rl_batch: int = _field(256, "completions sampled per RL update")
-    group_size: int = _field(8, "completions per prompt for the critic-free algorithms (rl_batch / group_size prompts)")
-    num_epochs: int = _field(2, "passes over each RL batch")
-    num_minibatches: int = _field(2, "minibatches per epoch")
-    rl_lr: float = _field(3e-4, "RL Adam learning rate")
-    clip_eps_low: float = _field(0.2, "ratio clip below: 1 - clip_eps_low")
-    clip_eps_high: float = _field(0.2, "ratio clip above: 1 + clip_eps_high (DAPO clip-higher: 0.28)")
-    kl_coef: float = _field(0.04, "beta: weight of the KL to the reference")
-    kl_estimator: str = _field("auto", "per-token KL estimator: k1, k2, k3, or auto (k1 in the reward, k3 in the loss)")
-    kl_penalty: str = _field("auto", "where beta*KL goes: reward (per token), loss, or auto (ppo: reward, else loss)")
-    loss_aggregation: str = _field("seq-mean-token-mean", "token loss aggregation: " + ", ".join(AGGREGATIONS))
-    policy_loss: str = _field(
-        "vanilla", "policy loss: vanilla (PPO clip), gspo (sequence ratio) or cispo (clipped IS weight)"
+    vocab_size: int = declare(
+        12, "preference: letters in the vocabulary (EOS is one more token)", low=3, high=MAX_VOCAB
     )
-    scale_advantages: bool = _field(True, "divide group advantages by their std (Dr. GRPO: false)")
-    skip_equal_groups: bool = _field(False, "leave out groups whose rewards are all equal (DAPO dynamic sampling)")
-    truncated_completions: str = _field("keep", "completions without EOS: keep, penalise or mask")
-    truncation_penalty: float = _field(1.0, "subtracted from the reward of a truncated completion (penalise)")
-    gamma: float = _field(1.0, "discount over tokens (ppo, reinforce++)")
-    gae_lambda: float = _field(0.95, "GAE lambda over tokens (ppo)")
-    vf_coef: float = _field(0.5, "value-loss coefficient (ppo)")
-    clip_value_loss: bool = _field(False, "clip the value update to ±clip_eps_low around the old value (ppo)")
-    ent_coef: float = _field(0.0, "entropy bonus coefficient")
+    prompt_len: int = declare(4, "preference: prompt length in tokens", low=1)
+    completion_len: int = declare(8, "preference, jsonl: maximum completion length in tokens (EOS included)", low=1)
+    corpus_run_prob: float = declare(
+        0.1, "preference: probability that a corpus token continues the alphabet", low=0, high=1
+    )
+    corpus_temperature: float = declare(1.0, "preference: scale of the corpus bigram logits", low=0)
+    corpus_eos_prob: float = declare(
+        0.1, "preference: probability that the corpus ends a completion at each token", low=0, high=1
+    )
+    # jsonl task
+    prompt_field: str = declare("prompt", "jsonl: the field holding the prompt text")
+    answer_field: str = declare("answer", "jsonl: the field holding the answer text")
+    reward: str = declare("exact", "jsonl: reward of a completion: exact, numeric, format, or module:function")
+    held_out: float = declare(
+        0.2, "jsonl: fraction of the rows kept for evaluation (by a hash of the prompt)", **POSITIVE, high=1
+    )
+    # model
+    model_dtype: str = declare(
+        "float32", "hf: weight dtype, float32 or bfloat16 (norms and softmax stay float32)", choices=DTYPES
+    )
+    lora_rank: int = declare(0, "hf: rank of the LoRA adapters trained in RL; 0: full fine-tuning", low=0)
+    lora_alpha: float = declare(
+        16.0, "hf: LoRA scale numerator (adapters scaled by lora_alpha / lora_rank)", **POSITIVE
+    )
+    d_model: int = declare(64, "transformer width", low=1)
+    num_layers: int = declare(2, "transformer blocks", low=1)
+    num_heads: int = declare(4, "transformer attention heads", low=1)
+    positions: str = declare("learned", "transformer positions: learned or rotary", choices=POSITIONS)
+    hidden_dim: int = declare(64, "GRU hidden width", low=1)
+    # phase 1: next-token pretraining
+    pretrain_steps: int = declare(1000, "pretraining (hf: supervised fine-tuning) gradient steps; 0: none", low=0)
+    pretrain_batch: int = declare(256, "sequences per pretraining step", low=1)
+    pretrain_lr: float = declare(3e-3, "pretraining Adam peak learning rate", **POSITIVE)
+    max_grad_norm: float = declare(1.0, "global gradient-norm clip of every phase", **POSITIVE)
+    # reward model (preference task)
+    rm_pairs: int = declare(4096, "preference: pairs to train the reward model on", low=1)
+    rm_eval_pairs: int = declare(1024, "preference: held-out pairs for the reward-model accuracy", low=1)
+    rm_steps: int = declare(600, "preference: reward-model gradient steps", low=1)
+    rm_batch: int = declare(128, "preference: pairs per reward-model step", low=1)
+    rm_lr: float = declare(1e-3, "preference: reward-model Adam learning rate", **POSITIVE)
+    # phase 2: RL fine-tuning (from rl_updates to ent_coef; see RL_FIELDS)
+    rl_updates: int = declare(60, "RL updates (each: sample, score, epochs of minibatch steps)", low=1)
+    rl_batch: int = declare(256, "completions sampled per RL update", low=1)
+    group_size: int = declare(
+        8, "completions per prompt for the critic-free algorithms (rl_batch / group_size prompts)", low=1
+    )
+    num_epochs: int = declare(2, "passes over each RL batch", low=1)
+    num_minibatches: int = declare(2, "minibatches per epoch", low=1)
+    rl_lr: float = declare(3e-4, "RL Adam learning rate", traced=True, **POSITIVE)
+    clip_eps_low: float = declare(0.2, "ratio clip below: 1 - clip_eps_low", traced=True, **POSITIVE, high=1)
+    clip_eps_high: float = declare(
+        0.2, "ratio clip above: 1 + clip_eps_high (DAPO clip-higher: 0.28)", traced=True, **POSITIVE
+    )
+    kl_coef: float = declare(0.04, "beta: weight of the KL to the reference", traced=True, low=0)
+    kl_estimator: str = declare(
+        "auto",
+        "per-token KL estimator: k1, k2, k3, or auto (k1 in the reward, k3 in the loss)",
+        choices=("auto", *KL_ESTIMATORS),
+    )
+    kl_penalty: str = declare(
+        "auto", "where beta*KL goes: reward (per token), loss, or auto (ppo: reward, else loss)", choices=KL_PENALTIES
+    )
+    loss_aggregation: str = declare(
+        "seq-mean-token-mean", "token loss aggregation: " + ", ".join(AGGREGATIONS), choices=tuple(AGGREGATIONS)
+    )
+    policy_loss: str = declare(
+        "vanilla",
+        "policy loss: vanilla (PPO clip), gspo (sequence ratio) or cispo (clipped IS weight)",
+        choices=tuple(POLICY_LOSSES),
+    )
+    scale_advantages: bool = declare(True, "divide group advantages by their std (Dr. GRPO: false)")
+    skip_equal_groups: bool = declare(False, "leave out groups whose rewards are all equal (DAPO dynamic sampling)")
+    truncated_completions: str = declare("keep", "completions without EOS: keep, penalise or mask", choices=TRUNCATION)
+    truncation_penalty: float = declare(
+        1.0, "subtracted from the reward of a truncated completion (penalise)", traced=True, low=0
+    )
+    gamma: float = declare(1.0, "discount over tokens (ppo, reinforce++)", traced=True, low=0, high=1)
+    gae_lambda: float = declare(0.95, "GAE lambda over tokens (ppo)", traced=True, low=0, high=1)
+    vf_coef: float = declare(0.5, "value-loss coefficient (ppo)", traced=True, low=0)
+    clip_value_loss: bool = declare(False, "clip the value update to ±clip_eps_low around the old value (ppo)")
+    ent_coef: float = declare(0.0, "entropy bonus coefficient", traced=True, low=0)
     # evaluation and reporting
-    eval_prompts: int = _field(512, "held-out prompts for the before/after evaluation")
-    num_samples: int = _field(6, "sample completions to report before and after")
-    log_every: int = _field(100, "progress callback every this many pretraining / reward-model steps")
+    eval_prompts: int = declare(512, "held-out prompts for the before/after evaluation", low=1)
+    num_samples: int = declare(6, "sample completions to report before and after", low=1)
+    log_every: int = declare(100, "progress callback every this many pretraining / reward-model steps", low=1)
 
     def __post_init__(self):
         validate(self)
@@ -167,17 +205,16 @@ class RLHFConfig:
     def pretraining_config(self) -> RLHFConfig:
         """This config with every RL-phase field at its default: what phase 1 (pretraining, reward
         model) depends on, so that runs differing only in RL settings share phase 1 and its compile."""
-        defaults = RLHFConfig()
-        return dataclasses.replace(self, **{name: getattr(defaults, name) for name in RL_FIELDS})
+        return dataclasses.replace(self, **{name: FIELDS[name].default for name in RL_FIELDS})
 
     def rl_hyperparams(self) -> RLHyperparams:
-        """The RL-phase scalars as a traced pytree of float32 scalars."""
+        """The RL-phase scalars (the traced fields) as a pytree of float32 scalars (jit takes them as
+        arguments)."""
         return RLHyperparams(**{name: jnp.float32(getattr(self, name)) for name in RL_TRACED_FIELDS})
 
     def static_rl_config(self) -> RLHFConfig:
         """This config with the traced RL scalars at their defaults: the compile key of the RL phase."""
-        defaults = RLHFConfig()
-        return dataclasses.replace(self, **{name: getattr(defaults, name) for name in RL_TRACED_FIELDS})
+        return dataclasses.replace(self, **{name: FIELDS[name].default for name in RL_TRACED_FIELDS})
 
     def replace(self, **changes: Any) -> RLHFConfig:
         """A new, validated config with `changes` applied."""
@@ -190,110 +227,31 @@ class RLHFConfig:
         return {name: getattr(self, name) for name in FIELDS}
 
 
-@struct.dataclass
-class RLHyperparams:
+class RLHyperparams(TracedValues):
     """RL-phase scalars passed to the jitted RL phase as traced values (a new value needs no
-    recompile, and `jax.vmap` can map over them). Same names as the `RLHFConfig` fields."""
-
-    rl_lr: jax.Array
-    clip_eps_low: jax.Array
-    clip_eps_high: jax.Array
-    kl_coef: jax.Array
-    truncation_penalty: jax.Array
-    gamma: jax.Array
-    gae_lambda: jax.Array
-    vf_coef: jax.Array
-    ent_coef: jax.Array
+    recompile, and `jax.vmap` can map over them): the `RLHFConfig` fields declared traced, by name
+    (`hp.rl_lr`, `hp.kl_coef`, ...)."""
 
 
-RL_TRACED_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(RLHyperparams))
-FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RLHFConfig)}
+# Every field, declared once in `RLHFConfig`.
+FIELDS: dict[str, Field] = fields_of(RLHFConfig)
+RL_TRACED_FIELDS: tuple[str, ...] = tuple(name for name, f in FIELDS.items() if f.traced)
 _FIRST_RL_FIELD = "rl_updates"
 # Fields that only phase 2 (RL fine-tuning and its report) reads.
 RL_FIELDS: tuple[str, ...] = (
     "algo",
     *list(FIELDS)[list(FIELDS).index(_FIRST_RL_FIELD) : list(FIELDS).index("eval_prompts")],
 )
-
-CHOICES: dict[str, tuple[str, ...]] = {
-    "algo": tuple(ALGORITHMS),
-    "model_dtype": ("float32", "bfloat16"),
-    "positions": POSITIONS,
-    "kl_estimator": ("auto", *KL_ESTIMATORS),
-    "kl_penalty": KL_PENALTIES,
-    "loss_aggregation": tuple(AGGREGATIONS),
-    "policy_loss": tuple(POLICY_LOSSES),
-    "truncated_completions": TRUNCATION,
-}
-_BOOLS = ("scale_advantages", "skip_equal_groups", "clip_value_loss")
-_POSITIVE_INTS = (
-    "digits",
-    "prompt_len",
-    "completion_len",
-    "d_model",
-    "num_layers",
-    "num_heads",
-    "hidden_dim",
-    "pretrain_batch",
-    "rm_pairs",
-    "rm_eval_pairs",
-    "rm_steps",
-    "rm_batch",
-    "rl_updates",
-    "rl_batch",
-    "group_size",
-    "num_epochs",
-    "num_minibatches",
-    "eval_prompts",
-    "num_samples",
-    "log_every",
-)
-# (low, high, low_inclusive) closed above.
-_FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {
-    "corpus_accuracy": (0.0, 1.0, True),
-    "held_out": (0.0, 1.0, False),
-    "lora_alpha": (0.0, math.inf, False),
-    "corpus_run_prob": (0.0, 1.0, True),
-    "corpus_temperature": (0.0, math.inf, True),
-    "corpus_eos_prob": (0.0, 1.0, True),
-    "pretrain_lr": (0.0, math.inf, False),
-    "rm_lr": (0.0, math.inf, False),
-    "rl_lr": (0.0, math.inf, False),
-    "clip_eps_low": (0.0, 1.0, False),
-    "clip_eps_high": (0.0, math.inf, False),
-    "kl_coef": (0.0, math.inf, True),
-    "truncation_penalty": (0.0, math.inf, True),
-    "gamma": (0.0, 1.0, True),
-    "gae_lambda": (0.0, 1.0, True),
-    "vf_coef": (0.0, math.inf, True),
-    "ent_coef": (0.0, math.inf, True),
-    "max_grad_norm": (0.0, math.inf, False),
-}
-
-
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(name, f"must be an integer, got {value!r}")
-    if value < low:
-        raise ConfigError(name, f"must be >= {low}, got {value}")
-
-
-def _check_float(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(name, f"must be a number, got {value!r}")
-    low, high, low_inclusive = _FLOAT_RANGES[name]
-    ok = math.isfinite(value) and (value >= low if low_inclusive else value > low) and value <= high
-    if not ok:
-        raise ConfigError(name, f"must be in {'[' if low_inclusive else '('}{low}, {high}], got {value}")
+# The fields whose value is one of a fixed set (the flags' argparse choices).
+CHOICES: dict[str, tuple[str, ...]] = {name: f.choices for name, f in FIELDS.items() if f.choices and not f.prefix}
 
 
 def _check_sizes(config: RLHFConfig) -> None:
-    if config.vocab_size > MAX_VOCAB:
-        raise ConfigError("vocab_size", f"must be <= {MAX_VOCAB}, got {config.vocab_size}")
-    if config.digits > 4:
-        raise ConfigError(
-            "digits", f"must be <= 4 (the prompts are all pairs of that many digits), got {config.digits}"
-        )
+    """The checks between fields (each field's own range is checked from its declaration)."""
+    if config.task.startswith("jsonl:") and not config.model.startswith("hf:"):
+        raise ConfigError("task", "jsonl:PATH needs --model hf:PATH (the tokenizer comes from the checkpoint)")
+    if config.lora_rank and not config.model.startswith("hf:"):
+        raise ConfigError("lora_rank", "LoRA adapters are for --model hf:PATH")
     if config.d_model % config.num_heads or (config.positions == "rotary" and (config.d_model // config.num_heads) % 2):
         raise ConfigError("num_heads", f"must divide d_model = {config.d_model} (into even parts for rotary)")
     if config.grouped:
@@ -313,33 +271,8 @@ def _check_sizes(config: RLHFConfig) -> None:
         raise ConfigError("num_samples", f"must be <= eval_prompts = {config.eval_prompts}, got {config.num_samples}")
 
 
-def _check_named(name: str, value: Any, allowed: tuple[str, ...], prefix: str) -> None:
-    """`value` is one of `allowed` or `prefix` followed by a non-empty path."""
-    if not isinstance(value, str) or not (value in allowed or (value.startswith(prefix) and len(value) > len(prefix))):
-        raise ConfigError(name, f"must be one of {', '.join(allowed)} or {prefix}PATH, got {value!r}")
-
-
 def validate(config: RLHFConfig) -> None:
-    """Check every field; raise `ConfigError` naming the first bad one. Runs on construction."""
-    for name, allowed in CHOICES.items():
-        value = getattr(config, name)
-        if value not in allowed:
-            raise ConfigError(name, f"must be one of {', '.join(allowed)}, got {value!r}")
-    _check_named("task", config.task, TASKS, "jsonl:")
-    _check_named("model", config.model, MODELS, "hf:")
-    _check_int("seed", config.seed, 0)
-    _check_int("pretrain_steps", config.pretrain_steps, 0)
-    _check_int("lora_rank", config.lora_rank, 0)
-    if config.task.startswith("jsonl:") and not config.model.startswith("hf:"):
-        raise ConfigError("task", "jsonl:PATH needs --model hf:PATH (the tokenizer comes from the checkpoint)")
-    if config.lora_rank and not config.model.startswith("hf:"):
-        raise ConfigError("lora_rank", "LoRA adapters are for --model hf:PATH")
-    _check_int("vocab_size", config.vocab_size, 3)
-    for name in _POSITIVE_INTS:
-        _check_int(name, getattr(config, name), 1)
-    for name in _FLOAT_RANGES:
-        _check_float(name, getattr(config, name))
-    for name in _BOOLS:
-        if not isinstance(getattr(config, name), bool):
-            raise ConfigError(name, f"must be true or false, got {getattr(config, name)!r}")
+    """Check every field against its declaration, then the fields against each other; raise
+    `ConfigError` naming the first bad one. Runs on construction."""
+    check_fields(config, FIELDS)
     _check_sizes(config)
