@@ -316,7 +316,8 @@ def rlhf_main(args: argparse.Namespace) -> int:
     result = None
     try:
         with StopRequest(every > 0 and every < config.rl_updates, notify) as stop:
-            options = RunOptions(out if every else None, every, bool(args.resume), stop)
+            report = max(1, config.rl_updates // 20)  # the printer's interval; the programs stay cacheable
+            options = RunOptions(out if every else None, every, bool(args.resume), stop, report_every=report)
             result = run_rlhf(config, callback=live if live.loggers else printer, seeds=seeds, options=options)
     finally:
         live.stop()

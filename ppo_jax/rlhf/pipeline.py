@@ -82,8 +82,9 @@ def _timed(timings: dict[str, float], cpu: dict[str, float], name: str, fn, *arg
 
 
 def _counted_since(counts: tuple[int, int]) -> tuple[int, int]:
-    """Persistent-cache (hits, misses) since `counts` was read."""
-    now = compile_cache.counts()
+    """(programs compiled or loaded, of them loaded from the persistent cache) since
+    `compile_cache.loads()` gave `counts` (a program holding a host callback is never cached)."""
+    now = compile_cache.loads()
     return now[0] - counts[0], now[1] - counts[1]
 
 
@@ -100,7 +101,7 @@ class Phase1(NamedTuple):
     frozen: Frozen  # reference = pretrained policy, reward model, reward mean and std
     timings: dict[str, float]
     cpu_seconds: dict[str, float]
-    cache_counts: tuple[int, int] = (0, 0)  # persistent compilation cache hits and misses while preparing
+    cache_counts: tuple[int, int] = (0, 0)  # programs compiled or loaded while preparing, and cache loads
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
@@ -120,7 +121,7 @@ def prepare(config: RLHFConfig, callback: Callback | None = None) -> Phase1:
     """Phase 1 and the reward model. Depends only on `config.pretraining_config()`, so one result
     serves runs that differ only in RL settings (e.g. PPO and GRPO from the same pretrained model)."""
     config = config.pretraining_config()
-    counts = compile_cache.counts()
+    counts = compile_cache.loads()
     keys = split_keys(config.seed)
     timings: dict[str, float] = {}
     cpu: dict[str, float] = {}
@@ -202,7 +203,7 @@ def run_rlhf(
     if phase1 is None:
         phase1 = restore_or_prepare(config, callback, options)
     _check_phase1(config, phase1)
-    counts = compile_cache.counts()
+    counts = compile_cache.loads()
     keys = split_keys(config.seed)
     timings, cpu = dict(phase1.timings), dict(phase1.cpu_seconds)
     frozen = phase1.frozen
@@ -222,10 +223,11 @@ def run_rlhf(
     ]
     timings["total"] = sum(timings.values())
     cpu["total"] = sum(cpu.values())
-    hits, misses = (a + b for a, b in zip(phase1.cache_counts, _counted_since(counts), strict=True))
+    requests, hits = (a + b for a, b in zip(phase1.cache_counts, _counted_since(counts), strict=True))
     summary = summarize(config, before, [stats for stats, _ in after], phase1.reward_model)
     summary["compile_cache_dir"] = compile_cache.current_dir()
-    summary["compile_cache_hit"] = hits > 0 and misses == 0  # every program of the run came from the cache
+    summary["compile_cache_hit"] = requests > 0 and hits == requests  # no program of the run compiled
+    summary["programs_compiled"] = requests - hits
     return RLHFResult(
         config=config,
         summary=summary,
