@@ -118,7 +118,8 @@ def check_tensorboard_against_csv(run):
         for row in rows:
             np.testing.assert_allclose(logged[int(row["update"])], float(row[name]), rtol=1e-5, atol=1e-7)
     assert sorted(scalars["train/pretrain_loss"]) == [10, 20] and "train/nonfinite" not in scalars
-    assert json.loads(texts["config"])["pretrain_steps"] == 20 and "accuracy_after" in json.loads(texts["summary"])
+    assert json.loads(texts["config/text_summary"])["pretrain_steps"] == 20
+    assert "accuracy_after" in json.loads(texts["summary/text_summary"])
 
 
 def test_cli_stops_on_sigint_at_a_checkpoint_and_resumes_exactly(tmp_path, monkeypatch, capsys):
