@@ -202,27 +202,3 @@ def test_phase1_file_round_trip_and_refusals(tmp_path):
     with pytest.raises(CheckpointError, match="phase1.msgpack"):
         phase1_file.load(tmp_path, config)
 
-
-def test_a_second_rlhf_process_with_progress_on_compiles_nothing(tmp_path):
-    """Progress is reported by the host between chunks, so every program of the default path is
-    cached: a second process, progress line on, loads all of them and fine-tunes to the same bytes."""
-    import subprocess
-    import sys
-
-    from test_compile_cache import COUNTING_MAIN
-
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    flags = [f for f in CLI_FLAGS if f != "--no-compile-cache"]
-    runs = []
-    for name in ("a", "b"):
-        argv = [sys.executable, "-c", COUNTING_MAIN, "rlhf", *flags, "--out", str(tmp_path / name)]
-        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr
-        seen = json.loads(proc.stdout.strip().splitlines()[-1])
-        summary = json.loads((tmp_path / name / "rlhf.json").read_text())
-        runs.append((seen["compile_or_load"] - seen["hits"], summary, proc.stdout))
-    (first_compiled, first, printed), (second_compiled, second, _) = runs
-    assert "[pretrain    20/20]" in printed and "[grpo    4/4]" in printed  # the progress line was on
-    assert first_compiled > 0 and second_compiled == 0
-    assert first["compile_cache_hit"] is False and second["compile_cache_hit"] is True
-    assert (tmp_path / "a" / "policy.msgpack").read_bytes() == (tmp_path / "b" / "policy.msgpack").read_bytes()
