@@ -201,4 +201,3 @@ def test_phase1_file_round_trip_and_refusals(tmp_path):
     (tmp_path / phase1_file.NAME).write_bytes(b"\x00garbage")
     with pytest.raises(CheckpointError, match="phase1.msgpack"):
         phase1_file.load(tmp_path, config)
-
