@@ -101,11 +101,34 @@ CLI_FLAGS = [
 ]
 
 
+def check_tensorboard_against_csv(run):
+    """The live event files hold every RL update of metrics.csv (written from the history after
+    the run) at its update, the pretraining loss at every log_every step, config and summary."""
+    import csv
+
+    from test_loggers import read_tensorboard
+
+    scalars, texts = read_tensorboard(run / "tensorboard" / "seed0")
+    with open(run / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["update"]) for r in rows] == [1, 2, 3, 4]
+    for name in ("accuracy", "reward", "kl", "entropy", "length", "train_clip_frac", "train_approx_kl"):
+        logged = scalars[f"train/{name}"]
+        assert sorted(logged) == [1, 2, 3, 4], name
+        for row in rows:
+            np.testing.assert_allclose(logged[int(row["update"])], float(row[name]), rtol=1e-5, atol=1e-7)
+    assert sorted(scalars["train/pretrain_loss"]) == [10, 20] and "train/nonfinite" not in scalars
+    assert json.loads(texts["config/text_summary"])["pretrain_steps"] == 20
+    assert "accuracy_after" in json.loads(texts["summary/text_summary"])
+
+
 def test_cli_stops_on_sigint_at_a_checkpoint_and_resumes_exactly(tmp_path, monkeypatch, capsys):
     from ppo_jax.commands import rlhf as command
     from ppo_jax.rlhf.run_files import POLICY_NAME
 
-    assert command.main([*CLI_FLAGS, "--quiet", "--out", str(tmp_path / "whole")]) == 0
+    whole = tmp_path / "whole"
+    assert command.main([*CLI_FLAGS, "--quiet", "--tensorboard", "--log-every=10", "--out", str(whole)]) == 0
+    check_tensorboard_against_csv(whole)
     printer = command.make_printer
 
     def interrupting(config):
@@ -124,9 +147,14 @@ def test_cli_stops_on_sigint_at_a_checkpoint_and_resumes_exactly(tmp_path, monke
     printed = capsys.readouterr()
     assert "stopping at the next checkpoint" in printed.err and f"ppo-jax rlhf --resume {out}" in printed.out
     assert json.loads((out / "config.json").read_text())["checkpoint_every"] == 2
+    assert (out / "phase1.msgpack").is_file()  # saved once, before the first RL update
     monkeypatch.setattr(command, "make_printer", printer)
     assert command.main(["--resume", str(out), "--no-compile-cache"]) == 0
-    assert "[grpo    4/4]" in capsys.readouterr().out  # the resumed run reports its updates
+    resumed = capsys.readouterr().out
+    assert "[grpo    4/4]" in resumed  # the resumed run reports its updates
+    assert "[pretrain" not in resumed  # phase 1 read back from the folder, not run again
+    summary = json.loads((out / "rlhf.json").read_text())
+    assert "pretrain" not in summary["wall_seconds"] and "phase1_restore" in summary["wall_seconds"]
     assert (out / POLICY_NAME).read_bytes() == (tmp_path / "whole" / POLICY_NAME).read_bytes()
     assert command.main(["--resume", str(out)]) == 0  # finished: nothing left to run
     assert "nothing was left to run" in capsys.readouterr().out
@@ -141,3 +169,35 @@ def test_eta_from_the_rate_since_the_first_report(monkeypatch):
     assert eta("rl", 3, 23) == ""  # no rate yet (a resumed run starts here)
     assert eta("rl", 5, 23) == "  ETA 1m30s"  # 10 s for 2 updates, 18 left
     assert eta("rl", 23, 23) == ""  # done
+
+
+def test_phase1_file_round_trip_and_refusals(tmp_path):
+    from ppo_jax.errors import CheckpointError
+    from ppo_jax.rlhf import phase1_file
+    from ppo_jax.rlhf.pretrain import PhaseResult, RewardModelResult
+
+    reference = {"params": {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(3, np.float32)}}
+    reward = {"params": {"w": np.full((2, 3), 0.5, np.float32)}}
+    frozen = Frozen(reference, reward, jnp.float32(0.25), jnp.float32(2.0))
+    rm = RewardModelResult(reward, {"loss": np.array([0.7, 0.6], np.float32)}, jnp.float32(0.9))
+    saved = phase1_file.Saved(
+        frozen,
+        PhaseResult(reference, {"loss": np.array([2.0, 1.5], np.float32)}),
+        rm,
+        {"pretrain": 3.0},
+        {"pretrain": 2.0},
+    )
+    config = {"task": "preference", "pretrain_steps": 2}
+    phase1_file.save(tmp_path, config, saved)
+    back = phase1_file.load(tmp_path, dict(config))
+    assert params_sha256(back.frozen.reference) == params_sha256(reference)
+    assert params_sha256(back.reward_model.params) == params_sha256(reward)
+    assert float(back.frozen.reward_mean) == 0.25 and float(back.frozen.reward_std) == 2.0
+    np.testing.assert_array_equal(back.pretrain.history["loss"], [2.0, 1.5])
+    assert float(back.reward_model.eval_accuracy) == np.float32(0.9) and back.timings == {"pretrain": 3.0}
+    assert phase1_file.load(tmp_path / "none", config) is None
+    with pytest.raises(CheckpointError, match="differs in pretrain_steps"):
+        phase1_file.load(tmp_path, {**config, "pretrain_steps": 3})
+    (tmp_path / phase1_file.NAME).write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError, match="phase1.msgpack"):
+        phase1_file.load(tmp_path, config)

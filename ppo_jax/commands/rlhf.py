@@ -17,7 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from ppo_jax.commands.common import add_cache_flag, flag, run_command, use_compile_cache
+from ppo_jax.commands.common import (
+    add_cache_flag,
+    add_logging_flags,
+    flag,
+    loggers_from_args,
+    run_command,
+    use_compile_cache,
+)
 from ppo_jax.commands.parsing import CommandParser
 from ppo_jax.errors import ConfigError
 from ppo_jax.fields import Field
@@ -84,6 +91,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         help="continue a run stopped in RUN_DIR from its newest RL checkpoint (its config, seeds and interval)",
     )
     add_cache_flag(parser)
+    add_logging_flags(parser)
     for field in FIELDS.values():
         add_field_flag(parser, field)
     return parser
@@ -274,6 +282,8 @@ def _check_run_flags(args: argparse.Namespace) -> None:
         raise ConfigError("checkpoint_every", f"must be >= 0, got {args.checkpoint_every}")
     if args.compare is not None and (args.checkpoint_every or args.resume):
         raise ConfigError("compare", "runs without checkpoints; remove --checkpoint-every and --resume")
+    if args.compare is not None and (args.tensorboard or args.wandb):
+        raise ConfigError("compare", "runs without live logging; remove --tensorboard and --wandb")
 
 
 def check_memory(config: RLHFConfig, seeds: int, quiet: bool) -> None:
@@ -296,6 +306,7 @@ def rlhf_main(args: argparse.Namespace) -> int:
     if args.compare is not None:
         return _compare(config, args)
     from ppo_jax.rlhf import run_files
+    from ppo_jax.rlhf.live_log import LiveLog
     from ppo_jax.rlhf.pipeline import run_rlhf
     from ppo_jax.rlhf.rl_run import RunOptions
     from ppo_jax.rlhf.variants import VARIANTS
@@ -318,13 +329,17 @@ def rlhf_main(args: argparse.Namespace) -> int:
             files.write_json(out / run_files.CONFIG_NAME, record)
     use_compile_cache(args)
     printer = None if args.quiet else make_printer(config)
+    live = LiveLog(loggers_from_args(args, announce=True), printer, config.task_metric)
+    live.open(out, {**config.to_dict(), "seeds": seeds}, seeds, bool(args.resume))
+    result = None
     try:
         with StopRequest(every > 0 and every < config.rl_updates, notify) as stop:
-            options = RunOptions(out if every else None, every, bool(args.resume), stop)
-            result = run_rlhf(config, callback=printer, seeds=seeds, options=options)
+            report = max(1, config.rl_updates // 20)  # the printer's interval; the programs stay cacheable
+            options = RunOptions(out if every else None, every, bool(args.resume), stop, report_every=report)
+            result = run_rlhf(config, callback=live if live.loggers else printer, seeds=seeds, options=options)
     finally:
-        if hasattr(printer, "stop"):  # a callback of its own (tests) has nothing to stop
-            printer.stop()
+        live.stop()
+        live.close(None if result is None else result.summary)
     run_files.write_run(out, result)
     print_summary(result, out)
     return 0

@@ -17,7 +17,7 @@ import numpy as np
 
 from ppo_jax.config import ConfigError
 from ppo_jax.core.token_losses import completion_mask
-from ppo_jax.rlhf import hf_model
+from ppo_jax.rlhf import hf_model, phase1_file
 from ppo_jax.rlhf.config import FIELDS, RLHFConfig
 from ppo_jax.rlhf.finetune import EvalStats, evaluate, full_params
 from ppo_jax.rlhf.pretrain import Callback, PhaseResult, RewardModelResult, pretrain, train_reward_model
@@ -82,8 +82,9 @@ def _timed(timings: dict[str, float], cpu: dict[str, float], name: str, fn, *arg
 
 
 def _counted_since(counts: tuple[int, int]) -> tuple[int, int]:
-    """Persistent-cache (hits, misses) since `counts` was read."""
-    now = compile_cache.counts()
+    """(programs compiled or loaded, of them loaded from the persistent cache) since
+    `compile_cache.loads()` gave `counts` (a program holding a host callback is never cached)."""
+    now = compile_cache.loads()
     return now[0] - counts[0], now[1] - counts[1]
 
 
@@ -100,7 +101,7 @@ class Phase1(NamedTuple):
     frozen: Frozen  # reference = pretrained policy, reward model, reward mean and std
     timings: dict[str, float]
     cpu_seconds: dict[str, float]
-    cache_counts: tuple[int, int] = (0, 0)  # persistent compilation cache hits and misses while preparing
+    cache_counts: tuple[int, int] = (0, 0)  # programs compiled or loaded while preparing, and cache loads
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
@@ -120,7 +121,7 @@ def prepare(config: RLHFConfig, callback: Callback | None = None) -> Phase1:
     """Phase 1 and the reward model. Depends only on `config.pretraining_config()`, so one result
     serves runs that differ only in RL settings (e.g. PPO and GRPO from the same pretrained model)."""
     config = config.pretraining_config()
-    counts = compile_cache.counts()
+    counts = compile_cache.loads()
     keys = split_keys(config.seed)
     timings: dict[str, float] = {}
     cpu: dict[str, float] = {}
@@ -131,6 +132,28 @@ def prepare(config: RLHFConfig, callback: Callback | None = None) -> Phase1:
         mean, std = reward_statistics(config, pre.params, rm.params, keys.reward_stats)
         frozen = Frozen(pre.params, rm.params, mean, std)
     return Phase1(config, pre, rm, frozen, timings, cpu, _counted_since(counts))
+
+
+def restore_or_prepare(config: RLHFConfig, callback: Callback | None, options: RunOptions | None) -> Phase1:
+    """Phase 1 for a run: read back from `<out>/phase1.msgpack` when resuming a run that saved it,
+    else prepared (and saved there when the run checkpoints, so that a resume need not redo it)."""
+    folder = options.out if options is not None and options.checkpoint_every else None
+    expected = config.pretraining_config().to_dict()
+    if folder is not None and options.resume:
+        start, start_cpu = time.perf_counter(), time.process_time()
+        saved = phase1_file.load(folder, expected)
+        if saved is not None:
+            jax.block_until_ready(saved.frozen)
+            timings = {"phase1_restore": time.perf_counter() - start}
+            cpu = {"phase1_restore": time.process_time() - start_cpu}
+            return Phase1(config.pretraining_config(), saved.pretrain, saved.reward_model, saved.frozen, timings, cpu)
+    phase1 = prepare(config, callback)
+    if folder is not None:
+        saved = phase1_file.Saved(
+            phase1.frozen, phase1.pretrain, phase1.reward_model, phase1.timings, phase1.cpu_seconds
+        )
+        phase1_file.save(folder, expected, saved)
+    return phase1
 
 
 def _check_phase1(config: RLHFConfig, phase1: Phase1) -> None:
@@ -171,15 +194,16 @@ def run_rlhf(
     after on the same held-out prompts and sampling key.
 
     `phase1` (from `prepare`) skips pretraining and the reward model; its settings must match.
+    Without it, a checkpointed run saves phase 1 in its folder and a resumed one reads it back.
     Histories are [updates, seeds]; the summary holds means over seeds, each seed's value and,
     for several seeds, a 95 % bootstrap interval of the mean; `params` are seed 0's.
     `options` (`rl_run.RunOptions`): RL-phase checkpoints, resume and the stop request.
     """
     check_seeds(seeds)
     if phase1 is None:
-        phase1 = prepare(config, callback)
+        phase1 = restore_or_prepare(config, callback, options)
     _check_phase1(config, phase1)
-    counts = compile_cache.counts()
+    counts = compile_cache.loads()
     keys = split_keys(config.seed)
     timings, cpu = dict(phase1.timings), dict(phase1.cpu_seconds)
     frozen = phase1.frozen
@@ -199,10 +223,11 @@ def run_rlhf(
     ]
     timings["total"] = sum(timings.values())
     cpu["total"] = sum(cpu.values())
-    hits, misses = (a + b for a, b in zip(phase1.cache_counts, _counted_since(counts), strict=True))
+    requests, hits = (a + b for a, b in zip(phase1.cache_counts, _counted_since(counts), strict=True))
     summary = summarize(config, before, [stats for stats, _ in after], phase1.reward_model)
     summary["compile_cache_dir"] = compile_cache.current_dir()
-    summary["compile_cache_hit"] = hits > 0 and misses == 0  # every program of the run came from the cache
+    summary["compile_cache_hit"] = requests > 0 and hits == requests  # no program of the run compiled
+    summary["programs_compiled"] = requests - hits
     return RLHFResult(
         config=config,
         summary=summary,

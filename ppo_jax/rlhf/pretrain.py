@@ -1,8 +1,9 @@
 """Phase 1 (next-token pretraining on the task's corpus) and the reward model (Bradley–Terry on
 preference pairs), for any `LanguageModel`.
 
-Each phase is one jitted `lax.scan` over gradient steps; progress leaves through an optional host
-callback `callback(phase, step, metrics)` every `config.log_every` steps (and at the last step).
+Each phase is a jitted `lax.scan` over gradient steps; progress leaves through an optional
+callback `callback(phase, step, metrics)` every `config.log_every` steps (and at the last step):
+called by the host between chunks of pretraining, from inside the reward model's program.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def report(callback: Callback | None, phase: str, every: int, total: int, step: 
     lax.cond(jnp.logical_or(step % every == 0, step == total), emit, lambda: None)
 
 
-def pretrain_step(config: RLHFConfig, callback, state: PhaseState, _=None):
+def pretrain_step(config: RLHFConfig, state: PhaseState, _=None):
     """One next-token step on a fresh batch of corpus examples."""
     setup = make_setup(config)
     optimizer = pretrain_optimizer(config)
@@ -108,28 +109,44 @@ def pretrain_step(config: RLHFConfig, callback, state: PhaseState, _=None):
     loss_fn = functools.partial(next_token_loss, setup.policy, setup.task.eos_id)
     loss, grads = jax.value_and_grad(loss_fn)(state.params, prompts, completions)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    step = state.step + 1
-    metrics = {"loss": loss}
-    report(callback, "pretrain", config.log_every, config.pretrain_steps, step, metrics)
-    return PhaseState(optax.apply_updates(state.params, updates), opt_state, key, step), metrics
+    return PhaseState(optax.apply_updates(state.params, updates), opt_state, key, state.step + 1), {"loss": loss}
 
 
 def pretrain(config: RLHFConfig, key: jax.Array, callback: Callback | None = None) -> PhaseResult:
     """Phase 1: `pretrain_steps` of next-token prediction on the task's generated corpus, from
     random parameters, or from a checkpoint's (`--model hf:PATH`, read here and passed to the
-    program as an argument rather than baked into it)."""
+    program as an argument rather than baked into it).
+
+    The steps run in chunks of `log_every` (one compiled program without a host callback, so JAX's
+    persistent cache keeps it); `callback("pretrain", step, {"loss"})` is called by the host after
+    each chunk with the loss of its last step. The key and the step count are in the carry, so the
+    chunks give the same parameters as one scan over every step."""
     start = make_setup(config).policy.init(None) if hf_model.is_checkpoint(config) else None
-    return _pretrain(config, key, start, callback)
+    state = _pretrain_start(config, key, start)
+    histories = []
+    while int(state.step) < config.pretrain_steps:
+        length = min(config.log_every, config.pretrain_steps - int(state.step))
+        state, history = _pretrain_chunk(config, state, length)
+        histories.append(history)
+        if callback is not None:
+            callback("pretrain", state.step, {"loss": history["loss"][-1]})
+    history = {name: jnp.concatenate([h[name] for h in histories]) for name in histories[0]} if histories else {}
+    return PhaseResult(state.params, history or {"loss": jnp.zeros((0,), jnp.float32)})
 
 
-@functools.partial(jax.jit, static_argnames=("config", "callback"))
-def _pretrain(config: RLHFConfig, key: jax.Array, start: Any, callback: Callback | None) -> PhaseResult:
+@functools.partial(jax.jit, static_argnames=("config",))
+def _pretrain_start(config: RLHFConfig, key: jax.Array, start: Any) -> PhaseState:
+    """The carry before the first step: random (or `start`) parameters and fresh Adam state."""
     key_init, key = jax.random.split(key)
     params = make_setup(config).policy.init(key_init) if start is None else start
     opt_state = pretrain_optimizer(config).init(params)
-    state = PhaseState(params, opt_state, key, jnp.int32(0))
-    state, history = lax.scan(functools.partial(pretrain_step, config, callback), state, None, config.pretrain_steps)
-    return PhaseResult(state.params, history)
+    return PhaseState(params, opt_state, key, jnp.int32(0))
+
+
+@functools.partial(jax.jit, static_argnames=("config", "length"))
+def _pretrain_chunk(config: RLHFConfig, state: PhaseState, length: int) -> tuple[PhaseState, dict[str, jax.Array]]:
+    """`length` pretraining steps from `state`: (state, metrics [length])."""
+    return lax.scan(functools.partial(pretrain_step, config), state, None, length)
 
 
 def pair_scores(lm: LanguageModel, eos_id: int, params: Any, pairs: PreferencePairs) -> tuple[jax.Array, jax.Array]:

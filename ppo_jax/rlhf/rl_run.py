@@ -2,11 +2,14 @@
 the NaN/Inf check, around the jitted updates of `finetune`.
 
 `run_rl_phase(...)` runs `rl_updates` updates for every seed key at once (`jax.vmap`) in chunks
-that end on multiples of `checkpoint_every`. After each chunk it checks the per-update
-`nonfinite` bitmask (`NonFiniteError` naming the quantity, the update and the seed) and, at a
-multiple of the interval, saves the RL state of every seed (parameters, optimizer state, RNG key,
-update count) and the metrics so far to `<out>/checkpoints/<update>` with orbax (the classic
-trainer's `RunCheckpoints`; a process killed while saving leaves the previous checkpoint whole).
+that end on multiples of `checkpoint_every` and, with `report_every`, of that: the progress
+callback then runs on the host after each chunk, once per update, so the compiled chunk holds no
+host callback and JAX's persistent cache keeps it (a later run loads it instead of compiling).
+After each chunk it checks the per-update `nonfinite` bitmask (`NonFiniteError` naming the
+quantity, the update and the seed) and, at a multiple of the interval, saves the RL state of
+every seed (parameters, optimizer state, RNG key, update count) and the metrics so far to
+`<out>/checkpoints/<update>` with orbax (the classic trainer's `RunCheckpoints`; a process killed
+while saving leaves the previous checkpoint whole).
 A `StopRequest` (SIGINT / SIGTERM, `runtime.signals`) ends the run at the next chunk boundary,
 after saving, with `RunStopped`. Resuming restores the newest checkpoint and continues: the RNG
 key is part of the state, so the parameters equal those of an uninterrupted run bit for bit.
@@ -19,12 +22,14 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from ppo_jax.errors import CheckpointError, NonFiniteError, RunStopped
 from ppo_jax.rlhf import sharding
 from ppo_jax.rlhf.config import RLHFConfig, RLHyperparams
-from ppo_jax.rlhf.finetune import RLState, describe_nonfinite, init_rl_state, scan_updates
+from ppo_jax.rlhf.finetune import RLState, describe_nonfinite, init_rl_state, rl_update
 from ppo_jax.rlhf.rollout import Frozen, RLParams
 from ppo_jax.rlhf.setup import RLSetup
 from ppo_jax.runtime import files
@@ -44,6 +49,7 @@ class RunOptions(NamedTuple):
     resume: bool = False  # continue from the newest checkpoint in `out` (from the start if none)
     stop: StopRequest | None = None  # its `requested` flag is read after every chunk
     keep: int | None = 2  # checkpoints kept (the newest)
+    report_every: int = 0  # >0: the callback runs on the host after chunks of this many updates
 
 
 class RLCheckpoints(RunCheckpoints):
@@ -83,10 +89,19 @@ class RLCheckpoints(RunCheckpoints):
         return state, {k: np.asarray(v) for k, v in item["history"].items()}, meta
 
 
-def chunk_length(total: int, every: int, done: int) -> int:
-    """Updates in the chunk after `done`: chunks end on multiples of `every` (one chunk if 0)."""
-    chunk = min(every or total, total)
-    return min(chunk - done % chunk, total - done)
+def chunk_length(total: int, every: int, done: int, report: int = 0) -> int:
+    """Updates in the chunk after `done`: chunks end on multiples of `every` and of `report`
+    (each ignored when 0) and at `total`."""
+    ends = [total] + [(done // k + 1) * k for k in (every, report) if k]
+    return min(ends) - done
+
+
+def replay(callback, done: int, metrics: dict[str, np.ndarray]) -> None:
+    """Report a finished chunk's updates to `callback("rl", update [S], {name: [S]})`, one call
+    per update (metrics [S, n], the chunk starting after update `done`)."""
+    seeds, length = next(iter(metrics.values())).shape
+    for u in range(length):
+        callback("rl", np.full(seeds, done + u + 1), {name: values[:, u] for name, values in metrics.items()})
 
 
 @functools.partial(jax.jit, static_argnames=("setup",))
@@ -95,10 +110,22 @@ def init_states(setup: RLSetup, hp: RLHyperparams, params: RLParams, keys: jax.A
     return jax.vmap(lambda key: init_rl_state(setup, hp, params, key))(keys)
 
 
+def seeds_update(setup: RLSetup, callback, hp: RLHyperparams, frozen: Frozen, states: RLState, _=None):
+    """One update of every seed (`jax.vmap`), then one host report `callback("rl", update [S],
+    metrics {name: [S]})` for all seeds together (inside the vmap it would come once per seed,
+    without saying which)."""
+    states, metrics = jax.vmap(lambda state: rl_update(setup, None, hp, frozen, state))(states)
+    if callback is not None:
+        jax.debug.callback(functools.partial(callback, "rl"), states.update, metrics)
+    return states, metrics
+
+
 @functools.partial(jax.jit, static_argnames=("setup", "callback", "length"))
 def run_chunk(setup: RLSetup, callback, hp: RLHyperparams, frozen: Frozen, states: RLState, length: int):
     """`length` updates of every seed: (states, metrics [S, length])."""
-    return jax.vmap(lambda state: scan_updates(setup, callback, hp, frozen, state, length))(states)
+    update = functools.partial(seeds_update, setup, callback, hp, frozen)
+    states, metrics = lax.scan(update, states, None, length=length)
+    return states, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), metrics)
 
 
 def check_finite(history: dict[str, np.ndarray], done: int, store: RLCheckpoints | None) -> None:
@@ -158,6 +185,8 @@ def run_rl_phase(
     metrics {name: [S, updates]}). Raises `NonFiniteError`, `RunStopped`, `CheckpointError`."""
     options = options or RunOptions()
     total, every = setup.config.rl_updates, options.checkpoint_every if options.out is not None else 0
+    report = options.report_every if callback is not None else 0
+    in_program = None if report else callback  # a program holding a host callback is never cached
     store = RLCheckpoints(options.out, keep=options.keep) if options.out is not None else None
     start, frozen = sharding.place((start, frozen), setup.sharding)  # on the mesh, if any
     reference_sha256 = files.params_sha256(frozen.reference)
@@ -167,11 +196,13 @@ def run_rl_phase(
             state, history, done = _resume(store, setup.config, state, reference_sha256)
             chunks.append({k: v.T for k, v in history.items()})
         while done < total:
-            n = chunk_length(total, every, done)
-            state, metrics = jax.block_until_ready(run_chunk(setup, callback, hp, frozen, state, n))
+            n = chunk_length(total, every, done, report)
+            state, metrics = jax.block_until_ready(run_chunk(setup, in_program, hp, frozen, state, n))
             metrics = {k: np.asarray(v) for k, v in metrics.items()}
             check_finite(metrics, done, store)
             chunks.append(metrics)
+            if report:
+                replay(callback, done, metrics)
             done += n
             stopping = options.stop is not None and options.stop.requested and done < total
             if store is not None and (stopping or (every and (done % every == 0 or done == total))):
