@@ -73,6 +73,8 @@ class Row:
     others: tuple[Anchor, ...] = ()  # the best published returns of other algorithms, where known
     rejax: bool = False  # also run rejax 0.1.3 at the same config, budget and seeds
     checkpoint_every: int = 0  # updates between checkpoints (long rows, so that they resume)
+    flags: tuple[str, ...] = ()  # train flags on top of the shipped default (a suite's published PPO config)
+    flags_source: str = ""  # the file the flags are read from
 
 
 def _sb3(algorithm: str, env: str, value: float, budget: int) -> Anchor:
@@ -83,6 +85,41 @@ def _es(env: str, name: str, value: float, budget: int) -> Anchor:
     """A gymnax-blines evolution-strategy run (`name` is the strategy: OpenES, SimpleGA)."""
     return Anchor(name, value, budget, BLINES.format(env=env, file="es.pkl"), BLINES_ES)
 
+
+# Navix's PPO baseline (epignatelli/navix baselines/rejax/configs/navix_<task>_1m.yaml, run with rejax's PPO:
+# constant lr, 2 x 64 hidden units): the same `ppo:` block for DoorKey-8x8 and Empty-16x16, 2^20 steps.
+NAVIX_PPO = (
+    "--num-envs", "16", "--num-steps", "128", "--num-epochs", "2", "--num-minibatches", "1", "--lr", "3e-4",
+    "--no-anneal-lr", "--max-grad-norm", "1", "--gamma", "0.95", "--gae-lambda", "0.9", "--clip-eps", "0.2",
+    "--ent-coef", "0.01", "--vf-coef", "0.5", "--activation", "tanh", "--hidden-sizes", "64,64",
+)  # fmt: skip
+NAVIX_SOURCE = "epignatelli/navix baselines/rejax/configs/navix_{}_1m.yaml (ppo block)"
+NAVIX_BUDGET = 1_048_576
+SUITE_ROWS: tuple[Row, ...] = (
+    Row(
+        "navix/Navix-DoorKey-8x8-v0",
+        None,
+        NAVIX_BUDGET,
+        flags=NAVIX_PPO,
+        flags_source=NAVIX_SOURCE.format("doorkey_8x8"),
+    ),
+    Row(
+        "navix/Navix-Empty-16x16-v0",
+        None,
+        NAVIX_BUDGET,
+        flags=NAVIX_PPO,
+        flags_source=NAVIX_SOURCE.format("empty_16x16"),
+    ),
+    # The same task in XLand-MiniGrid, at Navix's DoorKey-8x8 config (XLand-MiniGrid publishes a recurrent
+    # PPO for its own benchmarks, configs/single.yaml: 16384 envs, 1e9 steps, no MiniGrid return).
+    Row(
+        "xminigrid/MiniGrid-DoorKey-8x8",
+        None,
+        NAVIX_BUDGET,
+        flags=NAVIX_PPO,
+        flags_source=NAVIX_SOURCE.format("doorkey_8x8") + ", the same task in Navix",
+    ),
+)
 
 _MINATAR_NOTE = "ppo.yaml at lr 5e-4 (ppo.pkl) reached {}"
 # The table's data, all in one place. PPO: the best final `log_return` among gymnax-blines' PPO runs of the
@@ -143,6 +180,7 @@ ROWS: tuple[Row, ...] = (
         checkpoint_every=100,
     ),
     Row("Seaquest-MinAtar", None, 10_000_000, checkpoint_every=100),
+    *SUITE_ROWS,
 )
 # Every row runs at the published PPO budget with 8 seeds. A MinAtar row (8 seeds x 1e7 steps) takes minutes on
 # a GPU and hours on 2 CPU cores (about 13 k env-steps/s there): `--budget-scale 0.2` runs them at 2e6 steps.
@@ -191,8 +229,8 @@ def row_plan(row: Row, args: argparse.Namespace) -> dict[str, Any]:
         "budget": int(row.budget * scale),
         "scale": scale,
         "seeds": list(range(args.seed, args.seed + seeds)),
-        "run_dir": args.runs / f"{row.env}-scale{scale:g}-seed{args.seed}x{seeds}",
-        "json": args.results / f"{row.env}.json",
+        "run_dir": args.runs / f"{results_lib.stem(row.env)}-scale{scale:g}-seed{args.seed}x{seeds}",
+        "json": args.results / f"{results_lib.stem(row.env)}.json",
         "rejax": row.rejax and not args.no_rejax,
     }
 
@@ -222,7 +260,7 @@ def fresh_train_cmd(row: Row, plan: dict[str, Any]) -> list[str]:
     """The `ppo-jax train` command line of the row (shipped defaults; only budget and seeds given)."""
     seeds = plan["seeds"]
     cmd = ["ppo-jax", "train", "--env", row.env, "--seeds", str(len(seeds)), "--seed", str(seeds[0])]
-    cmd += ["--total-timesteps", str(plan["budget"]), "--out", str(plan["run_dir"]), "--quiet"]
+    cmd += ["--total-timesteps", str(plan["budget"]), "--out", str(plan["run_dir"]), "--quiet", *row.flags]
     if row.checkpoint_every:
         cmd += ["--checkpoint-every", str(row.checkpoint_every), "--keep", "1"]
     return cmd
@@ -294,11 +332,18 @@ def git_commit() -> str:
     return out.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
+def shown_path(path: Path) -> str:
+    """`path` relative to the repository where it lies inside it (records name no machine's folders)."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else str(path)
+
+
 def build_record(row: Row, plan: dict[str, Any], ours: dict[str, Any], rejax: dict | None, episodes: int) -> dict:
     config = json.loads((plan["run_dir"] / "config.json").read_text())
     commit_file = plan["run_dir"].parent / f"{plan['run_dir'].name}.commit"
     commit = commit_file.read_text().strip() if commit_file.is_file() else git_commit()
     block = results_lib.impl_summary(ours["seeds"], ours["steps"], ours["returns"], ours["eval"])
+    shown = {**plan, "run_dir": shown_path(plan["run_dir"])}
     return {
         "env": row.env,
         "budget": plan["budget"],
@@ -306,7 +351,8 @@ def build_record(row: Row, plan: dict[str, Any], ours: dict[str, Any], rejax: di
         "seeds": plan["seeds"],
         "published": row.ppo.record() if row.ppo else {"return": None, "budget": None},
         "published_other": [a.record() for a in row.others],
-        "commands": [" ".join(fresh_train_cmd(row, plan)), f"ppo-jax eval {plan['run_dir']} --episodes {episodes}"],
+        "commands": [" ".join(fresh_train_cmd(row, shown)), f"ppo-jax eval {shown['run_dir']} --episodes {episodes}"],
+        "flags_source": row.flags_source or None,
         "config": {k: v for k, v in config.items() if k != "seeds"},
         "commit": commit,
         "eval_policy": "deterministic (mode), frozen normalisation",
@@ -318,8 +364,10 @@ def build_record(row: Row, plan: dict[str, Any], ours: dict[str, Any], rejax: di
 
 def write_outputs(args: argparse.Namespace, row: Row, record: dict[str, Any]) -> None:
     args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / f"{row.env}.json").write_text(json.dumps(record, indent=1, allow_nan=False) + "\n")
-    results_lib.plot_record(args.results / f"{row.env}.png", record)
+    (args.results / f"{results_lib.stem(row.env)}.json").write_text(
+        json.dumps(record, indent=1, allow_nan=False) + "\n"
+    )
+    results_lib.plot_record(args.results / f"{results_lib.stem(row.env)}.png", record)
     write_table(args)
 
 
@@ -343,7 +391,7 @@ def refresh_anchors(args: argparse.Namespace, rows: list[Row]) -> None:
     """Rewrite the published returns of the finished records in the results folder from `ROWS`,
     and their plots (the anchors are the table's data, not a measurement)."""
     for row in rows:
-        path = args.results / f"{row.env}.json"
+        path = args.results / f"{results_lib.stem(row.env)}.json"
         if not path.is_file():
             continue
         record = json.loads(path.read_text())
@@ -351,7 +399,7 @@ def refresh_anchors(args: argparse.Namespace, rows: list[Row]) -> None:
         record["published_other"] = [a.record() for a in row.others]
         path.write_text(json.dumps(record, indent=1, allow_nan=False) + "\n")
         if record.get("complete"):
-            results_lib.plot_record(args.results / f"{row.env}.png", record)
+            results_lib.plot_record(args.results / f"{results_lib.stem(row.env)}.png", record)
 
 
 def main(argv: list[str] | None = None) -> int:

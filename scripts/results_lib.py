@@ -22,6 +22,11 @@ FINAL_FRACTION = 0.1  # the training return is the mean over the last 10 % of up
 CURVE_POINTS = 200  # learning curves are stored downsampled to at most this many points
 
 
+def stem(env: str) -> str:
+    """The file name of an env's record and plot: a suite's `SUITE/NAME` as `SUITE_NAME`."""
+    return env.replace("/", "_")
+
+
 def iqm(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """Interquartile mean along `axis`: sort, cut floor(n/4) values from each end, average."""
     x = np.sort(np.asarray(x, np.float64), axis=axis)
@@ -123,7 +128,7 @@ def _ci(block: dict | None) -> str:
 
 
 def _steps(n: float) -> str:
-    return f"{n / 1e6:g}M" if n >= 1e6 else f"{n / 1e3:g}k"
+    return f"{n / 1e6:.4g}M" if n >= 1e6 else f"{n / 1e3:.4g}k"
 
 
 def _fewer_seeds(rejax: dict, record: dict) -> str:
@@ -191,7 +196,7 @@ def load_records(folder: Path, order: Sequence[str]) -> list[dict[str, Any]]:
     """The complete <env>.json records in `folder`, in the order of `order` (env ids)."""
     records = []
     for env in order:
-        path = folder / f"{env}.json"
+        path = folder / f"{stem(env)}.json"
         if path.is_file():
             record = json.loads(path.read_text())
             if record.get("complete"):

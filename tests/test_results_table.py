@@ -168,3 +168,34 @@ def test_table_only_rewrites_stale_published_returns(tmp_path):
     assert [a["algorithm"] for a in got["published_other"]] == [a.algorithm for a in row.others]
     assert got["ppo_jax"] == record["ppo_jax"] and (tmp_path / "Pendulum-v1.png").stat().st_size > 0
     assert "| Pendulum-v1 | 1M | 4 |" in (tmp_path / "README.md").read_text()
+
+
+def test_suite_rows_pass_their_published_flags_and_use_flat_file_names(tmp_path):
+    import dataclasses
+
+    from ppo_jax.config import PPOConfig
+
+    fields = {f.name for f in dataclasses.fields(PPOConfig)}
+    suites = [r for r in reproduce.ROWS if "/" in r.env]
+    assert {r.env.split("/")[0] for r in suites} >= {"navix", "xminigrid"}
+    args = reproduce.parse_args(["--results", str(tmp_path), "--runs", str(tmp_path / "runs")])
+    for row in suites:
+        assert row.flags_source, row.env
+        names = [f[2:].replace("-", "_") for f in row.flags if f.startswith("--")]
+        assert all(n in fields or (n.startswith("no_") and n[3:] in fields) for n in names), row.env
+        plan = reproduce.row_plan(row, args)
+        assert plan["json"].parent == tmp_path and plan["run_dir"].parent == tmp_path / "runs"
+        assert plan["json"].name == row.env.replace("/", "_") + ".json"
+        cmd = reproduce.fresh_train_cmd(row, plan)
+        assert cmd[:4] == ["ppo-jax", "train", "--env", row.env] and cmd[-len(row.flags) :] == list(row.flags)
+    navix = next(r for r in suites if r.env == "navix/Navix-DoorKey-8x8-v0")
+    value = {f: navix.flags[i + 1] for i, f in enumerate(navix.flags[:-1]) if f in ("--num-envs", "--gamma")}
+    assert (
+        navix.budget == 2**20 and value == {"--num-envs": "16", "--gamma": "0.95"} and "--no-anneal-lr" in navix.flags
+    )
+    summary = results_lib.impl_summary([0, 1, 2, 3], 100 * np.arange(1, 21), np.full((20, 4), 0.9), [0.9] * 4)
+    record = cartpole_record(summary) | {"env": navix.env, "budget": navix.budget}
+    record["published"] = {"return": None, "budget": None}
+    (tmp_path / "navix_Navix-DoorKey-8x8-v0.json").write_text(json.dumps(record))
+    assert [r["env"] for r in results_lib.load_records(tmp_path, [navix.env])] == [navix.env]
+    assert results_lib.table_row(record).startswith("| navix/Navix-DoorKey-8x8-v0 | 1.049M | 4 | none published |")
