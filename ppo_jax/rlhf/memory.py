@@ -43,6 +43,7 @@ from ppo_jax.errors import ConfigError
 from ppo_jax.rlhf import hf_model, lora, sharding
 from ppo_jax.rlhf.decoder import Decoder, DecoderConfig
 from ppo_jax.rlhf.setup import make_setup
+from ppo_jax.runtime.cpu import host_available_bytes
 
 LIMIT_ENV = "PPO_JAX_MEMORY_LIMIT"
 GIB = 1 << 30
@@ -181,17 +182,6 @@ def parse_bytes(text: str) -> int:
     return int(value)
 
 
-def _host_available() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
 def available_bytes() -> tuple[int, str]:
     """(bytes, where): `PPO_JAX_MEMORY_LIMIT`, else the first device's free memory on an
     accelerator, else the host's available RAM."""
@@ -201,7 +191,7 @@ def available_bytes() -> tuple[int, str]:
     stats = device.memory_stats() if device.platform != "cpu" else None
     if stats and "bytes_limit" in stats:
         return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)), f"free on {device.device_kind}"
-    return _host_available(), "available host RAM"
+    return host_available_bytes(), "available host RAM"
 
 
 def suggestions(config: DecoderConfig, shape: UpdateShape, est: MemoryEstimate, devices: int) -> list[str]:

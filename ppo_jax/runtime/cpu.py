@@ -61,3 +61,19 @@ def compiler_options(fast_paths: bool = True) -> dict[str, int] | None:
 
     options = select(fast_paths).cpu_compiler_options
     return dict(options) if options and jax.default_backend() == "cpu" else None
+
+
+def host_available_bytes() -> int:
+    """The host's available memory in bytes: `MemAvailable` of /proc/meminfo, else the free pages
+    the OS reports, else 8 GiB."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30

@@ -9,7 +9,6 @@ analysis.
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import jax
@@ -17,6 +16,7 @@ import numpy as np
 
 from ppo_jax.config import PPOConfig
 from ppo_jax.engine.train import METRIC_NAMES, TrainContext
+from ppo_jax.runtime.cpu import host_available_bytes
 
 
 def device_memory_bytes(device: Any = None) -> int:
@@ -29,17 +29,7 @@ def device_memory_bytes(device: Any = None) -> int:
         mem = {}
     if "bytes_limit" in mem:
         return int(mem["bytes_limit"]) - int(mem.get("bytes_in_use", 0))
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 8 << 30
+    return host_available_bytes()
 
 
 def run_memory_estimate(config: PPOConfig, obs_size: int, action_dim: int, num_params: int) -> int:
