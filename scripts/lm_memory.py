@@ -32,21 +32,6 @@ from ppo_jax.rlhf.finetune import _finetune
 from ppo_jax.rlhf.rollout import Frozen, RLParams
 from ppo_jax.rlhf.setup import make_setup
 
-# Qwen2-0.5B's config.json: hidden 896, 24 layers, 14 query / 2 key-value heads, intermediate 4864,
-# vocabulary 151936, tied embeddings, q/k/v biases.
-QWEN2_05B = dict(
-    vocab_size=151936,
-    hidden_size=896,
-    intermediate_size=4864,
-    num_layers=24,
-    num_heads=14,
-    num_kv_heads=2,
-    head_dim=64,
-    rms_norm_eps=1e-6,
-    rope_theta=1000000.0,
-    qkv_bias=True,
-    tie_embeddings=True,
-)
 MODES = {"full": (0, False), "lora": (16, False), "lora-remat": (16, True)}
 
 
@@ -112,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     row |= {k: getattr(args, k) for k in ("batch", "group_size", "num_minibatches", "prompt_len", "completion_len")}
     row["rss_after_imports"] = peak_rss()
 
-    task = TokenTask(QWEN2_05B["vocab_size"], args.prompt_len, args.completion_len)
-    decoder = DecoderConfig(**QWEN2_05B, max_len=args.prompt_len + args.completion_len, dtype=args.dtype, remat=remat)
+    task = TokenTask(memory.QWEN2_05B.vocab_size, args.prompt_len, args.completion_len)
+    decoder = memory.QWEN2_05B._replace(max_len=args.prompt_len + args.completion_len, dtype=args.dtype, remat=remat)
     decoder = lora.lora_config(decoder, rank, 32.0) if rank else decoder
     shape = memory.UpdateShape(
         args.batch, args.batch // args.num_minibatches, args.prompt_len, args.completion_len, lora_rank=rank

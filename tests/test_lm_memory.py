@@ -23,27 +23,13 @@ from ppo_jax.commands import rlhf as rlhf_command
 from ppo_jax.errors import ConfigError
 from ppo_jax.rlhf import hf_checkpoint, lora, memory, sharding
 from ppo_jax.rlhf.config import RLHFConfig
-from ppo_jax.rlhf.decoder import DecoderConfig, decoder_lm
+from ppo_jax.rlhf.decoder import decoder_lm
 from ppo_jax.rlhf.finetune import init_rl_state, rl_loss, rl_optimizer, trained_loss
 from ppo_jax.rlhf.rollout import RLParams, TrainBatch
 from ppo_jax.rlhf.setup import make_setup
 
 ROOT = Path(__file__).resolve().parents[1]
 RANK = 2
-
-# Qwen2-0.5B's config.json shapes.
-QWEN2_05B = DecoderConfig(
-    vocab_size=151936,
-    hidden_size=896,
-    intermediate_size=4864,
-    num_layers=24,
-    num_heads=14,
-    num_kv_heads=2,
-    head_dim=64,
-    max_len=32,
-    qkv_bias=True,
-    tie_embeddings=True,
-)
 
 
 class CountTask(NamedTuple):
@@ -165,35 +151,35 @@ def _qwen2_05b_count(rank: int = 0) -> int:
 
 def test_estimate_of_a_qwen2_05b_update_by_hand():
     shape = memory.UpdateShape(batch=8, minibatch=4, prompt_len=16, completion_len=16)
-    full = memory.estimate(QWEN2_05B, shape)
+    full = memory.estimate(memory.QWEN2_05B, shape)
     count = _qwen2_05b_count()
     assert full.parameters == count == 494_033_665
     assert full.weights == 2 * 4 * count and full.optimizer == 2 * 4 * count and full.gradients == 4 * count
     logits = 8 * 31 * 151936 * 4  # one float32 [B, N, V] of the sampled batch
     assert full.sampling > 4 * logits and full.activations > 4 * logits // 2
-    lora_est = memory.estimate(QWEN2_05B, shape._replace(lora_rank=16))
+    lora_est = memory.estimate(memory.QWEN2_05B, shape._replace(lora_rank=16))
     assert lora_est.trained == _qwen2_05b_count(16)
     assert lora_est.weights == 4 * count + 4 * lora_est.trained  # the base once, float32 adapters
-    bf16 = memory.estimate(QWEN2_05B._replace(dtype="bfloat16"), shape)
+    bf16 = memory.estimate(memory.QWEN2_05B._replace(dtype="bfloat16"), shape)
     assert bf16.weights == 2 * (2 * (count - 897) + 4 * 897)  # the scalar head stays float32
-    remat = memory.estimate(QWEN2_05B._replace(remat=True), shape)
+    remat = memory.estimate(memory.QWEN2_05B._replace(remat=True), shape)
     assert remat.activations < full.activations and remat.sampling == full.sampling
-    halves = memory.estimate(QWEN2_05B, shape, devices=2)
+    halves = memory.estimate(memory.QWEN2_05B, shape, devices=2)
     assert 0.49 < halves.weights / full.weights < 0.51 and halves.activations < full.activations
 
 
 def test_error_names_the_flags_when_the_estimate_does_not_fit(monkeypatch):
     shape = memory.UpdateShape(batch=8, minibatch=4, prompt_len=16, completion_len=16)
-    est = memory.estimate(QWEN2_05B, shape)
+    est = memory.estimate(memory.QWEN2_05B, shape)
     monkeypatch.setenv(memory.LIMIT_ENV, "2GiB")
     with pytest.raises(ConfigError) as err:
-        memory.check_fits(QWEN2_05B, shape, est)
+        memory.check_fits(memory.QWEN2_05B, shape, est)
     text = str(err.value)
     assert text.startswith("memory: ") and "\n" not in text and "2.00 GiB are available (PPO_JAX_MEMORY_LIMIT)" in text
     for flag in ("--lora-rank", "--model-dtype bfloat16", "--rl-batch", "--num-minibatches", "--completion-len"):
         assert flag in text
     monkeypatch.setenv(memory.LIMIT_ENV, "64G")
-    memory.check_fits(QWEN2_05B, shape, est)  # fits: no error
+    memory.check_fits(memory.QWEN2_05B, shape, est)  # fits: no error
     assert memory.parse_bytes("1.5k") == 1536 and memory.parse_bytes("3MiB") == 3 << 20
     for bad in ("lots", "-1G", "0"):
         with pytest.raises(ConfigError, match=memory.LIMIT_ENV):

@@ -50,6 +50,24 @@ GIB = 1 << 30
 _HEAD_COPIES = 4  # float32 [tokens, V] tensors alive in the loss's backward pass
 _SCORE_COPIES = 4  # and while scoring a sampled batch
 
+# The shapes of Qwen2-0.5B's config.json (hidden 896, 24 layers, 14 query / 2 key-value heads,
+# intermediate 4864, vocabulary 151936, tied embeddings, q/k/v biases): the model of the memory table
+# in docs/llm.md. `max_len` is a placeholder; set it to prompt + completion length.
+QWEN2_05B = DecoderConfig(
+    vocab_size=151936,
+    hidden_size=896,
+    intermediate_size=4864,
+    num_layers=24,
+    num_heads=14,
+    num_kv_heads=2,
+    head_dim=64,
+    max_len=32,
+    rms_norm_eps=1e-6,
+    rope_theta=1000000.0,
+    qkv_bias=True,
+    tie_embeddings=True,
+)
+
 
 class MemoryEstimate(NamedTuple):
     """Bytes per device of one RL update, by what holds them (see the module docstring)."""
