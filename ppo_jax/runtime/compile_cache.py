@@ -80,3 +80,30 @@ def current_dir() -> str | None:
     import jax
 
     return jax.config.jax_compilation_cache_dir or None
+
+
+class CompileCounter:
+    """Counts backend-compile events (a compile, or a load from the cache) while active (a
+    `jax.monitoring` listener): `with CompileCounter() as c: ...; c.count, c.names`."""
+
+    def __init__(self):
+        self.names: list[str] = []  # names of the compiled functions, in order
+
+    @property
+    def count(self) -> int:
+        return len(self.names)
+
+    def __call__(self, event: str, duration: float, *args, **kwargs) -> None:
+        if event == COMPILE_EVENT:
+            self.names.append(str(kwargs.get("fun_name", "?")))
+
+    def __enter__(self) -> CompileCounter:
+        import jax
+
+        jax.monitoring.register_event_duration_secs_listener(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import jax
+
+        jax.monitoring.unregister_event_duration_listener(self)

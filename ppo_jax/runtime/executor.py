@@ -29,7 +29,6 @@ from ppo_jax.runtime.signals import Notify, StopRequest, _silent
 
 CHUNK_SECONDS = 0.25  # a chunk's wall time while progress is reported: the line updates ~4 times a second
 MAX_CHUNK = 256  # updates one chunk program can run (its metrics rows are allocated for them)
-_BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 
 class Record(Protocol):
@@ -52,28 +51,6 @@ class Record(Protocol):
 
     def finish(self, plan, state, chunks: Chunks) -> dict:
         """Write the folder's result files; returns the summary."""
-
-
-class CompileCounter:
-    """Counts XLA backend compilations while active (a `jax.monitoring` listener)."""
-
-    def __init__(self):
-        self.names: list[str] = []  # names of the compiled functions, in order
-
-    @property
-    def count(self) -> int:
-        return len(self.names)
-
-    def __call__(self, event: str, duration: float, *args, **kwargs) -> None:
-        if event == _BACKEND_COMPILE_EVENT:
-            self.names.append(str(kwargs.get("fun_name", "?")))
-
-    def __enter__(self) -> CompileCounter:
-        jax.monitoring.register_event_duration_secs_listener(self)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        jax.monitoring.unregister_event_duration_listener(self)
 
 
 class Chunks:

@@ -32,8 +32,9 @@ from ppo_jax.engine.train import TrainContext, make_context
 from ppo_jax.errors import RunFileError
 from ppo_jax.runtime import files
 from ppo_jax.runtime.checkpoint import CHECKPOINT_DIR, newest_meta
+from ppo_jax.runtime.compile_cache import CompileCounter  # noqa: F401  (re-exported with the sweep)
 from ppo_jax.runtime.distributed import is_writer, run_mesh
-from ppo_jax.runtime.executor import CompileCounter, execute  # noqa: F401  (CompileCounter re-exported)
+from ppo_jax.runtime.executor import execute
 from ppo_jax.runtime.memory import (  # noqa: F401  (re-exported with the sweep)
     choose_max_parallel,
     device_memory_bytes,
