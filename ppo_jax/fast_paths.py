@@ -7,9 +7,9 @@ uses (`FAST` the forms below, `PLAIN` the Flax/JAX calls they replace); the fami
 to agree (`tests/test_fast_paths.py`; tolerances there):
 
 - init: every kernel from one normal draw, orthogonal polar factors by one batched
-  Newton–Schulz loop (`one_draw_kernels`). Plain: `nn.initializers.orthogonal` (QR) or
-  `lecun_normal` per kernel (`per_kernel_init`). Buys compile time, and no batched LAPACK call
-  under `jax.vmap`.
+  Newton–Schulz loop (`one_draw_kernels`). Plain: Flax's `orthogonal` draw (factorised by
+  `gram_schmidt_q`, no LAPACK) or `lecun_normal` per kernel (`per_kernel_init`). Buys compile
+  time.
 - mlp rollout: actor and critic packed into one block-diagonal MLP (`fuse_actor_critic`,
   `fused_apply`). Plain: the separate actor and critic `nn.Dense` layers. Halves the kernels per
   rollout step.
@@ -98,12 +98,46 @@ def one_draw_kernels(key: jax.Array, shapes: Sequence[tuple[int, ...]], gains: S
     return [g * u.reshape(s) for g, u, s in zip(gains, units, shapes, strict=True)]
 
 
+def gram_schmidt_q(a: jax.Array) -> jax.Array:
+    """Q [n, m] of the QR factorisation A = QR of A [n, m] (n ≥ m, full rank) with diag(R) > 0,
+    by classical Gram–Schmidt applied twice per column ("twice is enough": orthogonal to float
+    rounding):  v = a_j − Q_{<j}(Q_{<j}ᵀ a_j) (twice),  q_j = v / ‖v‖.
+
+    The same Q as LAPACK's QR after the sign correction Q·sign(diag R) (that Q is unique), with
+    no LAPACK call: two batched LAPACK QRs running at once can deadlock XLA's CPU thread pool
+    on a 2-core machine (seen with jaxlib 0.10.2 under `jax.vmap` over seeds)."""
+
+    def column(j, q):
+        v = lax.dynamic_index_in_dim(a, j, axis=1, keepdims=False)
+        for _ in range(2):  # columns ≥ j of q are still zero
+            v = v - jnp.matmul(q, jnp.matmul(v, q, precision=lax.Precision.HIGHEST), precision=lax.Precision.HIGHEST)
+        return lax.dynamic_update_index_in_dim(q, v / jnp.linalg.norm(v), j, axis=1)
+
+    return lax.fori_loop(0, a.shape[1], column, jnp.zeros_like(a))
+
+
+def orthogonal(gain: float = 1.0) -> Callable:
+    """Flax's `nn.initializers.orthogonal(gain)` (kernel [..., out] as a [prod(...), out] matrix;
+    the same normal draw, the same matrix to float rounding), factorised by `gram_schmidt_q`
+    instead of LAPACK."""
+
+    def init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
+        rows, cols = math.prod(shape[:-1]), shape[-1]
+        z = jax.random.normal(key, (max(rows, cols), min(rows, cols)), dtype)
+        q = gram_schmidt_q(z)
+        q = q.T if rows < cols else q
+        return jnp.asarray(gain, dtype) * q.reshape(tuple(shape))
+
+    return init
+
+
 def per_kernel_init(key: jax.Array, shapes: Sequence[tuple[int, ...]], gains: Sequence[float], kernel_init: str):
-    """The plain path: Flax's `orthogonal(gain)` or `lecun_normal()` on each kernel, one key each."""
+    """The plain path: Flax's `orthogonal(gain)` (as `orthogonal` draws it) or `lecun_normal()` on
+    each kernel, one key each."""
     keys = jax.random.split(key, max(1, len(shapes)))
     if kernel_init == "lecun_normal":
         return [nn.initializers.lecun_normal()(k, s, jnp.float32) for k, s in zip(keys, shapes, strict=False)]
-    inits = [nn.initializers.orthogonal(g) for g in gains]
+    inits = [orthogonal(g) for g in gains]
     return [init(k, s, jnp.float32) for init, k, s in zip(inits, keys, shapes, strict=False)]
 
 

@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ppo_jax import fast_paths
 from ppo_jax.errors import ConfigError
 from ppo_jax.fields import Field
 from ppo_jax.policies.base import Family
@@ -31,7 +32,7 @@ class ConvTorso(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         act = ACTIVATIONS[self.activation]
         for i, features in enumerate(self.channels):
-            init = nn.initializers.orthogonal(HIDDEN_GAIN)
+            init = fast_paths.orthogonal(HIDDEN_GAIN)
             conv = nn.Conv(features, KERNEL, padding="VALID", kernel_init=init, name=f"conv_{i}")
             x = act(conv(x))
         return x.reshape(x.shape[0], -1)

@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ppo_jax import fast_paths
 from ppo_jax.policies.init import HIDDEN_GAIN, POLICY_HEAD_GAIN, VALUE_HEAD_GAIN
 
 ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu}
@@ -17,7 +18,7 @@ ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu, "silu": nn.sil
 def dense(features: int, gain: float, name: str) -> nn.Dense:
     """A Dense layer with gain × orthogonal kernel (Flax's initialiser, used by `module.init`; the
     families draw their parameters with `init.init_params`) and zero bias."""
-    return nn.Dense(features, kernel_init=nn.initializers.orthogonal(gain), bias_init=nn.initializers.zeros, name=name)
+    return nn.Dense(features, kernel_init=fast_paths.orthogonal(gain), bias_init=nn.initializers.zeros, name=name)
 
 
 class MLP(nn.Module):

@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ppo_jax import fast_paths
+
 
 class TokenModel(nn.Module):
     """GRU LM: `gates(tokens)`, `recur(h, gates_t)`, `heads(h) -> (logits, scalar)`."""
@@ -33,7 +35,7 @@ class TokenModel(nn.Module):
     def setup(self):
         # Embedding straight to the 3 input gates: equal to an embedding followed by a linear layer.
         self.input_gates = nn.Embed(self.vocab_size, 3 * self.hidden_dim, name="input_gates")
-        self.hidden_gates = nn.Dense(3 * self.hidden_dim, kernel_init=nn.initializers.orthogonal(), name="hidden_gates")
+        self.hidden_gates = nn.Dense(3 * self.hidden_dim, kernel_init=fast_paths.orthogonal(), name="hidden_gates")
         self.policy_head = nn.Dense(self.vocab_size, name="policy_head")
         self.scalar_head = nn.Dense(1, kernel_init=nn.initializers.zeros, name="scalar_head")
 
