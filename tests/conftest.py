@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import os
+import sys
 import tempfile
 
 import jax
@@ -19,6 +21,18 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="ppo_jax-test-cache-")
 
 BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+# A test that hangs (a deadlock inside XLA holds no Python frame a timer could interrupt) ends the
+# run after this many seconds with every thread's stack on stderr, instead of running into CI's limit.
+HANG_SECONDS = 600
+
+
+@pytest.fixture(autouse=True)
+def fail_on_hang():
+    faulthandler.dump_traceback_later(HANG_SECONDS, exit=True, file=sys.stderr)
+    yield
+    faulthandler.cancel_dump_traceback_later()
 
 
 @contextlib.contextmanager

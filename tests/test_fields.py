@@ -43,15 +43,39 @@ def test_every_rlhf_field_is_one_flag_with_its_default_choices_and_help(rlhf_par
     args = rlhf_parser.parse_args([])
     for name, field in FIELDS.items():
         action = actions[name]
-        assert action.option_strings == ["--" + name.replace("_", "-")]
+        option = "--" + name.replace("_", "-")
+        negated = ["--no-" + name.replace("_", "-")] if field.kind is bool else []
+        assert action.option_strings == [option, *negated]
         assert getattr(args, name) == getattr(defaults, name) == field.default
         assert field.help in action.help and f"default: {field.default}" in action.help
         assert ("traced" in action.help) == (name in RL_SCALARS), name
     assert actions["algo"].choices == ("grpo", "ppo", "rloo", "reinforce", "reinforce++")
     assert actions["kl_estimator"].choices == ("auto", "k1", "k2", "k3")
-    assert actions["task"].choices is None  # jsonl:PATH is allowed too
+    assert actions["task"].choices is None and "or jsonl:PATH" in actions["task"].help  # jsonl:PATH too
     parsed = rlhf_parser.parse_args(["--kl-coef", "0.5", "--clip-value-loss", "true", "--rl-batch", "64"])
     assert (parsed.kl_coef, parsed.clip_value_loss, parsed.rl_batch) == (0.5, True, 64)
+
+
+TRUE_FORMS = (["--{}"], ["--{}", "true"], ["--{}=yes"], ["--{}", "1"])
+FALSE_FORMS = (["--no-{}"], ["--{}", "false"], ["--{}=off"], ["--{}", "0"])
+
+
+@pytest.mark.parametrize("command", ["train", "sweep", "compare", "rlhf"])
+def test_every_command_takes_a_boolean_field_in_each_form(command):
+    """`--x`, `--x true/yes/1` set True; `--no-x`, `--x false/off/0` set False; in every command
+    that takes config flags (the shipped booleans: normalize_obs for RL, remat for rlhf)."""
+    from ppo_jax.commands.main import build_parser
+
+    name = "remat" if command == "rlhf" else "normalize_obs"
+    text = name.replace("_", "-")
+    parser = build_parser()
+    extra = ["--grid", "ent_coef=0.0,0.01"] if command == "sweep" else []
+    for forms, want in ((TRUE_FORMS, True), (FALSE_FORMS, False)):
+        for form in forms:
+            args = parser.parse_args([command, *extra, *(part.format(text) for part in form)])
+            assert getattr(args, name) is want, (command, form)
+    with pytest.raises(SystemExit):
+        parser.parse_args([command, *extra, f"--no-{text}", "true"])
 
 
 @pytest.mark.parametrize(

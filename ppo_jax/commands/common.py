@@ -9,34 +9,10 @@ import sys
 import threading
 
 from ppo_jax import plugins
+from ppo_jax.commands.field_flags import add_field_flag, flag
 from ppo_jax.config import ENV_DEFAULTS, FIELDS, PPOConfig, default_config
 from ppo_jax.errors import CheckpointError, ConfigError, NonFiniteError, RunFileError, RunStopped
 from ppo_jax.fields import Field, declared
-
-
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _typed(name: str, kind: type):
-    def parse(text: str):
-        try:
-            if kind is tuple:
-                values = tuple(int(v) for v in text.replace(" ", "").split(","))
-                if not values:
-                    raise ValueError
-                return values
-            if kind is int and not text.strip().lstrip("+-").isdigit():
-                number = float(text)  # 1e6, 2.5e5: accepted when the value is a whole number
-                if not number.is_integer():
-                    raise ValueError
-                return int(number)
-            return kind(text)
-        except (ValueError, OverflowError):
-            want = {int: "an integer", float: "a number", tuple: "comma-separated integers, e.g. 64,64"}[kind]
-            raise argparse.ArgumentTypeError(f"{flag(name)} expects {want}, got {text!r}") from None
-
-    return parse
 
 
 def help_env(argv) -> str:
@@ -83,20 +59,9 @@ def add_config_flags(parser: argparse.ArgumentParser, env: str = "CartPole-v1") 
         tag = "traced" if field.traced else "static"
         shown = ",".join(map(str, default)) if field.kind is tuple else default
         source = ", env_defaults.py" if name in shipped else ""
-        help_text = f"{field.help} ({tag}; default: {shown}{source})".replace("%", "%%")
-        _add_field_flag(group, name, default, help_text, field.kind)
+        help_text = f"{field.help} ({tag}; default: {shown}{source})"
+        add_field_flag(group, field, help_text=help_text)
     add_part_flags(parser, shipped_part_fields(), "fields of the shipped families and objectives")
-
-
-def _add_field_flag(group, name: str, default, help_text: str, kind: type) -> None:
-    if kind is bool:
-        group.add_argument(flag(name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
-    elif kind is str:
-        group.add_argument(flag(name), default=None, help=help_text, metavar="NAME" if name == "env" else None)
-    else:
-        group.add_argument(
-            flag(name), type=_typed(name, kind), default=None, help=help_text, metavar=kind.__name__.upper()
-        )
 
 
 def shipped_part_fields() -> dict[str, Field]:
@@ -114,10 +79,10 @@ def add_part_flags(parser: argparse.ArgumentParser, fields: dict[str, Field], ti
     if not fresh:
         return
     group = parser.add_argument_group(title, "fields the part declares; valid when it is part of the run")
-    for name, field in fresh.items():
+    for field in fresh.values():
         tag = "traced" if field.traced else "static"
         shown = ",".join(map(str, field.default)) if field.kind is tuple else field.default
-        _add_field_flag(group, name, field.default, f"{field.help} ({tag}; default: {shown})", field.kind)
+        add_field_flag(group, field, help_text=f"{field.help} ({tag}; default: {shown})")
 
 
 def _named_references(argv: list[str]) -> list[tuple[str, str]]:

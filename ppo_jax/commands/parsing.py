@@ -31,7 +31,11 @@ def _close(value: str, candidates) -> str:
 def one_line_error(message: str, parser: argparse.ArgumentParser) -> str:
     """argparse's error `message` as one line naming the flag, what it accepts and a close match:
     "--algo must be one of grpo, ppo, ...; got 'dpo' (did you mean grpo?)"."""
-    flag_name = lambda text: text.split("/")[-1]  # noqa: E731 (`-h/--help` names itself by its long form)
+
+    def flag_name(text: str) -> str:  # the first long form: `-h/--help` is --help, `--x/--no-x` is --x
+        parts = text.split("/")
+        return next((p for p in parts if p.startswith("--")), parts[-1])
+
     choice = _CHOICE.match(message)
     if choice:
         value = choice["value"].strip("'")

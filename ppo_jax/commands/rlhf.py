@@ -20,11 +20,11 @@ import numpy as np
 from ppo_jax.commands.common import (
     add_cache_flag,
     add_logging_flags,
-    flag,
     loggers_from_args,
     run_command,
     use_compile_cache,
 )
+from ppo_jax.commands.field_flags import add_field_flag, typed
 from ppo_jax.commands.parsing import CommandParser
 from ppo_jax.errors import ConfigError
 from ppo_jax.fields import Field
@@ -32,25 +32,6 @@ from ppo_jax.rlhf.config import FIELDS, RLHFConfig
 from ppo_jax.runtime import files
 
 SHOWN = ("true_reward", "reward", "kl", "entropy", "length", "train_clip_frac")
-
-
-def _parse_bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _parse_int(text: str) -> int:
-    try:
-        number = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not number.is_integer():
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
-    return int(number)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -63,7 +44,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--quiet", action="store_true", help="print only the final summary")
     parser.add_argument(
         "--seeds",
-        type=_parse_int,
+        type=typed("seeds", int),
         default=1,
         help="RL seeds run at once by jax.vmap (one pretrained model; default: 1)",
     )
@@ -78,7 +59,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     )
     parser.add_argument(
         "--checkpoint-every",
-        type=_parse_int,
+        type=typed("checkpoint_every", int),
         default=0,
         metavar="N",
         help="save the RL phase every N updates into <out>/checkpoints, so that Ctrl-C or SIGTERM stops at "
@@ -93,18 +74,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     add_cache_flag(parser)
     add_logging_flags(parser)
     for field in FIELDS.values():
-        add_field_flag(parser, field)
+        add_rlhf_field_flag(parser, field)
     return parser
 
 
-def add_field_flag(parser: argparse.ArgumentParser, field: Field) -> None:
-    """The flag of one declared `RLHFConfig` field: `--name VALUE` (booleans: true/false), its
-    type, choices and help read off the declaration; its default is the field's."""
-    kind = {bool: _parse_bool, int: _parse_int, float: float, str: str}[field.kind]
-    extra: dict[str, Any] = {"choices": field.choices} if field.choices and not field.prefix else {}
+def add_rlhf_field_flag(parser: argparse.ArgumentParser, field: Field) -> None:
+    """The flag of one declared `RLHFConfig` field (`field_flags.add_field_flag`: booleans as
+    `--x`, `--no-x` or `--x true`); its default is the field's, its help lists the allowed
+    strings."""
     tag = "traced; " if field.traced else ""
-    help_text = f"{field.help} ({tag}default: {field.default})".replace("%", "%%")
-    parser.add_argument(flag(field.name), dest=field.name, type=kind, default=field.default, help=help_text, **extra)
+    allowed = f"one of {field.allowed_text()}; " if field.choices else ""
+    help_text = f"{field.help} ({tag}{allowed}default: {field.default})"
+    add_field_flag(parser, field, default=field.default, help_text=help_text)
 
 
 def add_rlhf_parser(subparsers) -> argparse.ArgumentParser:
