@@ -1,35 +1,53 @@
 """The policy-gradient chain side by side: each objective of the registry
 (`ppo_jax.core.objectives`) trained over the same seeds.
 
-`compare(config, objectives, seeds)` trains one batched program per objective (the objective is a
-static switch, so each is its own compile) and returns per-seed final returns and learning curves.
-The programs are traced one after another and compiled concurrently (XLA compiles outside
-Python's lock: on 2 CPU cores five arms compile in about half the time), then run one by one.
-Each arm's seeds are split over the devices of the run mesh (`runtime.distributed`; CPU cores
-exposed as devices, or GPUs), as a sweep's runs are: the most devices the seed count divides
-over. Runs never communicate, so the results do not depend on the device count.
+A comparison is O objectives × S seeds. Each arm (one objective) is a train plan of one config ×
+S seeds (`runners.SeedRuns`) run through the executor (`runtime.executor`), so an arm with a
+folder is a training run's folder, `<out>/arms/<objective>/` (what `ppo-jax train` writes:
+config.json, metrics.csv, summary.json, checkpoints, policy files; `ppo-jax eval` and
+`ppo_jax.load` read it), with checkpoints, stop signals and exact resume. The comparison's own
+files are `compare_plan.json` (what `--resume` rebuilds it from, written first), `compare.json`
+and `compare.png` (`records.write_compare`). The arms' chunk programs compile in a pool of
+threads (XLA compiles outside Python's lock) from the start, so later arms compile while earlier
+ones train. Each arm's seeds are split over the devices of the run mesh (`runtime.distributed`;
+CPU cores exposed as devices, or GPUs): the most devices the seed count divides over. Runs never
+communicate, so the results do not depend on the device count.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import time
+import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 
 from ppo_jax.config import OBJECTIVE_NAMES, PPOConfig, default_config
-from ppo_jax.engine.train import make_train_batch
+from ppo_jax.engine.train import make_context
+from ppo_jax.errors import ConfigError, RunFileError, RunStopped
 from ppo_jax.plugins import resolve_objective
-from ppo_jax.runtime.cpu import compiler_options
-from ppo_jax.runtime.distributed import check_divisible, gather, lowering_mesh, put_runs, run_mesh
+from ppo_jax.runtime import files
+from ppo_jax.runtime.checkpoint import CHECKPOINT_DIR
+from ppo_jax.runtime.cpu import usable_cores
+from ppo_jax.runtime.distributed import check_divisible, gather, run_mesh
+from ppo_jax.runtime.driver import TrainRecord
+from ppo_jax.runtime.executor import chunk_capacity, execute
 from ppo_jax.runtime.files import final_returns, forward_fill, params_sha256
+from ppo_jax.runtime.planning import RunPlan, plan_run
+from ppo_jax.runtime.records import write_compare
+from ppo_jax.runtime.runners import SeedRuns
+from ppo_jax.runtime.signals import StopRequest
 from ppo_jax.runtime.stats import area_under_curve, bootstrap_ci
+
+PLAN_FILE = "compare_plan.json"  # the comparison's request: base config, objectives, seeds, options
+ARMS_DIR = "arms"  # one training run's folder per objective
+COMPARE_FILES = ("compare.json", "compare.png", PLAN_FILE, ARMS_DIR)
 
 
 class ObjectiveResult(NamedTuple):
@@ -44,9 +62,10 @@ class ObjectiveResult(NamedTuple):
     ci_low: float
     ci_high: float
     auc: float  # mean over seeds of the area under the return curve per env step
-    seconds: float  # running the compiled program (all seeds)
-    compile_seconds: float  # tracing and lowering this arm, plus the wall time of the concurrent compiles
+    seconds: float  # running the chunk programs (all seeds)
+    compile_seconds: float  # the wall time the arm waited for its programs to compile
     params_sha256: list | None = None  # per seed: SHA-256 of the final parameters (`files.params_sha256`)
+    run_dir: str | None = None  # the arm's run folder, relative to the comparison's folder
 
 
 def objective_config(base: PPOConfig, objective: str, options: dict[str, Any] | None = None) -> PPOConfig:
@@ -68,28 +87,10 @@ def arm_mesh(num_seeds: int) -> Mesh:
     return run_mesh(jax.devices()[: math.gcd(num_seeds, jax.device_count())])
 
 
-def _train_arm(config: PPOConfig, key_data: jax.Array):
-    """One arm's program: `train_batch` from raw key data [S, ...] (placed over the run mesh)."""
-    return make_train_batch(config)(jax.random.wrap_key_data(key_data))
-
-
-def compile_arms(configs: Sequence[PPOConfig], key_data: jax.Array) -> tuple[list[Any], list[float]]:
-    """One compiled arm program per config: lowered in turn, compiled concurrently. Returns the
-    programs and each one's compile seconds (its lowering plus the shared wall time of the
-    concurrent compiles)."""
-    lowered, lower_seconds = [], []
-    mesh = key_data.sharding.mesh if isinstance(key_data.sharding, NamedSharding) else None
-    for cfg in configs:
-        t0 = time.perf_counter()
-        with lowering_mesh(mesh):
-            lowered.append(jax.jit(functools.partial(_train_arm, cfg)).lower(key_data))
-        lower_seconds.append(time.perf_counter() - t0)
-    options = [compiler_options(cfg.fast_paths) for cfg in configs]
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=len(lowered)) as pool:
-        programs = list(pool.map(lambda low, opt: low.compile(compiler_options=opt), lowered, options))
-    shared = time.perf_counter() - t0
-    return programs, [s + shared for s in lower_seconds]
+def arm_dir_name(objective: str) -> str:
+    """The folder name of an objective's arm: its name, a reference's `:` and other characters
+    unsafe in a file name replaced by `_` (examples.dual_clip:OBJECTIVE -> examples.dual_clip_OBJECTIVE)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", objective)
 
 
 def arm_result(objective: str, cfg: PPOConfig, outputs, seconds: float, compile_seconds: float) -> ObjectiveResult:
@@ -112,6 +113,235 @@ def _silent(kind: str, message: str) -> None:
     return None
 
 
+class ArmRuns(SeedRuns):
+    """An arm's S seeds (`SeedRuns` on the comparison's mesh) whose chunk program can be compiled
+    ahead in a pool the arms share, while earlier arms train."""
+
+    def __init__(self, ctx, seeds: Sequence[int], mesh: Mesh | None):
+        super().__init__(ctx, list(seeds), mesh)
+        self.ahead: tuple[int, Any] | None = None  # (chunk length, future of the compiled program)
+
+    def compile_ahead(self, pool: ThreadPoolExecutor, length: int) -> None:
+        """Submit the compile of the chunk program of `length` updates, from the state's shapes."""
+        hparams = self.hparams(self.ctx.config)
+        future = pool.submit(SeedRuns.program, self, self.abstract_state(hparams), hparams, length)
+        self.ahead = (length, future)
+
+    def program(self, state, hparams, length: int):
+        if self.ahead is not None and self.ahead[0] == length:
+            (_, future), self.ahead = self.ahead, None
+            return future.result()
+        return super().program(state, hparams, length)
+
+
+class ArmRecord(TrainRecord):
+    """An arm's record writer: a training run's folder (`driver.TrainRecord`), and the arm's
+    `ObjectiveResult` from the final state and metrics (`result`). An arm found finished by a
+    resumed comparison is read again from its final checkpoint; its files are kept."""
+
+    command = "ppo-jax compare"
+
+    def __init__(self, objective: str):
+        self.objective = objective
+        self.earlier: dict | None = None  # the summary of an arm that had finished before
+        self.result: ObjectiveResult | None = None
+
+    def finished(self, plan: RunPlan, notify) -> None:
+        self.earlier = super().finished(plan, _silent)
+        return None  # the executor restores the final checkpoint: exact curves and parameters
+
+    def begin(self, plan: RunPlan, notify) -> None:
+        if plan.out is not None:
+            super().begin(plan, notify)
+
+    def started(self, plan: RunPlan, notify) -> None:
+        return None
+
+    def nonfinite(self, plan: RunPlan, store, err) -> None:
+        if plan.out is not None:
+            super().nonfinite(plan, store, err)
+
+    def finish(self, plan: RunPlan, state, chunks) -> dict[str, Any]:
+        summary = self.earlier
+        if summary is None:
+            summary = super().finish(plan, state, chunks) if plan.out is not None else {}
+        run_s = summary.get("run_seconds", chunks.timing["run"])
+        compile_s = summary.get("compile_seconds", chunks.timing["compile"])
+        outputs = (chunks.joined(), gather(state.params))
+        result = arm_result(self.objective, plan.config, outputs, run_s, compile_s)
+        self.result = result._replace(run_dir=None if plan.out is None else f"{ARMS_DIR}/{plan.out.name}")
+        return summary
+
+
+class ComparePlan(NamedTuple):
+    """A checked comparison: everything `run_compare` needs, decided before anything compiles."""
+
+    config: PPOConfig  # the base config
+    objectives: tuple[str, ...]  # O names or references
+    seeds: tuple[int, ...]  # S
+    options: dict  # values of the objectives' own fields
+    configs: tuple[PPOConfig, ...]  # each arm's config (`objective_config`)
+    mesh: Mesh  # the devices each arm's seeds are split over
+    out: Path | None = None  # the comparison's folder (None: nothing written, no checkpoints)
+    checkpoint_every: int | None = None
+    keep: int | None = None
+    resume: bool = False  # continue a stopped comparison in `out`
+
+    def arm_dir(self, i: int) -> Path | None:
+        return None if self.out is None else self.out / ARMS_DIR / arm_dir_name(self.objectives[i])
+
+    def request(self) -> dict[str, Any]:
+        """compare_plan.json's content."""
+        return {
+            "config": self.config.to_dict(),
+            "objectives": list(self.objectives),
+            "seeds": list(self.seeds),
+            "options": dict(self.options),
+            "checkpoint_every": self.checkpoint_every,
+            "keep": self.keep,
+            "arms": {o: f"{ARMS_DIR}/{arm_dir_name(o)}" for o in self.objectives},
+        }
+
+
+def _positive(name: str, value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(name, f"must be a positive integer, got {value!r}")
+
+
+def plan_compare(
+    config: PPOConfig,
+    objectives: Sequence[str] = OBJECTIVE_NAMES,
+    seeds: Sequence[int] = tuple(range(8)),
+    options: dict[str, Any] | None = None,
+    mesh: Mesh | None = None,
+    *,
+    out: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    keep: int | None = None,
+    overwrite: bool = False,
+) -> ComparePlan:
+    """Check a comparison and claim its folder; raises `ConfigError` before anything compiles.
+    A folder holding a comparison is refused unless `overwrite` (its files are removed)."""
+    objectives, seeds = tuple(objectives), tuple(int(s) for s in seeds)
+    names = [arm_dir_name(o) for o in objectives]
+    if not objectives or len(set(names)) < len(names):
+        raise ConfigError("objectives", f"name each objective once, got {', '.join(objectives) or 'none'}")
+    if not seeds:
+        raise ConfigError("seeds", "give at least one seed")
+    configs = tuple(objective_config(config, o, options) for o in objectives)  # all checked before compiling
+    mesh = arm_mesh(len(seeds)) if mesh is None else mesh
+    check_divisible(len(seeds), mesh.size, "seeds", "seeds")
+    for name, value in (("checkpoint_every", checkpoint_every), ("keep", keep)):
+        _positive(name, value)
+    if checkpoint_every is not None and out is None:
+        raise ConfigError("checkpoint_every", "checkpoints go into the comparison's folder: give out= (--out)")
+    if out is not None:
+        files.refuse_other_kind(out, "compare")
+        files.claim_folder(out, COMPARE_FILES, "an objective comparison", overwrite)
+        out = files.prepare_dir(out)
+    return ComparePlan(config, objectives, seeds, dict(options or {}), configs, mesh, out, checkpoint_every, keep)
+
+
+def plan_compare_resume(
+    folder: str | Path, checkpoint_every: int | None = None, keep: int | None = None, mesh: Mesh | None = None
+) -> ComparePlan:
+    """The plan of a stopped comparison from its `compare_plan.json` (objectives, seeds, options,
+    base config; `checkpoint_every` and `keep` as recorded unless given)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError("resume", f"comparison folder {folder} does not exist")
+    files.refuse_other_kind(folder, "compare", "resume")
+    path = folder / PLAN_FILE
+    if not path.exists():
+        raise ConfigError("resume", f"{folder} holds no {PLAN_FILE}: it is not a comparison this ppo_jax can resume")
+    record = files.read_json(path, "the comparison's plan")
+    if not isinstance(record, dict) or not {"config", "objectives", "seeds"} <= set(record):
+        raise RunFileError(path, "is not a comparison plan (a JSON object with config, objectives and seeds)")
+    config, seeds, _ = files.config_record({**record["config"], "seeds": record["seeds"]}, path)
+    every = record.get("checkpoint_every") if checkpoint_every is None else checkpoint_every
+    keep = record.get("keep") if keep is None else keep
+    for name, value in (("checkpoint_every", every), ("keep", keep)):
+        _positive(name, value)
+    plan = plan_compare(config, record["objectives"], seeds, record.get("options") or {}, mesh)
+    return plan._replace(out=files.prepare_dir(folder), checkpoint_every=every, keep=keep, resume=True)
+
+
+def _holds_run(folder: Path) -> bool:
+    return (folder / "config.json").exists() or (folder / CHECKPOINT_DIR).is_dir()
+
+
+def plan_arm(plan: ComparePlan, i: int) -> RunPlan:
+    """Arm `i`'s train plan: 1 config × S seeds into `<out>/arms/<objective>/` (resumed from
+    there when the comparison is resumed and the arm had started)."""
+    cfg, folder = plan.configs[i], plan.arm_dir(i)
+    if folder is None:
+        ctx = make_context(cfg)
+        return RunPlan(ctx.config, list(plan.seeds), None, ArmRuns(ctx, plan.seeds, plan.mesh), False, 0, None, None)
+    options = dict(checkpoint_every=plan.checkpoint_every, keep=plan.keep, seed_runs=_arm_runs(plan.mesh))
+    if plan.resume and _holds_run(folder):
+        return plan_run(None, resume=folder, **options)
+    # a fresh arm (a resumed comparison's arm that had not started is started again)
+    return plan_run(cfg, out=folder, seeds=list(plan.seeds), overwrite=True, **options)
+
+
+def _arm_runs(mesh: Mesh) -> Callable:
+    return functools.partial(ArmRuns, mesh=mesh)
+
+
+def _stopped(plan: ComparePlan, objective: str, update: int, total: int) -> RunStopped:
+    err = RunStopped(plan.out, update, total, command="ppo-jax compare")
+    err.args = (f"stopped {objective} at update {update}/{total}; resume with: ppo-jax compare --resume {plan.out}",)
+    return err
+
+
+def _compile_pool(plan: ComparePlan, arms: list[RunPlan]) -> ThreadPoolExecutor:
+    """A pool compiling the chunk program of every arm with updates left, in the arms' order."""
+    todo = [run for run in arms if run.saved_update < run.config.num_updates]
+    pool = ThreadPoolExecutor(max_workers=max(1, min(len(todo), usable_cores())), thread_name_prefix="ppo_jax")
+    for run in todo:
+        run.runner.compile_ahead(pool, chunk_capacity(run))
+    return pool
+
+
+def run_compare(
+    plan: ComparePlan, notify: Callable[[str, str], None] | None = None, handle_signals: bool = False
+) -> list[ObjectiveResult]:
+    """Train every arm of `plan` through the executor and write the comparison's folder (when it
+    has one); returns one `ObjectiveResult` per objective, in the plan's order.
+
+    `handle_signals`: SIGINT/SIGTERM stop at the next checkpoint of the arm training (or before the
+    next arm) and raise `RunStopped`, whose message says how to resume. `notify(kind, message)`
+    hears of each phase: compile, arm (an objective starts), arm_done (its seconds and IQM), and the
+    executor's messages (resume, stop)."""
+    notify = notify or _silent
+    if plan.out is not None and not plan.resume:
+        files.write_json(plan.out / PLAN_FILE, plan.request())
+    arms = [plan_arm(plan, i) for i in range(len(plan.objectives))]  # every folder checked before compiling
+    todo = sum(run.saved_update < run.config.num_updates for run in arms)
+    notify("compile", f"compiling {todo} program{'s' if todo != 1 else ''} (concurrently)")
+    pool = _compile_pool(plan, arms)
+    results: list[ObjectiveResult] = []
+    try:
+        with StopRequest(True, notify, handle_signals and plan.out is not None) as stop:
+            for i, (objective, run) in enumerate(zip(plan.objectives, arms, strict=True), start=1):
+                if stop.requested and run.saved_update < run.config.num_updates:
+                    raise _stopped(plan, objective, run.saved_update, run.config.num_updates)
+                steps = f"{len(plan.seeds)} seeds x {run.config.env_steps:,} steps"
+                notify("arm", f"training {objective} ({i}/{len(arms)}): {steps}")
+                record = ArmRecord(objective)
+                try:
+                    execute(run, record, notify, stop=stop)
+                except RunStopped as err:
+                    raise _stopped(plan, objective, err.update, err.num_updates) from None
+                results.append(record.result)
+                notify("arm_done", f"{objective} ({i}/{len(arms)}): IQM {record.result.iqm:.1f}")
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    if plan.out is not None:
+        write_compare(plan.out, plan.config, plan.seeds, results, plan.mesh.size)
+    return results
+
+
 def compare(
     config: PPOConfig,
     objectives: Sequence[str] = OBJECTIVE_NAMES,
@@ -119,29 +349,29 @@ def compare(
     options: dict[str, Any] | None = None,
     notify: Callable[[str, str], None] | None = None,
     mesh: Mesh | None = None,
+    *,
+    out: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    keep: int | None = None,
+    overwrite: bool = False,
+    handle_signals: bool = False,
 ) -> list[ObjectiveResult]:
     """Train every objective in `objectives` (names or references) over `seeds` (vmapped) and
     summarise each; `options`: values of the objectives' own fields (each arm takes its own).
     `mesh`: the devices each arm's seeds are split over (default `arm_mesh`; the seed count must
-    divide over them).
-    `notify(kind, message)` hears of each phase: compile, compiled, arm (an objective starts),
-    arm_done (its seconds and final return)."""
-    notify = notify or _silent
-    configs = [objective_config(config, o, options) for o in objectives]  # validate all before compiling
-    mesh = arm_mesh(len(seeds)) if mesh is None else mesh
-    check_divisible(len(seeds), mesh.size, "seeds", "seeds")
-    keys = put_runs(np.asarray(jax.random.key_data(jax.vmap(jax.random.key)(np.asarray(seeds, np.uint32)))), mesh)
-    notify("compile", f"compiling {len(configs)} programs (concurrently)")
-    programs, compile_seconds = compile_arms(configs, keys)
-    notify("compiled", f"compiled {len(configs)} programs in {max(compile_seconds):.1f} s")
-    results = []
-    arms = zip(objectives, configs, programs, compile_seconds, strict=True)
-    for i, (objective, cfg, program, compiled_in) in enumerate(arms, start=1):
-        notify("arm", f"training {objective} ({i}/{len(configs)}): {len(seeds)} seeds x {cfg.env_steps:,} steps")
-        start = time.perf_counter()
-        out = jax.block_until_ready(program(keys))
-        seconds = time.perf_counter() - start
-        result = arm_result(objective, cfg, gather((out.metrics, out.state.params)), seconds, compiled_in)
-        results.append(result)
-        notify("arm_done", f"{objective} ({i}/{len(configs)}): IQM {result.iqm:.1f} in {seconds:.1f} s")
-    return results
+    divide over them). `out`: the comparison's folder (`compare.json`, `compare.png`, one training
+    run's folder per arm under `arms/`, checkpoints every `checkpoint_every` updates, the newest
+    `keep` kept); without it nothing is written. `notify`, `handle_signals`: as `run_compare`.
+    A stopped comparison continues with `run_compare(plan_compare_resume(out))`."""
+    plan = plan_compare(
+        config,
+        objectives,
+        seeds,
+        options,
+        mesh,
+        out=out,
+        checkpoint_every=checkpoint_every,
+        keep=keep,
+        overwrite=overwrite,
+    )
+    return run_compare(plan, notify, handle_signals)
