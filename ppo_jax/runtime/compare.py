@@ -4,21 +4,20 @@
 A comparison is O objectives × S seeds. Each arm (one objective) is a train plan of one config ×
 S seeds (`runners.SeedRuns`) run through the executor (`runtime.executor`), so an arm with a
 folder is a training run's folder, `<out>/arms/<objective>/` (what `ppo-jax train` writes:
-config.json, metrics.csv, summary.json, checkpoints, policy files; `ppo-jax eval` and
-`ppo_jax.load` read it), with checkpoints, stop signals and exact resume. The comparison's own
-files are `compare_plan.json` (what `--resume` rebuilds it from, written first), `compare.json`
-and `compare.png` (`records.write_compare`). The arms' chunk programs compile in a pool of
-threads (XLA compiles outside Python's lock) from the start, so later arms compile while earlier
-ones train. Each arm's seeds are split over the devices of the run mesh (`runtime.distributed`;
-CPU cores exposed as devices, or GPUs): the most devices the seed count divides over. Runs never
+config.json, metrics.csv, summary.json, checkpoints, policy files; `ppo-jax eval`,
+`train --resume` and `load_policy` read it), with checkpoints, stop signals and exact resume.
+The comparison's own files are `compare_plan.json` (what `--resume` rebuilds it from, written
+first; the plan: `runtime.compare_plan`), `compare.json` and `compare.png`
+(`records.write_compare`). The arms' chunk programs compile in a pool of threads (XLA compiles
+outside Python's lock) from the start, so later arms compile while earlier ones train. Each
+arm's seeds are split over the devices of the run mesh (`runtime.distributed`; CPU cores
+exposed as devices, or GPUs): the most devices the seed count divides over. Runs never
 communicate, so the results do not depend on the device count.
 """
 
 from __future__ import annotations
 
 import functools
-import math
-import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,14 +27,24 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from ppo_jax.config import OBJECTIVE_NAMES, PPOConfig, default_config
+from ppo_jax.config import OBJECTIVE_NAMES, PPOConfig
 from ppo_jax.engine.train import make_context
-from ppo_jax.errors import ConfigError, RunFileError, RunStopped
-from ppo_jax.plugins import resolve_objective
+from ppo_jax.errors import RunStopped
 from ppo_jax.runtime import files
 from ppo_jax.runtime.checkpoint import CHECKPOINT_DIR
+from ppo_jax.runtime.compare_plan import (  # noqa: F401  (re-exported with the comparison)
+    ARMS_DIR,
+    COMPARE_FILES,
+    PLAN_FILE,
+    ComparePlan,
+    arm_dir_name,
+    arm_mesh,
+    objective_config,
+    plan_compare,
+    plan_compare_resume,
+)
 from ppo_jax.runtime.cpu import usable_cores
-from ppo_jax.runtime.distributed import check_divisible, gather, run_mesh
+from ppo_jax.runtime.distributed import gather
 from ppo_jax.runtime.driver import TrainRecord
 from ppo_jax.runtime.executor import chunk_capacity, execute
 from ppo_jax.runtime.files import final_returns, forward_fill, params_sha256
@@ -44,10 +53,6 @@ from ppo_jax.runtime.records import write_compare
 from ppo_jax.runtime.runners import SeedRuns
 from ppo_jax.runtime.signals import StopRequest
 from ppo_jax.runtime.stats import area_under_curve, bootstrap_ci
-
-PLAN_FILE = "compare_plan.json"  # the comparison's request: base config, objectives, seeds, options
-ARMS_DIR = "arms"  # one training run's folder per objective
-COMPARE_FILES = ("compare.json", "compare.png", PLAN_FILE, ARMS_DIR)
 
 
 class ObjectiveResult(NamedTuple):
@@ -66,31 +71,6 @@ class ObjectiveResult(NamedTuple):
     compile_seconds: float  # the wall time the arm waited for its programs to compile
     params_sha256: list | None = None  # per seed: SHA-256 of the final parameters (`files.params_sha256`)
     run_dir: str | None = None  # the arm's run folder, relative to the comparison's folder
-
-
-def objective_config(base: PPOConfig, objective: str, options: dict[str, Any] | None = None) -> PPOConfig:
-    """`base` with `objective` (a shipped name or a reference) and those of `options` that the
-    objective declares; on-policy objectives get one epoch of one minibatch."""
-    record = resolve_objective(objective)
-    own = {f.name for f in record.fields}
-    dropped = {"env", "num_epochs", "num_minibatches"} | {f.name for f in resolve_objective(base.objective).fields}
-    fields = {k: v for k, v in base.to_dict().items() if k not in dropped or k in own}
-    fields.update({k: v for k, v in (options or {}).items() if k in own})
-    fields["objective"] = objective
-    if not record.on_policy:
-        fields.update(num_epochs=base.num_epochs, num_minibatches=base.num_minibatches)
-    return default_config(base.env, **fields)
-
-
-def arm_mesh(num_seeds: int) -> Mesh:
-    """The run mesh an arm's seeds are split over: the most devices whose count divides the seeds."""
-    return run_mesh(jax.devices()[: math.gcd(num_seeds, jax.device_count())])
-
-
-def arm_dir_name(objective: str) -> str:
-    """The folder name of an objective's arm: its name, a reference's `:` and other characters
-    unsafe in a file name replaced by `_` (examples.dual_clip:OBJECTIVE -> examples.dual_clip_OBJECTIVE)."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", objective)
 
 
 def arm_result(objective: str, cfg: PPOConfig, outputs, seconds: float, compile_seconds: float) -> ObjectiveResult:
@@ -173,99 +153,6 @@ class ArmRecord(TrainRecord):
         return summary
 
 
-class ComparePlan(NamedTuple):
-    """A checked comparison: everything `run_compare` needs, decided before anything compiles."""
-
-    config: PPOConfig  # the base config
-    objectives: tuple[str, ...]  # O names or references
-    seeds: tuple[int, ...]  # S
-    options: dict  # values of the objectives' own fields
-    configs: tuple[PPOConfig, ...]  # each arm's config (`objective_config`)
-    mesh: Mesh  # the devices each arm's seeds are split over
-    out: Path | None = None  # the comparison's folder (None: nothing written, no checkpoints)
-    checkpoint_every: int | None = None
-    keep: int | None = None
-    resume: bool = False  # continue a stopped comparison in `out`
-
-    def arm_dir(self, i: int) -> Path | None:
-        return None if self.out is None else self.out / ARMS_DIR / arm_dir_name(self.objectives[i])
-
-    def request(self) -> dict[str, Any]:
-        """compare_plan.json's content."""
-        return {
-            "config": self.config.to_dict(),
-            "objectives": list(self.objectives),
-            "seeds": list(self.seeds),
-            "options": dict(self.options),
-            "checkpoint_every": self.checkpoint_every,
-            "keep": self.keep,
-            "arms": {o: f"{ARMS_DIR}/{arm_dir_name(o)}" for o in self.objectives},
-        }
-
-
-def _positive(name: str, value: Any) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ConfigError(name, f"must be a positive integer, got {value!r}")
-
-
-def plan_compare(
-    config: PPOConfig,
-    objectives: Sequence[str] = OBJECTIVE_NAMES,
-    seeds: Sequence[int] = tuple(range(8)),
-    options: dict[str, Any] | None = None,
-    mesh: Mesh | None = None,
-    *,
-    out: str | Path | None = None,
-    checkpoint_every: int | None = None,
-    keep: int | None = None,
-    overwrite: bool = False,
-) -> ComparePlan:
-    """Check a comparison and claim its folder; raises `ConfigError` before anything compiles.
-    A folder holding a comparison is refused unless `overwrite` (its files are removed)."""
-    objectives, seeds = tuple(objectives), tuple(int(s) for s in seeds)
-    names = [arm_dir_name(o) for o in objectives]
-    if not objectives or len(set(names)) < len(names):
-        raise ConfigError("objectives", f"name each objective once, got {', '.join(objectives) or 'none'}")
-    if not seeds:
-        raise ConfigError("seeds", "give at least one seed")
-    configs = tuple(objective_config(config, o, options) for o in objectives)  # all checked before compiling
-    mesh = arm_mesh(len(seeds)) if mesh is None else mesh
-    check_divisible(len(seeds), mesh.size, "seeds", "seeds")
-    for name, value in (("checkpoint_every", checkpoint_every), ("keep", keep)):
-        _positive(name, value)
-    if checkpoint_every is not None and out is None:
-        raise ConfigError("checkpoint_every", "checkpoints go into the comparison's folder: give out= (--out)")
-    if out is not None:
-        files.refuse_other_kind(out, "compare")
-        files.claim_folder(out, COMPARE_FILES, "an objective comparison", overwrite)
-        out = files.prepare_dir(out)
-    return ComparePlan(config, objectives, seeds, dict(options or {}), configs, mesh, out, checkpoint_every, keep)
-
-
-def plan_compare_resume(
-    folder: str | Path, checkpoint_every: int | None = None, keep: int | None = None, mesh: Mesh | None = None
-) -> ComparePlan:
-    """The plan of a stopped comparison from its `compare_plan.json` (objectives, seeds, options,
-    base config; `checkpoint_every` and `keep` as recorded unless given)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ConfigError("resume", f"comparison folder {folder} does not exist")
-    files.refuse_other_kind(folder, "compare", "resume")
-    path = folder / PLAN_FILE
-    if not path.exists():
-        raise ConfigError("resume", f"{folder} holds no {PLAN_FILE}: it is not a comparison this ppo_jax can resume")
-    record = files.read_json(path, "the comparison's plan")
-    if not isinstance(record, dict) or not {"config", "objectives", "seeds"} <= set(record):
-        raise RunFileError(path, "is not a comparison plan (a JSON object with config, objectives and seeds)")
-    config, seeds, _ = files.config_record({**record["config"], "seeds": record["seeds"]}, path)
-    every = record.get("checkpoint_every") if checkpoint_every is None else checkpoint_every
-    keep = record.get("keep") if keep is None else keep
-    for name, value in (("checkpoint_every", every), ("keep", keep)):
-        _positive(name, value)
-    plan = plan_compare(config, record["objectives"], seeds, record.get("options") or {}, mesh)
-    return plan._replace(out=files.prepare_dir(folder), checkpoint_every=every, keep=keep, resume=True)
-
-
 def _holds_run(folder: Path) -> bool:
     return (folder / "config.json").exists() or (folder / CHECKPOINT_DIR).is_dir()
 
@@ -294,6 +181,12 @@ def _stopped(plan: ComparePlan, objective: str, update: int, total: int) -> RunS
     return err
 
 
+def _except_resume(notify: Callable[[str, str], None], kind: str, message: str) -> None:
+    """`notify` without the executor's "resuming" line (an arm read again, not resumed)."""
+    if kind != "resume":
+        notify(kind, message)
+
+
 def _compile_pool(plan: ComparePlan, arms: list[RunPlan]) -> ThreadPoolExecutor:
     """A pool compiling the chunk program of every arm with updates left, in the arms' order."""
     todo = [run for run in arms if run.saved_update < run.config.num_updates]
@@ -301,6 +194,23 @@ def _compile_pool(plan: ComparePlan, arms: list[RunPlan]) -> ThreadPoolExecutor:
     for run in todo:
         run.runner.compile_ahead(pool, chunk_capacity(run))
     return pool
+
+
+def _run_arm(plan: ComparePlan, i: int, run: RunPlan, stop: StopRequest, notify: Callable) -> ObjectiveResult:
+    """Arm `i` through the executor (an arm finished earlier is read again from its final checkpoint)."""
+    objective, where = plan.objectives[i], f"({i + 1}/{len(plan.objectives)})"
+    if run.saved_update >= run.config.num_updates:
+        notify("arm", f"reading {objective} {where}, finished earlier")
+        notify = functools.partial(_except_resume, notify)
+    else:
+        notify("arm", f"training {objective} {where}: {len(plan.seeds)} seeds x {run.config.env_steps:,} steps")
+    record = ArmRecord(objective)
+    try:
+        execute(run, record, notify, stop=stop)
+    except RunStopped as err:
+        raise _stopped(plan, objective, err.update, err.num_updates) from None
+    notify("arm_done", f"{objective} {where}: IQM {record.result.iqm:.1f}")
+    return record.result
 
 
 def run_compare(
@@ -318,23 +228,16 @@ def run_compare(
         files.write_json(plan.out / PLAN_FILE, plan.request())
     arms = [plan_arm(plan, i) for i in range(len(plan.objectives))]  # every folder checked before compiling
     todo = sum(run.saved_update < run.config.num_updates for run in arms)
-    notify("compile", f"compiling {todo} program{'s' if todo != 1 else ''} (concurrently)")
+    if todo:
+        notify("compile", f"compiling {todo} program{'s' if todo != 1 else ''} (concurrently)")
     pool = _compile_pool(plan, arms)
     results: list[ObjectiveResult] = []
     try:
         with StopRequest(True, notify, handle_signals and plan.out is not None) as stop:
-            for i, (objective, run) in enumerate(zip(plan.objectives, arms, strict=True), start=1):
+            for i, run in enumerate(arms):
                 if stop.requested and run.saved_update < run.config.num_updates:
-                    raise _stopped(plan, objective, run.saved_update, run.config.num_updates)
-                steps = f"{len(plan.seeds)} seeds x {run.config.env_steps:,} steps"
-                notify("arm", f"training {objective} ({i}/{len(arms)}): {steps}")
-                record = ArmRecord(objective)
-                try:
-                    execute(run, record, notify, stop=stop)
-                except RunStopped as err:
-                    raise _stopped(plan, objective, err.update, err.num_updates) from None
-                results.append(record.result)
-                notify("arm_done", f"{objective} ({i}/{len(arms)}): IQM {record.result.iqm:.1f}")
+                    raise _stopped(plan, plan.objectives[i], run.saved_update, run.config.num_updates)
+                results.append(_run_arm(plan, i, run, stop, notify))
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     if plan.out is not None:
