@@ -8,7 +8,7 @@ config.json, metrics.csv, summary.json, checkpoints, policy files; `ppo-jax eval
 `train --resume` and `load_policy` read it), with checkpoints, stop signals and exact resume.
 The comparison's own files are `compare_plan.json` (what `--resume` rebuilds it from, written
 first; the plan: `runtime.compare_plan`), `compare.json` and `compare.png`
-(`records.write_compare`). The arms' chunk programs compile in a pool of threads (XLA compiles
+(`records.write_compare`). The arms' chunk programs compile on threads (XLA compiles
 outside Python's lock) from the start, so later arms compile while earlier ones train. Each
 arm's seeds are split over the devices of the run mesh (`runtime.distributed`; CPU cores
 exposed as devices, or GPUs): the most devices the seed count divides over. Runs never
@@ -18,8 +18,9 @@ communicate, so the results do not depend on the device count.
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -50,7 +51,7 @@ from ppo_jax.runtime.executor import chunk_capacity, execute
 from ppo_jax.runtime.files import final_returns, forward_fill, params_sha256
 from ppo_jax.runtime.planning import RunPlan, plan_run
 from ppo_jax.runtime.records import write_compare
-from ppo_jax.runtime.runners import SeedRuns
+from ppo_jax.runtime.runners import SeedRuns, init_runs
 from ppo_jax.runtime.signals import StopRequest
 from ppo_jax.runtime.stats import area_under_curve, bootstrap_ci
 
@@ -94,24 +95,41 @@ def _silent(kind: str, message: str) -> None:
 
 
 class ArmRuns(SeedRuns):
-    """An arm's S seeds (`SeedRuns` on the comparison's mesh) whose chunk program can be compiled
-    ahead in a pool the arms share, while earlier arms train."""
+    """An arm's S seeds (`SeedRuns` on the comparison's mesh) whose programs (initialisation and
+    chunk) can be compiled ahead, on threads the arms share, while earlier arms train."""
 
     def __init__(self, ctx, seeds: Sequence[int], mesh: Mesh | None):
         super().__init__(ctx, list(seeds), mesh)
-        self.ahead: tuple[int, Any] | None = None  # (chunk length, future of the compiled program)
+        self.ahead: tuple[int, Future, Future] | None = None  # (chunk length, init program, chunk program)
 
-    def compile_ahead(self, pool: ThreadPoolExecutor, length: int) -> None:
-        """Submit the compile of the chunk program of `length` updates, from the state's shapes."""
+    def compile_ahead(self, length: int) -> list[tuple[Future, Callable]]:
+        """The compiles of the initialisation and of the chunk program of `length` updates (from
+        the state's shapes), as jobs for the compiling threads (`_compile_in_threads`), each with
+        the future `init` or `program` waits for."""
         hparams = self.hparams(self.ctx.config)
-        future = pool.submit(SeedRuns.program, self, self.abstract_state(hparams), hparams, length)
-        self.ahead = (length, future)
+        init, chunk = Future(), Future()
+        self.ahead = (length, init, chunk)
+        seeds = self.place(np.asarray(self.seeds, np.uint32))
+        compile_init = functools.partial(_compile_init, self.ctx, seeds, hparams)
+        compile_chunk = functools.partial(SeedRuns.program, self, self.abstract_state(hparams), hparams, length)
+        return [(init, compile_init), (chunk, compile_chunk)]
+
+    def init(self, hparams):
+        if self.ahead is None:
+            return super().init(hparams)
+        seeds = self.place(np.asarray(self.seeds, np.uint32))
+        return self.place(self.ahead[1].result()(seeds, hparams))  # placed as `SeedRuns.init` places it
 
     def program(self, state, hparams, length: int):
         if self.ahead is not None and self.ahead[0] == length:
-            (_, future), self.ahead = self.ahead, None
-            return future.result()
+            (_, _, chunk), self.ahead = self.ahead, None
+            return chunk.result()
         return super().program(state, hparams, length)
+
+
+def _compile_init(ctx, seeds, hparams):
+    """`runners.init_runs` compiled for the placed seeds [S] and hyperparameters."""
+    return jax.jit(functools.partial(init_runs, ctx)).lower(seeds, hparams).compile()
 
 
 class ArmRecord(TrainRecord):
@@ -187,13 +205,36 @@ def _except_resume(notify: Callable[[str, str], None], kind: str, message: str) 
         notify(kind, message)
 
 
-def _compile_pool(plan: ComparePlan, arms: list[RunPlan]) -> ThreadPoolExecutor:
-    """A pool compiling the chunk program of every arm with updates left, in the arms' order."""
+def _compile_in_threads(jobs: list[tuple[Future, Callable]], workers: int) -> None:
+    """Run every job on `workers` daemon threads, in order, its result into its future; a job whose
+    future was cancelled is skipped (daemon threads: a stopped comparison exits without waiting
+    for the compiles under way)."""
+    queue, lock = list(jobs), threading.Lock()
+
+    def work():
+        while True:
+            with lock:
+                if not queue:
+                    return
+                future, job = queue.pop(0)
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(job())
+            except BaseException as err:  # re-raised where the arm waits for its program
+                future.set_exception(err)
+
+    for _ in range(workers):
+        threading.Thread(target=work, name="ppo_jax-compile", daemon=True).start()
+
+
+def _compile_ahead(arms: list[RunPlan]) -> list[Future]:
+    """Start compiling the programs of every arm with updates left, in the arms' order, on
+    as many threads as there are cores."""
     todo = [run for run in arms if run.saved_update < run.config.num_updates]
-    pool = ThreadPoolExecutor(max_workers=max(1, min(len(todo), usable_cores())), thread_name_prefix="ppo_jax")
-    for run in todo:
-        run.runner.compile_ahead(pool, chunk_capacity(run))
-    return pool
+    jobs = [job for run in todo for job in run.runner.compile_ahead(chunk_capacity(run))]
+    _compile_in_threads(jobs, max(1, min(len(jobs), usable_cores())))
+    return [future for future, _ in jobs]
 
 
 def _run_arm(plan: ComparePlan, i: int, run: RunPlan, stop: StopRequest, notify: Callable) -> ObjectiveResult:
@@ -230,7 +271,7 @@ def run_compare(
     todo = sum(run.saved_update < run.config.num_updates for run in arms)
     if todo:
         notify("compile", f"compiling {todo} program{'s' if todo != 1 else ''} (concurrently)")
-    pool = _compile_pool(plan, arms)
+    futures = _compile_ahead(arms)
     results: list[ObjectiveResult] = []
     try:
         with StopRequest(True, notify, handle_signals and plan.out is not None) as stop:
@@ -239,7 +280,8 @@ def run_compare(
                     raise _stopped(plan, plan.objectives[i], run.saved_update, run.config.num_updates)
                 results.append(_run_arm(plan, i, run, stop, notify))
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        for future in futures:  # compiles not started yet are dropped
+            future.cancel()
     if plan.out is not None:
         write_compare(plan.out, plan.config, plan.seeds, results, plan.mesh.size)
     return results
