@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -68,23 +70,35 @@ def test_clip_objective_has_no_state_and_no_kl_coefficient():
     assert result.state.objective_state == () and "kl_coef" not in result.metrics
 
 
-def test_compare_trains_every_objective_and_writes_a_table(tmp_path, capsys):
+# The CLI comparison the tests share: clip and a2c over 2 seeds, 4 updates, a checkpoint every 2.
+COMPARE_FLAGS = ["compare", "--seeds", "2", "--objectives", "clip,a2c", "--num-envs", "2", "--num-steps", "16"]
+COMPARE_FLAGS += ["--num-epochs", "2", "--num-minibatches", "2", "--total-timesteps", "128", "--checkpoint-every", "2"]
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    """An uninterrupted `ppo-jax compare` into a folder: (folder, stdout, stderr)."""
+    folder = tmp_path_factory.mktemp("compare") / "whole"
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        assert cli.main([*COMPARE_FLAGS, "--out", str(folder)]) == 0
+    return folder, out.getvalue(), err.getvalue()
+
+
+def test_compare_trains_every_objective_and_writes_a_table(whole):
     results = compare(ppo_jax.default_config(**TINY), seeds=(0, 1))
     assert [r.objective for r in results] == ["clip", "kl_penalty", "reinforce", "a2c", "trpo"]
     for r in results:
         assert r.returns.shape == (r.config.num_updates, 2) and r.final_returns.shape == (2,)
         assert r.ci_low <= r.iqm <= r.ci_high
-    args = ["compare", "--seeds", "2", "--objectives", "clip,a2c", "--out", tmp_path]
-    args += ["--num-envs", "2", "--num-steps", "16", "--num-epochs", "2", "--num-minibatches", "2"]
-    assert cli.main([str(a) for a in [*args, "--total-timesteps", "128"]]) == 0
-    report = json.loads((tmp_path / "compare.json").read_text())
+    folder, out, err = whole
+    report = json.loads((folder / "compare.json").read_text())
     rows = {row["objective"]: row for row in report["objectives"]}
     assert sorted(rows) == ["a2c", "clip"]
     iqms = [row["iqm"] for row in report["objectives"]]
     assert iqms == sorted(iqms, reverse=True)  # ranked by IQM, best first
     assert rows["a2c"]["num_epochs"] == 1 and rows["clip"]["num_epochs"] == 2
-    assert (tmp_path / "compare.png").stat().st_size > 0
-    out, err = capsys.readouterr()
+    assert (folder / "compare.png").stat().st_size > 0
     assert "objective" in out
     # progress per arm: compiling, then each objective as it trains and finishes
     assert "compiling 2 programs (concurrently) ..." in err.splitlines()
@@ -123,3 +137,59 @@ def test_compare_splits_each_arms_seeds_over_two_devices_with_the_results_of_one
     assert np.ptp(one, axis=0).max() > 0  # the seeds differ: not one run copied
     np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-6)  # float32 rounding: a device computes 2 runs, not 4
     np.testing.assert_allclose(*(np.asarray(r, float) for r in out["returns"]), rtol=1e-5)
+
+
+def _csv_columns(path: Path) -> dict[str, list[str]]:
+    rows = path.read_text().splitlines()
+    header, values = rows[0].split(","), [r.split(",") for r in rows[1:]]
+    return {name: [v[i] for v in values] for i, name in enumerate(header)}
+
+
+def test_a_stopped_compare_resumed_gives_every_arm_the_uninterrupted_results(whole, tmp_path, capsys, monkeypatch):
+    """2 objectives x 2 seeds, 4 updates, a checkpoint every 2: Ctrl-C while the second arm trains
+    stops it at update 2 (exit 130, the resume line); --resume keeps the finished arm's files,
+    resumes the stopped one, and every arm ends with the uninterrupted compare's parameters and
+    metrics. Each arm's folder is a training run's: eval reads it, its policy file loads."""
+    import ppo_jax.runtime.compare as cmp
+
+    flags, (whole, _, _), stopped = COMPARE_FLAGS, whole, tmp_path / "stopped"
+    real, arms = cmp.execute, []
+
+    def stop_in_second_arm(run, record, notify, stop):  # as if Ctrl-C came while the second arm compiled
+        arms.append(run.out.name)
+        stop.requested = stop.requested or len(arms) == 2
+        return real(run, record, notify, stop=stop)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(cmp, "execute", stop_in_second_arm)
+        assert cli.main([*flags, "--out", str(stopped), "--quiet"]) == 130
+    out = capsys.readouterr().out
+    assert (
+        arms == ["clip", "a2c"] and f"stopped a2c at update 2/4; resume with: ppo-jax compare --resume {stopped}" in out
+    )
+    assert not (stopped / "compare.json").exists() and (stopped / "arms" / "clip" / "summary.json").exists()
+    assert sorted(p.name for p in (stopped / "arms" / "a2c" / "checkpoints").iterdir()) == ["2"]
+    finished = (stopped / "arms" / "clip" / "summary.json").read_text()
+
+    assert cli.main(["compare", "--resume", str(stopped), "--seeds", "3"]) == 2  # a resume keeps its seeds
+    assert "--seeds" in capsys.readouterr().err
+    assert cli.main(["compare", "--resume", str(stopped), "--quiet"]) == 0
+    assert (stopped / "arms" / "clip" / "summary.json").read_text() == finished  # the finished arm is kept
+    a, b = (json.loads((d / "compare.json").read_text()) for d in (whole, stopped))
+    rows = [{r["objective"]: r for r in record["objectives"]} for record in (a, b)]
+    for objective in ("clip", "a2c"):
+        assert rows[0][objective]["params_sha256"] == rows[1][objective]["params_sha256"]
+        assert len(set(rows[0][objective]["params_sha256"])) == 2  # the seeds differ
+        assert rows[0][objective]["final_returns"] == rows[1][objective]["final_returns"]
+        assert rows[1][objective]["run_dir"] == f"arms/{objective}"
+        arm, twin = whole / "arms" / objective, stopped / "arms" / objective
+        assert _csv_columns(arm / "metrics.csv") == _csv_columns(twin / "metrics.csv")
+        summaries = [json.loads((d / "summary.json").read_text()) for d in (arm, twin)]
+        assert summaries[0]["params_sha256"] == summaries[1]["params_sha256"]
+        assert summaries[0]["seeds"] == [0, 1] and summaries[0]["num_updates"] == 4
+    assert rows[0]["clip"]["params_sha256"] != rows[0]["a2c"]["params_sha256"]
+
+    assert cli.main(["eval", str(stopped / "arms" / "a2c"), "--episodes", "2", "--quiet"]) == 0
+    assert json.loads((stopped / "arms" / "a2c" / "eval.json").read_text())["update"] == 4
+    policy = ppo_jax.load_policy(stopped / "arms" / "clip" / "policy-seed1.npz")
+    assert np.asarray(policy.act(np.zeros((3, 4), np.float32))).shape == (3,)

@@ -1,7 +1,7 @@
 """The plug-ins of examples/ (a policy family, an objective with a traced field of its own, a
 hand-written env) driven through every command by reference: train -> eval -> resume (the same
 parameters as uninterrupted) -> sweep over a field (one compile; stopped and resumed to the same
-parameters; its run folders evaluated) -> compare."""
+parameters; its run folders evaluated) -> compare (an arm's run folder evaluated)."""
 
 from __future__ import annotations
 
@@ -123,8 +123,12 @@ def test_compare_trains_the_plug_in(trained, tmp_path):
     else:
         args = [*flags, "--objectives", "clip,a2c"]
     assert run_cli("compare", *args, *TINY, *STEPS, "--seeds", "2", "--out", out) == 0
-    rows = json.loads((out / "compare.json").read_text())["objectives"]
-    assert len(rows) == 2 and all(len(r["final_returns"]) == 2 for r in rows)
+    rows = {r["objective"]: r for r in json.loads((out / "compare.json").read_text())["objectives"]}
+    assert len(rows) == 2 and all(len(r["final_returns"]) == 2 for r in rows.values())
+    arm = out / rows[flags[1] if name == "objective" else "a2c"]["run_dir"]  # the plug-in's arm: a run folder
+    assert json.loads((arm / "config.json").read_text())[flags[0].lstrip("-")] == flags[1]
+    assert run_cli("eval", arm, "--episodes", "2", "--quiet") == 0
+    assert json.loads((arm / "eval.json").read_text())["update"] == 6
 
 
 def test_a_static_field_of_a_plug_in_cannot_be_swept(tmp_path, capsys):

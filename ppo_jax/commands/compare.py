@@ -4,15 +4,19 @@ trpo), each trained over the same seeds, with a ranked table and learning curves
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
 
 from ppo_jax.commands.common import (
     add_cache_flag,
     add_config_flags,
     config_from_args,
+    flag,
     part_overrides,
     use_compile_cache,
 )
-from ppo_jax.config import OBJECTIVE_NAMES, resolve_seeds
+from ppo_jax.config import FIELDS, OBJECTIVE_NAMES, resolve_seeds
 from ppo_jax.errors import ConfigError
 from ppo_jax.fields import declared
 from ppo_jax.plugins import is_reference, resolve_objective
@@ -20,7 +24,11 @@ from ppo_jax.plugins import is_reference, resolve_objective
 
 def add_compare_parser(sub, help_env: str = "CartPole-v1") -> argparse.ArgumentParser:
     cmp = sub.add_parser(
-        "compare", help=f"train {', '.join(OBJECTIVE_NAMES)} over seeds and compare their learning curves"
+        "compare",
+        help=f"train {', '.join(OBJECTIVE_NAMES)} over seeds and compare their learning curves",
+        description="Train each objective over the same seeds. Writes compare_plan.json, compare.json, "
+        "compare.png and one training run's folder per objective (arms/<objective>/: what ppo-jax train "
+        "writes, for ppo-jax eval) to the output folder.",
     )
     add_config_flags(cmp, help_env)
     cmp.add_argument("--seeds", type=int, default=8, help="seeds per objective (default: 8)")
@@ -30,7 +38,21 @@ def add_compare_parser(sub, help_env: str = "CartPole-v1") -> argparse.ArgumentP
         help="comma-separated objectives: shipped names or package.module:attribute references",
     )
     cmp.add_argument("--out", default=None, help="output folder (default: runs/compare-<env>-<timestamp>)")
-    cmp.add_argument("--overwrite", action="store_true", help="replace the comparison files in --out")
+    cmp.add_argument("--overwrite", action="store_true", help="replace the comparison's files in --out")
+    cmp.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="save the training arm's state every N updates: Ctrl-C stops at the next one and --resume continues",
+    )
+    cmp.add_argument("--keep", type=int, default=None, metavar="K", help="keep only each arm's newest K checkpoints")
+    cmp.add_argument(
+        "--resume",
+        default=None,
+        metavar="COMPARE_DIR",
+        help="continue a stopped comparison: finished arms are kept, the stopped one resumes from its checkpoint",
+    )
     cmp.add_argument("--quiet", action="store_true", help="no progress while compiling and training, only the table")
     add_cache_flag(cmp)
     cmp.set_defaults(func=cmd_compare)
@@ -39,7 +61,8 @@ def add_compare_parser(sub, help_env: str = "CartPole-v1") -> argparse.ArgumentP
 
 class ArmProgress:
     """compare's notify(kind, message): a waiting line while the programs compile and while each
-    objective trains, and one line as each objective finishes (nothing when `quiet`)."""
+    objective trains, one line as each objective finishes (nothing of these when `quiet`); stop
+    requests and warnings on stderr."""
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
@@ -53,6 +76,12 @@ class ArmProgress:
     def __call__(self, kind: str, message: str) -> None:
         from ppo_jax.commands.progress import Waiting
 
+        if kind in ("stop", "abort", "warning"):
+            self.stop()
+            prefix = "\n" if kind in ("stop", "abort") else ""
+            sys.stderr.write(f"{prefix}{message}\n")
+            sys.stderr.flush()
+            return
         if self.quiet:
             return
         self.stop()
@@ -62,15 +91,35 @@ class ArmProgress:
             print(message, flush=True)
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    from ppo_jax.runtime import files
-    from ppo_jax.runtime.compare import arm_mesh, compare
-    from ppo_jax.runtime.cpu import split_runs_over_cores
-    from ppo_jax.runtime.records import write_compare
+def _requested_seeds(args: argparse.Namespace) -> int:
+    """How many seeds each arm runs, read without starting JAX (0 if unknown)."""
+    if not args.resume:
+        return max(args.seeds, 0)
+    try:
+        return len(json.loads((Path(args.resume) / "compare_plan.json").read_text())["seeds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0  # the resume path reports the problem itself
 
-    use_compile_cache(args)
-    if args.seeds >= 1:  # before JAX starts: the seeds of each arm are split over the CPU cores
-        split_runs_over_cores(args.seeds)
+
+def _refuse_flags_with_resume(args: argparse.Namespace) -> None:
+    given = [flag(n) for n in [*FIELDS, *part_overrides(args)] if getattr(args, n, None) is not None]
+    given += ["--seeds"] if args.seeds != 8 else []
+    given += ["--objectives"] if args.objectives != ",".join(OBJECTIVE_NAMES) else []
+    given += ["--out"] if args.out is not None else []
+    given += ["--overwrite"] if args.overwrite else []
+    if given:
+        kept = "a resumed comparison keeps its objectives, config, seeds and folder"
+        raise ConfigError("resume", f"{kept}; remove {', '.join(given)}")
+
+
+def _plan(args: argparse.Namespace):
+    """The comparison's plan from the flags (or from the folder of `--resume`); nothing compiled."""
+    from ppo_jax.runtime import files
+    from ppo_jax.runtime.compare import plan_compare, plan_compare_resume
+
+    if args.resume:
+        _refuse_flags_with_resume(args)
+        return plan_compare_resume(args.resume, args.checkpoint_every, args.keep)
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
     unknown = [o for o in objectives if o not in OBJECTIVE_NAMES and not is_reference(o)]
     if unknown or not objectives:
@@ -85,24 +134,46 @@ def cmd_compare(args: argparse.Namespace) -> int:
     config = config_from_args(args, exclude=own)
     options = {k: v for k, v in part_overrides(args).items() if k in own}
     seeds = list(resolve_seeds(config, args.seeds))
-    files.refuse_other_kind(args.out, "compare")
-    files.claim_folder(args.out, ("compare.json", "compare.png"), "an objective comparison", args.overwrite)
-    out = files.prepare_dir(args.out or files.default_run_dir(f"compare-{config.env}"))
-    print(f"comparing {', '.join(objectives)} on {config.env}: {len(seeds)} seeds x {config.env_steps:,} steps")
+    out = args.out or files.default_run_dir(f"compare-{config.env}")
+    return plan_compare(
+        config,
+        objectives,
+        seeds,
+        options,
+        out=out,
+        checkpoint_every=args.checkpoint_every,
+        keep=args.keep,
+        overwrite=args.overwrite,
+    )
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ppo_jax.runtime.compare import run_compare
+    from ppo_jax.runtime.cpu import split_runs_over_cores
+    from ppo_jax.runtime.records import compare_rows
+
+    use_compile_cache(args)
+    seeds = _requested_seeds(args)
+    if seeds >= 1:  # before JAX starts: the seeds of each arm are split over the CPU cores
+        split_runs_over_cores(seeds)
+    plan = _plan(args)
+    config, out = plan.config, plan.out
+    verb = "resuming the comparison of" if plan.resume else "comparing"
+    steps = f"{len(plan.seeds)} seeds x {config.env_steps:,} steps"
+    print(f"{verb} {', '.join(plan.objectives)} on {config.env}: {steps} -> {out}", flush=True)
     progress = ArmProgress(args.quiet)
     try:
-        results = compare(config, objectives, seeds, options, progress)
+        results = run_compare(plan, progress, handle_signals=True)
     finally:
         progress.stop()
-    width = max(11, *(len(o) for o in objectives))
+    width = max(11, *(len(o) for o in plan.objectives))
     header = f"{'final mean':>10} {'IQM':>8} {'95% CI':>19} {'AUC':>8} {'run s':>7} {'compile s':>9}"
     print(f"{'objective':<{width}} {header}")
-    record = write_compare(out, config, seeds, results, arm_mesh(len(seeds)).size)
-    for r in record["objectives"]:
+    for r in compare_rows(results):
         ci = f"[{r['ci_low']:.1f}, {r['ci_high']:.1f}]"
         print(
             f"{r['objective']:<{width}} {r['final_return_mean']:>10.1f} {r['iqm']:>8.1f} {ci:>19} {r['auc']:>8.1f} "
             f"{r['seconds']:>7.1f} {r['compile_seconds']:>9.1f}"
         )
-    print(f"wrote {out / 'compare.json'} and {out / 'compare.png'}")
+    print(f"wrote {out / 'compare.json'}, {out / 'compare.png'} and a run folder per objective in {out / 'arms'}")
     return 0

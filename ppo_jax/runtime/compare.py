@@ -1,34 +1,58 @@
 """The policy-gradient chain side by side: each objective of the registry
 (`ppo_jax.core.objectives`) trained over the same seeds.
 
-`compare(config, objectives, seeds)` trains one batched program per objective (the objective is a
-static switch, so each is its own compile) and returns per-seed final returns and learning curves.
-The programs are traced one after another and compiled concurrently (XLA compiles outside
-Python's lock: on 2 CPU cores five arms compile in about half the time), then run one by one.
-Each arm's seeds are split over the devices of the run mesh (`runtime.distributed`; CPU cores
-exposed as devices, or GPUs), as a sweep's runs are: the most devices the seed count divides
-over. Runs never communicate, so the results do not depend on the device count.
+A comparison is O objectives × S seeds. Each arm (one objective) is a train plan of one config ×
+S seeds (`runners.SeedRuns`) run through the executor (`runtime.executor`), so an arm with a
+folder is a training run's folder, `<out>/arms/<objective>/` (what `ppo-jax train` writes:
+config.json, metrics.csv, summary.json, checkpoints, policy files; `ppo-jax eval`,
+`train --resume` and `load_policy` read it), with checkpoints, stop signals and exact resume.
+The comparison's own files are `compare_plan.json` (what `--resume` rebuilds it from, written
+first; the plan: `runtime.compare_plan`), `compare.json` and `compare.png`
+(`records.write_compare`). Every arm's programs (initialisation and chunk) start compiling at
+once, one thread each (XLA compiles outside Python's lock), so later arms compile while earlier
+ones train. Each
+arm's seeds are split over the devices of the run mesh (`runtime.distributed`; CPU cores
+exposed as devices, or GPUs): the most devices the seed count divides over. Runs never
+communicate, so the results do not depend on the device count.
 """
 
 from __future__ import annotations
 
 import functools
-import math
-import time
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 
-from ppo_jax.config import OBJECTIVE_NAMES, PPOConfig, default_config
-from ppo_jax.engine.train import make_train_batch
-from ppo_jax.plugins import resolve_objective
-from ppo_jax.runtime.cpu import compiler_options
-from ppo_jax.runtime.distributed import check_divisible, gather, lowering_mesh, put_runs, run_mesh
+from ppo_jax.config import OBJECTIVE_NAMES, PPOConfig
+from ppo_jax.engine.train import make_context
+from ppo_jax.errors import RunStopped
+from ppo_jax.runtime import files
+from ppo_jax.runtime.checkpoint import CHECKPOINT_DIR
+from ppo_jax.runtime.compare_plan import (  # noqa: F401  (re-exported with the comparison)
+    ARMS_DIR,
+    COMPARE_FILES,
+    PLAN_FILE,
+    ComparePlan,
+    arm_dir_name,
+    arm_mesh,
+    objective_config,
+    plan_compare,
+    plan_compare_resume,
+)
+from ppo_jax.runtime.distributed import gather
+from ppo_jax.runtime.driver import TrainRecord
+from ppo_jax.runtime.executor import chunk_capacity, execute
 from ppo_jax.runtime.files import final_returns, forward_fill, params_sha256
+from ppo_jax.runtime.planning import RunPlan, plan_run
+from ppo_jax.runtime.records import write_compare
+from ppo_jax.runtime.runners import SeedRuns, init_runs
+from ppo_jax.runtime.signals import StopRequest
 from ppo_jax.runtime.stats import area_under_curve, bootstrap_ci
 
 
@@ -44,52 +68,10 @@ class ObjectiveResult(NamedTuple):
     ci_low: float
     ci_high: float
     auc: float  # mean over seeds of the area under the return curve per env step
-    seconds: float  # running the compiled program (all seeds)
-    compile_seconds: float  # tracing and lowering this arm, plus the wall time of the concurrent compiles
+    seconds: float  # running the chunk programs (all seeds)
+    compile_seconds: float  # the wall time the arm waited for its programs to compile
     params_sha256: list | None = None  # per seed: SHA-256 of the final parameters (`files.params_sha256`)
-
-
-def objective_config(base: PPOConfig, objective: str, options: dict[str, Any] | None = None) -> PPOConfig:
-    """`base` with `objective` (a shipped name or a reference) and those of `options` that the
-    objective declares; on-policy objectives get one epoch of one minibatch."""
-    record = resolve_objective(objective)
-    own = {f.name for f in record.fields}
-    dropped = {"env", "num_epochs", "num_minibatches"} | {f.name for f in resolve_objective(base.objective).fields}
-    fields = {k: v for k, v in base.to_dict().items() if k not in dropped or k in own}
-    fields.update({k: v for k, v in (options or {}).items() if k in own})
-    fields["objective"] = objective
-    if not record.on_policy:
-        fields.update(num_epochs=base.num_epochs, num_minibatches=base.num_minibatches)
-    return default_config(base.env, **fields)
-
-
-def arm_mesh(num_seeds: int) -> Mesh:
-    """The run mesh an arm's seeds are split over: the most devices whose count divides the seeds."""
-    return run_mesh(jax.devices()[: math.gcd(num_seeds, jax.device_count())])
-
-
-def _train_arm(config: PPOConfig, key_data: jax.Array):
-    """One arm's program: `train_batch` from raw key data [S, ...] (placed over the run mesh)."""
-    return make_train_batch(config)(jax.random.wrap_key_data(key_data))
-
-
-def compile_arms(configs: Sequence[PPOConfig], key_data: jax.Array) -> tuple[list[Any], list[float]]:
-    """One compiled arm program per config: lowered in turn, compiled concurrently. Returns the
-    programs and each one's compile seconds (its lowering plus the shared wall time of the
-    concurrent compiles)."""
-    lowered, lower_seconds = [], []
-    mesh = key_data.sharding.mesh if isinstance(key_data.sharding, NamedSharding) else None
-    for cfg in configs:
-        t0 = time.perf_counter()
-        with lowering_mesh(mesh):
-            lowered.append(jax.jit(functools.partial(_train_arm, cfg)).lower(key_data))
-        lower_seconds.append(time.perf_counter() - t0)
-    options = [compiler_options(cfg.fast_paths) for cfg in configs]
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=len(lowered)) as pool:
-        programs = list(pool.map(lambda low, opt: low.compile(compiler_options=opt), lowered, options))
-    shared = time.perf_counter() - t0
-    return programs, [s + shared for s in lower_seconds]
+    run_dir: str | None = None  # the arm's run folder, relative to the comparison's folder
 
 
 def arm_result(objective: str, cfg: PPOConfig, outputs, seconds: float, compile_seconds: float) -> ObjectiveResult:
@@ -112,6 +94,194 @@ def _silent(kind: str, message: str) -> None:
     return None
 
 
+class ArmRuns(SeedRuns):
+    """An arm's S seeds (`SeedRuns` on the comparison's mesh) whose programs (initialisation and
+    chunk) can be compiled ahead, on threads, while earlier arms train."""
+
+    def __init__(self, ctx, seeds: Sequence[int], mesh: Mesh | None):
+        super().__init__(ctx, list(seeds), mesh)
+        self.ahead: tuple[int, Future, Future] | None = None  # (chunk length, init program, chunk program)
+
+    def compile_ahead(self, length: int) -> list[tuple[Future, Callable]]:
+        """The compiles of the initialisation and of the chunk program of `length` updates (from
+        the state's shapes), as jobs for the compiling threads (`_compile_in_threads`), each with
+        the future `init` or `program` waits for."""
+        hparams = self.hparams(self.ctx.config)
+        init, chunk = Future(), Future()
+        self.ahead = (length, init, chunk)
+        seeds = self.place(np.asarray(self.seeds, np.uint32))
+        compile_init = functools.partial(_compile_init, self.ctx, seeds, hparams)
+        compile_chunk = functools.partial(SeedRuns.program, self, self.abstract_state(hparams), hparams, length)
+        return [(init, compile_init), (chunk, compile_chunk)]
+
+    def init(self, hparams):
+        if self.ahead is None:
+            return super().init(hparams)
+        seeds = self.place(np.asarray(self.seeds, np.uint32))
+        return self.place(self.ahead[1].result()(seeds, hparams))  # placed as `SeedRuns.init` places it
+
+    def program(self, state, hparams, length: int):
+        if self.ahead is not None and self.ahead[0] == length:
+            (_, _, chunk), self.ahead = self.ahead, None
+            return chunk.result()
+        return super().program(state, hparams, length)
+
+
+def _compile_init(ctx, seeds, hparams):
+    """`runners.init_runs` compiled for the placed seeds [S] and hyperparameters."""
+    return jax.jit(functools.partial(init_runs, ctx)).lower(seeds, hparams).compile()
+
+
+class ArmRecord(TrainRecord):
+    """An arm's record writer: a training run's folder (`driver.TrainRecord`), and the arm's
+    `ObjectiveResult` from the final state and metrics (`result`). An arm found finished by a
+    resumed comparison is read again from its final checkpoint; its files are kept."""
+
+    command = "ppo-jax compare"
+
+    def __init__(self, objective: str):
+        self.objective = objective
+        self.earlier: dict | None = None  # the summary of an arm that had finished before
+        self.result: ObjectiveResult | None = None
+
+    def finished(self, plan: RunPlan, notify) -> None:
+        self.earlier = super().finished(plan, _silent)
+        return None  # the executor restores the final checkpoint: exact curves and parameters
+
+    def begin(self, plan: RunPlan, notify) -> None:
+        if plan.out is not None:
+            super().begin(plan, notify)
+
+    def started(self, plan: RunPlan, notify) -> None:
+        return None
+
+    def nonfinite(self, plan: RunPlan, store, err) -> None:
+        if plan.out is not None:
+            super().nonfinite(plan, store, err)
+
+    def finish(self, plan: RunPlan, state, chunks) -> dict[str, Any]:
+        summary = self.earlier
+        if summary is None:
+            summary = super().finish(plan, state, chunks) if plan.out is not None else {}
+        run_s = summary.get("run_seconds", chunks.timing["run"])
+        compile_s = summary.get("compile_seconds", chunks.timing["compile"])
+        outputs = (chunks.joined(), gather(state.params))
+        result = arm_result(self.objective, plan.config, outputs, run_s, compile_s)
+        self.result = result._replace(run_dir=None if plan.out is None else f"{ARMS_DIR}/{plan.out.name}")
+        return summary
+
+
+def _holds_run(folder: Path) -> bool:
+    return (folder / "config.json").exists() or (folder / CHECKPOINT_DIR).is_dir()
+
+
+def plan_arm(plan: ComparePlan, i: int) -> RunPlan:
+    """Arm `i`'s train plan: 1 config × S seeds into `<out>/arms/<objective>/` (resumed from
+    there when the comparison is resumed and the arm had started)."""
+    cfg, folder = plan.configs[i], plan.arm_dir(i)
+    if folder is None:
+        ctx = make_context(cfg)
+        return RunPlan(ctx.config, list(plan.seeds), None, ArmRuns(ctx, plan.seeds, plan.mesh), False, 0, None, None)
+    options = dict(checkpoint_every=plan.checkpoint_every, keep=plan.keep, seed_runs=_arm_runs(plan.mesh))
+    if plan.resume and _holds_run(folder):
+        return plan_run(None, resume=folder, **options)
+    # a fresh arm (a resumed comparison's arm that had not started is started again)
+    return plan_run(cfg, out=folder, seeds=list(plan.seeds), overwrite=True, **options)
+
+
+def _arm_runs(mesh: Mesh) -> Callable:
+    return functools.partial(ArmRuns, mesh=mesh)
+
+
+def _stopped(plan: ComparePlan, objective: str, update: int, total: int) -> RunStopped:
+    err = RunStopped(plan.out, update, total, command="ppo-jax compare")
+    err.args = (f"stopped {objective} at update {update}/{total}; resume with: ppo-jax compare --resume {plan.out}",)
+    return err
+
+
+def _except_resume(notify: Callable[[str, str], None], kind: str, message: str) -> None:
+    """`notify` without the executor's "resuming" line (an arm read again, not resumed)."""
+    if kind != "resume":
+        notify(kind, message)
+
+
+def _compile_in_threads(jobs: list[tuple[Future, Callable]]) -> None:
+    """Run every job on a daemon thread of its own, its result into its future; a job whose
+    future was cancelled before it started is skipped (daemon threads: a stopped comparison exits
+    without waiting for the compiles under way)."""
+
+    def work(future: Future, job: Callable) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(job())
+        except BaseException as err:  # re-raised where the arm waits for its program
+            future.set_exception(err)
+
+    for future, job in jobs:
+        threading.Thread(target=work, args=(future, job), name="ppo_jax-compile", daemon=True).start()
+
+
+def _compile_ahead(arms: list[RunPlan]) -> list[Future]:
+    """Start compiling the programs of every arm with updates left, one thread each: one
+    program's tracing (which holds Python's lock) overlaps the others' XLA compiles (which do not).
+    On 2 cores a tiny 5-objective CartPole comparison took 93 s so and 139 s on 2 threads."""
+    todo = [run for run in arms if run.saved_update < run.config.num_updates]
+    jobs = [job for run in todo for job in run.runner.compile_ahead(chunk_capacity(run))]
+    _compile_in_threads(jobs)
+    return [future for future, _ in jobs]
+
+
+def _run_arm(plan: ComparePlan, i: int, run: RunPlan, stop: StopRequest, notify: Callable) -> ObjectiveResult:
+    """Arm `i` through the executor (an arm finished earlier is read again from its final checkpoint)."""
+    objective, where = plan.objectives[i], f"({i + 1}/{len(plan.objectives)})"
+    if run.saved_update >= run.config.num_updates:
+        notify("arm", f"reading {objective} {where}, finished earlier")
+        notify = functools.partial(_except_resume, notify)
+    else:
+        notify("arm", f"training {objective} {where}: {len(plan.seeds)} seeds x {run.config.env_steps:,} steps")
+    record = ArmRecord(objective)
+    try:
+        execute(run, record, notify, stop=stop)
+    except RunStopped as err:
+        raise _stopped(plan, objective, err.update, err.num_updates) from None
+    notify("arm_done", f"{objective} {where}: IQM {record.result.iqm:.1f}")
+    return record.result
+
+
+def run_compare(
+    plan: ComparePlan, notify: Callable[[str, str], None] | None = None, handle_signals: bool = False
+) -> list[ObjectiveResult]:
+    """Train every arm of `plan` through the executor and write the comparison's folder (when it
+    has one); returns one `ObjectiveResult` per objective, in the plan's order.
+
+    `handle_signals`: SIGINT/SIGTERM stop at the next checkpoint of the arm training (or before the
+    next arm) and raise `RunStopped`, whose message says how to resume. `notify(kind, message)`
+    hears of each phase: compile, arm (an objective starts), arm_done (its seconds and IQM), and the
+    executor's messages (resume, stop)."""
+    notify = notify or _silent
+    if plan.out is not None and not plan.resume:
+        files.write_json(plan.out / PLAN_FILE, plan.request())
+    arms = [plan_arm(plan, i) for i in range(len(plan.objectives))]  # every folder checked before compiling
+    todo = sum(run.saved_update < run.config.num_updates for run in arms)
+    if todo:
+        notify("compile", f"compiling {todo} program{'s' if todo != 1 else ''} (concurrently)")
+    futures = _compile_ahead(arms)
+    results: list[ObjectiveResult] = []
+    try:
+        with StopRequest(True, notify, handle_signals and plan.out is not None) as stop:
+            for i, run in enumerate(arms):
+                if stop.requested and run.saved_update < run.config.num_updates:
+                    raise _stopped(plan, plan.objectives[i], run.saved_update, run.config.num_updates)
+                results.append(_run_arm(plan, i, run, stop, notify))
+    finally:
+        for future in futures:  # compiles not started yet are dropped
+            future.cancel()
+    if plan.out is not None:
+        write_compare(plan.out, plan.config, plan.seeds, results, plan.mesh.size)
+    return results
+
+
 def compare(
     config: PPOConfig,
     objectives: Sequence[str] = OBJECTIVE_NAMES,
@@ -119,29 +289,29 @@ def compare(
     options: dict[str, Any] | None = None,
     notify: Callable[[str, str], None] | None = None,
     mesh: Mesh | None = None,
+    *,
+    out: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    keep: int | None = None,
+    overwrite: bool = False,
+    handle_signals: bool = False,
 ) -> list[ObjectiveResult]:
     """Train every objective in `objectives` (names or references) over `seeds` (vmapped) and
     summarise each; `options`: values of the objectives' own fields (each arm takes its own).
     `mesh`: the devices each arm's seeds are split over (default `arm_mesh`; the seed count must
-    divide over them).
-    `notify(kind, message)` hears of each phase: compile, compiled, arm (an objective starts),
-    arm_done (its seconds and final return)."""
-    notify = notify or _silent
-    configs = [objective_config(config, o, options) for o in objectives]  # validate all before compiling
-    mesh = arm_mesh(len(seeds)) if mesh is None else mesh
-    check_divisible(len(seeds), mesh.size, "seeds", "seeds")
-    keys = put_runs(np.asarray(jax.random.key_data(jax.vmap(jax.random.key)(np.asarray(seeds, np.uint32)))), mesh)
-    notify("compile", f"compiling {len(configs)} programs (concurrently)")
-    programs, compile_seconds = compile_arms(configs, keys)
-    notify("compiled", f"compiled {len(configs)} programs in {max(compile_seconds):.1f} s")
-    results = []
-    arms = zip(objectives, configs, programs, compile_seconds, strict=True)
-    for i, (objective, cfg, program, compiled_in) in enumerate(arms, start=1):
-        notify("arm", f"training {objective} ({i}/{len(configs)}): {len(seeds)} seeds x {cfg.env_steps:,} steps")
-        start = time.perf_counter()
-        out = jax.block_until_ready(program(keys))
-        seconds = time.perf_counter() - start
-        result = arm_result(objective, cfg, gather((out.metrics, out.state.params)), seconds, compiled_in)
-        results.append(result)
-        notify("arm_done", f"{objective} ({i}/{len(configs)}): IQM {result.iqm:.1f} in {seconds:.1f} s")
-    return results
+    divide over them). `out`: the comparison's folder (`compare.json`, `compare.png`, one training
+    run's folder per arm under `arms/`, checkpoints every `checkpoint_every` updates, the newest
+    `keep` kept); without it nothing is written. `notify`, `handle_signals`: as `run_compare`.
+    A stopped comparison continues with `run_compare(plan_compare_resume(out))`."""
+    plan = plan_compare(
+        config,
+        objectives,
+        seeds,
+        options,
+        mesh,
+        out=out,
+        checkpoint_every=checkpoint_every,
+        keep=keep,
+        overwrite=overwrite,
+    )
+    return run_compare(plan, notify, handle_signals)

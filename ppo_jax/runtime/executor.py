@@ -12,6 +12,7 @@ reported by the host between chunks.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -202,8 +203,8 @@ def _start(plan, record: Record, store: RunCheckpoints, chunks: Chunks, hparams,
     program compiles from the state's shapes meanwhile, where the runner knows them beforehand."""
     if not plan.resume:
         record.begin(plan, notify)
-    abstract = plan.runner.abstract_state(hparams)
-    if abstract is not None:
+    abstract = plan.runner.abstract_state(hparams) if plan.saved_update < plan.config.num_updates else None
+    if abstract is not None:  # a finished plan (read again from its final checkpoint) runs no chunk
         chunks.compile_ahead(plan, abstract, hparams)
     if plan.resume:
         state = _restore(plan, store, chunks, hparams)
@@ -279,10 +280,13 @@ def _preload() -> None:
     _preloading[0].start()
 
 
-def execute(plan, record: Record, notify: Notify | None = None, handle_signals: bool = True) -> dict[str, Any]:
+def execute(
+    plan, record: Record, notify: Notify | None = None, handle_signals: bool = True, stop: StopRequest | None = None
+) -> dict[str, Any]:
     """Run `plan` to its end and have `record` write its folder; returns the record's summary.
     Raises `RunStopped` after saving when a stop signal arrived, `NonFiniteError` on NaN/Inf (when
-    the record stops on it)."""
+    the record stops on it). `stop`: a stop request the caller holds over several plans (a
+    comparison's arms), instead of one for this plan."""
     notify = notify or _silent
     total = plan.config.num_updates
     if plan.resume and plan.saved_update >= total:
@@ -296,7 +300,8 @@ def execute(plan, record: Record, notify: Notify | None = None, handle_signals: 
     try:
         chunks = Chunks()
         # from here on, SIGINT or SIGTERM (also while compiling) asks for a stop at the next boundary
-        with StopRequest(boundary, notify, handle_signals) as stop:
+        held = StopRequest(boundary, notify, handle_signals) if stop is None else contextlib.nullcontext(stop)
+        with held as stop:
             store = _NoCheckpoints() if plan.out is None else RunCheckpoints(plan.out, keep=plan.keep)
             try:
                 hparams = plan.runner.hparams(plan.config)

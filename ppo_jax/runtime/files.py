@@ -101,6 +101,8 @@ def folder_kind(folder: str | os.PathLike) -> tuple[str, str] | None:
     if (folder / "compare.json").exists():
         rlhf = any(any((sub / name).exists() for name in _RLHF_ENTRIES) for sub in folder.iterdir() if sub.is_dir())
         return ("rlhf" if rlhf else "compare"), "compare.json"
+    if (folder / "compare_plan.json").exists():  # a comparison that has started
+        return "compare", "compare_plan.json"
     found = next((name for name in _RLHF_ENTRIES if (folder / name).exists()), None)
     if found:
         return "rlhf", found

@@ -108,13 +108,15 @@ def plan_run(
     network: Any = None,
     objective: Any = None,
     loggers: Sequence = (),
+    seed_runs: Callable = SeedRuns,
 ) -> RunPlan:
     """Check a run request and resolve its environment and policy; raises `ConfigError`,
     `CheckpointError` or `RunFileError` naming the problem before anything is compiled or written.
 
     With several processes (`jax.distributed`) every process plans the same run (one
     `shard_envs` run in a folder all of them reach); process 0 alone writes into the folder, and a
-    request refused by any process is refused by all."""
+    request refused by any process is refused by all. `seed_runs(ctx, seeds)`: the runner of S seeds
+    in one program (default `SeedRuns` over all devices; a comparison's arms pass their mesh)."""
     loggers = tuple(loggers)
     if loggers and not is_writer():  # process 0 logs; a callback stays, so every process runs the same program
         loggers, callback = (), callback or _ignore
@@ -127,7 +129,9 @@ def plan_run(
         network=network,
         objective=objective,
     )
-    plan = functools.partial(_plan, config, out, seeds, checkpoint_every, keep, resume, overwrite, shard_envs, ctx_kw)
+    plan = functools.partial(
+        _plan, config, out, seeds, checkpoint_every, keep, resume, overwrite, shard_envs, ctx_kw, seed_runs
+    )
     return agreed(plan)._replace(loggers=loggers)
 
 
@@ -135,7 +139,7 @@ def _ignore(*args: Any) -> None:
     return None
 
 
-def _plan(config, out, seeds, checkpoint_every, keep, resume, overwrite, shard_envs, ctx_kw) -> RunPlan:
+def _plan(config, out, seeds, checkpoint_every, keep, resume, overwrite, shard_envs, ctx_kw, seed_runs) -> RunPlan:
     for name, value in (("checkpoint_every", checkpoint_every), ("keep", keep)):
         _positive(name, value)
     make_ctx = functools.partial(_context, **ctx_kw)
@@ -147,14 +151,14 @@ def _plan(config, out, seeds, checkpoint_every, keep, resume, overwrite, shard_e
                 "resume", f"a resumed run keeps its config, seeds, layout and folder; remove {', '.join(named)}"
             )
         given = {kind: ctx_kw[kind] for kind in ("env", "network", "objective")}
-        return _plan_resume(Path(resume), make_ctx, checkpoint_every, keep, given)
+        return _plan_resume(Path(resume), make_ctx, checkpoint_every, keep, given, seed_runs)
     if config is None:
         raise ConfigError("config", "give a PPOConfig, or resume= a run folder")
     seed_list = list(resolve_seeds(config, seeds))
     if shard_envs and len(seed_list) != 1:
         raise ConfigError("seeds", "--shard-envs trains one run (its envs split over the devices); remove --seeds")
     _check_processes(shard_envs, out)
-    runner = (EnvShardedRun if shard_envs else SeedRuns)(make_ctx(config), seed_list)
+    runner = (EnvShardedRun if shard_envs else seed_runs)(make_ctx(config), seed_list)
     config = runner.ctx.config  # names the parts given as objects by their references
     files.refuse_other_kind(out, "run")  # a sweep's or comparison's folder, also with --overwrite
     if not overwrite:
@@ -178,7 +182,7 @@ def _folder(path: str | Path) -> Path:
     return files.prepare_dir(path) if is_writer() else Path(path)
 
 
-def _plan_resume(run_dir: Path, make_ctx: Callable, checkpoint_every: int | None, keep: int | None, given) -> RunPlan:
+def _plan_resume(run_dir: Path, make_ctx: Callable, checkpoint_every, keep, given, seed_runs=SeedRuns) -> RunPlan:
     """The plan of a resumed run: config, seeds and layout from its newest checkpoint, or, for a
     run stopped before its first checkpoint, from its `config.json` (starting at update 0)."""
     if not run_dir.is_dir():
@@ -186,17 +190,17 @@ def _plan_resume(run_dir: Path, make_ctx: Callable, checkpoint_every: int | None
     files.refuse_other_kind(run_dir, "run", "resume")
     meta = newest_meta(run_dir)
     if meta is None:
-        return _plan_restart(run_dir, make_ctx, checkpoint_every, keep, given)
+        return _plan_restart(run_dir, make_ctx, checkpoint_every, keep, given, seed_runs)
     config = config_from_meta(meta, given)
     seeds = list(meta["seeds"])
     layout = meta.get("layout", "seeds")
     _check_processes(layout == "shard_envs", run_dir)
-    runner = RUNNERS[layout](make_ctx(config), seeds)
+    runner = (seed_runs if layout == SeedRuns.layout else RUNNERS[layout])(make_ctx(config), seeds)
     folder = _folder(run_dir)
     return RunPlan(config, seeds, folder, runner, True, int(meta["update"]), checkpoint_every, keep, meta=meta)
 
 
-def _plan_restart(run_dir: Path, make_ctx: Callable, checkpoint_every: int | None, keep: int | None, given) -> RunPlan:
+def _plan_restart(run_dir: Path, make_ctx: Callable, checkpoint_every, keep, given, seed_runs=SeedRuns) -> RunPlan:
     """A run folder without a checkpoint (its run failed or was aborted before the first one):
     the same run again from update 0, with the config and seeds of its `config.json`."""
     advice = files.nonfinite_advice(run_dir)
@@ -211,5 +215,5 @@ def _plan_restart(run_dir: Path, make_ctx: Callable, checkpoint_every: int | Non
     record = files.read_json(path, "the run's config")
     config, seeds, shard_envs = files.config_record(record, path, given)
     _check_processes(shard_envs, run_dir)
-    runner = (EnvShardedRun if shard_envs else SeedRuns)(make_ctx(config), seeds)
+    runner = (EnvShardedRun if shard_envs else seed_runs)(make_ctx(config), seeds)
     return RunPlan(config, seeds, _folder(run_dir), runner, False, 0, checkpoint_every, keep, restart=True)

@@ -5,7 +5,8 @@ folder. (`ppo-jax train`'s is `driver.TrainRecord`, `ppo-jax eval`'s `evaluation
   from); at the end `sweep.json`, `curves.png`, `sensitivity_<field>.png` and one folder per run,
   `runs/<configuration>/seed<N>/`, holding what a training run's folder holds for `ppo-jax eval`
   (`config.json`, `summary.json`, `metrics.csv`, `policy-seed<N>.npz`).
-- `write_compare`: `compare.json` and `compare.png`.
+- `write_compare`: `compare.json` and `compare.png` (each arm's run folder, `arms/<objective>/`, is
+  written by `compare.ArmRecord`, a `driver.TrainRecord`).
 """
 
 from __future__ import annotations
@@ -261,6 +262,7 @@ def compare_rows(results) -> list[dict[str, Any]]:
                 "seconds": r.seconds,
                 "compile_seconds": r.compile_seconds,
                 "params_sha256": r.params_sha256,
+                "run_dir": r.run_dir,
             }
         )
     return rows

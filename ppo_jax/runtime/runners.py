@@ -66,12 +66,14 @@ class SeedRuns:
 
     layout = "seeds"
 
-    def __init__(self, ctx: TrainContext, seeds: list[int]):
+    def __init__(self, ctx: TrainContext, seeds: list[int], mesh=None):
+        """`mesh`: the devices the seeds are split over (default: all, when there are several)."""
         self.ctx, self.seeds = ctx, list(seeds)
-        self.mesh = None
-        if jax.device_count() > 1 and len(seeds) > 1:
-            check_divisible(len(seeds), jax.device_count(), "seeds", "seeds")
-            self.mesh = run_mesh()
+        if mesh is None and jax.device_count() > 1 and len(seeds) > 1:
+            mesh = run_mesh()
+        if mesh is not None:
+            check_divisible(len(seeds), mesh.size, "seeds", "seeds")
+        self.mesh = mesh if mesh is not None and mesh.size > 1 else None
 
     def place(self, tree: Any) -> Any:
         """Split the leading run axis over the devices (nothing to do on one device)."""
