@@ -7,8 +7,9 @@ Each checkout runs with its own `ppo_jax` on PYTHONPATH and its own compile cach
 XDG_CACHE_HOME, warmed by one untimed evaluation first), so every timed run is a repeat. Each run
 is timed from its start to its process's end (wall seconds) and by the CPU time it used (user +
 system); the 1-minute load average is read before it. Every run's eval.json must be the same as the
-first one's (same returns, bit for bit). One JSON object per run goes to --out as it finishes;
-medians are printed as a Markdown table.
+first one's (same returns, bit for bit). Each repeat also times the floor: `python -c pass` and
+`python -c "import jax; jax.numpy.zeros(1)"`. One JSON object per run goes to --out after each
+repeat; medians are printed as a Markdown table.
 """
 
 from __future__ import annotations
@@ -23,19 +24,25 @@ import tempfile
 import time
 from pathlib import Path
 
+# The floor: starting Python, and starting it with JAX imported and one computation run.
+FLOOR = {"python -c pass": ["python", "-c", "pass"], "import jax": ["python", "-c", "import jax; jax.numpy.zeros(1)"]}
 
-def timed_eval(run: Path, tree: Path, cache: Path) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(tree), "XDG_CACHE_HOME": str(cache)}
+
+def timed(argv: list[str], env: dict) -> dict:
     load = os.getloadavg()[0]
     t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run(["ppo-jax", "eval", str(run)], env=env, capture_output=True, text=True)
+    done = subprocess.run(argv, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
-        raise SystemExit(f"ppo-jax eval failed with {tree} on PYTHONPATH:\n{done.stderr[-2000:]}")
-    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-    report = json.loads((run / "eval.json").read_text())
-    return {"wall": wall, "cpu": cpu, "load1": load, "eval": report}
+        raise SystemExit(f"{' '.join(argv)} failed:\n{done.stderr[-2000:]}")
+    return {"wall": wall, "cpu": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), "load1": load}
+
+
+def timed_eval(run: Path, tree: Path, cache: Path) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(tree), "XDG_CACHE_HOME": str(cache)}
+    record = timed(["ppo-jax", "eval", str(run)], env)
+    return {**record, "eval": json.loads((run / "eval.json").read_text())}
 
 
 def main() -> None:
@@ -49,9 +56,8 @@ def main() -> None:
     trees = {"before": args.base.resolve(), "after": here}
     tmp = Path(tempfile.mkdtemp(prefix="eval-wall-"))
     caches = {label: tmp / label for label in trees}
-    reference = None
-    for label, tree in trees.items():  # warm each checkout's cache: every timed run is a repeat
-        reference = reference or timed_eval(args.run, tree, caches[label])["eval"]
+    warm = [timed_eval(args.run, tree, caches[label])["eval"] for label, tree in trees.items()]
+    reference = warm[0]  # each checkout's cache is warm now: every timed run is a repeat
     runs = []
     for i in range(args.repeats):
         for label, tree in trees.items():
@@ -59,12 +65,13 @@ def main() -> None:
             if record["eval"] != reference:
                 raise SystemExit(f"{label} run {i}: eval.json differs from the first run's")
             runs.append(record)
-            if args.out:
-                with args.out.open("a") as f:
-                    f.write(json.dumps(record) + "\n")
+        runs += [{"label": label, "repeat": i, **timed(argv, dict(os.environ))} for label, argv in FLOOR.items()]
+        if args.out:
+            with args.out.open("a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in runs if r["repeat"] == i)
     print("| checkout | median wall s | runs (wall s) | median CPU s | load average (1 min) |")
     print("|---|---|---|---|---|")
-    for label in trees:
+    for label in [*trees, *FLOOR]:
         mine = [r for r in runs if r["label"] == label]
         walls = ", ".join(f"{r['wall']:.2f}" for r in mine)
         loads = [r["load1"] for r in mine]
