@@ -4,10 +4,13 @@ JAX's persistent cache keys a program by its lowered text: a hit there still imp
 trace touches (the policy family, the environment suite, Flax), traces and lowers the program
 (together over a second of the 2.4 s that `ppo-jax eval` of a CartPole run took on a repeat).
 This store keys the compiled evaluation by what decides it before any trace (`program_key`): the
-run's config.json bytes, the episodes and the action mode (static), and JAX's version, settings
+run's config.json bytes, the episodes and the action mode (static), the Python environment and
+where ppo_jax and the parts named by reference are imported from, and JAX's version, settings
 and devices; each entry also lists the files of every Python module loaded when it was compiled
 (path, size, modification time), and one changed since (an edited policy family or environment,
-another ppo_jax, an upgraded package) makes the entry stale. The parameters, the observation
+an upgraded package) makes the entry stale. (A dependency found at another path of the same
+environment, with its old files left in place, is not noticed: `--no-compile-cache` builds the
+program afresh.) The parameters, the observation
 statistics and the evaluation seed are the program's arguments.
 
 An entry is `<key>.json` (the inputs' names, shapes and dtypes; the run's env, seeds and final
@@ -26,6 +29,7 @@ eval.json, the command's record, is written here too (`eval_report`, `write_eval
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -37,12 +41,13 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from ppo_jax import plugins
 from ppo_jax.errors import RunFileError
 from ppo_jax.runtime import compile_cache, files
 from ppo_jax.runtime.policy_arrays import final_policy_paths, read_policy_arrays
 
 STORE = "eval-programs"  # under the compile cache folder
-STORE_FORMAT = 2
+STORE_FORMAT = 3
 
 
 class EvalProgram(NamedTuple):
@@ -89,14 +94,39 @@ def _signature(inputs: dict[str, Any]) -> dict[str, list]:
     return {name: [list(np.shape(x)), str(np.asarray(x).dtype)] for name, x in sorted(inputs.items())}
 
 
+def _where_parts_come_from(config_bytes: bytes) -> dict[str, str | None]:
+    """The files ppo_jax and the top-level package of each part the config names by reference
+    (`package.module:attribute`) would be imported from now (found, not imported)."""
+    try:
+        record = json.loads(config_bytes)
+    except ValueError:
+        record = {}
+    names = {"ppo_jax"} | {
+        record[kind].split(":")[0].split(".")[0]
+        for kind in plugins.KINDS
+        if isinstance(record, dict) and plugins.is_reference(record.get(kind))
+    }
+    found = {}
+    for name in sorted(names):
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        found[name] = None if spec is None else spec.origin
+    return found
+
+
 def program_key(config_bytes: bytes, episodes: int, stochastic: bool) -> str:
     """sha256 of what fixes the compiled evaluation before it is traced: the run's config.json
-    bytes, the episodes, the action mode, Python's and JAX's versions, JAX's settings, the XLA and
+    bytes, the episodes, the action mode, Python's and JAX's versions and environment (sys.prefix),
+    where ppo_jax and the parts named by reference are imported from, JAX's settings, the XLA and
     JAX environment variables and the devices."""
     devices = jax.devices()
     parts = {
         "format": STORE_FORMAT,
         "config": hashlib.sha256(config_bytes).hexdigest(),
+        "prefix": sys.prefix,
+        "packages": _where_parts_come_from(config_bytes),
         "episodes": episodes,
         "stochastic": stochastic,
         "python": sys.version,
