@@ -6,13 +6,13 @@
 
 The command runs in a child process exactly as `ppo-jax ARGS` would (the same `main`), with
 timers around its phases: interpreter start, imports (the modules the command imports), planning
-(`plan_run`; for eval, finding and loading the program an earlier evaluation kept), tracing, lowering to
-StableHLO, XLA compile or persistent-cache load (JAX's own duration events, summed over threads:
-a program compiled in a thread while another phase runs is counted here and there), running
-(the driver's `run_seconds`; for eval, what is left of the command: the evaluation itself,
-mostly), writing files (policy export,
-metrics, summary, plot, checkpoints) and exit (from the end of `main` to the process's end as
-the parent sees it). One JSON object per run goes to --json (appended) and one line to stdout.
+(`plan_run`; for eval, finding and loading the program an earlier evaluation kept), tracing,
+lowering to StableHLO, XLA compile or persistent-cache load (JAX's own duration events, summed
+over threads: a program compiled in a thread while another phase runs is counted here and there),
+running (the driver's `run_seconds`; for eval, what is left of the command: the evaluation itself,
+mostly, and on a first run restoring the policies), writing files (policy export, metrics,
+summary, plot, checkpoints) and exit (from the end of `main` to the process's end as the parent
+sees it). One JSON object per run goes to --json (appended) and one line to stdout.
 The floor is what the command would take if it only started, imported, loaded its programs from
 the cache and ran: interpreter + imports + cache load + running.
 """
