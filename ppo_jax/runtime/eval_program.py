@@ -2,16 +2,16 @@
 
 JAX's persistent cache keys a program by its lowered text: a hit there still imports everything the
 trace touches (the policy family, the environment suite, Flax), traces and lowers the program
-(together over a second of the 2.4 s that `ppo-jax eval` of a CartPole run took on a repeat).
-This store keys the compiled evaluation by what decides it before any trace (`program_key`): the
-run's config.json bytes, the episodes and the action mode (static), the Python environment and
-where ppo_jax and the parts named by reference are imported from, and JAX's version, settings
-and devices; each entry also lists the files of every Python module loaded when it was compiled
+(about a second of the 2.4 s that `ppo-jax eval` of a CartPole run took on a repeat). This store
+keys the compiled evaluation by what decides it before any trace (`program_key`): the run's
+config.json bytes, the episodes and the action mode (static), the Python environment and where
+ppo_jax and the parts named by reference are imported from, and JAX's version, settings and
+devices; each entry also lists the files of every Python module loaded when it was compiled
 (path, size, modification time), and one changed since (an edited policy family or environment,
 an upgraded package) makes the entry stale. (A dependency found at another path of the same
 environment, with its old files left in place, is not noticed: `--no-compile-cache` builds the
-program afresh.) The parameters, the observation
-statistics and the evaluation seed are the program's arguments.
+program afresh.) The parameters, the observation statistics and the evaluation seed are the
+program's arguments.
 
 An entry is `<key>.json` (the inputs' names, shapes and dtypes; the run's env, seeds and final
 update; the module files; the sha256 of the program's lowered text) in `eval-programs/` of the
