@@ -167,3 +167,13 @@ def test_an_entry_that_no_longer_fits_is_not_used(finished):
     finally:
         os.utime(policy, ns=(stamp, stamp))
     assert eval_program.load_program(finished, 3, False) is not None
+
+
+def test_a_program_found_only_in_jax_s_cache_is_compiled_again_and_kept(finished):
+    reference = _eval(finished)  # kept here, and in JAX's cache (on in this process)
+    key = eval_program.program_key((finished / "config.json").read_bytes(), 3, False)
+    digest = json.loads((eval_program.store_folder() / f"{key}.json").read_text())["program"]
+    (eval_program.store_folder() / "programs" / f"{digest}.bin").unlink()
+    assert eval_program.load_program(finished, 3, False) is None
+    assert _eval(finished) == reference  # loaded from JAX's cache: compiled afresh and kept
+    assert eval_program.load_program(finished, 3, False) is not None

@@ -20,8 +20,10 @@ compile cache, and the executable it names `programs/<sha256>.bin` beside it
 folder must be the user's own). Runs that differ only in what the program does not depend on (the
 learning rate, say) share the executable. Only an executable compiled by the process that keeps it
 is written: one that JAX loaded from its own cache does not serialise whole (jaxlib 0.10: running
-it fails with "Function ... not found"). A missing, stale or unreadable entry is not an error: the
-evaluation is then built from the run folder and compiled (or loaded from JAX's cache), and kept.
+it fails with "Function ... not found"), so a program found in JAX's cache but not kept here is
+compiled again once, with JAX's cache off. A missing, stale or unreadable entry is not an error:
+the evaluation is then built from the run folder (traced, and its executable taken from here when
+kept under another key, else compiled), and kept.
 
 eval.json, the command's record, is written here too (`eval_report`, `write_eval`).
 """
@@ -173,7 +175,7 @@ def keep(key: str, program: EvalProgram, normalize_obs: bool, digest: str, fresh
     """Keep `program` (of lowered text with sha256 `digest`) as the entry `key`; False, nothing
     written, when the cache is off, the folder cannot be written, or the executable is neither kept
     already nor `fresh` (compiled by this process: one JAX loaded from its cache does not serialise
-    whole) or cannot be serialised by this backend."""
+    whole, `compile_cache.compile_afresh`) or cannot be serialised by this backend."""
     from jax.experimental.serialize_executable import serialize
 
     folder = store_folder()
@@ -220,6 +222,26 @@ def _load_entry(key: str) -> tuple[dict, bytes] | None:
         return None
 
 
+def _deserialize(payload: bytes, inputs: dict[str, Any]):
+    """The executable of `payload` for `inputs` and a seed, or None when this jaxlib cannot load it."""
+    from jax.experimental.serialize_executable import deserialize_and_load
+
+    try:
+        return deserialize_and_load(payload, jax.tree.structure(((inputs, 0), {})), jax.tree.structure((0, 0)))
+    except Exception:  # an entry this jaxlib cannot load: the evaluation is compiled again
+        return None
+
+
+def kept_executable(digest: str, inputs: dict[str, Any]):
+    """The kept executable of the program whose lowered text has sha256 `digest`, or None."""
+    folder = store_folder()
+    try:
+        payload = None if folder is None else (folder / "programs" / f"{digest}.bin").read_bytes()
+    except OSError:
+        return None
+    return None if payload is None else _deserialize(payload, inputs)
+
+
 def _final_inputs(run_dir: Path, run: dict) -> dict[str, np.ndarray] | None:
     """The program's inputs from the run's final policy files (as `policy_file.final_policies`
     reads them), or None when they are not the run's final parameters."""
@@ -246,8 +268,6 @@ def _final_inputs(run_dir: Path, run: dict) -> dict[str, np.ndarray] | None:
 def load_program(run_dir: str | os.PathLike, episodes: int, stochastic: bool) -> EvalProgram | None:
     """The stored evaluation of a finished run folder with its final policies as inputs, or None
     (no entry, a stale one, or a folder whose policy files are not its final parameters)."""
-    from jax.experimental.serialize_executable import deserialize_and_load
-
     run_dir = Path(run_dir)
     try:
         if (files.folder_kind(run_dir) or ("",))[0] != "run":
@@ -262,10 +282,8 @@ def load_program(run_dir: str | os.PathLike, episodes: int, stochastic: bool) ->
     inputs = _final_inputs(run_dir, entry["run"])
     if inputs is None or _signature(inputs) != entry["inputs"]:
         return None
-    in_tree = jax.tree.structure(((inputs, 0), {}))
-    try:
-        compiled = deserialize_and_load(payload, in_tree, jax.tree.structure((0, 0)))
-    except Exception:  # an entry this jaxlib cannot load: the evaluation is compiled again
+    compiled = _deserialize(payload, inputs)
+    if compiled is None:
         return None
     run = entry["run"]
     return EvalProgram(run["env"], list(run["seeds"]), run["update"], compiled, inputs)

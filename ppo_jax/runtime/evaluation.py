@@ -27,7 +27,7 @@ from ppo_jax.engine.train import TrainContext, make_context
 from ppo_jax.envs import RunningStats
 from ppo_jax.runtime import compile_cache, files
 from ppo_jax.runtime.checkpoint import config_from_meta, open_run
-from ppo_jax.runtime.eval_program import EvalProgram, Evaluated, keep, program_key, run_program
+from ppo_jax.runtime.eval_program import EvalProgram, Evaluated, keep, kept_executable, program_key, run_program
 from ppo_jax.runtime.policy_file import final_policies
 
 
@@ -105,18 +105,24 @@ def compile_evaluation(
     program = functools.partial(_evaluate_seeds, jax.vmap(one, in_axes=(0, stats_axis, 0)))
     inputs = flat_inputs(restored.params, restored.obs_stats)
     lowered = jax.jit(program).lower(inputs, np.int32(0))
-    before = compile_cache.loads()
-    compiled = lowered.compile()
-    evaluation = EvalProgram(restored.config.env, restored.seeds, restored.update, compiled, inputs)
-    if keep_for is not None:
-        config = restored.config
-        try:
-            key = program_key((Path(keep_for) / "config.json").read_bytes(), episodes, stochastic)
-        except OSError:
-            return evaluation
-        digest = hashlib.sha256(lowered.as_text().encode()).hexdigest()
+    if keep_for is None:
+        return EvalProgram(restored.config.env, restored.seeds, restored.update, lowered.compile(), inputs)
+    digest = hashlib.sha256(lowered.as_text().encode()).hexdigest()
+    compiled, fresh = kept_executable(digest, inputs), False
+    if compiled is None:
+        before = compile_cache.loads()
+        compiled = lowered.compile()
+        if compile_cache.compiled_since(before) == 0:  # loaded from JAX's cache: compiled again to be kept
+            again = functools.partial(program)  # a new function: not the lowering JAX holds for `program`
+            compiled = compile_cache.compile_afresh(lambda: jax.jit(again).lower(inputs, np.int32(0)))
         fresh = compile_cache.compiled_since(before) > 0
-        keep(key, evaluation._replace(update=config.num_updates), config.normalize_obs, digest, fresh)
+    evaluation = EvalProgram(restored.config.env, restored.seeds, restored.update, compiled, inputs)
+    config = restored.config
+    try:
+        key = program_key((Path(keep_for) / "config.json").read_bytes(), episodes, stochastic)
+    except OSError:
+        return evaluation
+    keep(key, evaluation._replace(update=config.num_updates), config.normalize_obs, digest, fresh)
     return evaluation
 
 
