@@ -6,13 +6,13 @@
 
 The command runs in a child process exactly as `ppo-jax ARGS` would (the same `main`), with
 timers around its phases: interpreter start, imports (the modules the command imports), planning
-(`plan_run`; for eval, opening the run and restoring its checkpoint), tracing, lowering to
-StableHLO, XLA compile or persistent-cache load (JAX's own duration events, summed over threads:
-a program compiled in a thread while another phase runs is counted here and there), running
-(the driver's `run_seconds`; for eval, what is left of the command: the evaluation itself,
-mostly), writing files (policy export,
-metrics, summary, plot, checkpoints) and exit (from the end of `main` to the process's end as
-the parent sees it). One JSON object per run goes to --json (appended) and one line to stdout.
+(`plan_run`; for eval, finding and loading the program an earlier evaluation kept), tracing,
+lowering to StableHLO, XLA compile or persistent-cache load (JAX's own duration events, summed
+over threads: a program compiled in a thread while another phase runs is counted here and there),
+running (the driver's `run_seconds`; for eval, what is left of the command: the evaluation itself,
+mostly, and on a first run restoring the policies), writing files (policy export, metrics,
+summary, plot, checkpoints) and exit (from the end of `main` to the process's end as the parent
+sees it). One JSON object per run goes to --json (appended) and one line to stdout.
 The floor is what the command would take if it only started, imported, loaded its programs from
 the cache and ran: interpreter + imports + cache load + running.
 """
@@ -33,7 +33,7 @@ EVENTS = {
 }
 IMPORTS = {
     "train": ("ppo_jax.runtime.driver", "ppo_jax.runtime.planning", "ppo_jax.commands.progress"),
-    "eval": ("ppo_jax.engine.evaluate", "ppo_jax.engine.train", "ppo_jax.runtime.checkpoint"),
+    "eval": ("ppo_jax.commands.evaluate", "ppo_jax.runtime.eval_program"),  # a repeat needs no more
 }
 
 
@@ -80,11 +80,10 @@ def child(out: str, argv: list[str]) -> None:
 
         planning.plan_run = _timed(phases, "planning", planning.plan_run)
         driver._finish = _timed(phases, "writing_files", driver._finish)
-    elif argv[0] == "eval":
-        from ppo_jax.runtime import checkpoint, files
+    elif argv[0] == "eval":  # planning: finding and loading the kept program (the rest is "running")
+        from ppo_jax.runtime import eval_program, files
 
-        checkpoint.open_run = _timed(phases, "planning", checkpoint.open_run)
-        checkpoint.RunCheckpoints.restore = _timed(phases, "planning", checkpoint.RunCheckpoints.restore)
+        eval_program.load_program = _timed(phases, "planning", eval_program.load_program)
         files.write_json = _timed(phases, "writing_files", files.write_json)
     start = time.time()
 

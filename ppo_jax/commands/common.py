@@ -1,5 +1,7 @@
 """What every command shares: flags generated from `PPOConfig`, the multi-process flags, and
-turning library exceptions into one line on stderr and an exit code (no traceback)."""
+turning library exceptions into one line on stderr and an exit code (no traceback). The config
+(and with it every part: Flax, optax, the environment suites) is imported by the functions that
+read it, so a command without config flags (`ppo-jax eval`) starts without it."""
 
 from __future__ import annotations
 
@@ -7,12 +9,16 @@ import argparse
 import re
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from ppo_jax import plugins
 from ppo_jax.commands.field_flags import add_field_flag, flag
-from ppo_jax.config import ENV_DEFAULTS, FIELDS, PPOConfig, default_config
+from ppo_jax.env_defaults import ENV_DEFAULTS
 from ppo_jax.errors import CheckpointError, ConfigError, NonFiniteError, RunFileError, RunStopped
 from ppo_jax.fields import Field, declared
+
+if TYPE_CHECKING:
+    from ppo_jax.config import PPOConfig
 
 
 def help_env(argv) -> str:
@@ -31,6 +37,8 @@ def help_defaults(env: str) -> tuple[PPOConfig, str]:
     """The config `--help` shows for `env` (its shipped settings) and the sentence saying where
     its values come from. An env that does not resolve (an unimportable reference, say) shows
     PPOConfig's values; the run itself then names what is wrong, in one line."""
+    from ppo_jax.config import PPOConfig, default_config
+
     try:
         config = default_config(env)
     except ConfigError:
@@ -51,6 +59,8 @@ def help_defaults(env: str) -> tuple[PPOConfig, str]:
 def add_config_flags(parser: argparse.ArgumentParser, env: str = "CartPole-v1") -> None:
     """One flag per `PPOConfig` field, generated from the dataclass; the help shows `env`'s
     shipped defaults (`help_defaults`)."""
+    from ppo_jax.config import FIELDS
+
     base, where = help_defaults(env)
     shipped = ENV_DEFAULTS.get(env, {})
     group = parser.add_argument_group("config", f"every PPOConfig field; {where}")
@@ -129,6 +139,8 @@ def part_overrides(args: argparse.Namespace) -> dict:
 def config_from_args(args: argparse.Namespace, exclude=()) -> PPOConfig:
     """Shipped defaults for `--env`, overridden by every flag given (built-in fields, and the
     fields of the parts the run names, but those in `exclude`)."""
+    from ppo_jax.config import FIELDS, default_config
+
     overrides = {name: getattr(args, name) for name in FIELDS if getattr(args, name, None) is not None}
     overrides.update({k: v for k, v in part_overrides(args).items() if k not in exclude})
     env = overrides.pop("env", "CartPole-v1")

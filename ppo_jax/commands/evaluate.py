@@ -1,11 +1,13 @@
 """`ppo-jax eval RUN_DIR`: evaluate the newest policies of a run folder (deterministic or
 sampled actions, frozen normalisation), write eval.json, optionally render one episode. The
-restore and the evaluation are `runtime.evaluation`'s, eval.json is `runtime.records`'; this
-module parses, prints and renders."""
+compiled evaluation is `runtime.eval_program`'s (kept whole for a repeat) or, built from the run
+folder, `runtime.evaluation`'s; eval.json is `runtime.eval_program`'s; this module parses, prints
+and renders."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 from pathlib import Path
@@ -50,7 +52,7 @@ def check_render(run_dir: Path, target: str) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ppo_jax.runtime.evaluation import eval_report, evaluate_policies, render_episode, restore_policies, write_eval
+    from ppo_jax.runtime.eval_program import eval_report, load_program, run_kept, run_program, write_eval
 
     use_compile_cache(args)
     if args.episodes < 1:
@@ -60,22 +62,40 @@ def cmd_eval(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if args.render:
         check_render(run_dir, args.render)
-    restored = restore_policies(run_dir)
-    count = len(restored.seeds)
-    waiting = None if args.quiet else Waiting(f"evaluating {count} x {args.episodes} episodes (compiling)")
+    keep = not args.no_compile_cache  # the program is kept beside JAX's cache, for a repeat
+    program = load_program(run_dir, args.episodes, args.stochastic) if keep and not args.render else None
+    result = None
+    if program is not None:  # the program kept by an earlier evaluation: no import of its parts, no trace
+        with _waiting(args, len(program.seeds), args.episodes):
+            result = run_kept(program, args.seed)
+    if result is None:  # built from the run folder: imports, traces and compiles (or loads) it
+        from ppo_jax.runtime import evaluation
+
+        restored = evaluation.restore_policies(run_dir)
+        with _waiting(args, len(restored.seeds), args.episodes, " (compiling)"):
+            program = evaluation.compile_evaluation(
+                restored, args.episodes, args.stochastic, keep_for=run_dir if keep else None
+            )
+            result = run_program(program, args.seed)
+    report = eval_report(run_dir, program.update, args.episodes, args.stochastic, args.seed, result)
+    path = write_eval(run_dir, report)
+    print(
+        f"{program.env} @ update {program.update}: return {report['return_mean']:.2f} ± "
+        f"{report['return_std']:.2f} (95% CI {report['ci95_low']:.2f} .. {report['ci95_high']:.2f}) over "
+        f"{len(program.seeds) * args.episodes} episodes, {report['policy']} policy -> {path}"
+    )
+    if args.render:
+        frames = evaluation.render_episode(restored, args.render, args.seed, args.stochastic)
+        print(f"wrote {frames} frames to {args.render}")
+    return 0
+
+
+@contextlib.contextmanager
+def _waiting(args: argparse.Namespace, runs: int, episodes: int, compiling: str = ""):
+    """The progress line while evaluating (none with --quiet)."""
+    waiting = None if args.quiet else Waiting(f"evaluating {runs} x {episodes} episodes{compiling}")
     try:
-        result = evaluate_policies(restored, args.episodes, args.stochastic, args.seed)
+        yield
     finally:
         if waiting is not None:
             waiting.stop()
-    report = eval_report(run_dir, restored.update, args.episodes, args.stochastic, args.seed, result)
-    path = write_eval(run_dir, report)
-    print(
-        f"{restored.config.env} @ update {restored.update}: return {report['return_mean']:.2f} ± "
-        f"{report['return_std']:.2f} (95% CI {report['ci95_low']:.2f} .. {report['ci95_high']:.2f}) over "
-        f"{count * args.episodes} episodes, {report['policy']} policy -> {path}"
-    )
-    if args.render:
-        frames = render_episode(restored, args.render, args.seed, args.stochastic)
-        print(f"wrote {frames} frames to {args.render}")
-    return 0

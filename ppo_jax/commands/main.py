@@ -9,35 +9,41 @@ import sys
 from collections.abc import Sequence
 
 from ppo_jax.commands.common import StderrFilter, add_referenced_part_flags, help_env, print_err, run_command
-from ppo_jax.commands.compare import add_compare_parser
-from ppo_jax.commands.evaluate import add_eval_parser
 from ppo_jax.commands.parsing import CommandParser
-from ppo_jax.commands.sweep import add_sweep_parser
-from ppo_jax.commands.train import add_train_parser
 from ppo_jax.errors import ConfigError
 
-# Commands whose run needs no other command's flags: `rlhf`'s (and the language-model code they
-# import, about a tenth of a second) are then left out; the name stays, so a typo is still listed.
-WITHOUT_RLHF = ("train", "eval", "compare", "sweep")
+# Each command's parser, as (module, function, whether it takes the env whose defaults its help
+# shows); a module is imported only when its parser is built.
+PARSERS = {
+    "train": ("ppo_jax.commands.train", "add_train_parser", True),
+    "eval": ("ppo_jax.commands.evaluate", "add_eval_parser", False),
+    "compare": ("ppo_jax.commands.compare", "add_compare_parser", True),
+    "sweep": ("ppo_jax.commands.sweep", "add_sweep_parser", True),
+    "rlhf": ("ppo_jax.commands.rlhf", "add_rlhf_parser", False),
+}
 
 
 def build_parser(command: str | None = None, env: str = "CartPole-v1") -> argparse.ArgumentParser:
     """The `ppo-jax` parser; the config flags' help shows `env`'s shipped defaults. With `command`
-    one of `WITHOUT_RLHF`, its `rlhf` has no flags."""
+    one of `PARSERS`, only that command has its flags: the others are bare names (still listed for
+    a typo), and the code their flags import is left out (every part's fields for train, sweep and
+    compare: Flax, optax, the environment suites; the language-model code for rlhf)."""
+    import importlib
+
     parser = CommandParser(prog="ppo-jax", description="Pure-functional PPO in JAX.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     parser.set_defaults(subcommands=sub.choices)
-    add_train_parser(sub, env)
-    add_eval_parser(sub)
-    add_compare_parser(sub, env)
-    add_sweep_parser(sub, env)
-    sub.add_parser("bench", help="benchmark against rejax and Stable-Baselines3 (source checkout: scripts/)")
-    if command in WITHOUT_RLHF:
-        sub.add_parser("rlhf")
-    else:
-        from ppo_jax.commands.rlhf import add_rlhf_parser
-
-        add_rlhf_parser(sub)
+    for name, (module, function, takes_env) in PARSERS.items():
+        if command in PARSERS and name != command:
+            sub.add_parser(name)
+            continue
+        add = getattr(importlib.import_module(module), function)
+        if takes_env:
+            add(sub, env)
+        else:
+            add(sub)
+        if name == "sweep":  # listed in this order by `ppo-jax --help`
+            sub.add_parser("bench", help="benchmark against rejax and Stable-Baselines3 (source checkout: scripts/)")
     return parser
 
 

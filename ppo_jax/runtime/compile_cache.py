@@ -75,6 +75,22 @@ def compiled_since(before: tuple[int, int]) -> int:
     return requests - hits
 
 
+def compile_afresh(lower):
+    """`lower().compile()` by XLA in this process, with the persistent cache off meanwhile (an
+    executable JAX loads from its cache does not serialise whole; `eval_program.keep`)."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache as jax_cache
+
+    enabled = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    jax_cache.reset_cache()  # JAX decides once per process whether its cache is used
+    try:
+        return lower().compile()
+    finally:
+        jax.config.update("jax_enable_compilation_cache", enabled)
+        jax_cache.reset_cache()
+
+
 def current_dir() -> str | None:
     """The cache folder JAX uses now, or None when the cache is off."""
     import jax

@@ -2,26 +2,32 @@
 
 Every folder the executor writes can be evaluated: a training run (from its exported policy
 files when they hold its newest checkpoint, else from that checkpoint) and each run folder of a
-sweep (`runs/<configuration>/seed<N>`, from its exported policy file). The command's record is
-`eval.json` in the folder (`write_eval`).
+sweep (`runs/<configuration>/seed<N>`, from its exported policy file). The program takes the
+policies as the policy files name their arrays (`flat_inputs`), so that `runtime.eval_program`
+can keep it and run it again on those files alone; the command's record is `eval.json` in the
+folder (`eval_program.write_eval`).
 """
 
 from __future__ import annotations
 
 import functools
-import math
+import hashlib
 import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from ppo_jax.config import ConfigError, PPOConfig
 from ppo_jax.engine.evaluate import Acting, evaluate, max_episode_steps, policy_action
 from ppo_jax.engine.train import TrainContext, make_context
-from ppo_jax.runtime import files
+from ppo_jax.envs import RunningStats
+from ppo_jax.runtime import compile_cache, files
 from ppo_jax.runtime.checkpoint import config_from_meta, open_run
+from ppo_jax.runtime.eval_program import EvalProgram, Evaluated, keep, kept_executable, program_key, run_program
 from ppo_jax.runtime.policy_file import final_policies
 
 
@@ -62,56 +68,72 @@ def _evaluate_one(env, env_params, acting, episodes, max_steps, stochastic, para
     return evaluate(env, env_params, acting, params, obs_stats, key, episodes, max_steps, stochastic)
 
 
-def _evaluate_seeds(evaluate_all, params, obs_stats, seed):
+def flat_inputs(params, obs_stats) -> dict[str, Any]:
+    """The evaluation program's inputs (`eval_program.EvalProgram`) from parameters and statistics
+    with leaves [S, ...]: `params/<path>` as the policy files name them, `obs_mean`, `obs_var`."""
+    flat = {f"params/{k}": v for k, v in traverse_util.flatten_dict(params, sep="/").items()}
+    if obs_stats is not None:
+        flat.update(obs_mean=obs_stats.mean, obs_var=obs_stats.var)
+    return flat
+
+
+def _evaluate_seeds(evaluate_all, inputs, seed):
     """Every run's evaluation in one program, with its key `split(key(seed), S)[s]` made inside
-    (no eager dispatch before it)."""
-    keys = jax.random.split(jax.random.key(seed), jax.tree.leaves(params)[0].shape[0])
-    return evaluate_all(params, obs_stats, keys)
+    (no eager dispatch before it). The statistics' count is not read by an evaluation."""
+    names = {k[len("params/") :]: v for k, v in inputs.items() if k.startswith("params/")}
+    params = traverse_util.unflatten_dict(names, sep="/")
+    count = jax.tree.leaves(params)[0].shape[0]
+    stats = None
+    if "obs_mean" in inputs:
+        stats = RunningStats(inputs["obs_mean"], inputs["obs_var"], jnp.ones((count,), jnp.float32))
+    result = evaluate_all(params, stats, jax.random.split(jax.random.key(seed), count))
+    return result.returns, result.lengths
 
 
-def evaluate_policies(restored: Restored, episodes: int, stochastic: bool, seed: int):
-    """`engine.evaluate.evaluate` of every seed's policy, vmapped over seeds in one jitted program:
-    returns [S, episodes] and lengths [S, episodes]."""
+def compile_evaluation(
+    restored: Restored, episodes: int, stochastic: bool, keep_for: str | os.PathLike | None = None
+) -> EvalProgram:
+    """`engine.evaluate.evaluate` of every seed's policy, vmapped over seeds in one jitted
+    program, compiled (or loaded from JAX's persistent cache) for the restored run. With
+    `keep_for` (the run folder), the program is also kept for the next evaluation of its final
+    policies with the same episodes and action mode (`eval_program.keep`)."""
     roll = restored.ctx.rollout
     acting = Acting(restored.ctx.policy, restored.ctx.dist, roll.spec)
     max_steps = max_episode_steps(roll.env_params)
     one = functools.partial(_evaluate_one, roll.env, roll.env_params, acting, episodes, max_steps, stochastic)
     stats_axis = None if restored.obs_stats is None else 0
     program = functools.partial(_evaluate_seeds, jax.vmap(one, in_axes=(0, stats_axis, 0)))
-    return jax.block_until_ready(jax.jit(program)(restored.params, restored.obs_stats, np.int32(seed)))
+    inputs = flat_inputs(restored.params, restored.obs_stats)
+    lowered = jax.jit(program).lower(inputs, np.int32(0))
+    if keep_for is None:
+        return EvalProgram(restored.config.env, restored.seeds, restored.update, lowered.compile(), inputs)
+    digest = hashlib.sha256(lowered.as_text().encode()).hexdigest()
+    compiled, fresh = kept_executable(digest, inputs), False
+    if compiled is None:
+        before = compile_cache.loads()
+        compiled = lowered.compile()
+        if compile_cache.compiled_since(before) == 0:  # loaded from JAX's cache: compiled again to be kept
+            again = functools.partial(program)  # a new function: not the lowering JAX holds for `program`
+            compiled = compile_cache.compile_afresh(lambda: jax.jit(again).lower(inputs, np.int32(0)))
+        fresh = compile_cache.compiled_since(before) > 0
+    evaluation = EvalProgram(restored.config.env, restored.seeds, restored.update, compiled, inputs)
+    config = restored.config
+    try:
+        key = program_key((Path(keep_for) / "config.json").read_bytes(), episodes, stochastic)
+    except OSError:
+        return evaluation
+    keep(key, evaluation._replace(update=config.num_updates), config.normalize_obs, digest, fresh)
+    return evaluation
 
 
-def eval_report(run_dir: Path, update: int, episodes: int, stochastic: bool, seed: int, result) -> dict:
-    """eval.json: the pooled return over every seed's episodes with a normal 95% interval."""
-    returns = np.asarray(result.returns, np.float64)
-    pooled = returns.ravel()
-    half = 1.96 * pooled.std(ddof=1) / math.sqrt(pooled.size) if pooled.size > 1 else math.nan
-    return {
-        "run_dir": str(run_dir),
-        "update": update,
-        "episodes_per_seed": episodes,
-        "policy": "stochastic" if stochastic else "deterministic (mode)",
-        "return_mean": float(pooled.mean()),
-        "return_std": float(pooled.std()),
-        "ci95_low": float(pooled.mean() - half),
-        "ci95_high": float(pooled.mean() + half),
-        "return_mean_per_seed": returns.mean(axis=1).tolist(),
-        "length_mean": float(np.asarray(result.lengths).mean()),
-        "eval_seed": seed,
-    }
-
-
-def write_eval(run_dir: Path, report: dict) -> Path:
-    path = run_dir / "eval.json"
-    files.write_json(path, report)
-    return path
+def evaluate_policies(restored: Restored, episodes: int, stochastic: bool, seed: int) -> Evaluated:
+    """Returns and lengths [S, episodes] of every seed's policy (`compile_evaluation`)."""
+    return run_program(compile_evaluation(restored, episodes, stochastic), seed)
 
 
 def render_episode(restored: Restored, target: str, seed: int, stochastic: bool) -> int:
     """Play one episode of the first seed on the host and save it to `target` with gymnax's
     visualizer; returns the frames written. `OSError` naming a missing optional package."""
-    import jax.numpy as jnp
-
     ctx, roll = restored.ctx, restored.ctx.rollout
     acting = Acting(ctx.policy, ctx.dist, roll.spec)
     max_steps = max_episode_steps(roll.env_params)

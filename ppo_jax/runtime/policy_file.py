@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -22,8 +21,7 @@ from ppo_jax.engine.parts import policy_from_description
 from ppo_jax.envs import EnvSpec, RunningStats, action_distribution
 from ppo_jax.errors import ConfigError, RunFileError
 from ppo_jax.policies import is_recurrent
-
-POLICY_FORMAT = 2  # 1: an mlp policy described by top-level fields (still readable)
+from ppo_jax.runtime.policy_arrays import POLICY_FORMAT, final_policy_paths, read_policy_arrays
 
 
 def export_policy(
@@ -103,25 +101,9 @@ def _description(meta: dict[str, Any]) -> dict[str, Any]:
 
 def _read_policy_file(path: Path, array=jnp.asarray):
     """(meta, flat params, obs stats) of a policy file, arrays made by `array` (device arrays by
-    default); `RunFileError` naming the file when it is missing, not an .npz archive, holds pickled
-    objects, or lacks the policy's layout."""
-    not_policy = "is not a ppo_jax policy file (written by ppo-jax train as policy-seed<S>.npz)"
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if "meta_json" not in data.files or not any(k.startswith("params/") for k in data.files):
-                raise RunFileError(path, f"{not_policy}: no meta_json and params/ arrays")
-            meta = json.loads(bytes(data["meta_json"]).decode())
-            flat = {k[len("params/") :]: array(data[k]) for k in data.files if k.startswith("params/")}
-            stats = None
-            if "obs_mean" in data.files:
-                stats = RunningStats(array(data["obs_mean"]), array(data["obs_var"]), array(np.float32(1)))
-    except FileNotFoundError:
-        raise RunFileError(path, "missing") from None
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as err:
-        raise RunFileError(path, f"{not_policy} ({type(err).__name__}: {err})"[:300]) from None
-    if not isinstance(meta, dict) or meta.get("format") not in (1, POLICY_FORMAT):
-        found = meta.get("format") if isinstance(meta, dict) else None
-        raise RunFileError(path, f"unknown policy format {found!r}; this ppo_jax reads formats 1 and {POLICY_FORMAT}")
+    default); `RunFileError` naming the file when it is not a policy file (`read_policy_arrays`)."""
+    meta, flat, mean, var = read_policy_arrays(path, array)
+    stats = None if mean is None else RunningStats(mean, var, array(np.float32(1)))
     return meta, flat, stats
 
 
@@ -159,28 +141,17 @@ class FinalPolicies(NamedTuple):
 
 def final_policies(run_dir: str | os.PathLike) -> FinalPolicies | None:
     """The parameters of a run's newest checkpoint read from its `policy-seed<S>.npz` files, when
-    they hold exactly those: the run finished (its summary says it exported policies), its newest
-    checkpoint is its last update and every seed's file was written after every file of that
-    checkpoint (one changed since, e.g. damaged, sends eval to the checkpoint, which reports it).
-    None otherwise (read the checkpoint instead). A sweep's run folder (its summary names the
-    sweep) has no checkpoint: its files hold its final parameters. Reading them takes neither orbax
-    nor a trace of the training state."""
+    they hold exactly those (`policy_arrays.final_policy_paths`); None otherwise (read the
+    checkpoint instead). Reading them takes neither orbax nor a trace of the training state."""
     from ppo_jax.runtime import files
 
     run_dir = Path(run_dir)
     try:
-        summary = files.read_json(run_dir / "summary.json", "the run's summary")
         record = files.read_json(run_dir / "config.json", "the run's config")
         config, seeds, _ = files.config_record(record, run_dir / "config.json")
-        paths = [run_dir / f"policy-seed{seed}.npz" for seed in seeds]
-        if not summary.get("policies_exported") or not config.num_updates == summary["num_updates"]:
+        paths = final_policy_paths(run_dir, seeds, config.num_updates)
+        if paths is None:
             return None
-        if not ("sweep" in summary and not (run_dir / "checkpoints").exists()):
-            steps = [p for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()]
-            newest = max(steps, key=lambda p: int(p.name))
-            written = max(f.stat().st_mtime_ns for f in (newest, *newest.rglob("*")))  # a file changed since counts
-            if int(newest.name) != config.num_updates or any(p.stat().st_mtime_ns < written for p in paths):
-                return None
         read = [_read_policy_file(p, np.asarray) for p in paths]  # NumPy: no computation before the program
     except (RunFileError, OSError, ValueError, KeyError, TypeError):
         return None
