@@ -63,6 +63,10 @@ def test_eval_refuses_what_is_not_a_training_run(finished, tmp_path):
     (tmp_path / "sweep").mkdir()
     (tmp_path / "sweep" / "sweep.json").write_text("{}")
     assert_fails_cleanly(ppo_jax_cli("eval", tmp_path / "sweep"), 2, "holds a sweep")
+    (tmp_path / "compare" / "arms" / "clip").mkdir(parents=True)
+    (tmp_path / "compare" / "compare_plan.json").write_text("{}")
+    message = f"evaluate one of its run folders: ppo-jax eval {tmp_path / 'compare' / 'arms' / 'clip'}"
+    assert_fails_cleanly(ppo_jax_cli("eval", tmp_path / "compare"), 2, "holds an objective comparison", message)
 
 
 def test_damaged_checkpoint_metadata_names_the_checkpoint_and_the_older_ones(finished, tmp_path):

@@ -42,15 +42,19 @@ class Restored(NamedTuple):
     obs_stats: Any  # None without observation normalisation
 
 
+# Folders that hold run folders, not a run: where those run folders are.
+RUN_FOLDERS = {"sweep": "runs/*/seed*", "compare": "arms/*"}
+
+
 def restore_policies(run_dir: str | os.PathLike) -> Restored:
     """The run's policies from its exported files (no orbax, no trace of the training state), or
     from its newest checkpoint; `ConfigError`/`CheckpointError` naming what the folder is instead."""
     run_dir = Path(run_dir)
     found = files.folder_kind(run_dir)
-    if found is not None and found[0] == "sweep":
-        runs = sorted(run_dir.glob("runs/*/seed*"))
+    if found is not None and found[0] in RUN_FOLDERS:
+        runs = sorted(run_dir.glob(RUN_FOLDERS[found[0]]))
         example = f": ppo-jax eval {runs[0]}" if runs else " once it has finished"
-        held = f"{run_dir} holds a sweep (ppo-jax sweep: {found[1]}), not a training run"
+        held = f"{run_dir} holds {files.FOLDER_KINDS[found[0]][0]} (ppo-jax {found[0]}: {found[1]}), not a training run"
         raise ConfigError("run_dir", f"{held}; evaluate one of its run folders{example}")
     final = final_policies(run_dir)
     if final is not None:
