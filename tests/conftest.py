@@ -8,7 +8,10 @@ import os
 import sys
 import tempfile
 
-import jax
+if "PYTEST_XDIST_WORKER" in os.environ:  # several worker processes share one accelerator
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import jax  # noqa: E402
 import jax.numpy as jnp
 import pytest
 from flax import struct
