@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -67,6 +68,22 @@ def test_eval_refuses_what_is_not_a_training_run(finished, tmp_path):
     (tmp_path / "compare" / "compare_plan.json").write_text("{}")
     message = f"evaluate one of its run folders: ppo-jax eval {tmp_path / 'compare' / 'arms' / 'clip'}"
     assert_fails_cleanly(ppo_jax_cli("eval", tmp_path / "compare"), 2, "holds an objective comparison", message)
+
+
+def test_load_reads_a_run_folder_and_one_of_its_checkpoints(finished):
+    """`ppo_jax.load` on a train run folder: the newest checkpoint, whose parameters hash to the
+    run's recorded params_sha256; on an older checkpoint folder: that update's state."""
+    from ppo_jax.config import config_from_record
+    from ppo_jax.runtime.files import params_sha256
+
+    state, config = ppo_jax.load(finished)
+    summary = json.loads((finished / "summary.json").read_text())
+    assert params_sha256(state.params) == summary["params_sha256"]
+    assert config == config_from_record(json.loads((finished / "config.json").read_text()))
+    updates = sorted(int(p.name) for p in (finished / "checkpoints").iterdir() if p.name.isdigit())
+    older, _ = ppo_jax.load(finished / "checkpoints" / str(updates[0]))
+    assert params_sha256(older.params) != summary["params_sha256"]
+    assert jax.dtypes.issubdtype(state.key.dtype, jax.dtypes.prng_key) and older.key.shape == state.key.shape
 
 
 def test_damaged_checkpoint_metadata_names_the_checkpoint_and_the_older_ones(finished, tmp_path):

@@ -328,13 +328,18 @@ def save(
 def load(
     path: str | os.PathLike, env: Any = None, env_params: Any = None, network: Any = None, objective: Any = None
 ) -> tuple[TrainState, PPOConfig]:
-    """Load what `save` wrote: (state, config). The parts are rebuilt from the names and references
+    """Load what `save` wrote, or a run folder's newest checkpoint (`ppo-jax train`, a compare
+    arm; or one checkpoint `<run>/checkpoints/<update>`): (state, config), a run folder's state
+    with leaves [S, ...] over its S seeds. The parts are rebuilt from the names and references
     the checkpoint records; pass `env`/`env_params`, `network` or `objective` for parts that were
     objects without an importable reference (a `ConfigError` names them)."""
     ocp = _ocp()
     path = Path(path).resolve()
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}")
+    run = _run_checkpoint(path)
+    if run is not None:
+        return _load_run(*run, {"env": env, "network": network, "objective": objective}, env_params)
     try:
         with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
             meta = ckptr.restore(path, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
@@ -358,3 +363,21 @@ def load(
     except Exception as err:
         raise CheckpointError(f"checkpoint {path} is unreadable or corrupted: {err}") from err
     return _from_saveable(TrainState(*item["state"])), config
+
+
+def _run_checkpoint(path: Path) -> tuple[Path, int | None] | None:
+    """(run folder, update or None for the newest) when `path` is a run folder with checkpoints
+    or one of its checkpoints; None for anything else (what `save` wrote)."""
+    if (path / CHECKPOINT_DIR).is_dir():
+        return path, None
+    if path.parent.name == CHECKPOINT_DIR and path.name.isdigit():
+        return path.parent.parent, int(path.name)
+    return None
+
+
+def _load_run(run_dir: Path, update: int | None, given: dict[str, Any], env_params: Any):
+    with open_run(run_dir) as store:
+        config = config_from_meta(store.read_meta(update), given)
+        ctx = make_context(config, given["env"], env_params, network=given["network"], objective=given["objective"])
+        saved, _ = store.restore(ctx, update)
+    return saved.state, config  # its key typed again by `restore`
