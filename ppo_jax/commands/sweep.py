@@ -189,6 +189,8 @@ def _plan(args: argparse.Namespace, writer: bool):
     out = None
     if writer:  # every process computes its share; process 0 writes
         out = args.out or files.default_run_dir(config.env, root="sweeps")
+    elif args.checkpoint_every is not None:  # every process saves its share of the checkpoints there
+        out = args.out
     return plan_sweep(
         config,
         configurations,
@@ -214,7 +216,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     writer = jax.process_index() == 0
     plan = _plan(args, writer)  # all checks, no compile
     if not writer:  # the same program on every process: a silent callback where process 0 has one
-        run_sweep(plan, None if args.quiet else (lambda progress: None), args.confidence, args.bootstrap_reps)
+        silent = None if args.quiet else (lambda progress: None)
+        run_sweep(plan, silent, args.confidence, args.bootstrap_reps, handle_signals=True)  # a stop: exit 130 too
         return 0
     where, config = topology(), plan.config
     batches = f"{plan.num_batches} batches of {plan.max_parallel}" if plan.num_batches > 1 else "one batch"

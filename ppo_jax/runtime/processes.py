@@ -99,6 +99,9 @@ def initialize(processes: Processes | None, timeout: int = 300) -> None:
     if processes.coordinator_address is not None and processes.process_id != 0:
         _wait_for_coordinator(processes, timeout)  # jax aborts the process instead of raising
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # SIGINT/SIGTERM are the executor's (a stop agreed by all processes at a checkpoint); JAX's
+    # preemption service would take SIGTERM for itself.
+    jax.config.update("jax_enable_preemption_service", False)
     from jax._src import xla_bridge
 
     if xla_bridge.backends_are_initialized():

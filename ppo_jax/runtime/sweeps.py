@@ -19,7 +19,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import jax
 import numpy as np
 
 from ppo_jax.config import (
@@ -191,9 +190,8 @@ def _check_checkpoints(checkpoint_every: int | None, keep: int | None, out) -> N
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ConfigError(name, f"must be a positive integer, got {value!r}")
     if checkpoint_every is not None and out is None:
-        raise ConfigError("checkpoint_every", "checkpoints go into the sweep folder: give out= (--out)")
-    if checkpoint_every is not None and jax.process_count() > 1:
-        raise ConfigError("checkpoint_every", "a sweep over several processes keeps no checkpoints; remove it")
+        where = "give out= (--out; several processes: one path they all reach)"
+        raise ConfigError("checkpoint_every", f"checkpoints go into the sweep folder: {where}")
 
 
 def _claim(out: Path, overwrite: bool) -> Path:
@@ -219,8 +217,6 @@ def plan_sweep_resume(
     """The plan of a stopped sweep, from its folder: configurations, seeds and base config from
     its `sweep_plan.json`, the updates done from its newest checkpoint (none: from update 0)."""
     folder = Path(folder)
-    if jax.process_count() > 1:
-        raise ConfigError("resume", "a sweep over several processes keeps no checkpoints to resume from")
     if not folder.is_dir():
         raise ConfigError("resume", f"sweep folder {folder} does not exist")
     files.refuse_other_kind(folder, "sweep", "resume")
@@ -278,11 +274,10 @@ def run_sweep(
         plan.mesh,
         plan.auto_parallel,
     )
-    checkpoints = plan.out if jax.process_count() == 1 else None  # several processes: no checkpoints
     run = RunPlan(
         config,
         plan.run_seeds,
-        checkpoints,
+        plan.out,  # several processes: a folder every process reaches, as for a run
         runner,
         plan.resume,
         plan.saved_update,
