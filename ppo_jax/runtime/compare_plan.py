@@ -14,7 +14,7 @@ import jax
 from jax.sharding import Mesh
 
 from ppo_jax.config import OBJECTIVE_NAMES, PPOConfig, default_config
-from ppo_jax.errors import ConfigError, RunFileError
+from ppo_jax.errors import ConfigError
 from ppo_jax.plugins import resolve_objective
 from ppo_jax.runtime import files
 from ppo_jax.runtime.distributed import check_divisible, run_mesh
@@ -123,17 +123,7 @@ def plan_compare_resume(
 ) -> ComparePlan:
     """The plan of a stopped comparison from its `compare_plan.json` (objectives, seeds, options,
     base config; `checkpoint_every` and `keep` as recorded unless given)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ConfigError("resume", f"comparison folder {folder} does not exist")
-    files.refuse_other_kind(folder, "compare", "resume")
-    path = folder / PLAN_FILE
-    if not path.exists():
-        raise ConfigError("resume", f"{folder} holds no {PLAN_FILE}: it is not a comparison this ppo_jax can resume")
-    record = files.read_json(path, "the comparison's plan")
-    if not isinstance(record, dict) or not {"config", "objectives", "seeds"} <= set(record):
-        raise RunFileError(path, "is not a comparison plan (a JSON object with config, objectives and seeds)")
-    config, seeds, _ = files.config_record({**record["config"], "seeds": record["seeds"]}, path)
+    folder, record, config, seeds = files.read_plan(folder, "compare", PLAN_FILE, ("config", "objectives", "seeds"))
     every = record.get("checkpoint_every") if checkpoint_every is None else checkpoint_every
     keep = record.get("keep") if keep is None else keep
     for name, value in (("checkpoint_every", every), ("keep", keep)):

@@ -252,3 +252,21 @@ def write_metrics_csv(path: Path, metrics: Mapping[str, np.ndarray], seeds: Sequ
             for u in range(num_updates):
                 writer.writerow([seed, u + 1, *(f"{arrays[n][u, s]:.6g}" for n in names)])
     os.replace(tmp, path)
+
+
+def read_plan(folder: str | os.PathLike, kind: str, plan_file: str, keys: tuple[str, ...]):
+    """(folder, record, PPOConfig, seeds) of the stopped `kind` folder ("sweep", "compare") that
+    `--resume` names, read from its `plan_file`: `ConfigError` when the folder is missing or
+    another command's, `RunFileError` when the plan is not a JSON object holding `keys`."""
+    folder, noun = Path(folder), {"sweep": "sweep", "compare": "comparison"}[kind]
+    if not folder.is_dir():
+        raise ConfigError("resume", f"{noun} folder {folder} does not exist")
+    refuse_other_kind(folder, kind, "resume")
+    path = folder / plan_file
+    if not path.exists():
+        raise ConfigError("resume", f"{folder} holds no {plan_file}: it is not a {noun} folder this ppo_jax can resume")
+    record = read_json(path, f"the {noun}'s plan")
+    if not isinstance(record, dict) or not set(keys) <= set(record):
+        raise RunFileError(path, f"is not a {noun} plan (a JSON object with {', '.join(keys[:-1])} and {keys[-1]})")
+    config, seeds, _ = config_record({**record["config"], "seeds": record["seeds"]}, path)
+    return folder, record, config, seeds

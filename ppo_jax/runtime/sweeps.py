@@ -216,24 +216,14 @@ def plan_sweep_resume(
 ) -> SweepPlan:
     """The plan of a stopped sweep, from its folder: configurations, seeds and base config from
     its `sweep_plan.json`, the updates done from its newest checkpoint (none: from update 0)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ConfigError("resume", f"sweep folder {folder} does not exist")
-    files.refuse_other_kind(folder, "sweep", "resume")
-    path = folder / PLAN_FILE
-    if not path.exists():
-        raise ConfigError("resume", f"{folder} holds no {PLAN_FILE}: it is not a sweep folder this ppo_jax can resume")
-    record = files.read_json(path, "the sweep's plan")
-    if not isinstance(record, dict) or not {"config", "configurations", "seeds"} <= set(record):
-        raise RunFileError(path, "is not a sweep plan (a JSON object with config, configurations and seeds)")
-    config, seeds, _ = files.config_record({**record["config"], "seeds": record["seeds"]}, path)
+    folder, record, config, seeds = files.read_plan(folder, "sweep", PLAN_FILE, ("config", "configurations", "seeds"))
     configurations = record["configurations"]
     plan = plan_sweep(config, configurations, seeds, max_parallel, env, env_params, search=record.get("search"))
     _check_checkpoints(checkpoint_every, keep, folder)
     meta = newest_meta(folder)
     update = 0 if meta is None else int(meta["update"])
     if meta is not None and (meta.get("layout") != "sweep" or len(meta["seeds"]) != plan.num_runs):
-        raise RunFileError(folder / CHECKPOINT_DIR, f"does not hold the {plan.num_runs} runs of {path}")
+        raise RunFileError(folder / CHECKPOINT_DIR, f"does not hold the {plan.num_runs} runs of {folder / PLAN_FILE}")
     out = files.prepare_dir(folder) if is_writer() else folder
     return plan._replace(
         out=out, checkpoint_every=checkpoint_every, keep=keep, resume=update > 0, saved_update=update, meta=meta
