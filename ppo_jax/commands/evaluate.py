@@ -76,7 +76,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             program = evaluation.compile_evaluation(
                 restored, args.episodes, args.stochastic, keep_for=run_dir if keep else None
             )
-            result = run_program(program, args.seed)
+            result = run_kept(program, args.seed)
+            if result is None:  # a stored executable built for another device layout
+                program = evaluation.compile_evaluation(restored, args.episodes, args.stochastic, afresh=True)
+                result = run_program(program, args.seed)
     report = eval_report(run_dir, program.update, args.episodes, args.stochastic, args.seed, result)
     path = write_eval(run_dir, report)
     print(

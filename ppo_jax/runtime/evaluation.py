@@ -95,19 +95,31 @@ def _evaluate_seeds(evaluate_all, inputs, seed):
 
 
 def compile_evaluation(
-    restored: Restored, episodes: int, stochastic: bool, keep_for: str | os.PathLike | None = None
+    restored: Restored,
+    episodes: int,
+    stochastic: bool,
+    keep_for: str | os.PathLike | None = None,
+    afresh: bool = False,
 ) -> EvalProgram:
     """`engine.evaluate.evaluate` of every seed's policy, vmapped over seeds in one jitted
     program, compiled (or loaded from JAX's persistent cache) for the restored run. With
     `keep_for` (the run folder), the program is also kept for the next evaluation of its final
-    policies with the same episodes and action mode (`eval_program.keep`)."""
+    policies with the same episodes and action mode (`eval_program.keep`). `afresh`: compiled in
+    this process, bypassing both stores (what `ppo-jax eval` falls back to when a stored
+    executable refuses this process's device layout)."""
     roll = restored.ctx.rollout
     acting = Acting(restored.ctx.policy, restored.ctx.dist, roll.spec)
     max_steps = max_episode_steps(roll.env_params)
     one = functools.partial(_evaluate_one, roll.env, roll.env_params, acting, episodes, max_steps, stochastic)
     stats_axis = None if restored.obs_stats is None else 0
     program = functools.partial(_evaluate_seeds, jax.vmap(one, in_axes=(0, stats_axis, 0)))
-    inputs = flat_inputs(restored.params, restored.obs_stats)
+    # host arrays: the program is lowered and kept for one placement, whether the policies came
+    # from policy files or from a checkpoint laid out over several devices
+    inputs = jax.tree.map(np.asarray, flat_inputs(restored.params, restored.obs_stats))
+    if afresh:  # neither a kept executable nor JAX's cache: compiled here, for this process
+        again = functools.partial(program)
+        compiled = compile_cache.compile_afresh(lambda: jax.jit(again).lower(inputs, np.int32(0)))
+        return EvalProgram(restored.config.env, restored.seeds, restored.update, compiled, inputs)
     lowered = jax.jit(program).lower(inputs, np.int32(0))
     if keep_for is None:
         return EvalProgram(restored.config.env, restored.seeds, restored.update, lowered.compile(), inputs)
