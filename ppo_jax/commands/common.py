@@ -6,9 +6,11 @@ read it, so a command without config flags (`ppo-jax eval`) starts without it.""
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ppo_jax import plugins
@@ -134,6 +136,31 @@ def part_overrides(args: argparse.Namespace) -> dict:
     named += [("objective", o.strip()) for o in (getattr(args, "objectives", None) or "").split(",")]
     names = {**shipped_part_fields(), **_declared_by([(k, v) for k, v in named if plugins.is_reference(v)])}
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def requested_seeds(args: argparse.Namespace, record: str) -> int:
+    """How many seeds a command runs at once, read without starting JAX (0 if unknown): `--seeds`,
+    or with `--resume` the seeds listed in the folder's `record` (config.json, compare_plan.json)."""
+    if not args.resume:
+        return max(args.seeds or 0, 0)
+    try:
+        return len(json.loads((Path(args.resume) / record).read_text())["seeds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0  # the resume path reports the problem itself
+
+
+def refuse_flags_with_resume(args: argparse.Namespace, kept: str, own: list[str]) -> None:
+    """`ConfigError` naming what was given beside `--resume` that the stopped folder fixes: the
+    config and part fields, the command's `own` flags (those it found given), `--out` and
+    `--overwrite`. `kept` says what the resumed folder keeps."""
+    from ppo_jax.config import FIELDS
+
+    given = [flag(n) for n in [*FIELDS, *part_overrides(args)] if getattr(args, n, None) is not None]
+    given += own
+    given += ["--out"] if args.out is not None else []
+    given += ["--overwrite"] if args.overwrite else []
+    if given:
+        raise ConfigError("resume", f"{kept}; remove {', '.join(given)}")
 
 
 def config_from_args(args: argparse.Namespace, exclude=()) -> PPOConfig:

@@ -4,19 +4,18 @@ trpo), each trained over the same seeds, with a ranked table and learning curves
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 from ppo_jax.commands.common import (
     add_cache_flag,
     add_config_flags,
     config_from_args,
-    flag,
     part_overrides,
+    refuse_flags_with_resume,
+    requested_seeds,
     use_compile_cache,
 )
-from ppo_jax.config import FIELDS, OBJECTIVE_NAMES, resolve_seeds
+from ppo_jax.config import OBJECTIVE_NAMES, resolve_seeds
 from ppo_jax.errors import ConfigError
 from ppo_jax.fields import declared
 from ppo_jax.plugins import is_reference, resolve_objective
@@ -91,25 +90,10 @@ class ArmProgress:
             print(message, flush=True)
 
 
-def _requested_seeds(args: argparse.Namespace) -> int:
-    """How many seeds each arm runs, read without starting JAX (0 if unknown)."""
-    if not args.resume:
-        return max(args.seeds, 0)
-    try:
-        return len(json.loads((Path(args.resume) / "compare_plan.json").read_text())["seeds"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0  # the resume path reports the problem itself
-
-
 def _refuse_flags_with_resume(args: argparse.Namespace) -> None:
-    given = [flag(n) for n in [*FIELDS, *part_overrides(args)] if getattr(args, n, None) is not None]
-    given += ["--seeds"] if args.seeds != 8 else []
-    given += ["--objectives"] if args.objectives != ",".join(OBJECTIVE_NAMES) else []
-    given += ["--out"] if args.out is not None else []
-    given += ["--overwrite"] if args.overwrite else []
-    if given:
-        kept = "a resumed comparison keeps its objectives, config, seeds and folder"
-        raise ConfigError("resume", f"{kept}; remove {', '.join(given)}")
+    own = ["--seeds"] if args.seeds != 8 else []
+    own += ["--objectives"] if args.objectives != ",".join(OBJECTIVE_NAMES) else []
+    refuse_flags_with_resume(args, "a resumed comparison keeps its objectives, config, seeds and folder", own)
 
 
 def _plan(args: argparse.Namespace):
@@ -153,7 +137,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from ppo_jax.runtime.records import compare_rows
 
     use_compile_cache(args)
-    seeds = _requested_seeds(args)
+    seeds = requested_seeds(args, "compare_plan.json")
     if seeds >= 1:  # before JAX starts: the seeds of each arm are split over the CPU cores
         split_runs_over_cores(seeds)
     plan = _plan(args)

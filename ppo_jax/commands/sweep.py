@@ -21,19 +21,18 @@ from ppo_jax.commands.common import (
     add_logging_flags,
     add_part_flags,
     config_from_args,
-    flag,
     help_env,
     loggers_from_args,
-    part_overrides,
     print_err,
     referenced_part_fields,
+    refuse_flags_with_resume,
     run_command,
     start_distributed,
     use_compile_cache,
 )
 from ppo_jax.commands.parsing import CommandParser
 from ppo_jax.commands.progress import SweepProgressBar, plural
-from ppo_jax.config import FIELDS, TRACED_FIELDS, ConfigError
+from ppo_jax.config import TRACED_FIELDS, ConfigError
 
 DESCRIPTION = (
     "Train a grid or a random search of traced hyperparameters × seeds as one compiled program "
@@ -162,15 +161,9 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 
 def _refuse_flags_with_resume(args: argparse.Namespace) -> None:
-    given = [flag(n) for n in [*FIELDS, *part_overrides(args)] if getattr(args, n, None) is not None]
-    given += [f"--{n}" for n in ("grid", "random") if getattr(args, n)]
-    given += ["--samples"] if args.samples else []
-    given += ["--seeds"] if args.seeds != 8 else []
-    given += ["--out"] if args.out is not None else []
-    given += ["--overwrite"] if args.overwrite else []
-    if given:
-        kept = "a resumed sweep keeps its configurations, seeds and folder"
-        raise ConfigError("resume", f"{kept}; remove {', '.join(given)}")
+    own = [f"--{n}" for n in ("grid", "random") if getattr(args, n)] + (["--samples"] if args.samples else [])
+    own += ["--seeds"] if args.seeds != 8 else []
+    refuse_flags_with_resume(args, "a resumed sweep keeps its configurations, seeds and folder", own)
 
 
 def _plan(args: argparse.Namespace, writer: bool):

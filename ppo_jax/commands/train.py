@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
 import sys
 from pathlib import Path
@@ -16,12 +15,11 @@ from ppo_jax.commands.common import (
     add_distributed_flags,
     add_logging_flags,
     config_from_args,
-    flag,
     loggers_from_args,
-    part_overrides,
+    refuse_flags_with_resume,
+    requested_seeds,
     use_compile_cache,
 )
-from ppo_jax.config import FIELDS
 from ppo_jax.errors import ConfigError
 
 
@@ -61,24 +59,9 @@ def add_train_parser(sub, help_env: str = "CartPole-v1") -> argparse.ArgumentPar
     return train
 
 
-def _requested_seeds(args: argparse.Namespace) -> int:
-    """How many seeds `train` will run, read without starting JAX (0 if unknown)."""
-    if not args.resume:
-        return args.seeds or 0
-    try:
-        return len(json.loads((Path(args.resume) / "config.json").read_text())["seeds"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0  # the resume path reports the problem itself
-
-
 def _refuse_flags_with_resume(args: argparse.Namespace) -> None:
-    given = [flag(n) for n in [*FIELDS, *part_overrides(args)] if getattr(args, n, None) is not None]
-    given += ["--seeds"] if args.seeds != 1 else []
-    given += ["--out"] if args.out is not None else []
-    given += ["--shard-envs"] if args.shard_envs else []
-    given += ["--overwrite"] if args.overwrite else []
-    if given:
-        raise ConfigError("resume", f"a resumed run keeps its config, seeds and folder; remove {', '.join(given)}")
+    own = (["--seeds"] if args.seeds != 1 else []) + (["--shard-envs"] if args.shard_envs else [])
+    refuse_flags_with_resume(args, "a resumed run keeps its config, seeds and folder", own)
 
 
 def notify(kind: str, message: str) -> None:
@@ -126,7 +109,7 @@ def _start_processes(args: argparse.Namespace) -> bool:
     processes = resolve_processes(args.coordinator_address, args.num_processes, args.process_id)
     if processes is None:
         if not args.shard_envs:
-            split_runs_over_cores(_requested_seeds(args))  # seeds spread over the cores
+            split_runs_over_cores(requested_seeds(args, "config.json"))  # seeds spread over the cores
         return True
     if not args.resume and not args.shard_envs:  # refused before starting (a resumed run's layout is in its folder)
         raise ConfigError("shard_envs", "several processes train one run: add --shard-envs (seeds: ppo-jax sweep)")
