@@ -17,7 +17,7 @@ import numpy as np
 
 from ppo_jax.config import ConfigError
 from ppo_jax.core.token_losses import completion_mask
-from ppo_jax.rlhf import hf_model, phase1_file
+from ppo_jax.rlhf import ahead, hf_model, phase1_file
 from ppo_jax.rlhf.config import FIELDS, RLHFConfig
 from ppo_jax.rlhf.finetune import EvalStats, evaluate, full_params
 from ppo_jax.rlhf.pretrain import Callback, PhaseResult, RewardModelResult, pretrain, train_reward_model
@@ -26,7 +26,7 @@ from ppo_jax.rlhf.setup import make_setup
 from ppo_jax.runtime import compile_cache, stats
 
 if TYPE_CHECKING:  # the RL phase's checkpoints import the classic runtime (and gymnax): only when run
-    from ppo_jax.rlhf.rl_run import RunOptions
+    from ppo_jax.rlhf.rl_run import RunOptions  # noqa: F811
 
 
 class RLHFResult(NamedTuple):
@@ -200,27 +200,33 @@ def run_rlhf(
     `options` (`rl_run.RunOptions`): RL-phase checkpoints, resume and the stop request.
     """
     check_seeds(seeds)
+    from ppo_jax.rlhf.rl_run import RunOptions, chunk_schedule, run_rl_phase
+
+    keys, hp = split_keys(config.seed), config.rl_hyperparams()
+    # Evaluation reads only phase-1 settings: compile it for those, shared by all RL settings.
+    eval_setup = make_setup(phase1.config if phase1 is not None else config.pretraining_config())
+    prompts = eval_setup.task.prompts(keys.eval_prompts, config.eval_prompts, held_out=True)
+    setup = make_setup(config.static_rl_config())
+    rl_keys = jax.random.split(keys.finetune, seeds)
+    in_program, lengths = chunk_schedule(setup, callback, options or RunOptions())
+    programs = ahead.start_rl_programs(
+        config, eval_setup, setup, prompts, keys.eval_sample, rl_keys, hp, in_program, lengths
+    )  # compiling while phase 1 runs
     if phase1 is None:
         phase1 = restore_or_prepare(config, callback, options)
     _check_phase1(config, phase1)
     counts = compile_cache.loads()
-    keys = split_keys(config.seed)
     timings, cpu = dict(phase1.timings), dict(phase1.cpu_seconds)
     frozen = phase1.frozen
-    # Evaluation reads only phase-1 settings: compile it for phase1.config, shared by all RL settings.
-    eval_setup = make_setup(phase1.config)
-    prompts = eval_setup.task.prompts(keys.eval_prompts, config.eval_prompts, held_out=True)
-    before, rollout_before = evaluate(eval_setup, frozen.reference, frozen, prompts, keys.eval_sample)
-    setup = make_setup(config.static_rl_config())
-    rl_keys = jax.random.split(keys.finetune, seeds)
-    args = (setup, initial_params(config, phase1), frozen, rl_keys, config.rl_hyperparams(), callback, options)
-    from ppo_jax.rlhf.rl_run import run_rl_phase
 
+    def evaluation(policy):
+        jitted = functools.partial(evaluate, eval_setup, policy, frozen, prompts, keys.eval_sample)
+        return ahead.call(programs.evaluate, jitted, policy, frozen, prompts, keys.eval_sample)
+
+    before, rollout_before = evaluation(frozen.reference)
+    args = (setup, initial_params(config, phase1), frozen, rl_keys, hp, callback, options, programs.chunks)
     state, history = _timed(timings, cpu, "rl", run_rl_phase, *args)
-    after = [
-        evaluate(eval_setup, _seed_params(state.params.policy, s), frozen, prompts, keys.eval_sample)
-        for s in range(seeds)
-    ]
+    after = [evaluation(_seed_params(state.params.policy, s)) for s in range(seeds)]
     timings["total"] = sum(timings.values())
     cpu["total"] = sum(cpu.values())
     requests, hits = (a + b for a, b in zip(phase1.cache_counts, _counted_since(counts), strict=True))

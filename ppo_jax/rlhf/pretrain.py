@@ -20,7 +20,7 @@ from jax import lax
 from ppo_jax.core.distributions import categorical_log_prob
 from ppo_jax.core.optim import make_optimizer, warmup_cosine
 from ppo_jax.core.token_losses import completion_mask, masked_mean
-from ppo_jax.rlhf import hf_model
+from ppo_jax.rlhf import ahead, hf_model
 from ppo_jax.rlhf.config import RLHFConfig
 from ppo_jax.rlhf.lm import LanguageModel
 from ppo_jax.rlhf.setup import completion_logits, make_setup, sequence_score
@@ -122,16 +122,27 @@ def pretrain(config: RLHFConfig, key: jax.Array, callback: Callback | None = Non
     each chunk with the loss of its last step. The key and the step count are in the carry, so the
     chunks give the same parameters as one scan over every step."""
     start = make_setup(config).policy.init(None) if hf_model.is_checkpoint(config) else None
+    chunk = _chunk_ahead(config, key, start)
     state = _pretrain_start(config, key, start)
     histories = []
     while int(state.step) < config.pretrain_steps:
         length = min(config.log_every, config.pretrain_steps - int(state.step))
-        state, history = _pretrain_chunk(config, state, length)
+        jitted = functools.partial(_pretrain_chunk, config, state, length)
+        state, history = ahead.call(chunk if length == config.log_every else None, jitted, state)
         histories.append(history)
         if callback is not None:
             callback("pretrain", state.step, {"loss": history["loss"][-1]})
     history = {name: jnp.concatenate([h[name] for h in histories]) for name in histories[0]} if histories else {}
     return PhaseResult(state.params, history or {"loss": jnp.zeros((0,), jnp.float32)})
+
+
+def _chunk_ahead(config: RLHFConfig, key: jax.Array, start: Any):
+    """A future of the compiled chunk of `log_every` steps, compiled on a thread from the shapes of
+    the start state while `_pretrain_start` compiles and runs (None: no full chunk to run)."""
+    if config.pretrain_steps < config.log_every:
+        return None
+    state = jax.eval_shape(functools.partial(_pretrain_start, config), key, start)
+    return ahead.in_thread([lambda: _pretrain_chunk.lower(config, state, config.log_every).compile()])[0]
 
 
 @functools.partial(jax.jit, static_argnames=("config",))

@@ -28,6 +28,7 @@ from jax import lax
 
 from ppo_jax.errors import CheckpointError, NonFiniteError, RunStopped
 from ppo_jax.rlhf import sharding
+from ppo_jax.rlhf.ahead import call
 from ppo_jax.rlhf.config import RLHFConfig, RLHyperparams
 from ppo_jax.rlhf.finetune import RLState, describe_nonfinite, init_rl_state, rl_update
 from ppo_jax.rlhf.rollout import Frozen, RLParams
@@ -94,6 +95,19 @@ def chunk_length(total: int, every: int, done: int, report: int = 0) -> int:
     (each ignored when 0) and at `total`."""
     ends = [total] + [(done // k + 1) * k for k in (every, report) if k]
     return min(ends) - done
+
+
+def chunk_schedule(setup: RLSetup, callback, options: RunOptions) -> tuple[Any, list[int]]:
+    """(the callback the chunk program holds: None when the host reports between chunks; the
+    distinct chunk lengths of a run from update 0, in the order they first come)."""
+    total, every = setup.config.rl_updates, options.checkpoint_every if options.out is not None else 0
+    report = options.report_every if callback is not None else 0
+    lengths, done = [], 0
+    while done < total:
+        n = chunk_length(total, every, done, report)
+        lengths += [] if n in lengths else [n]
+        done += n
+    return (None if report else callback), lengths
 
 
 def replay(callback, done: int, metrics: dict[str, np.ndarray]) -> None:
@@ -179,11 +193,13 @@ def run_rl_phase(
     hp: RLHyperparams,
     callback=None,
     options: RunOptions | None = None,
+    ahead: dict[int, Any] | None = None,
 ) -> tuple[RLState, dict[str, np.ndarray]]:
     """`setup.config.rl_updates` updates from `start` for every key in `keys` [S], checkpointed,
     resumable and stoppable as the module docstring says. Returns (the final state of every seed,
-    metrics {name: [S, updates]}). Raises `NonFiniteError`, `RunStopped`, `CheckpointError`."""
-    options = options or RunOptions()
+    metrics {name: [S, updates]}). Raises `NonFiniteError`, `RunStopped`, `CheckpointError`.
+    `ahead`: {chunk length: future of its compiled chunk program} (`rlhf.ahead`)."""
+    options, ahead = options or RunOptions(), ahead or {}
     total, every = setup.config.rl_updates, options.checkpoint_every if options.out is not None else 0
     report = options.report_every if callback is not None else 0
     in_program = None if report else callback  # a program holding a host callback is never cached
@@ -197,7 +213,8 @@ def run_rl_phase(
             chunks.append({k: v.T for k, v in history.items()})
         while done < total:
             n = chunk_length(total, every, done, report)
-            state, metrics = jax.block_until_ready(run_chunk(setup, in_program, hp, frozen, state, n))
+            jitted = functools.partial(run_chunk, setup, in_program, hp, frozen, state, n)
+            state, metrics = jax.block_until_ready(call(ahead.get(n), jitted, hp, frozen, state))
             metrics = {k: np.asarray(v) for k, v in metrics.items()}
             check_finite(metrics, done, store)
             chunks.append(metrics)
