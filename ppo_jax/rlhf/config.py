@@ -111,6 +111,12 @@ class RLHFConfig:
     shard_params: bool = declare(
         False, "hf: shard weights, Adam state and batches of the RL phase over all devices (FSDP; same results)"
     )
+    score_batch: int = declare(
+        0,
+        "sequences scored at once after sampling (policy, reference and critic logits [n, T, V]); 0: the whole "
+        "batch; smaller bounds the logits of a large vocabulary",
+        low=0,
+    )
     d_model: int = declare(64, "transformer width", low=1)
     num_layers: int = declare(2, "transformer blocks", low=1)
     num_heads: int = declare(4, "transformer attention heads", low=1)

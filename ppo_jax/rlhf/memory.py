@@ -17,7 +17,8 @@ scalar head), n the devices of the parameter mesh and S the seeds run at once:
                     internals at a time;
                     the head: 4 · V float32 per token (logits, log-softmax, softmax, their gradient)
     sampling    = the KV cache 2 · layers · B · H_kv · N_max · D · b, and scoring the sampled
-                  batch: 4 · B · N · V float32 (policy and reference logits, log-softmaxes)
+                  batch B_s = min(score_batch, B) rows at a time (`--score-batch`, 0: all B):
+                  4 · B_s · N · V float32 (policy and reference logits, log-softmaxes)
 
     total ≈ weights + optimizer + max(sampling, gradients + activations)      (per seed × S,
             the reference once), each sharded term divided by n as `rlhf.sharding` splits it.
@@ -105,6 +106,7 @@ class UpdateShape(NamedTuple):
     lora_rank: int = 0
     critic: bool = False  # PPO's critic: a second model
     seeds: int = 1
+    score_batch: int = 0  # sequences scored at once after sampling (0: the whole batch)
 
 
 def parameter_shapes(config: DecoderConfig) -> Any:
@@ -152,11 +154,13 @@ def activation_bytes(config: DecoderConfig, sequences: int, tokens: int) -> int:
     return kept + _HEAD_COPIES * sequences * tokens * c.vocab_size * 4
 
 
-def sampling_bytes(config: DecoderConfig, sequences: int, tokens: int) -> int:
-    """The KV cache of `sequences` rows and the logits of scoring them (module docstring)."""
+def sampling_bytes(config: DecoderConfig, sequences: int, tokens: int, scored: int = 0) -> int:
+    """The KV cache of `sequences` rows and the logits of scoring `scored` of them at a time (0:
+    all) (module docstring)."""
     b = jnp.dtype(config.param_dtype).itemsize
     cache = 2 * config.num_layers * sequences * config.num_kv_heads * config.max_len * config.head_dim * b
-    return cache + _SCORE_COPIES * sequences * tokens * config.vocab_size * 4
+    scored = min(scored, sequences) if scored else sequences
+    return cache + _SCORE_COPIES * scored * tokens * config.vocab_size * 4
 
 
 def estimate(config: DecoderConfig, shape: UpdateShape, devices: int = 1) -> MemoryEstimate:
@@ -173,7 +177,7 @@ def estimate(config: DecoderConfig, shape: UpdateShape, devices: int = 1) -> Mem
     tokens = shape.prompt_len + shape.completion_len - 1
     act = activation_bytes(config, shape.minibatch // split, tokens) * copies
     batch_split = devices if shape.batch % devices == 0 else 1
-    samp = sampling_bytes(config, shape.batch // batch_split, tokens)
+    samp = sampling_bytes(config, shape.batch // batch_split, tokens, shape.score_batch)
     return MemoryEstimate(
         weights=int(weights),
         optimizer=int(2 * trained * shape.seeds),
@@ -223,7 +227,9 @@ def suggestions(config: DecoderConfig, shape: UpdateShape, est: MemoryEstimate, 
         out.append("--remat true (keep one layer's activations)")
     if len(jax.devices()) > devices:
         out.append("--shard-params true (split weights and optimizer state over the devices)")
-    batch = "a smaller --rl-batch (sampling scores all its sequences at once)"
+    batch = "a smaller --rl-batch (the KV cache of every sequence sampled at once)"
+    if shape.score_batch == 0 or shape.score_batch > 8:
+        batch = "--score-batch 8 (score 8 sampled sequences at a time: their [8, T, V] logits); " + batch
     minibatches = "more --num-minibatches (fewer sequences per gradient step)"
     out.extend([batch, minibatches] if est.sampling >= est.activations else [minibatches, batch])
     out.append("a shorter --completion-len")
@@ -271,6 +277,7 @@ def run_memory(config, seeds: int = 1) -> RunMemory | None:
         lora_rank=config.lora_rank,
         critic=config.algorithm.critic,
         seeds=seeds,
+        score_batch=config.score_batch,
     )
     devices = setup.sharding.devices if setup.sharding is not None else 1
     return RunMemory(estimate(decoder, shape, devices), decoder, shape, devices)

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from ppo_jax.core.distributions import categorical_entropy, categorical_kl, categorical_log_prob
 from ppo_jax.core.grpo import SEQUENCE_ADVANTAGES, equal_reward_groups
@@ -100,16 +101,54 @@ def sequence_reward(setup: RLSetup, frozen: Frozen, prompts, completions, mask) 
     return (score - frozen.reward_mean) / frozen.reward_std
 
 
+class TokenScores(NamedTuple):
+    """Per completion token [B, L], before masking: log π_θ(y_t), log π_ref(y_t), the entropy of
+    π_θ, KL(π_θ ‖ π_ref) at the token's state, and the critic's value (0 without a critic)."""
+
+    log_prob: jax.Array
+    ref_log_prob: jax.Array
+    entropy: jax.Array
+    kl: jax.Array
+    values: jax.Array
+
+
+def token_scores(setup: RLSetup, params: RLParams, frozen: Frozen, prompts, completions) -> TokenScores:
+    """`TokenScores` of completions [B, L] after prompts [B, P], from the policy's, the reference's
+    and the critic's teacher-forced passes ([B, L, V] logits of each model)."""
+    logits = completion_logits(setup.policy, params.policy, prompts, completions)
+    ref_logits = completion_logits(setup.policy, frozen.reference, prompts, completions)
+    values = jnp.zeros(completions.shape)
+    if setup.critic is not None:
+        values = completion_values(setup.critic, params.critic, prompts, completions)
+    return TokenScores(
+        categorical_log_prob(logits, completions),
+        categorical_log_prob(ref_logits, completions),
+        categorical_entropy(logits),
+        categorical_kl(logits, ref_logits),
+        values,
+    )
+
+
+def score_in_chunks(setup: RLSetup, params: RLParams, frozen: Frozen, prompts, completions) -> TokenScores:
+    """`token_scores` of `config.score_batch` rows at a time (`lax.map` with that batch size: the
+    logits of one chunk [n, L, V] exist at once instead of the batch's); 0 or ≥ B: one pass."""
+    n = setup.config.score_batch
+    if not n or n >= prompts.shape[0]:
+        return token_scores(setup, params, frozen, prompts, completions)
+
+    def one_row(row):
+        scores = token_scores(setup, params, frozen, row[0][None], row[1][None])
+        return jax.tree.map(lambda x: x[0], scores)
+
+    return lax.map(one_row, (prompts, completions), batch_size=n)
+
+
 def collect(setup: RLSetup, hp: RLHyperparams, params: RLParams, frozen: Frozen, prompts, key) -> Rollout:
     """Sample one completion per prompt row from π_θ and score it with every model and the task."""
     task = setup.task
     completions = setup.policy.sample_fn(params.policy, prompts, key, task.completion_len, task.eos_id)
     mask = completion_mask(completions, task.eos_id)
-    logits = completion_logits(setup.policy, params.policy, prompts, completions)
-    ref_logits = completion_logits(setup.policy, frozen.reference, prompts, completions)
-    values = jnp.zeros(mask.shape)
-    if setup.critic is not None:
-        values = completion_values(setup.critic, params.critic, prompts, completions)
+    scores = score_in_chunks(setup, params, frozen, prompts, completions)
     truncated = is_truncated(completions, task.eos_id)
     reward = sequence_reward(setup, frozen, prompts, completions, mask)
     if setup.config.truncated_completions == "penalise":
@@ -118,13 +157,13 @@ def collect(setup: RLSetup, hp: RLHyperparams, params: RLParams, frozen: Frozen,
         prompts=prompts,
         completions=completions,
         mask=mask,
-        log_prob=masked_values(categorical_log_prob(logits, completions), mask),
-        ref_log_prob=masked_values(categorical_log_prob(ref_logits, completions), mask),
-        values=masked_values(values, mask),
-        entropy=masked_values(categorical_entropy(logits), mask),
+        log_prob=masked_values(scores.log_prob, mask),
+        ref_log_prob=masked_values(scores.ref_log_prob, mask),
+        values=masked_values(scores.values, mask),
+        entropy=masked_values(scores.entropy, mask),
         reward=reward,
         true_reward=task_reward(setup, prompts, completions),
-        kl=jnp.sum(masked_values(categorical_kl(logits, ref_logits), mask), axis=1),
+        kl=jnp.sum(masked_values(scores.kl, mask), axis=1),
         truncated=truncated,
     )
 
