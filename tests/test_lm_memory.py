@@ -195,8 +195,11 @@ def test_leaf_spec_splits_the_largest_divisible_dimension():
 
 
 SHARDED_RUN = """
-    import json, jax, jax.numpy as jnp, numpy as np
+    import json, tempfile, jax, jax.numpy as jnp, numpy as np
     from test_lm_memory import CountTask
+    from ppo_jax.errors import RunStopped
+    from ppo_jax.rlhf.rl_run import RunOptions, run_rl_phase
+    from ppo_jax.runtime.files import params_sha256
     from ppo_jax.rlhf import lora, sharding
     from ppo_jax.rlhf.config import RLHFConfig
     from ppo_jax.rlhf.decoder import DecoderConfig, decoder_lm
@@ -227,13 +230,29 @@ SHARDED_RUN = """
             "history": {k: [np.asarray(r.history[k]).tolist() for r in runs]
                         for k in ("train_policy_loss", "train_kl_loss", "reward", "train_grad_norm")},
         }
+    # Stopped at update 1 on the mesh and resumed: the restored state goes back onto the mesh.
+    class Requested:
+        requested = True
+
+    keys = jax.random.split(jax.random.key(0), 1)
+    go = lambda options=None: run_rl_phase(two, RLParams(policy, None), frozen, keys, config.rl_hyperparams(),
+                                           None, options)
+    whole, folder = go()[0], tempfile.mkdtemp()
+    try:
+        go(RunOptions(folder, checkpoint_every=1, stop=Requested()))
+    except RunStopped as stop:
+        out["stopped_at"] = stop.update
+    resumed = go(RunOptions(folder, checkpoint_every=1, resume=True))[0]
+    out["resumed_equal"] = params_sha256(resumed.params) == params_sha256(whole.params)
+    out["resumed_devices"] = len(jax.tree.leaves(resumed.params)[0].sharding.device_set)
     print(json.dumps(out))
 """
 
 
 def test_sharded_over_two_devices_equals_one_device():
     """Two updates of GRPO with parameters, optimizer state and batches sharded over 2 host devices
-    give the losses and parameters of the single-device run (to float32 summation order)."""
+    give the losses and parameters of the single-device run (to float32 summation order); a
+    sharded run stopped at a checkpoint and resumed ends with the uninterrupted run's parameters."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
     env.update(
         XLA_FLAGS="--xla_force_host_platform_device_count=2",
@@ -250,6 +269,8 @@ def test_sharded_over_two_devices_equals_one_device():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out.pop("stopped_at") == 1 and out.pop("resumed_devices") == 2
+    assert out.pop("resumed_equal")  # --resume with --shard-params: the uninterrupted run's parameters
     for run in out.values():
         assert run["devices"] == 2
         assert run["shard_shapes"] == [[13, 16], [13, 16]]  # the embedding is split, not replicated

@@ -209,7 +209,9 @@ def run_rl_phase(
     state, done, chunks = init_states(setup, hp, start, keys), 0, []
     try:
         if options.resume and store is not None and store.latest_update() is not None:
-            state, history, done = _resume(store, setup.config, state, reference_sha256)
+            restored, history, done = _resume(store, setup.config, state, reference_sha256)
+            # restored onto one device: laid out as the fresh state is (on the mesh with --shard-params)
+            state = jax.device_put(restored, jax.tree.map(lambda x: x.sharding, state))
             chunks.append({k: v.T for k, v in history.items()})
         while done < total:
             n = chunk_length(total, every, done, report)
