@@ -86,6 +86,26 @@ def test_jsonl_task_prompts_rewards_and_split(folders):
     assert np.asarray(task.reward(task.corpus(jax.random.key(3), 5)[0], wrong)).tolist() == [0.0] * 5
 
 
+class HostOnly:
+    """An array the host can read (`__array__`) and nothing else: JAX hands a pure_callback
+    jax.Arrays, whose indexing or iteration would run a computation from inside the calling
+    program (seen as a hang of a jsonl RL run on one CPU core)."""
+
+    def __init__(self, array):
+        self.array = np.asarray(array)
+
+    def __array__(self, dtype=None, copy=None):
+        return self.array
+
+
+def test_host_reward_reads_its_inputs_as_numpy_only(folders):
+    model, data = folders
+    task = make_setup(_config(model, data)).task
+    prompts, answers = task.corpus(jax.random.key(3), 5)
+    reward = task._host_reward(HostOnly(prompts), HostOnly(answers))
+    assert reward.tolist() == [1.0] * 5
+
+
 def test_lora_run_writes_a_loadable_folder(folders, tmp_path):
     """SFT, then GRPO on adapters: the base weights stay the reference's, the adapters train, and
     the run folder records the model by reference and loads back."""

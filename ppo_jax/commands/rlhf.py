@@ -135,7 +135,9 @@ class Printer:
         self.rl_every = max(1, config.rl_updates // 20)
         self.new_waiting = Waiting
         self.eta = ETA()
-        self.waiting = Waiting("compiling the first phase")
+        straight_to_rl = not config.pretrain_steps and config.task != "preference"  # no reward model either
+        first = f"the first {config.algo} updates" if straight_to_rl else "the first phase"
+        self.waiting = Waiting(f"compiling {first}")
 
     def stop(self) -> None:
         if self.waiting is not None:

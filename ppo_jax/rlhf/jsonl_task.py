@@ -170,6 +170,9 @@ class JsonlTask:
         return jax.pure_callback(self._host_reward, shape, prompts, completions, vmap_method="expand_dims")
 
     def _host_reward(self, prompts: np.ndarray, completions: np.ndarray) -> np.ndarray:
+        # JAX hands the callback jax.Arrays: NumPy before any indexing or iteration, which would
+        # dispatch a computation from inside the running program (a deadlock on one CPU core)
+        prompts, completions = np.asarray(prompts), np.asarray(completions)
         prompts = np.broadcast_to(prompts, completions.shape[:-1] + prompts.shape[-1:])
         answers, fn = self._answer_table(), rewards.resolve(self.reward_name)
         flat_p, flat_c = prompts.reshape(-1, prompts.shape[-1]), completions.reshape(-1, completions.shape[-1])
