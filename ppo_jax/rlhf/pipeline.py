@@ -200,6 +200,7 @@ def run_rlhf(
     `options` (`rl_run.RunOptions`): RL-phase checkpoints, resume and the stop request.
     """
     check_seeds(seeds)
+    from ppo_jax.rlhf import rl_programs
     from ppo_jax.rlhf.rl_run import RunOptions, chunk_schedule, run_rl_phase
 
     keys, hp = split_keys(config.seed), config.rl_hyperparams()
@@ -209,7 +210,7 @@ def run_rlhf(
     setup = make_setup(config.static_rl_config())
     rl_keys = jax.random.split(keys.finetune, seeds)
     in_program, lengths = chunk_schedule(setup, callback, options or RunOptions())
-    programs = ahead.start_rl_programs(
+    programs = rl_programs.start_rl_programs(
         config, eval_setup, setup, prompts, keys.eval_sample, rl_keys, hp, in_program, lengths
     )  # compiling while phase 1 runs
     if phase1 is None:
