@@ -1,7 +1,7 @@
 """End to end through a Hugging Face checkpoint on the CPU: build, pretrain and save a Qwen2-shaped
 model, then fine-tune it with `ppo-jax rlhf --model hf:PATH --task jsonl:PATH`.
 
-    python scripts/hf_end_to_end.py --work WORK [--seed 0] [--pretrain-steps 1000] [--rl-updates 100] \\
+    python scripts/hf_end_to_end.py --work WORK [--seed 0] [--pretrain-steps 4000] [--rl-updates 150] \\
         [--run-name run-full-s0] [-- further ppo-jax rlhf flags]
     python scripts/hf_end_to_end.py --work WORK --collect docs/benchmarks/hf_end_to_end.json
 
@@ -234,12 +234,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", required=True, help="folder for the data, the checkpoint and the run")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--pretrain-steps", type=int, default=2000)
+    parser.add_argument("--pretrain-steps", type=int, default=4000)
     parser.add_argument("--corpus-accuracy", type=float, default=0.3)
     parser.add_argument("--pretrain-batch", type=int, default=256)
     parser.add_argument("--pretrain-lr", type=float, default=3e-3)
     parser.add_argument("--lora-rank", type=int, default=0)
-    parser.add_argument("--rl-updates", type=int, default=100, help="RL updates (0: pretrain and save only)")
+    parser.add_argument("--rl-updates", type=int, default=150, help="RL updates (0: pretrain and save only)")
     parser.add_argument("--run-name", default="run", help="run folder under --work")
     parser.add_argument("--collect", default=None, metavar="JSON", help="only gather work/run*/rlhf.json into JSON")
     parser.add_argument("rlhf_flags", nargs="*", help="further ppo-jax rlhf flags (after --)")
