@@ -3,7 +3,9 @@ rewards against hand-worked cases."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import threading
 
 import jax
 import numpy as np
@@ -32,7 +34,7 @@ def test_final_number_and_rewards():
     assert numeric("It is 71", "#### 72") == 0.0
     assert (format_reward("#### 5", ""), format_reward("\\boxed{x}", ""), format_reward("5", "")) == (1.0, 1.0, 0.0)
     assert resolve("test_hf_pipeline:first_digit_reward")("42", "4") == 1.0
-    with pytest.raises(ConfigError, match="reward: must be one of exact, numeric, format or module:function"):
+    with pytest.raises(ConfigError, match="reward: must be one of exact, numeric, format, math or module:function"):
         resolve("fuzzy")
     with pytest.raises(ConfigError, match="reward: cannot import 'no_such_module:f'"):
         resolve("no_such_module:f")
@@ -69,6 +71,27 @@ def _config(model, data, **changes):
         num_samples=2,
     )
     return RLHFConfig(**(settings | changes))
+
+
+def test_math_reward_compares_values_on_a_thread(monkeypatch):
+    """`math`: equal values in other notations score 1 (hand-picked pairs), other values 0; it runs
+    off the main thread, where the reward callback runs (math-verify's default timeouts would not)."""
+    pairs = [
+        ("\\boxed{\\frac{1}{2}}", "0.5", 1.0),
+        ("so it is $0.50$", "1/2", 1.0),
+        ("#### 72", "72", 1.0),
+        ("\\boxed{3}", "4", 0.0),
+        ("the set $\\{1, 2\\}$", "$\\{2, 1\\}$", 1.0),
+        ("no answer", "7", 0.0),
+    ]
+    fn, results = resolve("math"), []
+    worker = threading.Thread(target=lambda: results.extend(fn(c, a) for c, a, _ in pairs))
+    worker.start()
+    worker.join()
+    assert results == [want for _, _, want in pairs]
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # not installed
+    with pytest.raises(ConfigError, match=r"reward: math needs math-verify: pip install 'ppo_jax\[math\]'"):
+        resolve("math")
 
 
 def test_jsonl_task_prompts_rewards_and_split(folders):

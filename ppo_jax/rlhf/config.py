@@ -93,7 +93,7 @@ class RLHFConfig:
     # jsonl task
     prompt_field: str = declare("prompt", "jsonl: the field holding the prompt text")
     answer_field: str = declare("answer", "jsonl: the field holding the answer text")
-    reward: str = declare("exact", "jsonl: reward of a completion: exact, numeric, format, or module:function")
+    reward: str = declare("exact", "jsonl: reward of a completion: exact, numeric, format, math, or module:function")
     held_out: float = declare(
         0.2, "jsonl: fraction of the rows kept for evaluation (by a hash of the prompt)", **POSITIVE, high=1
     )

@@ -8,11 +8,15 @@ user's own function named `module:function`.
 |         | number is the one after the last `#### ` (GSM8K), else inside the last `\\boxed{}`,   |
 |         | else the last number in the text (commas dropped, compared as floats to 1e-6)        |
 | format  | 1 if the completion states a final answer as `#### n` or `\\boxed{...}`, else 0       |
+| math    | 1 if math-verify finds the completion's answer mathematically equal to the answer's  |
+|         | (LaTeX or plain: 1/2, 0.5 and `\\frac{1}{2}` agree; sets, intervals), else 0; needs   |
+|         | the `math` extra (`pip install 'ppo_jax[math]'`)                                     |
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import re
 from collections.abc import Callable
 
@@ -61,12 +65,30 @@ def format_reward(completion: str, answer: str) -> float:
     return float(re.search(r"####\s*(" + _NUMBER + ")", completion) is not None or _boxed(completion) is not None)
 
 
-REWARDS: dict[str, RewardFn] = {"exact": exact, "numeric": numeric, "format": format_reward}
+def math_equivalent(completion: str, answer: str) -> float:
+    """math-verify's `verify(parse(answer), parse(completion))` as 1.0 or 0.0. Its timeouts are off:
+    they use SIGALRM, which only the main thread may set, and the reward runs on XLA's callback
+    thread (its warnings that they are off are silenced)."""
+    import logging
+
+    import math_verify
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    gold = math_verify.parse(answer, parsing_timeout=None)
+    return float(math_verify.verify(gold, math_verify.parse(completion, parsing_timeout=None), timeout_seconds=None))
+
+
+REWARDS: dict[str, RewardFn] = {"exact": exact, "numeric": numeric, "format": format_reward, "math": math_equivalent}
+EXTRAS = {"math": ("math_verify", "math-verify", "math")}  # reward: (module it imports, package, extra)
 
 
 def resolve(name: str) -> RewardFn:
     """The reward named `name`: a registry key or `module:function` (imported). Raises
     `ConfigError("reward", ...)` for anything else."""
+    if name in EXTRAS:
+        module, package, extra = EXTRAS[name]
+        if importlib.util.find_spec(module) is None:
+            raise ConfigError("reward", f"{name} needs {package}: pip install 'ppo_jax[{extra}]'")
     if name in REWARDS:
         return REWARDS[name]
     module, _, function = name.partition(":")
