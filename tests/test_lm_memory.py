@@ -155,13 +155,17 @@ def test_estimate_of_a_qwen2_05b_update_by_hand():
     count = _qwen2_05b_count()
     assert full.parameters == count == 494_033_665
     assert full.weights == 2 * 4 * count and full.optimizer == 2 * 4 * count and full.gradients == 4 * count
+    assert full.step == 2 * 4 * count  # the update tree and the new weights
     logits = 8 * 31 * 151936 * 4  # one float32 [B, N, V] of the sampled batch
     assert full.sampling > 4 * logits and full.activations > 4 * logits // 2
     lora_est = memory.estimate(memory.QWEN2_05B, shape._replace(lora_rank=16))
     assert lora_est.trained == _qwen2_05b_count(16)
     assert lora_est.weights == 4 * count + 4 * lora_est.trained  # the base once, float32 adapters
-    bf16 = memory.estimate(memory.QWEN2_05B._replace(dtype="bfloat16"), shape)
+    bf16 = memory.estimate(memory.QWEN2_05B._replace(dtype="bfloat16"), shape, platform="gpu")
     assert bf16.weights == 2 * (2 * (count - 897) + 4 * 897)  # the scalar head stays float32
+    assert bf16.upcast == 0 and full.upcast == 0
+    on_cpu = memory.estimate(memory.QWEN2_05B._replace(dtype="bfloat16"), shape, platform="cpu")
+    assert on_cpu.upcast == 4 * count and on_cpu.total == bf16.total + 4 * count  # float32 copies for the CPU's dots
     remat = memory.estimate(memory.QWEN2_05B._replace(remat=True), shape)
     assert remat.activations < full.activations and remat.sampling == full.sampling
     halves = memory.estimate(memory.QWEN2_05B, shape, devices=2)

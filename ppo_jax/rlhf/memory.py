@@ -9,6 +9,10 @@ scalar head), n the devices of the parameter mesh and S the seeds run at once:
                   weights: full fine-tuning P·b, [+ P·b for PPO's critic]; LoRA the adapters)
     optimizer   = 2 · T · b_T                  Adam's two moments (b_T: the trained leaves' bytes)
     gradients   = T · b_T
+    step        = 2 · T · b_T                  the optimizer step's temporaries: the update tree and
+                  the new trained weights beside the old ones (measured: docs/llm.md)
+    upcast      = P · 4 on a CPU with bfloat16 weights: XLA's CPU backend has no bfloat16 matrix
+                  product and converts the weights to float32 (measured: docs/llm.md); else 0
     activations = what the backward pass of one minibatch of B_mb = minibatch / n sequences of
                   N = P_len + L − 1 tokens keeps:
                     per layer and token (dtype b): 2d + 2(H + 2H_kv)D + HD + 3d + 4I, plus the
@@ -20,7 +24,7 @@ scalar head), n the devices of the parameter mesh and S the seeds run at once:
                   batch B_s = min(score_batch, B) rows at a time (`--score-batch`, 0: all B):
                   4 · B_s · N · V float32 (policy and reference logits, log-softmaxes)
 
-    total ≈ weights + optimizer + max(sampling, gradients + activations)      (per seed × S,
+    total ≈ weights + optimizer + upcast + max(sampling, gradients + activations + step)   (per seed × S,
             the reference once), each sharded term divided by n as `rlhf.sharding` splits it.
 
 It is an estimate (XLA fuses and reuses buffers, and the program, the rollout and the runtime
@@ -80,15 +84,19 @@ class MemoryEstimate(NamedTuple):
     sampling: int
     parameters: int  # P, the model's parameter count
     trained: int  # T, the trained parameter count
+    step: int = 0  # the optimizer step's temporaries
+    upcast: int = 0  # float32 copies of bfloat16 weights (CPU)
 
     @property
     def total(self) -> int:
-        return self.weights + self.optimizer + max(self.sampling, self.gradients + self.activations)
+        training = self.gradients + self.activations + self.step
+        return self.weights + self.optimizer + self.upcast + max(self.sampling, training)
 
     def describe(self) -> str:
         """One line: the total and its parts in GiB."""
         unit, size = ("GiB", GIB) if self.total >= GIB / 10 else ("MiB", 1 << 20)
-        parts = ("weights", "optimizer", "gradients", "activations", "sampling")
+        parts = ("weights", "optimizer", "gradients", "step", "activations", "sampling")
+        parts += ("upcast",) if self.upcast else ()
         detail = ", ".join(f"{name} {getattr(self, name) / size:.2f}" for name in parts)
         return (
             f"memory estimate {self.total / size:.2f} {unit} per device ({detail}; "
@@ -163,9 +171,12 @@ def sampling_bytes(config: DecoderConfig, sequences: int, tokens: int, scored: i
     return cache + _SCORE_COPIES * scored * tokens * config.vocab_size * 4
 
 
-def estimate(config: DecoderConfig, shape: UpdateShape, devices: int = 1) -> MemoryEstimate:
+def estimate(
+    config: DecoderConfig, shape: UpdateShape, devices: int = 1, platform: str | None = None
+) -> MemoryEstimate:
     """Per-device bytes of one RL update of the decoder `config` (remat as the config says) with
-    parameters sharded over `devices` (1: no mesh)."""
+    parameters sharded over `devices` (1: no mesh) on `platform` (default: JAX's backend)."""
+    platform = platform or jax.default_backend()
     variables = parameter_shapes(config)
     model = tree_bytes(variables, devices)
     trained_tree = _adapter_shapes(variables, shape.lora_rank) if shape.lora_rank else variables
@@ -178,13 +189,17 @@ def estimate(config: DecoderConfig, shape: UpdateShape, devices: int = 1) -> Mem
     act = activation_bytes(config, shape.minibatch // split, tokens) * copies
     batch_split = devices if shape.batch % devices == 0 else 1
     samp = sampling_bytes(config, shape.batch // batch_split, tokens, shape.score_batch)
+    parameters = int(sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables)))
+    upcast = parameters * 4 // devices if platform == "cpu" and config.dtype == "bfloat16" else 0
     return MemoryEstimate(
         weights=int(weights),
         optimizer=int(2 * trained * shape.seeds),
         gradients=int(trained * shape.seeds),
+        step=int(2 * trained * shape.seeds),
+        upcast=int(upcast),
         activations=int(act * shape.seeds),
         sampling=int(samp * shape.seeds),
-        parameters=int(sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables))),
+        parameters=parameters,
         trained=int(sum(int(np.prod(x.shape)) for x in jax.tree.leaves(trained_tree)) * copies),
     )
 
