@@ -11,8 +11,8 @@ scalar head), n the devices of the parameter mesh and S the seeds run at once:
     gradients   = T · b_T
     step        = 2 · T · b_T                  the optimizer step's temporaries: the update tree and
                   the new trained weights beside the old ones (measured: docs/llm.md)
-    upcast      = P · 4 on a CPU with bfloat16 weights: XLA's CPU backend has no bfloat16 matrix
-                  product and converts the weights to float32 (measured: docs/llm.md); else 0
+    upcast      = P · 4 on a CPU with bfloat16 weights: float32 copies of the weights for XLA's
+                  CPU matrix products, as the measured temporaries show (docs/llm.md); else 0
     activations = what the backward pass of one minibatch of B_mb = minibatch / n sequences of
                   N = P_len + L − 1 tokens keeps:
                     per layer and token (dtype b): 2d + 2(H + 2H_kv)D + HD + 3d + 4I, plus the
