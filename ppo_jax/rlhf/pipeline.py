@@ -26,7 +26,7 @@ from ppo_jax.rlhf.setup import make_setup
 from ppo_jax.runtime import compile_cache, stats
 
 if TYPE_CHECKING:  # the RL phase's checkpoints import the classic runtime (and gymnax): only when run
-    from ppo_jax.rlhf.rl_run import RunOptions  # noqa: F811
+    from ppo_jax.rlhf.rl_run import RunOptions
 
 
 class RLHFResult(NamedTuple):
@@ -201,7 +201,7 @@ def run_rlhf(
     """
     check_seeds(seeds)
     from ppo_jax.rlhf import rl_programs
-    from ppo_jax.rlhf.rl_run import RunOptions, chunk_schedule, run_rl_phase
+    from ppo_jax.rlhf.rl_run import run_rl_phase
 
     keys, hp = split_keys(config.seed), config.rl_hyperparams()
     # Evaluation reads only phase-1 settings: compile it for those, shared by all RL settings.
@@ -209,9 +209,8 @@ def run_rlhf(
     prompts = eval_setup.task.prompts(keys.eval_prompts, config.eval_prompts, held_out=True)
     setup = make_setup(config.static_rl_config())
     rl_keys = jax.random.split(keys.finetune, seeds)
-    in_program, lengths = chunk_schedule(setup, callback, options or RunOptions())
     programs = rl_programs.start_rl_programs(
-        config, eval_setup, setup, prompts, keys.eval_sample, rl_keys, hp, in_program, lengths
+        config, eval_setup, setup, prompts, keys.eval_sample, rl_keys, hp, callback, options
     )  # compiling while phase 1 runs
     if phase1 is None:
         phase1 = restore_or_prepare(config, callback, options)
@@ -230,14 +229,9 @@ def run_rlhf(
     after = [evaluation(_seed_params(state.params.policy, s)) for s in range(seeds)]
     timings["total"] = sum(timings.values())
     cpu["total"] = sum(cpu.values())
-    requests, hits = (a + b for a, b in zip(phase1.cache_counts, _counted_since(counts), strict=True))
-    summary = summarize(config, before, [stats for stats, _ in after], phase1.reward_model)
-    summary["compile_cache_dir"] = compile_cache.current_dir()
-    summary["compile_cache_hit"] = requests > 0 and hits == requests  # no program of the run compiled
-    summary["programs_compiled"] = requests - hits
     return RLHFResult(
         config=config,
-        summary=summary,
+        summary=summarize(config, before, [s for s, _ in after], phase1.reward_model) | _cache_summary(phase1, counts),
         history={k: np.asarray(v).T for k, v in history.items()},
         pretrain_history=_host(phase1.pretrain.history),
         reward_model_history={} if phase1.reward_model is None else _host(phase1.reward_model.history),
@@ -248,6 +242,17 @@ def run_rlhf(
         params=full_params(_seed_params(state.params, 0), frozen.reference),  # LoRA: base filled in
         frozen=frozen,
     )
+
+
+def _cache_summary(phase1: Phase1, counts: tuple[int, int]) -> dict[str, Any]:
+    """The persistent cache's part of the summary: its folder, whether no program of the run
+    compiled, and how many did (phase 1's programs and those since `counts`)."""
+    requests, hits = (a + b for a, b in zip(phase1.cache_counts, _counted_since(counts), strict=True))
+    return {
+        "compile_cache_dir": compile_cache.current_dir(),
+        "compile_cache_hit": requests > 0 and hits == requests,
+        "programs_compiled": requests - hits,
+    }
 
 
 def _over_seeds(summary: dict[str, Any], name: str, values: list[float]) -> None:

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from ppo_jax.rlhf import ahead, hf_model
 from ppo_jax.rlhf.config import RLHFConfig
 from ppo_jax.rlhf.finetune import evaluate
-from ppo_jax.rlhf.rl_run import init_states, run_chunk
+from ppo_jax.rlhf.rl_run import RunOptions, chunk_schedule, init_states, run_chunk
 from ppo_jax.rlhf.rollout import Frozen, RLParams
 from ppo_jax.rlhf.setup import RLSetup, make_setup
 
@@ -45,13 +45,14 @@ class RLPrograms(NamedTuple):
 
 def start_rl_programs(
     config: RLHFConfig, eval_setup: RLSetup, setup: RLSetup, prompts: jax.Array, eval_key: jax.Array,
-    rl_keys: jax.Array, hp: Any, in_program: Any, lengths: list[int],
+    rl_keys: jax.Array, hp: Any, callback: Any, options: RunOptions | None,
 ) -> RLPrograms:  # fmt: skip
     """Start compiling the evaluation (`finetune.evaluate` of `eval_setup`) and the RL chunk
-    (`rl_run.run_chunk`) of every length in `lengths`, on one thread; `RLPrograms()` (nothing
-    ahead) when the run is not `eligible`."""
+    (`rl_run.run_chunk`) of every chunk length of the run (`rl_run.chunk_schedule`), on one
+    thread; `RLPrograms()` (nothing ahead) when the run is not `eligible`."""
     if not (eligible(config, setup) and eligible(config, eval_setup)):
         return RLPrograms()
+    in_program, lengths = chunk_schedule(setup, callback, options or RunOptions())
     frozen = abstract_frozen(eval_setup.config)
 
     def evaluation():

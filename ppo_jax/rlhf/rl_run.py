@@ -97,17 +97,25 @@ def chunk_length(total: int, every: int, done: int, report: int = 0) -> int:
     return min(ends) - done
 
 
+def _chunking(setup: RLSetup, callback, options: RunOptions) -> tuple[int, int, int, Any]:
+    """(updates in all, checkpoint interval, report interval, the callback the chunk program
+    holds): the interval is 0 without checkpoints or reports; the program holds no callback when
+    the host reports between chunks (a program holding a host callback is never cached)."""
+    total, every = setup.config.rl_updates, options.checkpoint_every if options.out is not None else 0
+    report = options.report_every if callback is not None else 0
+    return total, every, report, None if report else callback
+
+
 def chunk_schedule(setup: RLSetup, callback, options: RunOptions) -> tuple[Any, list[int]]:
     """(the callback the chunk program holds: None when the host reports between chunks; the
     distinct chunk lengths of a run from update 0, in the order they first come)."""
-    total, every = setup.config.rl_updates, options.checkpoint_every if options.out is not None else 0
-    report = options.report_every if callback is not None else 0
+    total, every, report, in_program = _chunking(setup, callback, options)
     lengths, done = [], 0
     while done < total:
         n = chunk_length(total, every, done, report)
         lengths += [] if n in lengths else [n]
         done += n
-    return (None if report else callback), lengths
+    return in_program, lengths
 
 
 def replay(callback, done: int, metrics: dict[str, np.ndarray]) -> None:
@@ -200,9 +208,7 @@ def run_rl_phase(
     metrics {name: [S, updates]}). Raises `NonFiniteError`, `RunStopped`, `CheckpointError`.
     `ahead`: {chunk length: future of its compiled chunk program} (`rlhf.ahead`)."""
     options, ahead = options or RunOptions(), ahead or {}
-    total, every = setup.config.rl_updates, options.checkpoint_every if options.out is not None else 0
-    report = options.report_every if callback is not None else 0
-    in_program = None if report else callback  # a program holding a host callback is never cached
+    total, every, report, in_program = _chunking(setup, callback, options)
     store = RLCheckpoints(options.out, keep=options.keep) if options.out is not None else None
     start, frozen = sharding.place((start, frozen), setup.sharding)  # on the mesh, if any
     reference_sha256 = files.params_sha256(frozen.reference)

@@ -117,8 +117,7 @@ def compile_evaluation(
     # from policy files or from a checkpoint laid out over several devices
     inputs = jax.tree.map(np.asarray, flat_inputs(restored.params, restored.obs_stats))
     if afresh:  # neither a kept executable nor JAX's cache: compiled here, for this process
-        again = functools.partial(program)
-        compiled = compile_cache.compile_afresh(lambda: jax.jit(again).lower(inputs, np.int32(0)))
+        compiled = compile_cache.compile_afresh(lambda: jax.jit(program).lower(inputs, np.int32(0)))
         return EvalProgram(restored.config.env, restored.seeds, restored.update, compiled, inputs)
     lowered = jax.jit(program).lower(inputs, np.int32(0))
     if keep_for is None:
