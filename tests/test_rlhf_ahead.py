@@ -1,13 +1,18 @@
 """Programs of an rlhf run compiled ahead on threads (`rlhf.ahead`): the run uses them instead of
-its jitted functions and gets bit-identical results."""
+its jitted functions and gets bit-identical results; the programs after phase 1 wait for the
+pretraining chunk's compile."""
 
 from __future__ import annotations
+
+import threading
+from concurrent.futures import Future
 
 import jax
 import numpy as np
 import pytest
 
 from ppo_jax.rlhf import RLHFConfig, ahead, finetune, make_setup, pretrain, rl_run, run_rlhf
+from ppo_jax.rlhf.pipeline import held_out_prompts
 from ppo_jax.rlhf.rl_run import RunOptions
 
 TINY = dict(
@@ -40,7 +45,7 @@ def runs():
     compiled_ahead = run(config)
     sizes = jit_cache_sizes()
     with pytest.MonkeyPatch.context() as patch:  # nothing ahead: every program through its jitted function
-        patch.setattr(ahead, "in_thread", lambda builds: [None] * len(builds))
+        patch.setattr(ahead, "in_thread", lambda builds, after=None: [None] * len(builds))
         plain = run(config)
     return before, sizes, compiled_ahead, plain, jit_cache_sizes()
 
@@ -71,3 +76,19 @@ def test_chunk_schedule_lists_each_length_once_in_order():
     assert rl_run.chunk_schedule(setup, callback, RunOptions()) == (callback, [10])
     every_3 = RunOptions(out="x", checkpoint_every=3, report_every=2)  # ends at 2, 3, 4, 6, 8, 9, 10
     assert rl_run.chunk_schedule(setup, callback, every_3) == (None, [2, 1])
+
+
+def test_builds_wait_for_the_future_they_come_after():
+    gate, started = Future(), threading.Event()
+    futures = ahead.in_thread([lambda: started.set() or "built"], after=gate)
+    assert not started.wait(0.3)  # held back while the pretraining chunk compiles
+    gate.set_exception(RuntimeError("a failed compile releases them too"))
+    assert futures[0].result(timeout=10) == "built"
+
+
+def test_held_out_prompts_in_one_program_equal_the_task_run_op_by_op():
+    setup = make_setup(RLHFConfig(**TINY).pretraining_config())
+    key = jax.random.key(7)
+    with jax.disable_jit():
+        eager = setup.task.prompts(key, 64, held_out=True)
+    np.testing.assert_array_equal(np.asarray(held_out_prompts(setup, key, 64)), np.asarray(eager))

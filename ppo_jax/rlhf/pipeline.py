@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
@@ -20,9 +21,9 @@ from ppo_jax.core.token_losses import completion_mask
 from ppo_jax.rlhf import ahead, hf_model, phase1_file
 from ppo_jax.rlhf.config import FIELDS, RLHFConfig
 from ppo_jax.rlhf.finetune import EvalStats, evaluate, full_params
-from ppo_jax.rlhf.pretrain import Callback, PhaseResult, RewardModelResult, pretrain, train_reward_model
+from ppo_jax.rlhf.pretrain import Callback, PhaseResult, RewardModelResult, chunk_ahead, pretrain, train_reward_model
 from ppo_jax.rlhf.rollout import Frozen, RLParams, Rollout, sequence_reward
-from ppo_jax.rlhf.setup import make_setup
+from ppo_jax.rlhf.setup import RLSetup, make_setup
 from ppo_jax.runtime import compile_cache, stats
 
 if TYPE_CHECKING:  # the RL phase's checkpoints import the classic runtime (and gymnax): only when run
@@ -117,15 +118,16 @@ def reward_statistics(config: RLHFConfig, reference: Any, reward: Any, key: jax.
     return jnp.mean(scores), jnp.std(scores) + 1e-6
 
 
-def prepare(config: RLHFConfig, callback: Callback | None = None) -> Phase1:
+def prepare(config: RLHFConfig, callback: Callback | None = None, chunk: Future | None = None) -> Phase1:
     """Phase 1 and the reward model. Depends only on `config.pretraining_config()`, so one result
-    serves runs that differ only in RL settings (e.g. PPO and GRPO from the same pretrained model)."""
+    serves runs that differ only in RL settings (e.g. PPO and GRPO from the same pretrained model).
+    `chunk`: the pretraining chunk's compile, when the caller started it (`pretrain.chunk_ahead`)."""
     config = config.pretraining_config()
     counts = compile_cache.loads()
     keys = split_keys(config.seed)
     timings: dict[str, float] = {}
     cpu: dict[str, float] = {}
-    pre = _timed(timings, cpu, "pretrain", pretrain, config, keys.pretrain, callback)
+    pre = _timed(timings, cpu, "pretrain", pretrain, config, keys.pretrain, callback, chunk)
     rm, frozen = None, Frozen(pre.params, None, jnp.float32(0.0), jnp.float32(1.0))
     if make_setup(config).task.needs_reward_model:
         rm = _timed(timings, cpu, "reward_model", train_reward_model, config, pre.params, keys.reward_model, callback)
@@ -134,7 +136,9 @@ def prepare(config: RLHFConfig, callback: Callback | None = None) -> Phase1:
     return Phase1(config, pre, rm, frozen, timings, cpu, _counted_since(counts))
 
 
-def restore_or_prepare(config: RLHFConfig, callback: Callback | None, options: RunOptions | None) -> Phase1:
+def restore_or_prepare(
+    config: RLHFConfig, callback: Callback | None, options: RunOptions | None, chunk: Future | None = None
+) -> Phase1:
     """Phase 1 for a run: read back from `<out>/phase1.msgpack` when resuming a run that saved it,
     else prepared (and saved there when the run checkpoints, so that a resume need not redo it)."""
     folder = options.out if options is not None and options.checkpoint_every else None
@@ -147,7 +151,7 @@ def restore_or_prepare(config: RLHFConfig, callback: Callback | None, options: R
             timings = {"phase1_restore": time.perf_counter() - start}
             cpu = {"phase1_restore": time.process_time() - start_cpu}
             return Phase1(config.pretraining_config(), saved.pretrain, saved.reward_model, saved.frozen, timings, cpu)
-    phase1 = prepare(config, callback)
+    phase1 = prepare(config, callback, chunk)
     if folder is not None:
         saved = phase1_file.Saved(
             phase1.frozen, phase1.pretrain, phase1.reward_model, phase1.timings, phase1.cpu_seconds
@@ -204,16 +208,17 @@ def run_rlhf(
     from ppo_jax.rlhf.rl_run import run_rl_phase
 
     keys, hp = split_keys(config.seed), config.rl_hyperparams()
+    chunk = _pretrain_ahead(config, keys.pretrain, options) if phase1 is None else None
     # Evaluation reads only phase-1 settings: compile it for those, shared by all RL settings.
     eval_setup = make_setup(phase1.config if phase1 is not None else config.pretraining_config())
-    prompts = eval_setup.task.prompts(keys.eval_prompts, config.eval_prompts, held_out=True)
+    prompts = held_out_prompts(eval_setup, keys.eval_prompts, config.eval_prompts)
     setup = make_setup(config.static_rl_config())
     rl_keys = jax.random.split(keys.finetune, seeds)
     programs = rl_programs.start_rl_programs(
-        config, eval_setup, setup, prompts, keys.eval_sample, rl_keys, hp, callback, options
-    )  # compiling while phase 1 runs
+        config, eval_setup, setup, prompts, keys.eval_sample, rl_keys, hp, callback, options, after=chunk
+    )  # compiling while phase 1 runs, once the pretraining chunk has compiled
     if phase1 is None:
-        phase1 = restore_or_prepare(config, callback, options)
+        phase1 = restore_or_prepare(config, callback, options, chunk)
     _check_phase1(config, phase1)
     counts = compile_cache.loads()
     timings, cpu = dict(phase1.timings), dict(phase1.cpu_seconds)
@@ -242,6 +247,22 @@ def run_rlhf(
         params=full_params(_seed_params(state.params, 0), frozen.reference),  # LoRA: base filled in
         frozen=frozen,
     )
+
+
+def _pretrain_ahead(config: RLHFConfig, key: jax.Array, options: RunOptions | None) -> Future | None:
+    """The pretraining chunk's compile, started before anything else of the run (the programs after
+    phase 1 wait for it): for a model built from its config, unless the run resumes (its phase 1
+    may be read back)."""
+    if hf_model.is_checkpoint(config) or (options is not None and options.resume):
+        return None
+    return chunk_ahead(config.pretraining_config(), key)
+
+
+@functools.partial(jax.jit, static_argnames=("setup", "num"))
+def held_out_prompts(setup: RLSetup, key: jax.Array, num: int) -> jax.Array:
+    """`num` held-out prompts [num, P] of the setup's task, as one program (run eagerly, each of
+    its operations would compile on its own: about 2.5 s on a first run)."""
+    return setup.task.prompts(key, num, held_out=True)
 
 
 def _cache_summary(phase1: Phase1, counts: tuple[int, int]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any, NamedTuple
 
 import jax
@@ -112,7 +113,9 @@ def pretrain_step(config: RLHFConfig, state: PhaseState, _=None):
     return PhaseState(optax.apply_updates(state.params, updates), opt_state, key, state.step + 1), {"loss": loss}
 
 
-def pretrain(config: RLHFConfig, key: jax.Array, callback: Callback | None = None) -> PhaseResult:
+def pretrain(
+    config: RLHFConfig, key: jax.Array, callback: Callback | None = None, chunk: Future | None = None
+) -> PhaseResult:
     """Phase 1: `pretrain_steps` of next-token prediction on the task's generated corpus, from
     random parameters, or from a checkpoint's (`--model hf:PATH`, read here and passed to the
     program as an argument rather than baked into it).
@@ -120,9 +123,10 @@ def pretrain(config: RLHFConfig, key: jax.Array, callback: Callback | None = Non
     The steps run in chunks of `log_every` (one compiled program without a host callback, so JAX's
     persistent cache keeps it); `callback("pretrain", step, {"loss"})` is called by the host after
     each chunk with the loss of its last step. The key and the step count are in the carry, so the
-    chunks give the same parameters as one scan over every step."""
+    chunks give the same parameters as one scan over every step. `chunk`: the future of the
+    compiled chunk when the caller started it (`chunk_ahead`); otherwise it is started here."""
     start = make_setup(config).policy.init(None) if hf_model.is_checkpoint(config) else None
-    chunk = _chunk_ahead(config, key, start)
+    chunk = chunk or chunk_ahead(config, key, start)
     state = _pretrain_start(config, key, start)
     histories = []
     while int(state.step) < config.pretrain_steps:
@@ -136,9 +140,10 @@ def pretrain(config: RLHFConfig, key: jax.Array, callback: Callback | None = Non
     return PhaseResult(state.params, history or {"loss": jnp.zeros((0,), jnp.float32)})
 
 
-def _chunk_ahead(config: RLHFConfig, key: jax.Array, start: Any):
+def chunk_ahead(config: RLHFConfig, key: jax.Array, start: Any = None) -> Future | None:
     """A future of the compiled chunk of `log_every` steps, compiled on a thread from the shapes of
-    the start state while `_pretrain_start` compiles and runs (None: no full chunk to run)."""
+    the start state while `_pretrain_start` compiles and runs (None: no full chunk to run).
+    `start`: the checkpoint's parameters of an `hf:` model (None: random, from the config)."""
     if config.pretrain_steps < config.log_every:
         return None
     state = jax.eval_shape(functools.partial(_pretrain_start, config), key, start)

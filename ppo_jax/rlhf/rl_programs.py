@@ -45,11 +45,12 @@ class RLPrograms(NamedTuple):
 
 def start_rl_programs(
     config: RLHFConfig, eval_setup: RLSetup, setup: RLSetup, prompts: jax.Array, eval_key: jax.Array,
-    rl_keys: jax.Array, hp: Any, callback: Any, options: RunOptions | None,
+    rl_keys: jax.Array, hp: Any, callback: Any, options: RunOptions | None, after: Future | None = None,
 ) -> RLPrograms:  # fmt: skip
     """Start compiling the evaluation (`finetune.evaluate` of `eval_setup`) and the RL chunk
     (`rl_run.run_chunk`) of every chunk length of the run (`rl_run.chunk_schedule`), on one
-    thread; `RLPrograms()` (nothing ahead) when the run is not `eligible`."""
+    thread, once `after` (the pretraining chunk's compile) is done; `RLPrograms()` (nothing
+    ahead) when the run is not `eligible`."""
     if not (eligible(config, setup) and eligible(config, eval_setup)):
         return RLPrograms()
     in_program, lengths = chunk_schedule(setup, callback, options or RunOptions())
@@ -64,5 +65,5 @@ def start_rl_programs(
         states = jax.eval_shape(functools.partial(init_states, setup), hp, params, rl_keys)
         return run_chunk.lower(setup, in_program, hp, frozen, states, length).compile()
 
-    futures = ahead.in_thread([evaluation] + [functools.partial(chunk, n) for n in lengths])
+    futures = ahead.in_thread([evaluation] + [functools.partial(chunk, n) for n in lengths], after)
     return RLPrograms(futures[0], dict(zip(lengths, futures[1:], strict=True)))
