@@ -95,17 +95,35 @@ NAVIX_PPO = (
 )  # fmt: skip
 NAVIX_SOURCE = "epignatelli/navix baselines/rejax/configs/navix_{}_1m.yaml (ppo block)"
 NAVIX_BUDGET = 1_048_576
+NAVIX_RESULTS = "epignatelli/navix@250d46e baselines/rejax/results/navix_Navix-{}-v0_ppo_5_0_{}.json (last `return`)"
+NAVIX_CONDITIONS = (
+    "rejax's PPO (its pyproject.toml pins rejax 613bd7a and navix 5fc4975) at the config of the flags; 5 seeds, "
+    "each the mean of 20 episodes of the sampled policy, at 1,048,576 steps. The same config's earlier run in the "
+    "same repo (results.bkp.2/) ended at {}"
+)
+
+
+def navix_ppo(task: str, stamp: str, value: float, earlier: str) -> Anchor:
+    """Navix's logged PPO baseline of one task: the mean over its 5 seeds of the last evaluation."""
+    return Anchor("PPO", value, NAVIX_BUDGET, NAVIX_RESULTS.format(task, stamp), NAVIX_CONDITIONS.format(earlier))
+
+
 SUITE_ROWS: tuple[Row, ...] = (
     Row(
         "navix/Navix-DoorKey-8x8-v0",
-        None,
+        navix_ppo(
+            "DoorKey-8x8",
+            "1760716970.5776014",
+            0.96,
+            "0.01 (per seed 0, 0.05, 0, 0, 0). Measured here: rejax 0.1.3 with navix 0.7.4, seeds 0-1, 0.0 and 0.008",
+        ),
         NAVIX_BUDGET,
         flags=NAVIX_PPO,
         flags_source=NAVIX_SOURCE.format("doorkey_8x8"),
     ),
     Row(
         "navix/Navix-Empty-16x16-v0",
-        None,
+        navix_ppo("Empty-16x16", "1760717036.7283344", 0.78, "0.30 (per seed 0, 0, 1.0, 0, 0.5)"),
         NAVIX_BUDGET,
         flags=NAVIX_PPO,
         flags_source=NAVIX_SOURCE.format("empty_16x16"),

@@ -121,10 +121,16 @@ def impl_summary(seeds: Sequence[int], steps, returns, eval_returns: Sequence[fl
     }
 
 
+def _places(*values: float) -> int:
+    """Decimals to show: 2 for returns below 10 in size (a success rate in [0, 1]), else 1."""
+    return 2 if max(abs(v) for v in values) < 10 else 1
+
+
 def _ci(block: dict | None) -> str:
     if not block or not np.isfinite(block.get("iqm", math.nan)):
         return "–"
-    return f"{block['iqm']:.1f} [{block['ci_low']:.1f}, {block['ci_high']:.1f}]"
+    n = _places(block["iqm"], block["ci_low"], block["ci_high"])
+    return f"{block['iqm']:.{n}f} [{block['ci_low']:.{n}f}, {block['ci_high']:.{n}f}]"
 
 
 def _steps(n: float) -> str:
@@ -147,7 +153,7 @@ def _reached_cell(reached: bool, record: dict[str, Any]) -> str:
 
 
 def _value(x: float) -> str:
-    return f"{round(x, 1) + 0.0:g}"  # + 0.0: a -0.0 reads 0
+    return f"{round(x, _places(x)) + 0.0:g}"  # + 0.0: a -0.0 reads 0
 
 
 def anchor_cell(anchor: dict[str, Any], with_algorithm: bool) -> str:
