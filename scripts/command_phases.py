@@ -3,6 +3,7 @@
     python scripts/command_phases.py [--json OUT.jsonl --label NAME] -- train --out /tmp/run
     python scripts/command_phases.py -- eval /tmp/run --episodes 100
     python scripts/command_phases.py --table OUT.jsonl     (medians per label and command, Markdown)
+    python scripts/command_phases.py --timeline -- rlhf --out /tmp/run   (and each compile, listed)
 
 The command runs in a child process exactly as `ppo-jax ARGS` would (the same `main`), with
 timers around its phases: interpreter start, imports (the modules the command imports), planning
@@ -12,7 +13,10 @@ over threads: a program compiled in a thread while another phase runs is counted
 running (the driver's `run_seconds`; for eval, what is left of the command: the evaluation itself,
 mostly, and on a first run restoring the policies), writing files (policy export, metrics,
 summary, plot, checkpoints) and exit (from the end of `main` to the process's end as the parent
-sees it). One JSON object per run goes to --json (appended) and one line to stdout.
+sees it). One JSON object per run goes to --json (appended) and one line to stdout. With
+--timeline, every backend compile (or persistent-cache load) of 0.1 s or more is listed too: start
+and end in seconds since launch, duration, thread and jitted function (an empty XDG_CACHE_HOME
+shows a first run).
 The floor is what the command would take if it only started, imported, loaded its programs from
 the cache and ran: interpreter + imports + cache load + running.
 """
@@ -23,6 +27,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 EVENTS = {
@@ -62,12 +67,15 @@ def child(out: str, argv: list[str]) -> None:
         importlib.import_module(module)
     phases["imports"] = time.time() - top
     counts = {"programs_compiled_or_loaded": 0, "cache_hits": 0}
+    compiles: list = []  # [start, end, thread, function] of each backend compile, s since launch
 
     def on_duration(event, seconds, **kwargs):
         if event in EVENTS:
             phases[EVENTS[event]] = phases.get(EVENTS[event], 0.0) + seconds
         if event == "/jax/core/compile/backend_compile_duration":
             counts["programs_compiled_or_loaded"] += 1
+            end = time.time() - launch
+            compiles.append([end - seconds, end, threading.current_thread().name, kwargs.get("fun_name", "")])
 
     def on_event(event, **kwargs):
         if event == "/jax/compilation_cache/cache_hits":
@@ -99,7 +107,7 @@ def child(out: str, argv: list[str]) -> None:
             known = ("planning", "tracing", "lowering", "compile_or_load", "writing_files")
             phases["running"] = max(0.0, phases["command"] - sum(phases.get(k, 0.0) for k in known))
         with open(out, "w") as f:
-            json.dump({"argv": argv, "rc": code, "end": end - launch, **counts, **phases}, f)
+            json.dump({"argv": argv, "rc": code, "end": end - launch, **counts, **phases, "compiles": compiles}, f)
 
     exit_now = os._exit
 
@@ -137,7 +145,15 @@ def table(path: str) -> str:
     return "\n".join(rows) + "\n"
 
 
-def parent(argv: list[str], json_out: str | None, label: str = "") -> dict:
+def timeline(compiles: list, shortest: float = 0.1) -> str:
+    """One line per compile of at least `shortest` seconds, by start, and a count of the rest."""
+    long = sorted(c for c in compiles if c[1] - c[0] >= shortest)
+    lines = [f"{a:7.1f} -> {b:7.1f}  {b - a:6.2f} s  {thread:<16} {name}" for a, b, thread, name in long]
+    rest = [c[1] - c[0] for c in compiles if c[1] - c[0] < shortest]
+    return "\n".join(lines + [f"{len(rest)} shorter compiles, {sum(rest):.2f} s together"]) + "\n"
+
+
+def parent(argv: list[str], json_out: str | None, label: str = "", show_timeline: bool = False) -> dict:
     import tempfile
 
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
@@ -154,6 +170,7 @@ def parent(argv: list[str], json_out: str | None, label: str = "") -> dict:
     os.unlink(path)
     record["wall"] = total
     record["label"] = label
+    compiles = record.pop("compiles", [])
     if "end" in record:
         record["exit"] = total - record["end"]
     if json_out:
@@ -161,6 +178,8 @@ def parent(argv: list[str], json_out: str | None, label: str = "") -> dict:
             f.write(json.dumps(record) + "\n")
     shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in record.items() if k not in ("argv", "stderr")}
     print(" ".join(argv[:2]), json.dumps(shown))
+    if show_timeline:
+        print(timeline(compiles), end="")
     return record
 
 
@@ -172,8 +191,11 @@ if __name__ == "__main__":
         if args[0] == "--table":
             print(table(args[1]), end="")
             sys.exit(0)
-        json_out, label = None, ""
-        while args and args[0] in ("--json", "--label"):
+        json_out, label, show_timeline = None, "", False
+        while args and args[0] in ("--json", "--label", "--timeline"):
+            if args[0] == "--timeline":
+                show_timeline, args = True, args[1:]
+                continue
             if args[0] == "--json":
                 json_out = args[1]
             else:
@@ -181,4 +203,4 @@ if __name__ == "__main__":
             args = args[2:]
         if args and args[0] == "--":
             args = args[1:]
-        parent(args, json_out, label)
+        parent(args, json_out, label, show_timeline)
