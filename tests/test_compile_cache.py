@@ -9,12 +9,14 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import jax
 import numpy as np
 
 from ppo_jax.config import TRACED_FIELDS, PPOConfig
 from ppo_jax.engine.train import broadcast_hparams, make_context, run_updates
+from ppo_jax.runtime import compile_cache
 from ppo_jax.runtime.runners import init_runs
 
 TINY = dict(num_envs=2, num_steps=16, num_minibatches=2, num_epochs=1, total_timesteps=160)
@@ -87,3 +89,35 @@ def test_a_second_process_with_the_progress_line_compiles_nothing_and_trains_the
     assert second["params_sha256"] == first["params_sha256"] == uncached["params_sha256"]
     assert other_lr["params_sha256"] != first["params_sha256"]
     assert uncached["compile_cache_dir"] is None and uncached["compile_cache_hit"] is False
+
+
+class _FakeLowered:
+    """A lowering whose `compile()` reports JAX's events: `here` compiles in the calling thread,
+    `loads` loads from the cache there, `elsewhere` compiles in another thread meanwhile."""
+
+    def __init__(self, here: int = 0, loads: int = 0, elsewhere: int = 0):
+        self.here, self.loads, self.elsewhere = here, loads, elsewhere
+
+    def compile(self, compiler_options=None) -> str:
+        def one_compile():
+            jax.monitoring.record_event_duration_secs(compile_cache.COMPILE_EVENT, 0.01)
+
+        for _ in range(self.elsewhere):
+            other = threading.Thread(target=one_compile)
+            other.start()
+            other.join()
+        for _ in range(self.here):
+            one_compile()
+        for _ in range(self.loads):
+            one_compile()
+            jax.monitoring.record_event(compile_cache.HIT_EVENT)
+        return "executable"
+
+
+def test_compile_here_tells_a_compile_from_a_load_in_its_own_thread_only():
+    before = compile_cache.loads()
+    assert compile_cache.compile_here(_FakeLowered(here=1)) == ("executable", True)
+    assert compile_cache.compile_here(_FakeLowered(loads=1)) == ("executable", False)
+    # a compile of another thread at the same time is not this program's
+    assert compile_cache.compile_here(_FakeLowered(loads=1, elsewhere=2)) == ("executable", False)
+    assert compile_cache.compiled_since(before) == 3  # the process-wide count sees all of them

@@ -177,3 +177,31 @@ def test_a_program_found_only_in_jax_s_cache_is_compiled_again_and_kept(finished
     assert eval_program.load_program(finished, 3, False) is None
     assert _eval(finished) == reference  # loaded from JAX's cache: compiled afresh and kept
     assert eval_program.load_program(finished, 3, False) is not None
+
+
+# --- the evaluation a training run keeps while it trains (runtime.eval_ahead) ------------------
+
+MAIN = "import sys\nfrom ppo_jax.commands.main import main\nsys.exit(main(sys.argv[1:]))"
+
+
+def test_the_first_eval_after_train_runs_the_program_the_run_kept(tmp_path):
+    """`ppo-jax train` keeps the evaluation `ppo-jax eval RUN` runs by default while it trains:
+    the first eval in a new process imports nothing that program is built from (it would build it
+    otherwise), and reports what the program built from the run folder reports."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    run = tmp_path / "run"
+    argv = ["train", *TINY, "--total-timesteps", "320", "--normalize-obs", "--out", str(run)]
+    done = subprocess.run([sys.executable, "-c", MAIN, *argv], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    code = (
+        f"import json, sys\nfrom ppo_jax.commands.main import main\nassert main(['eval', {str(run)!r}]) == 0\n"
+        f"found = [m for m in sys.modules if any(m == p or m.startswith(p + '.') for p in {NOT_ON_A_REPEAT!r})]\n"
+        "print(json.dumps(sorted(found)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+    kept = json.loads((run / "eval.json").read_text())
+    assert kept["episodes_per_seed"] == 100 and kept["update"] == 10
+    assert main(["eval", str(run), "--no-compile-cache", "--quiet"]) == 0
+    assert json.loads((run / "eval.json").read_text()) == kept

@@ -15,12 +15,15 @@ from pathlib import Path
 from ppo_jax.commands.common import add_cache_flag, use_compile_cache
 from ppo_jax.commands.progress import Waiting
 from ppo_jax.errors import ConfigError
+from ppo_jax.runtime.eval_program import DEFAULT_EPISODES
 
 
 def add_eval_parser(sub) -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate the final checkpoint of a run folder")
     ev.add_argument("run_dir", metavar="RUN_DIR")
-    ev.add_argument("--episodes", type=int, default=100, help="episodes per seed (default: 100)")
+    ev.add_argument(
+        "--episodes", type=int, default=DEFAULT_EPISODES, help=f"episodes per seed (default: {DEFAULT_EPISODES})"
+    )
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode action")
     ev.add_argument("--seed", type=int, default=0, help="evaluation seed (default: 0)")
     ev.add_argument("--render", default=None, metavar="OUT.gif", help="also write one episode as an animation")

@@ -155,6 +155,9 @@ class ArmRecord(TrainRecord):
     def started(self, plan: RunPlan, notify) -> None:
         return None
 
+    def running(self, plan: RunPlan, state) -> None:
+        return None  # arms are compared, not evaluated one by one: no evaluation compiled ahead
+
     def nonfinite(self, plan: RunPlan, store, err) -> None:
         if plan.out is not None:
             super().nonfinite(plan, store, err)

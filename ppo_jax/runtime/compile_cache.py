@@ -11,12 +11,14 @@ the cache; a program JAX will not cache, e.g. one holding a host callback, compi
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 HIT_EVENT = "/jax/compilation_cache/cache_hits"
 MISS_EVENT = "/jax/compilation_cache/cache_misses"
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  # a compile, or a load from the cache
 _counts = {HIT_EVENT: 0, MISS_EVENT: 0, COMPILE_EVENT: 0}
+_threads: dict[int, dict[str, int]] = {}  # the counts of the threads in `compile_here`, by thread id
 _listening = False
 
 
@@ -43,8 +45,11 @@ def enable(path: str | os.PathLike | None = None) -> Path | None:
 
 
 def _listen(event: str, *args, **kwargs) -> None:
-    if event in _counts:
+    if event in _counts:  # JAX reports a compile or load in the thread that asked for it
         _counts[event] += 1
+        mine = _threads.get(threading.get_ident())
+        if mine is not None:
+            mine[event] += 1
 
 
 def _start_listening() -> None:
@@ -75,9 +80,21 @@ def compiled_since(before: tuple[int, int]) -> int:
     return requests - hits
 
 
-def compile_afresh(lower):
-    """`lower().compile()` by XLA in this process, with the persistent cache off meanwhile (an
-    executable JAX loads from its cache does not serialise whole; `eval_program.keep`)."""
+def compile_here(lowered, options: dict | None = None):
+    """(`lowered.compile(options)`, whether XLA compiled it rather than loading it from the
+    persistent cache), told from this thread's events only: other threads may compile meanwhile."""
+    _start_listening()
+    mine = _threads[threading.get_ident()] = dict.fromkeys(_counts, 0)
+    try:
+        compiled = lowered.compile(compiler_options=options)
+    finally:
+        del _threads[threading.get_ident()]
+    return compiled, mine[COMPILE_EVENT] > mine[HIT_EVENT]
+
+
+def compile_afresh(lower, options: dict | None = None):
+    """`lower().compile(options)` by XLA in this process, with the persistent cache off meanwhile
+    (an executable JAX loads from its cache does not serialise whole; `eval_program.keep`)."""
     import jax
     from jax.experimental.compilation_cache import compilation_cache as jax_cache
 
@@ -85,7 +102,7 @@ def compile_afresh(lower):
     jax.config.update("jax_enable_compilation_cache", False)
     jax_cache.reset_cache()  # JAX decides once per process whether its cache is used
     try:
-        return lower().compile()
+        return lower().compile(compiler_options=options)
     finally:
         jax.config.update("jax_enable_compilation_cache", enabled)
         jax_cache.reset_cache()

@@ -11,6 +11,7 @@ files a run leaves (`config.json`, `metrics.csv`, `summary.json`, `curve.png`,
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import jax
@@ -20,7 +21,7 @@ from ppo_jax.config import PPOConfig
 from ppo_jax.engine.evaluate import Acting
 from ppo_jax.errors import NonFiniteError, RunFileError
 from ppo_jax.plugins import is_reference
-from ppo_jax.runtime import compile_cache, executor, files, plots
+from ppo_jax.runtime import compile_cache, eval_ahead, executor, files, plots
 from ppo_jax.runtime.distributed import is_writer
 from ppo_jax.runtime.executor import Chunks
 from ppo_jax.runtime.planning import RunPlan, plan_run
@@ -63,6 +64,8 @@ class TrainRecord:
             )
         files.write_json(plan.out / "config.json", record)
 
+    ahead: threading.Thread | None = None  # compiling the run's evaluation (`eval_ahead`)
+
     def started(self, plan: RunPlan, notify: Notify) -> None:
         cfg = plan.config
         steps = f"{cfg.env_steps:,} steps"
@@ -70,11 +73,17 @@ class TrainRecord:
             steps += f" (total_timesteps {cfg.total_timesteps:,} rounded down to whole batches of {cfg.batch_size:,})"
         notify("start", f"training {plan.config.env}: {len(plan.seeds)} seed(s) x {steps} -> {plan.out}")
 
+    def running(self, plan: RunPlan, state) -> None:
+        self.ahead = eval_ahead.start(plan, state, exported=policy_description(plan.ctx) is not None)
+
     def nonfinite(self, plan: RunPlan, store, err: NonFiniteError) -> None:
         if is_writer() and store.latest_update() is None:  # the folder says why it has no checkpoint
             files.write_json(plan.out / files.NONFINITE_FILE, {"reason": "nonfinite", "message": str(err)})
 
     def finish(self, plan: RunPlan, state, chunks: Chunks) -> dict[str, Any]:
+        if self.ahead is not None:  # its compile counts as the run's
+            chunks.compile(self.ahead.join)
+            chunks.count_compiles()
         return _finish(plan, state, chunks)
 
 

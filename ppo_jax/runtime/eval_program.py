@@ -50,6 +50,7 @@ from ppo_jax.runtime.policy_arrays import final_policy_paths, read_policy_arrays
 
 STORE = "eval-programs"  # under the compile cache folder
 STORE_FORMAT = 3
+DEFAULT_EPISODES = 100  # episodes per seed of `ppo-jax eval` (and of the evaluation a training run keeps)
 
 
 class EvalProgram(NamedTuple):
@@ -171,6 +172,10 @@ def store_folder() -> Path | None:
     return None if cache is None else Path(cache) / STORE
 
 
+def _run_record(program: EvalProgram, normalize_obs: bool) -> dict:
+    return dict(env=program.env, seeds=list(program.seeds), update=program.update, normalize_obs=normalize_obs)
+
+
 def keep(key: str, program: EvalProgram, normalize_obs: bool, digest: str, fresh: bool) -> bool:
     """Keep `program` (of lowered text with sha256 `digest`) as the entry `key`; False, nothing
     written, when the cache is off, the folder cannot be written, or the executable is neither kept
@@ -191,7 +196,7 @@ def keep(key: str, program: EvalProgram, normalize_obs: bool, digest: str, fresh
         entry = {
             "format": STORE_FORMAT,
             "program": digest,
-            "run": dict(env=program.env, seeds=program.seeds, update=program.update, normalize_obs=normalize_obs),
+            "run": _run_record(program, normalize_obs),
             "inputs": _signature(program.inputs),
             "modules": loaded_module_files(),
         }
@@ -207,7 +212,8 @@ def _write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _load_entry(key: str) -> tuple[dict, bytes] | None:
+def _read_entry(key: str) -> dict | None:
+    """The entry `key` when it is of this format and no module file it lists has changed, else None."""
     folder = store_folder()
     if folder is None:
         return None
@@ -215,11 +221,29 @@ def _load_entry(key: str) -> tuple[dict, bytes] | None:
         entry = json.loads((folder / f"{key}.json").read_text())
         if entry.get("format") != STORE_FORMAT or not re.fullmatch("[0-9a-f]{64}", entry["program"]):
             return None
-        if not _unchanged(entry["modules"]):
-            return None
-        return entry, (folder / "programs" / f"{entry['program']}.bin").read_bytes()
+        return entry if _unchanged(entry["modules"]) else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _load_entry(key: str) -> tuple[dict, bytes] | None:
+    entry = _read_entry(key)
+    if entry is None:
+        return None
+    try:
+        return entry, (store_folder() / "programs" / f"{entry['program']}.bin").read_bytes()
+    except OSError:
+        return None
+
+
+def holds(key: str, program: EvalProgram, normalize_obs: bool) -> bool:
+    """Whether the entry `key` is kept for `program`'s run and inputs (as `keep` would write it),
+    still fits (`_read_entry`) and its executable file is there: nothing to trace or compile."""
+    entry = _read_entry(key)
+    if entry is None:
+        return False
+    fits = entry.get("run") == _run_record(program, normalize_obs) and entry.get("inputs") == _signature(program.inputs)
+    return fits and (store_folder() / "programs" / f"{entry['program']}.bin").exists()
 
 
 def _deserialize(payload: bytes, inputs: dict[str, Any]):

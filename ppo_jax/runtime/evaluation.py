@@ -27,7 +27,17 @@ from ppo_jax.engine.train import TrainContext, make_context
 from ppo_jax.envs import RunningStats
 from ppo_jax.runtime import compile_cache, files
 from ppo_jax.runtime.checkpoint import config_from_meta, open_run
-from ppo_jax.runtime.eval_program import EvalProgram, Evaluated, keep, kept_executable, program_key, run_program
+from ppo_jax.runtime.cpu import compiler_options
+from ppo_jax.runtime.eval_program import (
+    EvalProgram,
+    Evaluated,
+    holds,
+    keep,
+    kept_executable,
+    program_key,
+    run_program,
+    store_folder,
+)
 from ppo_jax.runtime.policy_file import final_policies
 
 
@@ -94,19 +104,8 @@ def _evaluate_seeds(evaluate_all, inputs, seed):
     return result.returns, result.lengths
 
 
-def compile_evaluation(
-    restored: Restored,
-    episodes: int,
-    stochastic: bool,
-    keep_for: str | os.PathLike | None = None,
-    afresh: bool = False,
-) -> EvalProgram:
-    """`engine.evaluate.evaluate` of every seed's policy, vmapped over seeds in one jitted
-    program, compiled (or loaded from JAX's persistent cache) for the restored run. With
-    `keep_for` (the run folder), the program is also kept for the next evaluation of its final
-    policies with the same episodes and action mode (`eval_program.keep`). `afresh`: compiled in
-    this process, bypassing both stores (what `ppo-jax eval` falls back to when a stored
-    executable refuses this process's device layout)."""
+def _program(restored: Restored, episodes: int, stochastic: bool):
+    """(the evaluation of every seed as one function of (inputs, seed), its inputs as host arrays)."""
     roll = restored.ctx.rollout
     acting = Acting(restored.ctx.policy, restored.ctx.dist, roll.spec)
     max_steps = max_episode_steps(roll.env_params)
@@ -115,30 +114,82 @@ def compile_evaluation(
     program = functools.partial(_evaluate_seeds, jax.vmap(one, in_axes=(0, stats_axis, 0)))
     # host arrays: the program is lowered and kept for one placement, whether the policies came
     # from policy files or from a checkpoint laid out over several devices
-    inputs = jax.tree.map(np.asarray, flat_inputs(restored.params, restored.obs_stats))
+    return program, jax.tree.map(np.asarray, flat_inputs(restored.params, restored.obs_stats))
+
+
+def _kept_key(run_dir: str | os.PathLike, episodes: int, stochastic: bool) -> str | None:
+    """`eval_program.program_key` of the run folder's evaluation, or None without its config.json."""
+    try:
+        return program_key((Path(run_dir) / "config.json").read_bytes(), episodes, stochastic)
+    except OSError:
+        return None
+
+
+def _digest(lowered, options: dict | None) -> str:
+    """sha256 of the program's lowered text and the compiler options: what its executable is kept under."""
+    return hashlib.sha256((lowered.as_text() + repr(sorted((options or {}).items()))).encode()).hexdigest()
+
+
+def compile_evaluation(
+    restored: Restored,
+    episodes: int,
+    stochastic: bool,
+    keep_for: str | os.PathLike | None = None,
+    afresh: bool = False,
+) -> EvalProgram:
+    """`engine.evaluate.evaluate` of every seed's policy, vmapped over seeds in one jitted
+    program, compiled (or loaded from JAX's persistent cache) for the restored run with the
+    compiler options of its `fast_paths` switch. With `keep_for` (the run folder), the program is
+    also kept for the next evaluation of its final policies with the same episodes and action
+    mode (`eval_program.keep`). `afresh`: compiled in this process, bypassing both stores (what
+    `ppo-jax eval` falls back to when a stored executable refuses this process's device layout)."""
+    program, inputs = _program(restored, episodes, stochastic)
+    options = compiler_options(restored.config.fast_paths)
+    config = restored.config
     if afresh:  # neither a kept executable nor JAX's cache: compiled here, for this process
-        compiled = compile_cache.compile_afresh(lambda: jax.jit(program).lower(inputs, np.int32(0)))
-        return EvalProgram(restored.config.env, restored.seeds, restored.update, compiled, inputs)
+        compiled = compile_cache.compile_afresh(lambda: jax.jit(program).lower(inputs, np.int32(0)), options)
+        return EvalProgram(config.env, restored.seeds, restored.update, compiled, inputs)
     lowered = jax.jit(program).lower(inputs, np.int32(0))
     if keep_for is None:
-        return EvalProgram(restored.config.env, restored.seeds, restored.update, lowered.compile(), inputs)
-    digest = hashlib.sha256(lowered.as_text().encode()).hexdigest()
+        compiled = lowered.compile(compiler_options=options)
+        return EvalProgram(config.env, restored.seeds, restored.update, compiled, inputs)
+    digest = _digest(lowered, options)
     compiled, fresh = kept_executable(digest, inputs), False
     if compiled is None:
-        before = compile_cache.loads()
-        compiled = lowered.compile()
-        if compile_cache.compiled_since(before) == 0:  # loaded from JAX's cache: compiled again to be kept
+        compiled, fresh = compile_cache.compile_here(lowered, options)
+        if not fresh:  # loaded from JAX's cache: compiled again to be kept
             again = functools.partial(program)  # a new function: not the lowering JAX holds for `program`
-            compiled = compile_cache.compile_afresh(lambda: jax.jit(again).lower(inputs, np.int32(0)))
-        fresh = compile_cache.compiled_since(before) > 0
-    evaluation = EvalProgram(restored.config.env, restored.seeds, restored.update, compiled, inputs)
-    config = restored.config
-    try:
-        key = program_key((Path(keep_for) / "config.json").read_bytes(), episodes, stochastic)
-    except OSError:
-        return evaluation
-    keep(key, evaluation._replace(update=config.num_updates), config.normalize_obs, digest, fresh)
+            compiled = compile_cache.compile_afresh(lambda: jax.jit(again).lower(inputs, np.int32(0)), options)
+            fresh = True
+    evaluation = EvalProgram(config.env, restored.seeds, restored.update, compiled, inputs)
+    key = _kept_key(keep_for, episodes, stochastic)
+    if key is not None:
+        keep(key, evaluation._replace(update=config.num_updates), config.normalize_obs, digest, fresh)
     return evaluation
+
+
+def keep_ahead(restored: Restored, run_dir: str | os.PathLike, episodes: int, stochastic: bool) -> bool:
+    """Keep the evaluation `ppo-jax eval RUN_DIR` will run once the run has finished, before it
+    has (`restored`: the run's config and seeds, parameters of the final ones' shapes). True when
+    it is kept: found kept already for this run (nothing traced), or lowered and then compiled
+    unless its executable is kept under another run's key. Nothing is kept when the cache is off
+    or JAX loaded the program from its own cache (an executable it loads does not serialise
+    whole, and compiling it again with that cache off would turn the cache off for every thread
+    of the process meanwhile)."""
+    key = _kept_key(run_dir, episodes, stochastic)
+    if key is None or store_folder() is None:
+        return False
+    config = restored.config
+    program, inputs = _program(restored, episodes, stochastic)
+    evaluation = EvalProgram(config.env, restored.seeds, config.num_updates, None, inputs)
+    if holds(key, evaluation, config.normalize_obs):  # a repeat of the same run
+        return True
+    lowered, options = jax.jit(program).lower(inputs, np.int32(0)), compiler_options(config.fast_paths)
+    digest = _digest(lowered, options)
+    if keep(key, evaluation, config.normalize_obs, digest, fresh=False):  # its executable is kept already
+        return True
+    compiled, fresh = compile_cache.compile_here(lowered, options)
+    return fresh and keep(key, evaluation._replace(compiled=compiled), config.normalize_obs, digest, fresh)
 
 
 def evaluate_policies(restored: Restored, episodes: int, stochastic: bool, seed: int) -> Evaluated:

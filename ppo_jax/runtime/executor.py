@@ -47,6 +47,10 @@ class Record(Protocol):
     def started(self, plan, notify: Notify) -> None:
         """The state is ready (initialised or restored): say so."""
 
+    def running(self, plan, state) -> None:
+        """The first chunk is about to run, its program compiled (`state`: the run's state on the
+        devices): work that needs no device may start now, beside it."""
+
     def nonfinite(self, plan, store: RunCheckpoints, err: NonFiniteError) -> None:
         """The run stopped on NaN/Inf: leave the folder saying why."""
 
@@ -237,7 +241,9 @@ def _train_chunks(plan, record: Record, store: RunCheckpoints, chunks: Chunks, s
     while done < total:
         n = pace.length(plan, done)
         fn = chunks.program(plan, state, hparams)
-        _preload()  # while the compiled program runs (it releases the GIL)
+        if done == plan.saved_update:  # while the first chunk runs (it releases the GIL)
+            _preload()
+            record.running(plan, state)
         t0 = time.perf_counter()
         new_state, metrics = jax.block_until_ready(fn(state, hparams, np.int32(n)))
         metrics = {k: np.asarray(v)[:n] for k, v in metrics.items()}

@@ -72,6 +72,9 @@ class SweepRecord:
     def started(self, plan, notify) -> None:
         return None
 
+    def running(self, plan, state) -> None:
+        return None
+
     def nonfinite(self, plan, store, err) -> None:
         return None
 
