@@ -110,16 +110,24 @@ NOT_ON_A_REPEAT = (
 def test_a_repeat_imports_nothing_the_program_was_built_from(finished):
     flags = ["--episodes", "3", "--stochastic", "--seed", "7"]
     first = _eval(finished, *flags[2:])  # builds and keeps the program (or runs the one kept already)
-    code = (  # the same settings as this process (the test configuration's rank promotion) use the same program
-        "import json, sys, jax\njax.config.update('jax_numpy_rank_promotion', 'raise')\n"
-        f"from ppo_jax.commands.main import main\nassert main(['eval', {str(finished)!r}, *{flags!r}]) == 0\n"
+    # the same settings as this process (the test configuration's rank promotion) use the same program
+    settings = "import jax\njax.config.update('jax_numpy_rank_promotion', 'raise')\n"
+    assert _imported_by_a_fresh_eval(finished, flags, settings) == []
+    assert json.loads((finished / "eval.json").read_text()) == first
+
+
+def _imported_by_a_fresh_eval(run, flags: list[str], settings: str = "", env: dict | None = None) -> list[str]:
+    """The modules of `NOT_ON_A_REPEAT` that `ppo-jax eval RUN FLAGS` imports in a new interpreter
+    (after the Python lines `settings`)."""
+    code = (
+        f"import json, sys\n{settings}from ppo_jax.commands.main import main\n"
+        f"assert main(['eval', {str(run)!r}, *{flags!r}]) == 0\n"
         f"found = [m for m in sys.modules if any(m == p or m.startswith(p + '.') for p in {NOT_ON_A_REPEAT!r})]\n"
         "print(json.dumps(sorted(found)))"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
-    assert json.loads((finished / "eval.json").read_text()) == first
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _traces_of(fn) -> int:
@@ -193,14 +201,7 @@ def test_the_first_eval_after_train_runs_the_program_the_run_kept(tmp_path):
     argv = ["train", *TINY, "--total-timesteps", "320", "--normalize-obs", "--out", str(run)]
     done = subprocess.run([sys.executable, "-c", MAIN, *argv], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    code = (
-        f"import json, sys\nfrom ppo_jax.commands.main import main\nassert main(['eval', {str(run)!r}]) == 0\n"
-        f"found = [m for m in sys.modules if any(m == p or m.startswith(p + '.') for p in {NOT_ON_A_REPEAT!r})]\n"
-        "print(json.dumps(sorted(found)))"
-    )
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+    assert _imported_by_a_fresh_eval(run, [], env=env) == []
     kept = json.loads((run / "eval.json").read_text())
     assert kept["episodes_per_seed"] == 100 and kept["update"] == 10
     assert main(["eval", str(run), "--no-compile-cache", "--quiet"]) == 0

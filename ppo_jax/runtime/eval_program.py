@@ -172,6 +172,11 @@ def store_folder() -> Path | None:
     return None if cache is None else Path(cache) / STORE
 
 
+def _binary(folder: Path, digest: str) -> Path:
+    """Where the executable of the program kept under `digest` lies in the store `folder`."""
+    return folder / "programs" / f"{digest}.bin"
+
+
 def _run_record(program: EvalProgram, normalize_obs: bool) -> dict:
     return dict(env=program.env, seeds=list(program.seeds), update=program.update, normalize_obs=normalize_obs)
 
@@ -186,7 +191,7 @@ def keep(key: str, program: EvalProgram, normalize_obs: bool, digest: str, fresh
     folder = store_folder()
     if folder is None:
         return False
-    binary = folder / "programs" / f"{digest}.bin"
+    binary = _binary(folder, digest)
     try:
         if not binary.exists():
             if not fresh:
@@ -231,7 +236,7 @@ def _load_entry(key: str) -> tuple[dict, bytes] | None:
     if entry is None:
         return None
     try:
-        return entry, (store_folder() / "programs" / f"{entry['program']}.bin").read_bytes()
+        return entry, _binary(store_folder(), entry["program"]).read_bytes()
     except OSError:
         return None
 
@@ -243,7 +248,7 @@ def holds(key: str, program: EvalProgram, normalize_obs: bool) -> bool:
     if entry is None:
         return False
     fits = entry.get("run") == _run_record(program, normalize_obs) and entry.get("inputs") == _signature(program.inputs)
-    return fits and (store_folder() / "programs" / f"{entry['program']}.bin").exists()
+    return fits and _binary(store_folder(), entry["program"]).exists()
 
 
 def _deserialize(payload: bytes, inputs: dict[str, Any]):
@@ -260,7 +265,7 @@ def kept_executable(digest: str, inputs: dict[str, Any]):
     """The kept executable of the program whose lowered text has sha256 `digest`, or None."""
     folder = store_folder()
     try:
-        payload = None if folder is None else (folder / "programs" / f"{digest}.bin").read_bytes()
+        payload = None if folder is None else _binary(folder, digest).read_bytes()
     except OSError:
         return None
     return None if payload is None else _deserialize(payload, inputs)

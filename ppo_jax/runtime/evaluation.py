@@ -143,9 +143,9 @@ def compile_evaluation(
     also kept for the next evaluation of its final policies with the same episodes and action
     mode (`eval_program.keep`). `afresh`: compiled in this process, bypassing both stores (what
     `ppo-jax eval` falls back to when a stored executable refuses this process's device layout)."""
-    program, inputs = _program(restored, episodes, stochastic)
-    options = compiler_options(restored.config.fast_paths)
     config = restored.config
+    program, inputs = _program(restored, episodes, stochastic)
+    options = compiler_options(config.fast_paths)
     if afresh:  # neither a kept executable nor JAX's cache: compiled here, for this process
         compiled = compile_cache.compile_afresh(lambda: jax.jit(program).lower(inputs, np.int32(0)), options)
         return EvalProgram(config.env, restored.seeds, restored.update, compiled, inputs)
