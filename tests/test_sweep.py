@@ -7,8 +7,11 @@ import math
 import re
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import struct
+from gymnax.environments import environment, spaces
 
 from ppo_jax.commands import main as cli
 from ppo_jax.commands import sweep as sweep_cli
@@ -288,6 +291,50 @@ def test_every_traced_field_is_covered_below():
 def test_sweep_help_names_every_sweepable_field():
     listed = re.search(r"Only traced fields can be swept \(([^)]*)\)", " ".join(sweep_cli.EPILOG.split())).group(1)
     assert set(listed.split(", ")) == set(TRACED_FIELDS)
+
+
+class _KeyInStateEnv(environment.Environment):
+    """A bandit whose reward noise comes from a typed PRNG key the env keeps in its state, as
+    navix does: a sweep must carry that key through the host between chunks intact."""
+
+    @property
+    def default_params(self):
+        return environment.EnvParams(max_steps_in_episode=8)
+
+    def reset_env(self, key, params):
+        state = _KeyState(time=0, noise=jax.random.key(jax.random.randint(key, (), 0, 2**30)))
+        return jnp.zeros(1), state
+
+    def step_env(self, key, state, action, params):
+        draw, noise = jax.random.split(state.noise)
+        reward = jax.random.uniform(draw) + action.astype(jnp.float32)
+        return reward[None], _KeyState(time=state.time + 1, noise=noise), reward, jnp.bool_(False), {}
+
+    def action_space(self, params=None):
+        return spaces.Discrete(2)
+
+    def observation_space(self, params):
+        return spaces.Box(-jnp.inf, jnp.inf, (1,), jnp.float32)
+
+
+@struct.dataclass
+class _KeyState(environment.EnvState):
+    noise: jax.Array
+
+
+def test_a_sweep_carries_keys_an_env_keeps_in_its_state_between_chunks(tmp_path):
+    """Chunks of one update each (a checkpoint after every update): the env's typed key crosses
+    the host as raw key data and comes back the same key, so the run ends as the single program
+    of `ppo-jax train` does."""
+    env, config = _KeyInStateEnv(), tiny(updates=3, env="CartPole-v1")
+    result = sweep(config, {"lr": [1e-3]}, [5], env=env, out=tmp_path / "s", checkpoint_every=1, bootstrap_reps=50)
+    alone = jax.jit(make_train_batch(config.replace(seed=5, lr=1e-3), env=env, env_params=env.default_params))(
+        jax.vmap(jax.random.key)(np.asarray([5], np.uint32))
+    )
+    single = [leaf[0] for leaf in jax.tree.leaves(alone.state.params)]
+    assert _max_diff(single, _run_params(result, 0, 0)) < 1e-5
+    returns = result.metrics["episode_return"][:, 0, 0]
+    np.testing.assert_allclose(returns, np.asarray(alone.metrics["episode_return"])[:, 0], rtol=1e-5)
 
 
 def _check_each_field_changes_params(config, variants, seeds):

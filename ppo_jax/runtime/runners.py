@@ -55,10 +55,26 @@ def _compile(ctx: TrainContext, fn, *args):
 COUNT = np.int32(0)  # the traced update count of a chunk program, as it is lowered
 
 
+def _is_key(x: Any) -> bool:
+    return jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def raw_keys(tree: Any) -> Any:
+    """`tree` with every typed PRNG key leaf as its raw key data (a key [...] becomes uint32
+    [..., 2] for threefry): the run's own key and any an environment keeps in its state (navix
+    does). NumPy, and so the host between chunks and the checkpoints, holds no key types."""
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def typed_keys(tree: Any, like: Any) -> Any:
+    """The inverse of `raw_keys`: each leaf of `tree` whose counterpart in `like` (the same
+    structure, arrays or shapes) is a typed key, wrapped again (the default key implementation)."""
+    return jax.tree.map(lambda x, t: jax.random.wrap_key_data(x) if _is_key(t) else x, tree, like)
+
+
 def _saveable(shapes: TrainState) -> TrainState:
-    """State shapes with the key as raw key data (the checkpoint layout), without a placement."""
-    shapes = shapes._replace(key=jax.eval_shape(jax.random.key_data, shapes.key))
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), shapes)
+    """State shapes with every key as raw key data (the checkpoint layout), without a placement."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), jax.eval_shape(raw_keys, shapes))
 
 
 class SeedRuns:
@@ -188,18 +204,19 @@ def _init_run(ctx: TrainContext, args: tuple[jax.Array, Hyperparams]) -> TrainSt
 
 
 def sweep_chunk(ctx: TrainContext, length: int, fresh, key_data, state, hparams, count):
-    """A sweep's chunk program over K runs: `run_chunk` from `state` (its key as raw key data),
+    """A sweep's chunk program over K runs: `run_chunk` from `state` (every key as raw key data),
     or, when `fresh`, from the runs initialised from `key_data` [K, ...] inside the same program
     (one compiled program for the whole sweep). The initialisation is a `lax.map` over runs
     rather than a vmap (bit-identical parameters): a batched QR in the orthogonal initialiser can
     deadlock XLA's CPU thread pool on machines with few cores."""
-    state = lax.cond(
-        fresh,
-        lambda: lax.map(functools.partial(_init_run, ctx), (key_data, hparams)),
-        lambda: state._replace(key=jax.random.wrap_key_data(state.key)),
-    )
+
+    def init(key_data, hparams):
+        return lax.map(functools.partial(_init_run, ctx), (key_data, hparams))
+
+    typed = jax.eval_shape(init, key_data, hparams)
+    state = lax.cond(fresh, lambda: init(key_data, hparams), lambda: typed_keys(state, typed))
     state, metrics = run_chunk(ctx, state, hparams, count, length=length, batched=True)
-    return state._replace(key=jax.random.key_data(state.key)), metrics
+    return raw_keys(state), metrics
 
 
 def _pad(x: np.ndarray, size: int) -> np.ndarray:
@@ -295,7 +312,7 @@ class SweepRuns:
         return hparams
 
     def restored(self, state: TrainState) -> TrainState:
-        return jax.tree.map(np.asarray, state._replace(key=jax.random.key_data(state.key)))
+        return jax.tree.map(np.asarray, raw_keys(state))
 
     def devices(self) -> int:
         return 1 if self.mesh is None else self.mesh.size
