@@ -19,6 +19,7 @@ from ppo_jax.config import TRACED_FIELDS, ConfigError, default_config
 from ppo_jax.core.objectives import OBJECTIVES
 from ppo_jax.engine.train import make_train_batch
 from ppo_jax.runtime import executor, stats
+from ppo_jax.runtime.runners import raw_keys, typed_keys
 from ppo_jax.runtime.signals import StopRequest
 from ppo_jax.runtime.sweeps import (
     CompileCounter,
@@ -320,6 +321,17 @@ class _KeyInStateEnv(environment.Environment):
 @struct.dataclass
 class _KeyState(environment.EnvState):
     noise: jax.Array
+
+
+def test_raw_keys_round_trip_keeps_each_key_and_its_implementation():
+    tree = {"rbg": jax.random.key(3, impl="rbg"), "fry": jax.random.split(jax.random.key(1), 4), "x": np.ones(2)}
+    host = jax.tree.map(np.asarray, raw_keys(tree))  # NumPy holds no key types
+    assert host["fry"].shape == (4, 2) and host["fry"].dtype == np.uint32
+    back = typed_keys(host, jax.eval_shape(lambda: tree))
+    for name in ("rbg", "fry"):
+        assert back[name].dtype == tree[name].dtype
+        np.testing.assert_array_equal(jax.random.key_data(back[name]), jax.random.key_data(tree[name]))
+    np.testing.assert_array_equal(back["x"], tree["x"])
 
 
 def test_a_sweep_carries_keys_an_env_keeps_in_its_state_between_chunks(tmp_path):

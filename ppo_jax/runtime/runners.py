@@ -68,8 +68,12 @@ def raw_keys(tree: Any) -> Any:
 
 def typed_keys(tree: Any, like: Any) -> Any:
     """The inverse of `raw_keys`: each leaf of `tree` whose counterpart in `like` (the same
-    structure, arrays or shapes) is a typed key, wrapped again (the default key implementation)."""
-    return jax.tree.map(lambda x, t: jax.random.wrap_key_data(x) if _is_key(t) else x, tree, like)
+    structure, arrays or shapes) is a typed key, wrapped again with that key's implementation."""
+
+    def wrap(x, t):
+        return jax.random.wrap_key_data(x, impl=getattr(t.dtype, "_impl", None)) if _is_key(t) else x
+
+    return jax.tree.map(wrap, tree, like)
 
 
 def _saveable(shapes: TrainState) -> TrainState:
