@@ -123,6 +123,35 @@ class MatrixActionEnv(AlwaysOneEnv):
         return spaces.Box(-1.0, 1.0, (2, 2), jnp.float32)
 
 
+class KeyInStateEnv(environment.Environment):
+    """A bandit whose reward noise comes from a typed PRNG key the env keeps in its state, as
+    navix does: a sweep must carry that key through the host between chunks intact."""
+
+    @property
+    def default_params(self):
+        return environment.EnvParams(max_steps_in_episode=8)
+
+    def reset_env(self, key, params):
+        state = KeyState(time=0, noise=jax.random.key(jax.random.randint(key, (), 0, 2**30)))
+        return jnp.zeros(1), state
+
+    def step_env(self, key, state, action, params):
+        draw, noise = jax.random.split(state.noise)
+        reward = jax.random.uniform(draw) + action.astype(jnp.float32)
+        return reward[None], KeyState(time=state.time + 1, noise=noise), reward, jnp.bool_(False), {}
+
+    def action_space(self, params=None):
+        return spaces.Discrete(2)
+
+    def observation_space(self, params):
+        return spaces.Box(-jnp.inf, jnp.inf, (1,), jnp.float32)
+
+
+@struct.dataclass
+class KeyState(environment.EnvState):
+    noise: jax.Array
+
+
 @pytest.fixture
 def always_one_env() -> AlwaysOneEnv:
     return AlwaysOneEnv()
@@ -136,3 +165,8 @@ def dict_action_env() -> DictActionEnv:
 @pytest.fixture
 def matrix_action_env() -> MatrixActionEnv:
     return MatrixActionEnv()
+
+
+@pytest.fixture
+def key_in_state_env() -> KeyInStateEnv:
+    return KeyInStateEnv()

@@ -64,6 +64,23 @@ def test_resume_after_interruption_is_bit_identical(full_run, tmp_path, interrup
     assert (run / "metrics.csv").read_text() == (full_run / "metrics.csv").read_text()
 
 
+def test_resume_of_an_env_that_keeps_a_key_in_its_state_is_bit_identical(tmp_path, key_in_state_env):
+    # navix keeps a typed PRNG key in its env state: the checkpoint must carry it so that the
+    # resumed run draws the same rewards as the uninterrupted one
+    config = ppo_jax.default_config(num_envs=2, num_steps=8, num_minibatches=2, num_epochs=1, total_timesteps=96)
+    options = dict(env=key_in_state_env, handle_signals=False)
+    full = ppo_jax.run(config, out=tmp_path / "full", seeds=2, checkpoint_every=2, **options)
+    run = tmp_path / "run"
+    shutil.copytree(tmp_path / "full", run)
+    (run / "summary.json").unlink()
+    for ckpt in (run / "checkpoints").iterdir():
+        if ckpt.name.isdigit() and int(ckpt.name) > 2:
+            shutil.rmtree(ckpt)
+    resumed = ppo_jax.run(resume=run, **options)
+    assert resumed["params_sha256"] == full["params_sha256"]
+    assert (run / "metrics.csv").read_text() == (tmp_path / "full" / "metrics.csv").read_text()
+
+
 def test_checkpoint_holds_optimizer_count_and_normalisation_stats(tmp_path):
     out = tmp_path / "pendulum"
     argv = ["train", "--env", "Pendulum-v1", *TINY, "--total-timesteps", "128", "--checkpoint-every", "1"]

@@ -7,11 +7,8 @@ import math
 import re
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import struct
-from gymnax.environments import environment, spaces
 
 from ppo_jax.commands import main as cli
 from ppo_jax.commands import sweep as sweep_cli
@@ -294,35 +291,6 @@ def test_sweep_help_names_every_sweepable_field():
     assert set(listed.split(", ")) == set(TRACED_FIELDS)
 
 
-class _KeyInStateEnv(environment.Environment):
-    """A bandit whose reward noise comes from a typed PRNG key the env keeps in its state, as
-    navix does: a sweep must carry that key through the host between chunks intact."""
-
-    @property
-    def default_params(self):
-        return environment.EnvParams(max_steps_in_episode=8)
-
-    def reset_env(self, key, params):
-        state = _KeyState(time=0, noise=jax.random.key(jax.random.randint(key, (), 0, 2**30)))
-        return jnp.zeros(1), state
-
-    def step_env(self, key, state, action, params):
-        draw, noise = jax.random.split(state.noise)
-        reward = jax.random.uniform(draw) + action.astype(jnp.float32)
-        return reward[None], _KeyState(time=state.time + 1, noise=noise), reward, jnp.bool_(False), {}
-
-    def action_space(self, params=None):
-        return spaces.Discrete(2)
-
-    def observation_space(self, params):
-        return spaces.Box(-jnp.inf, jnp.inf, (1,), jnp.float32)
-
-
-@struct.dataclass
-class _KeyState(environment.EnvState):
-    noise: jax.Array
-
-
 def test_raw_keys_round_trip_keeps_each_key_and_its_implementation():
     tree = {"rbg": jax.random.key(3, impl="rbg"), "fry": jax.random.split(jax.random.key(1), 4), "x": np.ones(2)}
     host = jax.tree.map(np.asarray, raw_keys(tree))  # NumPy holds no key types
@@ -334,11 +302,11 @@ def test_raw_keys_round_trip_keeps_each_key_and_its_implementation():
     np.testing.assert_array_equal(back["x"], tree["x"])
 
 
-def test_a_sweep_carries_keys_an_env_keeps_in_its_state_between_chunks(tmp_path):
+def test_a_sweep_carries_keys_an_env_keeps_in_its_state_between_chunks(tmp_path, key_in_state_env):
     """Chunks of one update each (a checkpoint after every update): the env's typed key crosses
     the host as raw key data and comes back the same key, so the run ends as the single program
     of `ppo-jax train` does."""
-    env, config = _KeyInStateEnv(), tiny(updates=3, env="CartPole-v1")
+    env, config = key_in_state_env, tiny(updates=3, env="CartPole-v1")
     result = sweep(config, {"lr": [1e-3]}, [5], env=env, out=tmp_path / "s", checkpoint_every=1, bootstrap_reps=50)
     alone = jax.jit(make_train_batch(config.replace(seed=5, lr=1e-3), env=env, env_params=env.default_params))(
         jax.vmap(jax.random.key)(np.asarray([5], np.uint32))

@@ -182,9 +182,9 @@ class EnvShardedRun:
 
     def saved(self, state: TrainState) -> TrainState:
         """The state with a run axis of 1, as checkpoints and exports hold it (with several
-        processes: NumPy arrays, complete on every process, the key as raw key data)."""
+        processes: NumPy arrays, complete on every process, every key as raw key data)."""
         if jax.process_count() > 1:
-            state = gather(state._replace(key=None if state.key is None else jax.random.key_data(state.key)))
+            state = gather(raw_keys(state))  # every key, the env's too, as raw key data
         return jax.tree.map(lambda x: x[None], state)
 
     def saved_hparams(self, hparams: Hyperparams) -> Hyperparams:
