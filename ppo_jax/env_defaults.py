@@ -159,10 +159,12 @@ ENV_DEFAULTS: dict[str, dict[str, Any]] = {
     # steps, eval IQM 19.1 [8.6, 35.6] (docs/results/TUNING.md, "MinAtar").
     "Asterix-MinAtar": dict(_MINATAR, lr=1e-3),
     # Breakout: gymnax-blines' gamma 0.999 and constant lr. Seeds 0-7 at 2e6 steps on the CPU (sweep-records
-    # br-a, br-b): annealed lr, gamma 0.99 18.1 [9.8, 32.3], gamma 0.999 15.4 [9.6, 23.5]; constant lr, gamma
-    # 0.999 21.6 [18.5, 24.8] with no seed stuck at 7. At 1e7 steps on seeds 1000-1007, eval IQM 60.4
-    # [34.0, 85.8] against 26.7 [22.5, 49.6] for the annealed gamma 0.99 setting (gymnax-blines PPO 43.4).
-    "Breakout-MinAtar": dict(_MINATAR, gamma=0.999, anneal_lr=False),
+    # br-a, br-b): annealed lr, gamma 0.99 18.1 [9.8, 32.3], gamma 0.999 15.4 [9.6, 23.5]; constant lr 5e-4,
+    # gamma 0.999 21.6 [18.5, 24.8] with no seed stuck at 7. Then the constant lr (br-2m-d, seeds 0-7, 2e6
+    # steps): 2e-3 23.9 [21.7, 32.1], 1e-3 23.3 [18.8, 32.0]. On seeds 1000-1007, eval IQM at 1e7 steps
+    # 60.3 [44.1, 71.8] (lr 5e-4: 60.4 [34.0, 85.8]; gymnax-blines PPO 43.4), at 2e6 steps
+    # 35.7 [24.4, 46.4] (lr 5e-4: 23.3 [16.7, 30.7]; docs/results/TUNING.md).
+    "Breakout-MinAtar": dict(_MINATAR, gamma=0.999, anneal_lr=False, lr=2e-3),
     "Freeway-MinAtar": dict(_MINATAR),
     "Seaquest-MinAtar": dict(_MINATAR, gamma=0.999),
     "SpaceInvaders-MinAtar": dict(_MINATAR),
