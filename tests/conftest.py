@@ -125,7 +125,7 @@ class MatrixActionEnv(AlwaysOneEnv):
 
 class KeyInStateEnv(environment.Environment):
     """A bandit whose reward noise comes from a typed PRNG key the env keeps in its state, as
-    navix does: a sweep must carry that key through the host between chunks intact."""
+    navix does: sweeps (between chunks) and checkpoints must carry that key intact."""
 
     @property
     def default_params(self):

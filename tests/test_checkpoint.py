@@ -49,16 +49,20 @@ def full_run(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("interrupted_at", [2, 4, 8])
-def test_resume_after_interruption_is_bit_identical(full_run, tmp_path, interrupted_at):
-    # Reconstruct the folder a crash right after checkpoint `interrupted_at` leaves behind.
-    run = tmp_path / "run"
-    shutil.copytree(full_run, run)
+def interrupted_copy(full: Path, run: Path, interrupted_at: int) -> Path:
+    """`run`: the folder a crash right after checkpoint `interrupted_at` of the finished `full` leaves behind."""
+    shutil.copytree(full, run)
     for name in ("summary.json", "metrics.csv", "curve.png"):
         (run / name).unlink()
     for ckpt in (run / "checkpoints").iterdir():
         if ckpt.name.isdigit() and int(ckpt.name) > interrupted_at:
             shutil.rmtree(ckpt)
+    return run
+
+
+@pytest.mark.parametrize("interrupted_at", [2, 4, 8])
+def test_resume_after_interruption_is_bit_identical(full_run, tmp_path, interrupted_at):
+    run = interrupted_copy(full_run, tmp_path / "run", interrupted_at)
     assert run_cli("train", "--resume", run, "--quiet") == 0
     assert summary(run)["params_sha256"] == summary(full_run)["params_sha256"]
     assert (run / "metrics.csv").read_text() == (full_run / "metrics.csv").read_text()
@@ -70,12 +74,7 @@ def test_resume_of_an_env_that_keeps_a_key_in_its_state_is_bit_identical(tmp_pat
     config = ppo_jax.default_config(num_envs=2, num_steps=8, num_minibatches=2, num_epochs=1, total_timesteps=96)
     options = dict(env=key_in_state_env, handle_signals=False)
     full = ppo_jax.run(config, out=tmp_path / "full", seeds=2, checkpoint_every=2, **options)
-    run = tmp_path / "run"
-    shutil.copytree(tmp_path / "full", run)
-    (run / "summary.json").unlink()
-    for ckpt in (run / "checkpoints").iterdir():
-        if ckpt.name.isdigit() and int(ckpt.name) > 2:
-            shutil.rmtree(ckpt)
+    run = interrupted_copy(tmp_path / "full", tmp_path / "run", 2)
     resumed = ppo_jax.run(resume=run, **options)
     assert resumed["params_sha256"] == full["params_sha256"]
     assert (run / "metrics.csv").read_text() == (tmp_path / "full" / "metrics.csv").read_text()
