@@ -30,12 +30,15 @@ def help_default(help_lines: list[str], flag: str) -> str:
 
 
 # The shipped values, written out by hand from ppo_jax/env_defaults.py (CartPole-v1: 8 envs x 32
-# steps, 150k steps, lr 2e-3; Pendulum-v1: 16 x 128, 1M steps, lr 1e-3) and PPOConfig (gamma 0.99).
+# steps, 150k steps, lr 2e-3; Pendulum-v1: 16 x 128, 1M steps, lr 3e-4, ReLU) and PPOConfig (gamma 0.99).
 @pytest.mark.parametrize(
     "argv, expected",
     [
         ([], {"--num-envs": "8", "--num-steps": "32", "--total-timesteps": "150000", "--lr": "0.002"}),
-        (["--env", "Pendulum-v1"], {"--num-envs": "16", "--num-steps": "128", "--lr": "0.001", "--gamma": "0.98"}),
+        (
+            ["--env", "Pendulum-v1"],
+            {"--num-envs": "16", "--num-steps": "128", "--lr": "0.0003", "--activation": "relu"},
+        ),
         (["--env=Acrobot-v1"], {"--num-envs": "16", "--gae-lambda": "0.9", "--total-timesteps": "500000"}),
         (["--env", "Catch-bsuite"], {"--num-envs": "4", "--num-steps": "128", "--lr": "0.00025"}),
     ],
