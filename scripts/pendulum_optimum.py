@@ -1,6 +1,8 @@
 """The best mean return any policy can reach on Pendulum-v1 (gymnax), by finite-horizon value iteration.
 
     python scripts/pendulum_optimum.py
+    python scripts/pendulum_optimum.py --gamma 0.98   # the best policy for a discounted return
+    python scripts/pendulum_optimum.py --policy RUN/policy-seed0.npz [...]   # where a policy loses
 
 Dynamics and reward are gymnax's (dt 0.05, g 10, m = l = 1, torque clipped to ±2, speed to ±8,
 reward −(θ² + 0.1 θ̇² + 0.001 u²) for 200 steps; starts θ ~ U[−π, π], θ̇ ~ U[−1, 1]). Value
@@ -8,9 +10,20 @@ iteration runs over a grid of (θ, θ̇) with bilinear interpolation and a grid 
 greedy time-dependent policy is then played with the exact dynamics from random starts, which
 gives a return that some policy reaches (a lower bound on the optimum, up to sampling error).
 Also printed: the standard error of a mean over 100 and 164 episodes (one evaluation's noise).
+
+With `--gamma`, value iteration maximises the discounted return Σ γᵗ rₜ (what PPO with that γ
+optimises) and its greedy policy is played undiscounted: the best table return a learner of that
+discount can reach.
+
+With `--policy`, each exported policy (`policy-seed<N>.npz` of a run folder, deterministic actions)
+is played with the same exact dynamics from the same starts as the greedy optimum, and its mean
+return, its gap to the optimum per start, and that gap by the start's distance from upright are
+printed: where the policy loses return.
 """
 
 from __future__ import annotations
+
+import argparse
 
 import numpy as np
 
@@ -43,40 +56,92 @@ def interpolate(values: np.ndarray, theta: np.ndarray, speed: np.ndarray) -> np.
     )
 
 
-def value_iteration(nt: int = 361, nv: int = 321, na: int = 41):
-    """Optimal values at t = 0 [nt, nv] and the greedy torque index per step [HORIZON][nt, nv]."""
+def value_iteration(nt: int = 361, nv: int = 321, na: int = 41, gamma: float = 1.0):
+    """Optimal values of Σ γᵗ rₜ at t = 0 [nt, nv] and the greedy torque index per step [HORIZON][nt, nv]."""
     theta, speed, torque = np.meshgrid(
         np.linspace(-np.pi, np.pi, nt), np.linspace(-MAX_SPEED, MAX_SPEED, nv), np.linspace(-2, 2, na), indexing="ij"
     )
     reward, next_theta, next_speed = step(theta, speed, torque)
     values, policy = np.zeros((nt, nv)), []
     for _ in range(HORIZON):
-        q = reward + interpolate(values, next_theta, next_speed)
+        q = reward + gamma * interpolate(values, next_theta, next_speed)
         policy.append(q.argmax(-1))
         values = q.max(-1)
     return values, policy[::-1]
+
+
+def greedy_torques(policy, t: int, theta: np.ndarray, speed: np.ndarray) -> np.ndarray:
+    """The greedy torque at step t: the nearest grid point's argmax [starts]."""
+    nt, nv = policy[0].shape
+    i = np.clip(np.round((angle(theta) + np.pi) / (2 * np.pi) * (nt - 1)).astype(int), 0, nt - 1)
+    j = np.clip(np.round((speed + MAX_SPEED) / (2 * MAX_SPEED) * (nv - 1)).astype(int), 0, nv - 1)
+    return np.linspace(-MAX_TORQUE, MAX_TORQUE, 41)[policy[t][i, j]]
+
+
+def returns_of(controller, theta: np.ndarray, speed: np.ndarray) -> np.ndarray:
+    """Returns [starts] of `controller(t, θ, θ̇) -> torque` played with the exact dynamics."""
+    total = np.zeros(theta.shape)
+    for t in range(HORIZON):
+        reward, theta, speed = step(theta, speed, np.clip(controller(t, theta, speed), -MAX_TORQUE, MAX_TORQUE))
+        total += reward
+    return total
+
+
+def exported_controller(path: str):
+    """`controller(t, θ, θ̇)` of an exported ppo_jax policy: its deterministic action on gymnax's
+    observation (cos θ, sin θ, θ̇)."""
+    import jax
+
+    import ppo_jax
+
+    act = jax.jit(ppo_jax.load_policy(path).act)
+
+    def controller(t, theta, speed):
+        obs = np.stack([np.cos(theta), np.sin(theta), speed], -1).astype(np.float32)
+        return np.asarray(act(obs), np.float64)[:, 0]
+
+    return controller
+
+
+def compare(policy, paths: list[str], starts: int = 4_000, seed: int = 2) -> None:
+    """Print each exported policy's mean return and its gap to the greedy optimum from the same
+    starts, overall and by |θ₀| (0 is upright, π hanging down)."""
+    rng = np.random.default_rng(seed)
+    theta, speed = rng.uniform(-np.pi, np.pi, starts), rng.uniform(-1, 1, starts)
+    best = returns_of(lambda t, th, sp: greedy_torques(policy, t, th, sp), theta, speed)
+    edges = np.array([0.0, 1.0, 2.0, 2.5, 3.0, np.pi + 1e-9])
+    print(f"greedy optimum from {starts} starts: mean {best.mean():.1f}")
+    print("gap by |theta0| in " + ", ".join(f"[{a:.1f}, {b:.1f})" for a, b in zip(edges[:-1], edges[1:], strict=True)))
+    for path in paths:
+        gap = best - returns_of(exported_controller(path), theta, speed)
+        bins = np.digitize(np.abs(angle(theta)), edges[1:-1])
+        by_bin = ", ".join(f"{gap[bins == k].mean():.1f}" for k in range(len(edges) - 1))
+        mean = (best - gap).mean()
+        print(f"{path}: mean {mean:.1f}, gap {gap.mean():.1f} (median {np.median(gap):.1f}); by |theta0|: {by_bin}")
 
 
 def play(policy, starts: int = 20_000, seed: int = 0) -> np.ndarray:
     """Returns of the greedy policy (nearest grid point) under the exact dynamics [starts]."""
     rng = np.random.default_rng(seed)
     theta, speed = rng.uniform(-np.pi, np.pi, starts), rng.uniform(-1, 1, starts)
-    nt, nv = policy[0].shape
-    torques = np.linspace(-MAX_TORQUE, MAX_TORQUE, 41)
-    total = np.zeros(starts)
-    for t in range(HORIZON):
-        i = np.clip(np.round((angle(theta) + np.pi) / (2 * np.pi) * (nt - 1)).astype(int), 0, nt - 1)
-        j = np.clip(np.round((speed + MAX_SPEED) / (2 * MAX_SPEED) * (nv - 1)).astype(int), 0, nv - 1)
-        reward, theta, speed = step(theta, speed, torques[policy[t][i, j]])
-        total += reward
-    return total
+    return returns_of(lambda t, th, sp: greedy_torques(policy, t, th, sp), theta, speed)
 
 
-def main() -> None:
-    values, policy = value_iteration()
-    rng = np.random.default_rng(1)
-    starts = rng.uniform(-np.pi, np.pi, 20_000), rng.uniform(-1, 1, 20_000)
-    print(f"value iteration, mean optimal return over starts: {interpolate(values, *starts).mean():.1f}")
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--policy", nargs="*", default=[], help="exported policies to compare with the optimum")
+    parser.add_argument("--gamma", type=float, default=1.0, help="discount of the return maximised (default 1)")
+    args = parser.parse_args(argv)
+    values, policy = value_iteration(gamma=args.gamma)
+    if args.policy:
+        compare(policy, args.policy)
+        return
+    if args.gamma == 1.0:
+        rng = np.random.default_rng(1)
+        starts = rng.uniform(-np.pi, np.pi, 20_000), rng.uniform(-1, 1, 20_000)
+        print(f"value iteration, mean optimal return over starts: {interpolate(values, *starts).mean():.1f}")
+    else:
+        print(f"value iteration of the return discounted by {args.gamma}; its greedy policy played undiscounted:")
     returns = play(policy)
     print(f"greedy policy played exactly: mean {returns.mean():.1f}, std {returns.std():.1f} per episode")
     for n in (100, 164):
