@@ -57,25 +57,37 @@ def interpolate(values: np.ndarray, theta: np.ndarray, speed: np.ndarray) -> np.
 
 
 def value_iteration(nt: int = 361, nv: int = 321, na: int = 41, gamma: float = 1.0):
-    """Optimal values of Σ γᵗ rₜ at t = 0 [nt, nv] and the greedy torque index per step [HORIZON][nt, nv]."""
+    """Optimal values of Σ γᵗ rₜ at t = 0 [nt, nv] and the greedy torque per step [HORIZON][nt, nv]
+    (one of `na` torques evenly spaced over [−2, 2])."""
+    torques = np.linspace(-MAX_TORQUE, MAX_TORQUE, na)
     theta, speed, torque = np.meshgrid(
-        np.linspace(-np.pi, np.pi, nt), np.linspace(-MAX_SPEED, MAX_SPEED, nv), np.linspace(-2, 2, na), indexing="ij"
+        np.linspace(-np.pi, np.pi, nt), np.linspace(-MAX_SPEED, MAX_SPEED, nv), torques, indexing="ij"
     )
     reward, next_theta, next_speed = step(theta, speed, torque)
     values, policy = np.zeros((nt, nv)), []
     for _ in range(HORIZON):
         q = reward + gamma * interpolate(values, next_theta, next_speed)
-        policy.append(q.argmax(-1))
+        policy.append(torques[q.argmax(-1)])
         values = q.max(-1)
     return values, policy[::-1]
 
 
-def greedy_torques(policy, t: int, theta: np.ndarray, speed: np.ndarray) -> np.ndarray:
-    """The greedy torque at step t: the nearest grid point's argmax [starts]."""
+def random_starts(starts: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(θ, θ̇) [starts] drawn as gymnax resets: θ ~ U[−π, π], θ̇ ~ U[−1, 1]."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-np.pi, np.pi, starts), rng.uniform(-1, 1, starts)
+
+
+def greedy_controller(policy):
+    """`controller(t, θ, θ̇)` of `value_iteration`'s greedy policy: the torque at the nearest grid point."""
     nt, nv = policy[0].shape
-    i = np.clip(np.round((angle(theta) + np.pi) / (2 * np.pi) * (nt - 1)).astype(int), 0, nt - 1)
-    j = np.clip(np.round((speed + MAX_SPEED) / (2 * MAX_SPEED) * (nv - 1)).astype(int), 0, nv - 1)
-    return np.linspace(-MAX_TORQUE, MAX_TORQUE, 41)[policy[t][i, j]]
+
+    def controller(t: int, theta: np.ndarray, speed: np.ndarray) -> np.ndarray:
+        i = np.clip(np.round((angle(theta) + np.pi) / (2 * np.pi) * (nt - 1)).astype(int), 0, nt - 1)
+        j = np.clip(np.round((speed + MAX_SPEED) / (2 * MAX_SPEED) * (nv - 1)).astype(int), 0, nv - 1)
+        return policy[t][i, j]
+
+    return controller
 
 
 def returns_of(controller, theta: np.ndarray, speed: np.ndarray) -> np.ndarray:
@@ -106,25 +118,23 @@ def exported_controller(path: str):
 def compare(policy, paths: list[str], starts: int = 4_000, seed: int = 2) -> None:
     """Print each exported policy's mean return and its gap to the greedy optimum from the same
     starts, overall and by |θ₀| (0 is upright, π hanging down)."""
-    rng = np.random.default_rng(seed)
-    theta, speed = rng.uniform(-np.pi, np.pi, starts), rng.uniform(-1, 1, starts)
-    best = returns_of(lambda t, th, sp: greedy_torques(policy, t, th, sp), theta, speed)
+    theta, speed = random_starts(starts, seed)
+    best = returns_of(greedy_controller(policy), theta, speed)
     edges = np.array([0.0, 1.0, 2.0, 2.5, 3.0, np.pi + 1e-9])
+    bins = np.digitize(np.abs(angle(theta)), edges[1:-1])
     print(f"greedy optimum from {starts} starts: mean {best.mean():.1f}")
     print("gap by |theta0| in " + ", ".join(f"[{a:.1f}, {b:.1f})" for a, b in zip(edges[:-1], edges[1:], strict=True)))
     for path in paths:
-        gap = best - returns_of(exported_controller(path), theta, speed)
-        bins = np.digitize(np.abs(angle(theta)), edges[1:-1])
+        returns = returns_of(exported_controller(path), theta, speed)
+        gap = best - returns
         by_bin = ", ".join(f"{gap[bins == k].mean():.1f}" for k in range(len(edges) - 1))
-        mean = (best - gap).mean()
-        print(f"{path}: mean {mean:.1f}, gap {gap.mean():.1f} (median {np.median(gap):.1f}); by |theta0|: {by_bin}")
+        summary = f"mean {returns.mean():.1f}, gap {gap.mean():.1f} (median {np.median(gap):.1f})"
+        print(f"{path}: {summary}; by |theta0|: {by_bin}")
 
 
 def play(policy, starts: int = 20_000, seed: int = 0) -> np.ndarray:
     """Returns of the greedy policy (nearest grid point) under the exact dynamics [starts]."""
-    rng = np.random.default_rng(seed)
-    theta, speed = rng.uniform(-np.pi, np.pi, starts), rng.uniform(-1, 1, starts)
-    return returns_of(lambda t, th, sp: greedy_torques(policy, t, th, sp), theta, speed)
+    return returns_of(greedy_controller(policy), *random_starts(starts, seed))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -137,8 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         compare(policy, args.policy)
         return
     if args.gamma == 1.0:
-        rng = np.random.default_rng(1)
-        starts = rng.uniform(-np.pi, np.pi, 20_000), rng.uniform(-1, 1, 20_000)
+        starts = random_starts(20_000, seed=1)
         print(f"value iteration, mean optimal return over starts: {interpolate(values, *starts).mean():.1f}")
     else:
         print(f"value iteration of the return discounted by {args.gamma}; its greedy policy played undiscounted:")
