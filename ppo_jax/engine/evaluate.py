@@ -54,7 +54,9 @@ def evaluate(
     """Play `num_episodes` episodes (one per parallel env) for at most `max_steps` steps each.
 
     Only the first episode of each env counts; the return is the sum of raw rewards until it
-    ends (terminated or truncated). Static: env, acting, num_episodes, max_steps, stochastic.
+    ends (terminated or truncated). The loop stops once every episode has ended (step t uses key
+    `split(key_run, max_steps)[t]`, so the returns are those of running all `max_steps`).
+    Static: env, acting, num_episodes, max_steps, stochastic.
     """
     key_reset, key_run = jax.random.split(key)
     obs, state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(key_reset, num_episodes), env_params)
@@ -82,7 +84,17 @@ def evaluate(
         jnp.zeros(num_episodes, jnp.int32),
         jnp.ones(num_episodes, bool),
     )
-    (*_, returns, lengths, _), _ = lax.scan(body, init, jax.random.split(key_run, max_steps))
+    keys = jax.random.split(key_run, max_steps)
+
+    def unfinished(loop):
+        t, carry = loop
+        return (t < max_steps) & jnp.any(carry[-1])
+
+    def step_t(loop):
+        t, carry = loop
+        return t + 1, body(carry, keys[t])[0]
+
+    _, (*_, returns, lengths, _) = lax.while_loop(unfinished, step_t, (jnp.int32(0), init))
     return EvalResult(returns, lengths)
 
 

@@ -1,0 +1,84 @@
+"""`evaluate` against episodes played one at a time with gymnax's own CartPole and the network's
+argmax, in a plain Python loop: the same returns and lengths, whether the episodes end before
+`max_steps` (the loop stops early) or are cut off by it."""
+
+from __future__ import annotations
+
+import gymnax
+import jax
+import numpy as np
+import pytest
+
+import ppo_jax
+from ppo_jax.engine.evaluate import Acting, evaluate
+from ppo_jax.engine.train import make_context
+
+
+class CountedSteps:
+    """The env, counting the steps `evaluate` takes (one call per step of all its envs)."""
+
+    def __init__(self, env):
+        self.env, self.calls = env, 0
+
+    def reset(self, key, params):
+        return self.env.reset(key, params)
+
+    def step(self, key, state, action, params):
+        jax.debug.callback(self.tick)
+        return self.env.step(key, state, action, params)
+
+    def tick(self):
+        self.calls += 1
+
+
+def reference_episodes(env, env_params, network, params, keys, max_steps):
+    """Episodes of the deterministic policy stepped by hand, one gymnax env per key, side by side
+    (the network sees all observations as one batch): (returns, lengths)."""
+    step = jax.jit(env.step)
+    episodes = [env.reset(k, env_params) for k in keys]
+    obs, states = [o for o, _ in episodes], [s for _, s in episodes]
+    totals, lengths, running = [0.0] * len(keys), [0] * len(keys), [True] * len(keys)
+    for t in range(max_steps):
+        actions = np.asarray(network.apply(params, np.stack(obs)).dist).argmax(-1)
+        for i in range(len(keys)):
+            if not running[i]:
+                continue
+            obs[i], states[i], reward, terminated, truncated, _ = step(
+                jax.random.key(t), states[i], int(actions[i]), env_params
+            )
+            totals[i], lengths[i] = totals[i] + float(reward), lengths[i] + 1
+            running[i] = not (bool(terminated) or bool(truncated))
+        if not any(running):
+            break
+    return totals, lengths
+
+
+@pytest.mark.parametrize("max_steps", [500, 50])
+def test_evaluate_matches_episodes_stepped_by_hand(max_steps):
+    # without fast paths the policy's logits are `network.apply`'s (the fused heads round
+    # differently, and one flipped near-tie action makes a different CartPole episode)
+    config = ppo_jax.default_config(
+        "CartPole-v1", num_envs=2, num_steps=8, num_minibatches=1, normalize_obs=False, fast_paths=False
+    )
+    ctx = make_context(config)
+    params = ctx.policy.init(jax.random.key(6), jax.numpy.zeros((1, 4)))
+    acting = Acting(ctx.policy, ctx.dist, ctx.rollout.spec)
+    key = jax.random.key(11)
+    counted = CountedSteps(ctx.rollout.env)
+    got = evaluate(counted, ctx.rollout.env_params, acting, params, None, key, 6, max_steps)
+    jax.effects_barrier()
+
+    env, env_params = gymnax.make("CartPole-v1")
+    key_reset, _ = jax.random.split(key)
+    keys = jax.random.split(key_reset, 6)
+    returns, lengths = reference_episodes(env, env_params, ctx.policy.network, params, keys, max_steps)
+    np.testing.assert_allclose(np.asarray(got.returns), returns)
+    np.testing.assert_array_equal(np.asarray(got.lengths), lengths)
+    lengths = np.array(lengths)
+    assert counted.calls == lengths.max()  # no step after the last episode has ended
+    # at 500 every episode ends by itself (the loop stops early); at 50 some are cut off, some not
+    assert (
+        (lengths < max_steps).all()
+        if max_steps == 500
+        else (lengths == max_steps).any() and (lengths < max_steps).any()
+    )
