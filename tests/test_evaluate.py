@@ -4,31 +4,35 @@ argmax, in a plain Python loop: the same returns and lengths, whether the episod
 
 from __future__ import annotations
 
+import collections
+import functools
+
 import gymnax
 import jax
 import numpy as np
 import pytest
+from gymnax.environments.classic_control import CartPole
 
 import ppo_jax
 from ppo_jax.engine.evaluate import Acting, evaluate
 from ppo_jax.engine.train import make_context
 
 
-class CountedSteps:
-    """The env, counting the steps `evaluate` takes (one call per step of all its envs)."""
+class CountedCartPole(CartPole):
+    """gymnax's CartPole, counting the calls of `step_env` and `reset_env` that `evaluate` makes
+    (one call per step or reset of all its envs at once)."""
 
-    def __init__(self, env):
-        self.env, self.calls = env, 0
+    def __init__(self):
+        super().__init__()
+        self.calls = collections.Counter()
 
-    def reset(self, key, params):
-        return self.env.reset(key, params)
+    def step_env(self, key, state, action, params):
+        jax.debug.callback(functools.partial(self.calls.update, ["step"]))
+        return super().step_env(key, state, action, params)
 
-    def step(self, key, state, action, params):
-        jax.debug.callback(self.tick)
-        return self.env.step(key, state, action, params)
-
-    def tick(self):
-        self.calls += 1
+    def reset_env(self, key, params):
+        jax.debug.callback(functools.partial(self.calls.update, ["reset"]))
+        return super().reset_env(key, params)
 
 
 def reference_episodes(env, env_params, network, params, keys, max_steps):
@@ -64,7 +68,7 @@ def test_evaluate_matches_episodes_stepped_by_hand(max_steps):
     params = ctx.policy.init(jax.random.key(6), jax.numpy.zeros((1, 4)))
     acting = Acting(ctx.policy, ctx.dist, ctx.rollout.spec)
     key = jax.random.key(11)
-    counted = CountedSteps(ctx.rollout.env)
+    counted = CountedCartPole()
     got = evaluate(counted, ctx.rollout.env_params, acting, params, None, key, 6, max_steps)
     jax.effects_barrier()
 
@@ -75,7 +79,9 @@ def test_evaluate_matches_episodes_stepped_by_hand(max_steps):
     np.testing.assert_allclose(np.asarray(got.returns), returns)
     np.testing.assert_array_equal(np.asarray(got.lengths), lengths)
     lengths = np.array(lengths)
-    assert counted.calls == lengths.max()  # no step after the last episode has ended
+    # no step after the last episode has ended, and no reset after the first (an ended episode
+    # is not continued)
+    assert counted.calls == {"step": lengths.max(), "reset": 1}
     # at 500 every episode ends by itself (the loop stops early); at 50 some are cut off, some not
     assert (
         (lengths < max_steps).all()

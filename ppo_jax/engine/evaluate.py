@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ppo_jax.engine.rollout import steps_without_autoreset
 from ppo_jax.envs import EnvSpec, RunningStats, env_action, normalize
 
 
@@ -60,7 +61,7 @@ def evaluate(
     """
     key_reset, key_run = jax.random.split(key)
     obs, state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(key_reset, num_episodes), env_params)
-    step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+    step = jax.vmap(step_without_reset(env), in_axes=(0, 0, 0, None))
 
     def body(carry, key_t):
         obs, state, policy_carry, first, ret, length, running = carry
@@ -96,6 +97,22 @@ def evaluate(
 
     _, (*_, returns, lengths, _) = lax.while_loop(unfinished, step_t, (jnp.int32(0), init))
     return EvalResult(returns, lengths)
+
+
+def step_without_reset(env: Any):
+    """`env.step` without its auto-reset where that step is gymnax's own (`step_env` with gymnax's
+    key split and `is_truncated`, so an episode's steps are the same): an evaluation never plays a
+    second episode, and a reset may cost far more than a step (Craftax's world generation costs
+    about 40). An env with a step of its own keeps it."""
+    if not steps_without_autoreset(env):
+        return env.step
+
+    def step(key, state, action, params):
+        key_step, _ = jax.random.split(key)
+        obs, state, reward, terminated, info = env.step_env(key_step, state, action, params)
+        return obs, state, reward, terminated, env.is_truncated(state, params), info
+
+    return step
 
 
 def max_episode_steps(env_params: Any, default: int = 1000) -> int:
