@@ -181,7 +181,7 @@ def test_suite_rows_pass_their_published_flags_and_use_flat_file_names(tmp_path)
 
     fields = {f.name for f in dataclasses.fields(PPOConfig)}
     suites = [r for r in reproduce.ROWS if "/" in r.env]
-    assert {r.env.split("/")[0] for r in suites} >= {"navix", "xminigrid"}
+    assert {r.env.split("/")[0] for r in suites} >= {"navix", "xminigrid", "craftax"}
     args = reproduce.parse_args(["--results", str(tmp_path), "--runs", str(tmp_path / "runs")])
     for row in suites:
         assert row.flags_source, row.env
@@ -203,3 +203,18 @@ def test_suite_rows_pass_their_published_flags_and_use_flat_file_names(tmp_path)
     (tmp_path / "navix_Navix-DoorKey-8x8-v0.json").write_text(json.dumps(record))
     assert [r["env"] for r in results_lib.load_records(tmp_path, [navix.env])] == [navix.env]
     assert results_lib.table_row(record).startswith("| navix/Navix-DoorKey-8x8-v0 | 1.049M | 4 | none published |")
+
+
+def test_craftax_row_runs_the_best_cell_of_its_sweep_record():
+    """The Craftax-Classic row's flags are the sweep record's static flags plus its winning lr,
+    and the record's seeds are not the seeds the table reports."""
+    row = next(r for r in reproduce.ROWS if r.env == "craftax/Craftax-Classic-Symbolic-v1")
+    record = json.loads((reproduce.REPO / "docs/results/sweep-records/cx-a.json").read_text())
+    best = max(record["variants"].values(), key=lambda v: v["iqm"])
+    flags = best["flags"]
+    static = [f for i, f in enumerate(flags) if f != "--grid" and (i == 0 or flags[i - 1] != "--grid")]
+    static = [f for i, f in enumerate(static) if f != "--total-timesteps" and static[i - 1] != "--total-timesteps"]
+    assert list(row.flags[:-2]) == static and row.flags[-2] == "--lr"
+    assert float(row.flags[-1]) == best["hyperparams"]["lr"]
+    assert row.budget == 1_000_000 and row.ppo is None and row.others
+    assert not set(record["seeds"]) & set(range(1000, 1008))
