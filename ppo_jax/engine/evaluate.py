@@ -63,9 +63,15 @@ def evaluate(
     obs, state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(key_reset, num_episodes), env_params)
     step = jax.vmap(step_without_reset(env), in_axes=(0, 0, 0, None))
 
-    def body(carry, key_t):
-        obs, state, policy_carry, first, ret, length, running = carry
-        key_a, key_s = jax.random.split(key_t)
+    keys = jax.random.split(key_run, max_steps)
+
+    def unfinished(loop):
+        t, *_, running = loop
+        return (t < max_steps) & jnp.any(running)
+
+    def play_step(loop):
+        t, obs, state, policy_carry, first, ret, length, running = loop
+        key_a, key_s = jax.random.split(keys[t])
         action, policy_carry = policy_action(acting, params, obs_stats, policy_carry, obs, first, key_a, stochastic)
         obs, state, reward, terminated, truncated, _ = step(
             jax.random.split(key_s, num_episodes), state, action, env_params
@@ -73,10 +79,10 @@ def evaluate(
         ret = ret + jnp.where(running, reward, 0.0)
         length = length + running.astype(jnp.int32)
         done = jnp.asarray(terminated, bool) | jnp.asarray(truncated, bool)
-        running = running & ~done
-        return (obs, state, policy_carry, done, ret, length, running), None
+        return t + 1, obs, state, policy_carry, done, ret, length, running & ~done
 
     init = (
+        jnp.int32(0),
         obs,
         state,
         acting.policy.initial_carry(num_episodes),
@@ -85,17 +91,7 @@ def evaluate(
         jnp.zeros(num_episodes, jnp.int32),
         jnp.ones(num_episodes, bool),
     )
-    keys = jax.random.split(key_run, max_steps)
-
-    def unfinished(loop):
-        t, carry = loop
-        return (t < max_steps) & jnp.any(carry[-1])
-
-    def step_t(loop):
-        t, carry = loop
-        return t + 1, body(carry, keys[t])[0]
-
-    _, (*_, returns, lengths, _) = lax.while_loop(unfinished, step_t, (jnp.int32(0), init))
+    *_, returns, lengths, _ = lax.while_loop(unfinished, play_step, init)
     return EvalResult(returns, lengths)
 
 
