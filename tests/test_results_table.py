@@ -211,10 +211,10 @@ def test_craftax_row_runs_the_best_cell_of_its_sweep_record():
     row = next(r for r in reproduce.ROWS if r.env == "craftax/Craftax-Classic-Symbolic-v1")
     record = json.loads((reproduce.REPO / "docs/results/sweep-records/cx-a.json").read_text())
     best = max(record["variants"].values(), key=lambda v: v["iqm"])
-    flags = best["flags"]
-    static = [f for i, f in enumerate(flags) if f != "--grid" and (i == 0 or flags[i - 1] != "--grid")]
-    static = [f for i, f in enumerate(static) if f != "--total-timesteps" and static[i - 1] != "--total-timesteps"]
-    assert list(row.flags[:-2]) == static and row.flags[-2] == "--lr"
+    swept = dict(zip(best["flags"][::2], best["flags"][1::2], strict=True))  # each flag takes a value
+    del swept["--grid"], swept["--total-timesteps"]  # the row sets the budget itself
+    given = list(zip(row.flags[:-2:2], row.flags[1:-2:2], strict=True))
+    assert given == list(swept.items()) and row.flags[-2] == "--lr"
     assert float(row.flags[-1]) == best["hyperparams"]["lr"]
     assert row.budget == 1_000_000 and row.ppo is None and row.others
     assert not set(record["seeds"]) & set(range(1000, 1008))
