@@ -1,6 +1,6 @@
 """`evaluate` against episodes played one at a time with gymnax's own CartPole and the network's
 argmax, in a plain Python loop: the same returns and lengths, whether the episodes end before
-`max_steps` (the loop stops early) or are cut off by it."""
+`max_steps` (the loop stops early) or are cut off by it (and reported as unfinished)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class CountedCartPole(CartPole):
 
 def reference_episodes(env, env_params, network, params, keys, max_steps):
     """Episodes of the deterministic policy stepped by hand, one gymnax env per key, side by side
-    (the network sees all observations as one batch): (returns, lengths)."""
+    (the network sees all observations as one batch): (returns, lengths, still running at the end)."""
     step = jax.jit(env.step)
     episodes = [env.reset(k, env_params) for k in keys]
     obs, states = [o for o, _ in episodes], [s for _, s in episodes]
@@ -54,7 +54,7 @@ def reference_episodes(env, env_params, network, params, keys, max_steps):
             running[i] = not (bool(terminated) or bool(truncated))
         if not any(running):
             break
-    return totals, lengths
+    return totals, lengths, running
 
 
 @pytest.mark.parametrize("max_steps", [500, 50])
@@ -75,9 +75,10 @@ def test_evaluate_matches_episodes_stepped_by_hand(max_steps):
     env, env_params = gymnax.make("CartPole-v1")
     key_reset, _ = jax.random.split(key)
     keys = jax.random.split(key_reset, 6)
-    returns, lengths = reference_episodes(env, env_params, ctx.policy.network, params, keys, max_steps)
+    returns, lengths, running = reference_episodes(env, env_params, ctx.policy.network, params, keys, max_steps)
     np.testing.assert_allclose(np.asarray(got.returns), returns)
     np.testing.assert_array_equal(np.asarray(got.lengths), lengths)
+    np.testing.assert_array_equal(np.asarray(got.unfinished), running)
     lengths = np.array(lengths)
     # no step after the last episode has ended, and no reset after the first (an ended episode
     # is not continued)
@@ -88,3 +89,4 @@ def test_evaluate_matches_episodes_stepped_by_hand(max_steps):
         if max_steps == 500
         else (lengths == max_steps).any() and (lengths < max_steps).any()
     )
+    assert not any(running) if max_steps == 500 else any(running)

@@ -90,6 +90,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         f"{report['return_std']:.2f} (95% CI {report['ci95_low']:.2f} .. {report['ci95_high']:.2f}) over "
         f"{len(program.seeds) * args.episodes} episodes, {report['policy']} policy -> {path}"
     )
+    if report["episodes_unfinished"]:
+        limit = int(result.lengths.max())
+        print(
+            f"note: {report['episodes_unfinished']} episodes had not ended after {limit} steps (the evaluation's "
+            "step limit, the env's max_steps_in_episode); their returns count only those steps"
+        )
     if args.render:
         frames = evaluation.render_episode(restored, args.render, args.seed, args.stochastic)
         print(f"wrote {frames} frames to {args.render}")

@@ -26,10 +26,12 @@ class Acting(NamedTuple):
 
 
 class EvalResult(NamedTuple):
-    """Per-episode returns and lengths [E]."""
+    """Per-episode returns and lengths [E], and whether the episode was still running after
+    `max_steps` steps (its return then covers only those steps)."""
 
     returns: jax.Array
     lengths: jax.Array
+    unfinished: jax.Array
 
 
 def policy_action(acting: Acting, params, obs_stats: RunningStats | None, carry, obs, reset, key, stochastic: bool):
@@ -91,8 +93,8 @@ def evaluate(
         jnp.zeros(num_episodes, jnp.int32),
         jnp.ones(num_episodes, bool),
     )
-    *_, returns, lengths, _ = lax.while_loop(unfinished, play_step, init)
-    return EvalResult(returns, lengths)
+    *_, returns, lengths, running = lax.while_loop(unfinished, play_step, init)
+    return EvalResult(returns, lengths, running)
 
 
 def step_without_reset(env: Any):

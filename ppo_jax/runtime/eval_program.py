@@ -49,13 +49,13 @@ from ppo_jax.runtime import compile_cache, files
 from ppo_jax.runtime.policy_arrays import final_policy_paths, read_policy_arrays
 
 STORE = "eval-programs"  # under the compile cache folder
-STORE_FORMAT = 3
+STORE_FORMAT = 4  # 4: the program also returns which episodes were unfinished
 DEFAULT_EPISODES = 100  # episodes per seed of `ppo-jax eval` (and of the evaluation a training run keeps)
 
 
 class EvalProgram(NamedTuple):
-    """A run's evaluation, compiled and ready: `compiled(inputs, seed)` returns (returns, lengths),
-    each [S, episodes]; `inputs` maps `params/<path>` (and `obs_mean`, `obs_var` with observation
+    """A run's evaluation, compiled and ready: `compiled(inputs, seed)` returns (returns, lengths,
+    unfinished), each [S, episodes]; `inputs` maps `params/<path>` (and `obs_mean`, `obs_var` with observation
     normalisation) to arrays [S, ...] of the run's seeds."""
 
     env: str
@@ -66,16 +66,18 @@ class EvalProgram(NamedTuple):
 
 
 class Evaluated(NamedTuple):
-    """Per-episode returns and lengths of every seed, [S, episodes] NumPy arrays."""
+    """Per-episode returns and lengths of every seed, and whether each episode was still running at
+    the evaluation's step limit, [S, episodes] NumPy arrays."""
 
     returns: np.ndarray
     lengths: np.ndarray
+    unfinished: np.ndarray
 
 
 def run_program(program: EvalProgram, seed: int) -> Evaluated:
     """Run the compiled evaluation with evaluation seed `seed` (the keys are made inside)."""
-    returns, lengths = program.compiled(program.inputs, np.int32(seed))
-    return Evaluated(np.asarray(returns), np.asarray(lengths))
+    returns, lengths, unfinished = program.compiled(program.inputs, np.int32(seed))
+    return Evaluated(np.asarray(returns), np.asarray(lengths), np.asarray(unfinished))
 
 
 def run_kept(program: EvalProgram, seed: int) -> Evaluated | None:
@@ -256,7 +258,8 @@ def _deserialize(payload: bytes, inputs: dict[str, Any]):
     from jax.experimental.serialize_executable import deserialize_and_load
 
     try:
-        return deserialize_and_load(payload, jax.tree.structure(((inputs, 0), {})), jax.tree.structure((0, 0)))
+        outputs = jax.tree.structure((0,) * len(Evaluated._fields))  # (returns, lengths, unfinished)
+        return deserialize_and_load(payload, jax.tree.structure(((inputs, 0), {})), outputs)
     except Exception:  # an entry this jaxlib cannot load: the evaluation is compiled again
         return None
 
@@ -319,7 +322,8 @@ def load_program(run_dir: str | os.PathLike, episodes: int, stochastic: bool) ->
 
 
 def eval_report(run_dir: Path, update: int, episodes: int, stochastic: bool, seed: int, result) -> dict:
-    """eval.json: the pooled return over every seed's episodes with a normal 95% interval."""
+    """eval.json: the pooled return over every seed's episodes with a normal 95% interval, and how
+    many episodes had not ended at the evaluation's step limit (their returns are partial)."""
     returns = np.asarray(result.returns, np.float64)
     pooled = returns.ravel()
     half = 1.96 * pooled.std(ddof=1) / math.sqrt(pooled.size) if pooled.size > 1 else math.nan
@@ -334,6 +338,7 @@ def eval_report(run_dir: Path, update: int, episodes: int, stochastic: bool, see
         "ci95_high": float(pooled.mean() + half),
         "return_mean_per_seed": returns.mean(axis=1).tolist(),
         "length_mean": float(np.asarray(result.lengths).mean()),
+        "episodes_unfinished": int(np.asarray(result.unfinished).sum()),
         "eval_seed": seed,
     }
 

@@ -101,7 +101,7 @@ def _evaluate_seeds(evaluate_all, inputs, seed):
     if "obs_mean" in inputs:
         stats = RunningStats(inputs["obs_mean"], inputs["obs_var"], jnp.ones((count,), jnp.float32))
     result = evaluate_all(params, stats, jax.random.split(jax.random.key(seed), count))
-    return result.returns, result.lengths
+    return result.returns, result.lengths, result.unfinished
 
 
 def _program(restored: Restored, episodes: int, stochastic: bool):
