@@ -163,6 +163,18 @@ def test_jumanji_snake_matches_suite():
     _check(_run_pair(env, params, ref_reset, ref_step, 120))
 
 
+def test_jumanji_evaluation_limit_is_the_env_s_time_limit_or_far_past_a_long_2048_game():
+    jumanji = pytest.importorskip("jumanji")
+    from ppo_jax.engine.evaluate import max_episode_steps
+
+    _, params = make_env("jumanji/Snake-v1")
+    assert max_episode_steps(params) == jumanji.make("Snake-v1").time_limit
+    _, params = make_env("jumanji/Game2048-v1")  # no time limit: a game ends when the board is full
+    assert getattr(jumanji.make("Game2048-v1"), "time_limit", None) is None
+    # a 2048 game that reaches the 4096 tile takes about 2,000 moves (each move adds a 2 or a 4)
+    assert max_episode_steps(params) >= 4096 // 2
+
+
 def test_jumanji_multi_discrete_is_one_discrete():
     jumanji = pytest.importorskip("jumanji")
     env, params = make_env("jumanji/Minesweeper-v0")

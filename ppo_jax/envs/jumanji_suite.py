@@ -4,7 +4,9 @@ Jumanji's time steps are dm_env-style: LAST with discount 0 is a termination, LA
 non-zero discount a truncation. Many Jumanji envs (Snake, Maze, Sokoban, ...) end at their own
 `time_limit` with discount 0 as well; for an env with a `time_limit` and a `step_count` in its
 state, the adapter reports reaching the limit as a truncation (a terminal event on that very step
-is then reported as a truncation too: the state does not tell them apart). Observations are named tuples; the
+is then reported as a truncation too: the state does not tell them apart). An env without a time limit (Game2048,
+Minesweeper, ...) ends by itself; evaluation plays it for up to `UNLIMITED_EVAL_STEPS` steps (2048 played well
+runs past a thousand moves). Observations are named tuples; the
 adapter flattens every field except `action_mask` into one vector and appends the mask, so that
 the policy's Categorical logits are masked to the legal actions (`legal_action_mask_size`).
 Discrete actions map to Discrete, multi-discrete ones (e.g. Minesweeper's row and column) to one
@@ -25,6 +27,9 @@ from jumanji.types import StepType
 
 from ppo_jax.envs.adapter import SuiteEnv, box_space, discrete_space, flatten_leaves, make_registered
 from ppo_jax.errors import ConfigError
+
+# the evaluation's step limit (gymnax `max_steps_in_episode`) for an env without a time limit of its own
+UNLIMITED_EVAL_STEPS = 10_000
 
 
 def _action_space(name: str, spec: Any):
@@ -59,7 +64,8 @@ class JumanjiEnv(SuiteEnv):
         limit = getattr(self.inner_env, "time_limit", None)
         state, _ = jax.eval_shape(self.inner_env.reset, jax.random.key(0))
         self.time_limit = int(limit) if limit and hasattr(state, "step_count") else None
-        super().__init__(name, int(limit) if limit else 1000, space, nvec, joint if self.masked else 0)
+        length = int(limit) if limit else UNLIMITED_EVAL_STEPS
+        super().__init__(name, length, space, nvec, joint if self.masked else 0)
 
     def encode_obs(self, raw: Any) -> jax.Array:
         if not self.masked:
