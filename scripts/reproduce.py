@@ -126,6 +126,15 @@ CRAFTER_PPO = (
     Anchor("PPO with a ResNet on Crafter, pixels", 10.3, 1_000_000, "danijar/crafter README.md", CRAFTER_CONDITIONS),
 )
 
+# Jumanji's published agent is A2C (instadeepai/jumanji jumanji/training/configs/env/game_2048.yaml: 32 envs x 50
+# steps, 100 x 600 updates = 9.6e7 env steps, lr 2e-4, a conv torso); its returns are plotted in the paper (arXiv
+# 2306.09884), not written to a file, so the row has no anchor. It runs at 1e7 steps with a setting chosen on seeds 0-3.
+JUMANJI_2048 = (
+    "--num-envs", "64", "--num-steps", "64", "--normalize-reward", "--hidden-sizes", "128,128", "--activation", "relu",
+    "--lr", "1e-3", "--gamma", "0.999",
+)  # fmt: skip
+JUMANJI_2048_SOURCE = "docs/results/sweep-records/jg-a.json (seeds 0-3), on top of the shipped default"
+
 SUITE_ROWS: tuple[Row, ...] = (
     Row(
         "navix/Navix-DoorKey-8x8-v0",
@@ -169,6 +178,14 @@ SUITE_ROWS: tuple[Row, ...] = (
         CRAFTER_PPO,
         flags=CRAFTAX_1M,
         flags_source=CRAFTAX_1M_SOURCE,
+    ),
+    Row(
+        "jumanji/Game2048-v1",
+        None,
+        10_000_000,
+        checkpoint_every=500,
+        flags=JUMANJI_2048,
+        flags_source=JUMANJI_2048_SOURCE,
     ),
 )
 
@@ -355,8 +372,16 @@ def run_ppo_jax(row: Row, plan: dict[str, Any], args: argparse.Namespace, say) -
         say(f"evaluating {args.episodes} episodes per seed")
         run_logged(["ppo-jax", "eval", str(run_dir), "--episodes", str(args.episodes)], log)
     steps, returns, seeds = results_lib.read_metrics(run_dir / "metrics.csv")
-    evals = json.loads(eval_path.read_text())["return_mean_per_seed"]
-    return {"seeds": seeds, "steps": steps, "returns": returns, "eval": evals}
+    report = json.loads(eval_path.read_text())
+    unfinished = report.get("episodes_unfinished")  # eval.json of ppo_jax before f117a97 lacks it
+    return {
+        "seeds": seeds,
+        "steps": steps,
+        "returns": returns,
+        "eval": report["return_mean_per_seed"],
+        "eval_unfinished": unfinished,
+        "eval_length_mean": report.get("length_mean"),
+    }
 
 
 def rejax_python(venv: Path) -> Path:
@@ -419,6 +444,8 @@ def build_record(row: Row, plan: dict[str, Any], ours: dict[str, Any], rejax: di
         "config": {k: v for k, v in config.items() if k != "seeds"},
         "commit": commit,
         "eval_policy": "deterministic (mode), frozen normalisation",
+        "eval_length_mean": ours.get("eval_length_mean"),
+        "eval_episodes_unfinished": ours.get("eval_unfinished"),  # still running at the step limit
         "ppo_jax": block,
         "rejax": rejax,
         "complete": True,

@@ -191,7 +191,8 @@ def test_suite_rows_pass_their_published_flags_and_use_flat_file_names(tmp_path)
         assert plan["json"].parent == tmp_path and plan["run_dir"].parent == tmp_path / "runs"
         assert plan["json"].name == row.env.replace("/", "_") + ".json"
         cmd = reproduce.fresh_train_cmd(row, plan)
-        assert cmd[:4] == ["ppo-jax", "train", "--env", row.env] and cmd[-len(row.flags) :] == list(row.flags)
+        after = cmd[cmd.index("--quiet") + 1 :]  # the row's flags, then its checkpoint flags if any
+        assert cmd[:4] == ["ppo-jax", "train", "--env", row.env] and after[: len(row.flags)] == list(row.flags)
     navix = next(r for r in suites if r.env == "navix/Navix-DoorKey-8x8-v0")
     value = {f: navix.flags[i + 1] for i, f in enumerate(navix.flags[:-1]) if f in ("--num-envs", "--gamma")}
     assert (
@@ -205,16 +206,47 @@ def test_suite_rows_pass_their_published_flags_and_use_flat_file_names(tmp_path)
     assert results_lib.table_row(record).startswith("| navix/Navix-DoorKey-8x8-v0 | 1.049M | 4 | none published |")
 
 
-def test_craftax_row_runs_the_best_cell_of_its_sweep_record():
-    """The Craftax-Classic row's flags are the sweep record's static flags plus its winning lr,
-    and the record's seeds are not the seeds the table reports."""
-    row = next(r for r in reproduce.ROWS if r.env == "craftax/Craftax-Classic-Symbolic-v1")
-    record = json.loads((reproduce.REPO / "docs/results/sweep-records/cx-a.json").read_text())
+def flag_values(flags) -> dict[str, str | bool]:
+    """`--name value` pairs and bare switches (`--name` followed by another flag or nothing: True)."""
+    out, i = {}, 0
+    while i < len(flags):
+        takes_value = i + 1 < len(flags) and not flags[i + 1].startswith("--")
+        out[flags[i]] = flags[i + 1] if takes_value else True
+        i += 2 if takes_value else 1
+    return out
+
+
+def same_value(a, b) -> bool:
+    """Flag values compared as numbers where both are numbers ("1e-3" and 0.001), else as given."""
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return a == b
+
+
+def test_flag_values_reads_switches_and_negative_values():
+    got = flag_values(["--normalize-reward", "--init-log-std", "-0.5", "--lr", "1e-3", "--no-anneal-lr"])
+    assert got == {"--normalize-reward": True, "--init-log-std": "-0.5", "--lr": "1e-3", "--no-anneal-lr": True}
+
+
+@pytest.mark.parametrize(
+    "env, record_name, budget",
+    [("craftax/Craftax-Classic-Symbolic-v1", "cx-a", 1_000_000), ("jumanji/Game2048-v1", "jg-a", 10_000_000)],
+)
+def test_a_suite_row_runs_the_best_cell_of_its_sweep_record(env, record_name, budget):
+    """A suite row with a setting of its own passes exactly the best cell of its sweep record: the
+    cell's flags without the grid and the budget, plus the swept values; the record's seeds are
+    not the seeds the table reports, and the record's budget is the row's."""
+    row = next(r for r in reproduce.ROWS if r.env == env)
+    record = json.loads((reproduce.REPO / f"docs/results/sweep-records/{record_name}.json").read_text())
     best = max(record["variants"].values(), key=lambda v: v["iqm"])
-    swept = dict(zip(best["flags"][::2], best["flags"][1::2], strict=True))  # each flag takes a value
-    del swept["--grid"], swept["--total-timesteps"]  # the row sets the budget itself
-    given = list(zip(row.flags[:-2:2], row.flags[1:-2:2], strict=True))
-    assert given == list(swept.items()) and row.flags[-2] == "--lr"
-    assert float(row.flags[-1]) == best["hyperparams"]["lr"]
-    assert row.budget == 1_000_000 and row.ppo is None and row.others
+    cell = flag_values(best["flags"])
+    del cell["--grid"]
+    assert int(cell.pop("--total-timesteps")) == row.budget == budget
+    cell |= {"--" + name.replace("_", "-"): value for name, value in best["hyperparams"].items()}
+    given = flag_values(row.flags)
+    assert given.keys() == cell.keys()
+    for name, value in cell.items():
+        assert same_value(given[name], value), (name, given[name], value)
+    assert row.ppo is None
     assert not set(record["seeds"]) & set(range(1000, 1008))
