@@ -109,7 +109,8 @@ def navix_ppo(task: str, stamp: str, value: float, earlier: str) -> Anchor:
 
 
 # Craftax-Classic at 1e6 steps: the shipped Craftax default is its baseline's 1e9-step config (1024 envs x 64 steps,
-# 15 updates at 1e6), so the row runs a setting chosen on seeds 0-3 (sweep-records/cx-a.json: lr 1e-3 over 3e-4, 3e-3).
+# 15 updates at 1e6), so the row runs a setting chosen on seeds 0-3 (sweep-records/cx-a.json: lr 1e-3 over 3e-4, 3e-3;
+# cx-b.json: the default entropy 0.01 over 0.003 and 0.03).
 CRAFTAX_1M = (
     "--num-envs", "64", "--num-steps", "64", "--num-minibatches", "8", "--hidden-sizes", "256,256", "--lr", "1e-3",
 )  # fmt: skip
