@@ -206,3 +206,22 @@ def test_the_first_eval_after_train_runs_the_program_the_run_kept(tmp_path):
     assert kept["episodes_per_seed"] == 100 and kept["update"] == 10
     assert main(["eval", str(run), "--no-compile-cache", "--quiet"]) == 0
     assert json.loads((run / "eval.json").read_text()) == kept
+
+
+def test_eval_counts_and_reports_the_episodes_its_step_limit_cuts(finished, tmp_path, monkeypatch, capsys):
+    """An evaluation limit of 5 steps cuts every CartPole episode (none ends so early: the pole
+    starts within 0.05 rad of upright and falls past 0.21 rad no sooner than about 8 steps), and
+    eval.json and the command say so; with the env's own limit (500) none is cut."""
+    import shutil
+
+    from ppo_jax.runtime import evaluation
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    whole = _eval(run, "--no-compile-cache")
+    assert whole["episodes_unfinished"] == 0 and "had not ended" not in capsys.readouterr().out
+    monkeypatch.setattr(evaluation, "max_episode_steps", lambda env_params: 5)
+    cut = _eval(run, "--no-compile-cache")
+    assert cut["episodes_unfinished"] == 2 * 3 and cut["length_mean"] == 5
+    assert "note: 6 episodes had not ended after 5 steps" in capsys.readouterr().out
+    assert cut["return_mean"] == 5.0  # CartPole pays 1 per step
