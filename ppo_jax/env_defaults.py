@@ -112,6 +112,20 @@ SUITE_DEFAULTS: dict[str, dict[str, Any]] = {
     "playground/WalkerWalk": dict(_PLAYGROUND_DM_CONTROL),
     "craftax/Craftax-Classic-Symbolic-v1": dict(_CRAFTAX_PPO),
     "craftax/Craftax-Symbolic-v1": dict(_CRAFTAX_PPO),
+    # Jumanji publishes no PPO (its A2C runs 9.6e7 steps). At 1e7 steps, six sweeps on seeds 0-3
+    # (docs/results/sweep-records/jg-a.json, docs/results/TUNING.md): 64 envs x 64 steps; reward normalisation
+    # (the rewards are the merged tiles' values, 4 to thousands: raw, lr 1e-3 reached a training IQM of 3591,
+    # normalised 6149); then 2 x 128 ReLU and gamma 0.999: 7206 [6936, 7416].
+    "jumanji/Game2048-v1": dict(
+        num_envs=64,
+        num_steps=64,
+        normalize_reward=True,
+        hidden_sizes=(128, 128),
+        activation="relu",
+        lr=1e-3,
+        gamma=0.999,
+        total_timesteps=10_000_000,
+    ),
 }
 
 # Shipped defaults per environment; anything not listed uses the PPOConfig defaults.
