@@ -25,20 +25,20 @@ def play(env, key: jax.Array, max_steps: int):
     state, timestep = env.reset(reset_key)
 
     def cond(carry):
-        _, timestep, _, _, t, _ = carry
+        _, timestep, _, _, t = carry
         return (timestep.step_type != StepType.LAST) & (t < max_steps)
 
     def body(carry):
-        state, timestep, key, ret, t, _ = carry
+        state, timestep, key, ret, t = carry
         key, act_key = jax.random.split(key)
         mask = timestep.observation.action_mask
         action = jax.random.categorical(act_key, jnp.where(mask, 0.0, -jnp.inf))
         state, timestep = env.step(state, action)
-        return state, timestep, key, ret + timestep.reward, t + 1, timestep.extras
+        return state, timestep, key, ret + timestep.reward, t + 1
 
-    init = (state, timestep, key, jnp.float32(0), jnp.int32(0), timestep.extras)
-    _, _, _, ret, length, extras = jax.lax.while_loop(cond, body, init)
-    return ret, length, extras
+    init = (state, timestep, key, jnp.float32(0), jnp.int32(0))
+    _, timestep, _, ret, length = jax.lax.while_loop(cond, body, init)
+    return ret, length, timestep.extras
 
 
 def main(argv: list[str] | None = None) -> None:

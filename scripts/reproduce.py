@@ -369,13 +369,12 @@ def run_ppo_jax(row: Row, plan: dict[str, Any], args: argparse.Namespace, say) -
         run_logged(["ppo-jax", "eval", str(run_dir), "--episodes", str(args.episodes)], log)
     steps, returns, seeds = results_lib.read_metrics(run_dir / "metrics.csv")
     report = json.loads(eval_path.read_text())
-    unfinished = report.get("episodes_unfinished")  # eval.json of ppo_jax before f117a97 lacks it
     return {
         "seeds": seeds,
         "steps": steps,
         "returns": returns,
         "eval": report["return_mean_per_seed"],
-        "eval_unfinished": unfinished,
+        "eval_episodes_unfinished": report.get("episodes_unfinished"),  # older eval.json files lack it
         "eval_length_mean": report.get("length_mean"),
     }
 
@@ -441,7 +440,7 @@ def build_record(row: Row, plan: dict[str, Any], ours: dict[str, Any], rejax: di
         "commit": commit,
         "eval_policy": "deterministic (mode), frozen normalisation",
         "eval_length_mean": ours.get("eval_length_mean"),
-        "eval_episodes_unfinished": ours.get("eval_unfinished"),  # still running at the step limit
+        "eval_episodes_unfinished": ours.get("eval_episodes_unfinished"),  # still running at the step limit
         "ppo_jax": block,
         "rejax": rejax,
         "complete": True,
