@@ -29,7 +29,7 @@ from ppo_jax.commands.parsing import CommandParser
 from ppo_jax.errors import ConfigError
 from ppo_jax.fields import Field
 from ppo_jax.rlhf.config import FIELDS, RLHFConfig
-from ppo_jax.runtime import files
+from ppo_jax.runtime import files, folder_lock
 
 SHOWN = ("true_reward", "reward", "kl", "entropy", "length", "train_clip_frac")
 
@@ -214,6 +214,7 @@ def _compare(config: RLHFConfig, args: argparse.Namespace) -> int:
     names = list(VARIANTS) if args.compare == "all" else [n.strip() for n in args.compare.split(",") if n.strip()]
     variant_configs(config, names)  # refuse bad names and combinations before anything compiles
     out = Path(args.out) if args.out else files.default_run_dir("rlhf-compare")
+    folder_lock.hold(out)  # until this command ends: a second one may not write the folder meanwhile
     run_files.claim_run_dir(out, args.overwrite, tuple(VARIANTS))
     files.prepare_dir(out)
     use_compile_cache(args)
@@ -296,6 +297,8 @@ def rlhf_main(args: argparse.Namespace) -> int:
     from ppo_jax.runtime.signals import StopRequest
 
     if args.resume:
+        if Path(args.resume).is_dir():  # until this command ends (a missing folder is refused below)
+            folder_lock.hold(args.resume, "resume")
         if (Path(args.resume) / run_files.RESULT_NAME).exists():
             print(f"{args.resume} holds a finished run; nothing was left to run")
             return 0
@@ -305,6 +308,7 @@ def rlhf_main(args: argparse.Namespace) -> int:
         seeds, every = args.seeds, args.checkpoint_every
         check_memory(config, seeds, args.quiet)
         out = Path(args.out) if args.out else files.default_run_dir(f"rlhf-{config.algo}")
+        folder_lock.hold(out)  # until this command ends
         run_files.claim_run_dir(out, args.overwrite, tuple(VARIANTS))
         files.prepare_dir(out)
         if every:

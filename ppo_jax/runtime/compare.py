@@ -32,7 +32,7 @@ from jax.sharding import Mesh
 from ppo_jax.config import OBJECTIVE_NAMES, PPOConfig
 from ppo_jax.engine.train import make_context
 from ppo_jax.errors import RunStopped
-from ppo_jax.runtime import files
+from ppo_jax.runtime import files, folder_lock
 from ppo_jax.runtime.checkpoint import CHECKPOINT_DIR
 from ppo_jax.runtime.compare_plan import (  # noqa: F401  (re-exported with the comparison)
     ARMS_DIR,
@@ -262,27 +262,55 @@ def run_compare(
     next arm) and raise `RunStopped`, whose message says how to resume. `notify(kind, message)`
     hears of each phase: compile, arm (an objective starts), arm_done (its seconds and IQM), and the
     executor's messages (resume, stop)."""
-    notify = notify or _silent
+    try:
+        return _run_compare(plan, notify or _silent, handle_signals)
+    finally:
+        folder_lock.release(plan.out)  # held since `plan_compare`
+
+
+def _run_compare(plan: ComparePlan, notify: Callable[[str, str], None], handle_signals: bool) -> list[ObjectiveResult]:
     if plan.out is not None and not plan.resume:
         files.write_json(plan.out / PLAN_FILE, plan.request())
-    arms = [plan_arm(plan, i) for i in range(len(plan.objectives))]  # every folder checked before compiling
-    todo = sum(run.saved_update < run.config.num_updates for run in arms)
-    if todo:
-        notify("compile", f"compiling {todo} program{'s' if todo != 1 else ''} (concurrently)")
-    futures = _compile_ahead(arms)
+    arms = _plan_arms(plan)  # every folder checked (and held) before compiling
     results: list[ObjectiveResult] = []
+    futures: list[Future] = []
+    started = 0
     try:
+        todo = sum(run.saved_update < run.config.num_updates for run in arms)
+        if todo:
+            notify("compile", f"compiling {todo} program{'s' if todo != 1 else ''} (concurrently)")
+        futures = _compile_ahead(arms)
         with StopRequest(True, notify, handle_signals and plan.out is not None) as stop:
             for i, run in enumerate(arms):
                 if stop.requested and run.saved_update < run.config.num_updates:
                     raise _stopped(plan, plan.objectives[i], run.saved_update, run.config.num_updates)
+                started = i + 1  # its run releases its folder (`execute`)
                 results.append(_run_arm(plan, i, run, stop, notify))
     finally:
         for future in futures:  # compiles not started yet are dropped
             future.cancel()
+        _release(arms[started:])
     if plan.out is not None:
         write_compare(plan.out, plan.config, plan.seeds, results, plan.mesh.size)
     return results
+
+
+def _plan_arms(plan: ComparePlan) -> list[RunPlan]:
+    """Every arm's plan (each holds its folder until its run ends); none held if one fails."""
+    arms: list[RunPlan] = []
+    try:
+        for i in range(len(plan.objectives)):
+            arms.append(plan_arm(plan, i))
+    except BaseException:
+        _release(arms)
+        raise
+    return arms
+
+
+def _release(runs: Sequence[RunPlan]) -> None:
+    """Let go of the folders of arms that will not run."""
+    for run in runs:
+        folder_lock.release(run.out)
 
 
 def compare(

@@ -16,7 +16,7 @@ from jax.sharding import Mesh
 from ppo_jax.config import OBJECTIVE_NAMES, PPOConfig, default_config
 from ppo_jax.errors import ConfigError
 from ppo_jax.plugins import resolve_objective
-from ppo_jax.runtime import files
+from ppo_jax.runtime import files, folder_lock
 from ppo_jax.runtime.distributed import check_divisible, run_mesh
 
 PLAN_FILE = "compare_plan.json"  # the comparison's request: base config, objectives, seeds, options
@@ -113,8 +113,9 @@ def plan_compare(
         raise ConfigError("checkpoint_every", "checkpoints go into the comparison's folder: give out= (--out)")
     if out is not None:
         files.refuse_other_kind(out, "compare")
-        files.claim_folder(out, COMPARE_FILES, "an objective comparison", overwrite)
-        out = files.prepare_dir(out)
+        with folder_lock.holding(out):  # until `run_compare` ends
+            files.claim_folder(out, COMPARE_FILES, "an objective comparison", overwrite)
+            out = files.prepare_dir(out)
     return ComparePlan(config, objectives, seeds, dict(options or {}), configs, mesh, out, checkpoint_every, keep)
 
 
@@ -129,4 +130,5 @@ def plan_compare_resume(
     for name, value in (("checkpoint_every", every), ("keep", keep)):
         _positive(name, value)
     plan = plan_compare(config, record["objectives"], seeds, record.get("options") or {}, mesh)
-    return plan._replace(out=files.prepare_dir(folder), checkpoint_every=every, keep=keep, resume=True)
+    with folder_lock.holding(folder, "resume"):  # until `run_compare` ends
+        return plan._replace(out=files.prepare_dir(folder), checkpoint_every=every, keep=keep, resume=True)

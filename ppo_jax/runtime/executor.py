@@ -23,9 +23,9 @@ import numpy as np
 
 from ppo_jax.engine.train import describe_nonfinite
 from ppo_jax.errors import NonFiniteError, RunStopped
-from ppo_jax.runtime import compile_cache, plots
+from ppo_jax.runtime import compile_cache, folder_lock, plots
 from ppo_jax.runtime.checkpoint import RunCheckpoints, saved_target
-from ppo_jax.runtime.distributed import any_process
+from ppo_jax.runtime.distributed import any_process, is_writer
 from ppo_jax.runtime.signals import Notify, StopRequest, _silent
 
 CHUNK_SECONDS = 0.25  # a chunk's wall time while progress is reported: the line updates ~4 times a second
@@ -292,8 +292,16 @@ def execute(
     """Run `plan` to its end and have `record` write its folder; returns the record's summary.
     Raises `RunStopped` after saving when a stop signal arrived, `NonFiniteError` on NaN/Inf (when
     the record stops on it). `stop`: a stop request the caller holds over several plans (a
-    comparison's arms), instead of one for this plan."""
-    notify = notify or _silent
+    comparison's arms), instead of one for this plan. The folder lock taken when the plan was
+    made (`folder_lock`) is released when this returns or raises."""
+    try:
+        return _execute(plan, record, notify or _silent, handle_signals, stop)
+    finally:
+        if is_writer():
+            folder_lock.release(plan.out)
+
+
+def _execute(plan, record: Record, notify: Notify, handle_signals: bool, stop: StopRequest | None) -> dict[str, Any]:
     total = plan.config.num_updates
     if plan.resume and plan.saved_update >= total:
         summary = record.finished(plan, notify)

@@ -20,7 +20,7 @@ import numpy as np
 from ppo_jax.config import PPOConfig, resolve_seeds
 from ppo_jax.engine.train import TrainContext, make_context
 from ppo_jax.errors import ConfigError
-from ppo_jax.runtime import files
+from ppo_jax.runtime import files, folder_lock
 from ppo_jax.runtime.checkpoint import CHECKPOINT_DIR, config_from_meta, newest_meta
 from ppo_jax.runtime.distributed import agreed, is_writer
 from ppo_jax.runtime.runners import RUNNERS, EnvShardedRun, SeedRuns
@@ -161,12 +161,13 @@ def _plan(config, out, seeds, checkpoint_every, keep, resume, overwrite, shard_e
     runner = (EnvShardedRun if shard_envs else seed_runs)(make_ctx(config), seed_list)
     config = runner.ctx.config  # names the parts given as objects by their references
     files.refuse_other_kind(out, "run")  # a sweep's or comparison's folder, also with --overwrite
-    if not overwrite:
-        refuse_used_run_dir(out)
-    elif out is not None and is_writer():  # other processes read nothing of a fresh run's folder
-        files.remove_run_files(Path(out))
-    folder = _folder(out or files.default_run_dir(config.env))  # created once the env is known
-    return RunPlan(config, seed_list, folder, runner, False, 0, checkpoint_every, keep)
+    folder = Path(out or files.default_run_dir(config.env))  # created once the env is known
+    with folder_lock.holding(folder, "out", is_writer()):  # no other process writes it from here to the end of the run
+        if not overwrite:
+            refuse_used_run_dir(out)
+        elif out is not None and is_writer():  # other processes read nothing of a fresh run's folder
+            files.remove_run_files(folder)
+        return RunPlan(config, seed_list, _folder(folder), runner, False, 0, checkpoint_every, keep)
 
 
 def _check_processes(shard_envs: bool, out: str | Path | None) -> None:
@@ -188,6 +189,11 @@ def _plan_resume(run_dir: Path, make_ctx: Callable, checkpoint_every, keep, give
     if not run_dir.is_dir():
         raise ConfigError("resume", f"run folder {run_dir} does not exist")
     files.refuse_other_kind(run_dir, "run", "resume")
+    with folder_lock.holding(run_dir, "resume", is_writer()):
+        return _plan_resumed(run_dir, make_ctx, checkpoint_every, keep, given, seed_runs)
+
+
+def _plan_resumed(run_dir: Path, make_ctx: Callable, checkpoint_every, keep, given, seed_runs) -> RunPlan:
     meta = newest_meta(run_dir)
     if meta is None:
         return _plan_restart(run_dir, make_ctx, checkpoint_every, keep, given, seed_runs)

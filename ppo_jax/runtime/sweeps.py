@@ -29,7 +29,7 @@ from ppo_jax.config import (
 )
 from ppo_jax.engine.train import TrainContext, make_context
 from ppo_jax.errors import RunFileError
-from ppo_jax.runtime import files
+from ppo_jax.runtime import files, folder_lock
 from ppo_jax.runtime.checkpoint import CHECKPOINT_DIR, newest_meta
 from ppo_jax.runtime.compile_cache import CompileCounter  # noqa: F401  (re-exported with the sweep)
 from ppo_jax.runtime.distributed import is_writer, run_mesh
@@ -200,10 +200,11 @@ def _claim(out: Path, overwrite: bool) -> Path:
     if not is_writer():
         return out
     files.refuse_other_kind(out, "sweep")
-    files.claim_folder(out, SWEEP_FILES, "a sweep", overwrite)
-    for name in out.glob("sensitivity_*.png") if overwrite and out.is_dir() else ():
-        name.unlink()
-    return files.prepare_dir(out)
+    with folder_lock.holding(out):  # until the sweep's run ends (`executor.execute`)
+        files.claim_folder(out, SWEEP_FILES, "a sweep", overwrite)
+        for name in out.glob("sensitivity_*.png") if overwrite else ():
+            name.unlink()
+        return files.prepare_dir(out)
 
 
 def plan_sweep_resume(
@@ -217,6 +218,11 @@ def plan_sweep_resume(
     """The plan of a stopped sweep, from its folder: configurations, seeds and base config from
     its `sweep_plan.json`, the updates done from its newest checkpoint (none: from update 0)."""
     folder, record, config, seeds = files.read_plan(folder, "sweep", PLAN_FILE, ("config", "configurations", "seeds"))
+    with folder_lock.holding(folder, "resume", is_writer()):  # until the sweep's run ends
+        return _resumed(folder, record, config, seeds, max_parallel, checkpoint_every, keep, env, env_params)
+
+
+def _resumed(folder, record, config, seeds, max_parallel, checkpoint_every, keep, env, env_params) -> SweepPlan:
     configurations = record["configurations"]
     plan = plan_sweep(config, configurations, seeds, max_parallel, env, env_params, search=record.get("search"))
     _check_checkpoints(checkpoint_every, keep, folder)
