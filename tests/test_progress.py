@@ -59,6 +59,29 @@ def test_progress_arrives_for_every_third_update_and_the_last_with_that_update_s
             assert float(row["policy_loss"]) == pytest.approx(float(metrics["policy_loss"][s]), rel=1e-5)
 
 
+def test_a_report_s_episode_statistics_cover_every_update_since_the_previous_report(watched_and_quiet):
+    """episodes, episode_return and episode_length of a report: the episodes that ended in the
+    updates since the previous report, their return and length weighted by episode (a NumPy
+    loop over metrics.csv's rows), not only those of the reported update."""
+    root, reports, _, _ = watched_and_quiet
+    rows = _rows(root / "watched" / "metrics.csv")
+    previous = 0
+    for update, metrics in reports:
+        u = int(update[0])
+        for s, seed in enumerate((0, 1)):
+            window = [r for r in rows if previous < int(r["update"]) <= u and int(r["seed"]) == seed]
+            count = sum(float(r["episodes"]) for r in window)
+            assert float(metrics["episodes"][s]) == count
+            for name in ("episode_return", "episode_length"):
+                total = sum(float(r[name]) * float(r["episodes"]) for r in window if float(r["episodes"]) > 0)
+                want = total / count if count else math.nan
+                assert float(metrics[name][s]) == pytest.approx(want, rel=1e-5, nan_ok=True), (u, name)
+        previous = u
+    assert any(float(r["episodes"]) == 0 for r in rows)  # some updates end no episode: windows matter
+    seed0 = sum(float(r["episodes"]) for r in rows if r["seed"] == "0")
+    assert sum(float(m["episodes"][0]) for _, m in reports) == seed0  # every episode in one report
+
+
 def test_checkpoints_fall_on_the_interval(watched_and_quiet):
     root, _, _, quiet = watched_and_quiet
     assert sorted(int(p.name) for p in (root / "quiet" / "checkpoints").iterdir()) == [7, 14, 21, 28, 35, 40]

@@ -144,7 +144,8 @@ class Waiting:
 
 class TrainProgress:
     """The driver's callback(update, metrics) for `ppo-jax train`: steps over all seeds and the
-    mean episodic return of the episodes that ended in the last reported update."""
+    mean episodic return of the episodes that ended since the previous report (the latest such
+    mean while none has ended since)."""
 
     def __init__(self, stream=None):
         self.stream = stream
@@ -177,7 +178,7 @@ class TrainProgress:
         if np.isfinite(ret).any():
             self.last_return = float(np.nanmean(ret))
         shown = "no episode ended yet" if math.isnan(self.last_return) else f"{self.last_return:8.2f}"
-        self.line.report(done, f"return (last update) {shown}")
+        self.line.report(done, f"return (recent episodes) {shown}")
 
 
 class SweepProgressBar:

@@ -179,7 +179,9 @@ def run(config: PPOConfig | None = None, **options: Any) -> dict[str, Any]:
     and keep (orbax checkpoints), resume (a run folder to continue exactly; no config then),
     shard_envs (one run, envs over all devices), callback(update [S], metrics [S]) and
     callback_every (progress: called by the host between chunks of the compiled program, for every
-    callback_every-th update and the last, in order; default num_updates // 50),
+    callback_every-th update and the last, in order; default num_updates // 50; a report's
+    episodes, episode_return and episode_length cover the episodes that ended since the previous
+    report, its other metrics are the reported update's),
     notify(kind, message) (messages: start, resume, stop, abort, finished), handle_signals
     (SIGINT/SIGTERM stop at the next checkpoint; default True), env / env_params / network (a
     custom env or policy family), loggers (`runtime.loggers` TensorBoardLogger / WandbLogger, or

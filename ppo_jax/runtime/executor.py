@@ -219,17 +219,48 @@ def _start(plan, record: Record, store: RunCheckpoints, chunks: Chunks, hparams,
     return state
 
 
-def _report(plan, done: int, metrics: dict[str, np.ndarray]) -> None:
-    """Hand `(update [R], metrics [R])` to the run's callback for every `callback_every`-th update
-    of the chunk that ended at update `done` and for the last update of the run, in order."""
-    ctx = plan.ctx
-    if ctx.callback is None:
-        return
-    total, n = plan.config.num_updates, len(metrics["nonfinite"])
-    for i in range(n):
-        update = done - n + i + 1
-        if update % ctx.callback_every == 0 or update == total:
-            ctx.callback(np.full(len(plan.seeds), update, np.int32), {k: v[i] for k, v in metrics.items()})
+class _Reports:
+    """Hands `(update [R], metrics [R])` to the run's callback for every `callback_every`-th update
+    and the last one, in order. The episode statistics of a report cover every update since the
+    previous report: `episodes` ended, their mean `episode_return` and `episode_length` (NaN when
+    none ended), so a report between the updates where episodes end (Freeway's, all 2,500 steps
+    long, end together once in about 156 updates of 16 steps) still shows the latest returns.
+    The other metrics are the reported update's."""
+
+    NAMES = ("episode_return", "episode_length")
+
+    def __init__(self):
+        self.count, self.sums = 0.0, dict.fromkeys(self.NAMES, 0.0)  # the shape of a row's metrics once added
+
+    def __call__(self, plan, done: int, metrics: dict[str, np.ndarray]) -> None:
+        """Report the due updates of the chunk that ended at update `done`."""
+        ctx = plan.ctx
+        if ctx.callback is None:
+            return
+        total, n = plan.config.num_updates, len(metrics["nonfinite"])
+        for i in range(n):
+            row = {k: v[i] for k, v in metrics.items()}
+            self._add(row)
+            update = done - n + i + 1
+            if update % ctx.callback_every == 0 or update == total:
+                ctx.callback(np.full(len(plan.seeds), update, np.int32), self._take(row))
+
+    def _add(self, row: dict) -> None:
+        episodes = np.asarray(row["episodes"], np.float64)
+        self.count = self.count + episodes
+        for name in self.NAMES:
+            value = np.where(episodes > 0, np.asarray(row[name], np.float64) * episodes, 0.0)
+            self.sums[name] = self.sums[name] + value
+
+    def _take(self, row: dict) -> dict:
+        """`row` with the window's episode statistics; the window starts again."""
+        count = np.asarray(self.count)
+        out = dict(row, episodes=count.astype(np.asarray(row["episodes"]).dtype))
+        for name in self.NAMES:
+            mean = np.where(count > 0, self.sums[name] / np.maximum(count, 1), np.nan)
+            out[name] = mean.astype(np.asarray(row[name]).dtype)
+        self.count, self.sums = 0.0, dict.fromkeys(self.NAMES, 0.0)
+        return out
 
 
 def _train_chunks(plan, record: Record, store: RunCheckpoints, chunks: Chunks, stop: StopRequest, state, hparams):
@@ -238,6 +269,7 @@ def _train_chunks(plan, record: Record, store: RunCheckpoints, chunks: Chunks, s
     total, every = plan.config.num_updates, plan.checkpoint_every
     done = plan.saved_update
     pace = _Pace(plan)
+    report = _Reports()
     while done < total:
         n = pace.length(plan, done)
         fn = chunks.program(plan, state, hparams)
@@ -254,7 +286,7 @@ def _train_chunks(plan, record: Record, store: RunCheckpoints, chunks: Chunks, s
             _check_finite(metrics, done, plan.seeds, store)
         state, done = new_state, done + n
         chunks.add(metrics)
-        _report(plan, done, metrics)
+        report(plan, done, metrics)
         if not (every and done % every == 0) and done < total:
             continue  # checkpoints and stops: on the checkpoint interval only
         if every:
