@@ -214,9 +214,8 @@ def _compare(config: RLHFConfig, args: argparse.Namespace) -> int:
     names = list(VARIANTS) if args.compare == "all" else [n.strip() for n in args.compare.split(",") if n.strip()]
     variant_configs(config, names)  # refuse bad names and combinations before anything compiles
     out = Path(args.out) if args.out else files.default_run_dir("rlhf-compare")
-    folder_lock.hold(out)  # until this command ends: a second one may not write the folder meanwhile
+    folder_lock.hold(out)  # created, checked writable, held until this command ends
     run_files.claim_run_dir(out, args.overwrite, tuple(VARIANTS))
-    files.prepare_dir(out)
     use_compile_cache(args)
 
     def save(name: str, result) -> None:
@@ -308,9 +307,8 @@ def rlhf_main(args: argparse.Namespace) -> int:
         seeds, every = args.seeds, args.checkpoint_every
         check_memory(config, seeds, args.quiet)
         out = Path(args.out) if args.out else files.default_run_dir(f"rlhf-{config.algo}")
-        folder_lock.hold(out)  # until this command ends
+        folder_lock.hold(out)  # created, checked writable, held until this command ends
         run_files.claim_run_dir(out, args.overwrite, tuple(VARIANTS))
-        files.prepare_dir(out)
         if every:
             record = {**config.to_dict(), "seeds": seeds, "checkpoint_every": every}
             files.write_json(out / run_files.CONFIG_NAME, record)

@@ -113,9 +113,8 @@ def plan_compare(
         raise ConfigError("checkpoint_every", "checkpoints go into the comparison's folder: give out= (--out)")
     if out is not None:
         files.refuse_other_kind(out, "compare")
-        with folder_lock.holding(out):  # until `run_compare` ends
+        with folder_lock.holding(out) as out:  # created, checked writable, held until `run_compare` ends
             files.claim_folder(out, COMPARE_FILES, "an objective comparison", overwrite)
-            out = files.prepare_dir(out)
     return ComparePlan(config, objectives, seeds, dict(options or {}), configs, mesh, out, checkpoint_every, keep)
 
 
@@ -130,5 +129,5 @@ def plan_compare_resume(
     for name, value in (("checkpoint_every", every), ("keep", keep)):
         _positive(name, value)
     plan = plan_compare(config, record["objectives"], seeds, record.get("options") or {}, mesh)
-    with folder_lock.holding(folder, "resume"):  # until `run_compare` ends
-        return plan._replace(out=files.prepare_dir(folder), checkpoint_every=every, keep=keep, resume=True)
+    with folder_lock.holding(folder, "resume") as out:  # until `run_compare` ends
+        return plan._replace(out=out, checkpoint_every=every, keep=keep, resume=True)

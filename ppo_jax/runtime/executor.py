@@ -25,7 +25,7 @@ from ppo_jax.engine.train import describe_nonfinite
 from ppo_jax.errors import NonFiniteError, RunStopped
 from ppo_jax.runtime import compile_cache, folder_lock, plots
 from ppo_jax.runtime.checkpoint import RunCheckpoints, saved_target
-from ppo_jax.runtime.distributed import any_process, is_writer
+from ppo_jax.runtime.distributed import any_process
 from ppo_jax.runtime.signals import Notify, StopRequest, _silent
 
 CHUNK_SECONDS = 0.25  # a chunk's wall time while progress is reported: the line updates ~4 times a second
@@ -329,8 +329,7 @@ def execute(
     try:
         return _execute(plan, record, notify or _silent, handle_signals, stop)
     finally:
-        if is_writer():
-            folder_lock.release(plan.out)
+        folder_lock.release(plan.out)  # a folder this process does not hold (not the writer) is ignored
 
 
 def _execute(plan, record: Record, notify: Notify, handle_signals: bool, stop: StopRequest | None) -> dict[str, Any]:

@@ -161,13 +161,14 @@ def _plan(config, out, seeds, checkpoint_every, keep, resume, overwrite, shard_e
     runner = (EnvShardedRun if shard_envs else seed_runs)(make_ctx(config), seed_list)
     config = runner.ctx.config  # names the parts given as objects by their references
     files.refuse_other_kind(out, "run")  # a sweep's or comparison's folder, also with --overwrite
-    folder = Path(out or files.default_run_dir(config.env))  # created once the env is known
-    with folder_lock.holding(folder, "out", is_writer()):  # no other process writes it from here to the end of the run
+    folder = Path(out or files.default_run_dir(config.env))  # named once the env is known
+    # created, checked writable and held by the writing process from here to the end of the run
+    with folder_lock.holding(folder, "out", is_writer()) as folder:
         if not overwrite:
             refuse_used_run_dir(out)
         elif out is not None and is_writer():  # other processes read nothing of a fresh run's folder
             files.remove_run_files(folder)
-        return RunPlan(config, seed_list, _folder(folder), runner, False, 0, checkpoint_every, keep)
+        return RunPlan(config, seed_list, folder, runner, False, 0, checkpoint_every, keep)
 
 
 def _check_processes(shard_envs: bool, out: str | Path | None) -> None:
@@ -176,11 +177,6 @@ def _check_processes(shard_envs: bool, out: str | Path | None) -> None:
         raise ConfigError("shard_envs", "several processes train one run: add --shard-envs (seeds: ppo-jax sweep)")
     if jax.process_count() > 1 and out is None:
         raise ConfigError("out", "several processes write one run folder: give --out DIR, a path every process reaches")
-
-
-def _folder(path: str | Path) -> Path:
-    """The run folder, created and checked writable by the process that writes it."""
-    return files.prepare_dir(path) if is_writer() else Path(path)
 
 
 def _plan_resume(run_dir: Path, make_ctx: Callable, checkpoint_every, keep, given, seed_runs=SeedRuns) -> RunPlan:
@@ -202,7 +198,7 @@ def _plan_resumed(run_dir: Path, make_ctx: Callable, checkpoint_every, keep, giv
     layout = meta.get("layout", "seeds")
     _check_processes(layout == "shard_envs", run_dir)
     runner = (seed_runs if layout == SeedRuns.layout else RUNNERS[layout])(make_ctx(config), seeds)
-    folder = _folder(run_dir)
+    folder = run_dir  # checked writable and held (`_plan_resume`)
     return RunPlan(config, seeds, folder, runner, True, int(meta["update"]), checkpoint_every, keep, meta=meta)
 
 
@@ -222,4 +218,4 @@ def _plan_restart(run_dir: Path, make_ctx: Callable, checkpoint_every, keep, giv
     config, seeds, shard_envs = files.config_record(record, path, given)
     _check_processes(shard_envs, run_dir)
     runner = (EnvShardedRun if shard_envs else seed_runs)(make_ctx(config), seeds)
-    return RunPlan(config, seeds, _folder(run_dir), runner, False, 0, checkpoint_every, keep, restart=True)
+    return RunPlan(config, seeds, run_dir, runner, False, 0, checkpoint_every, keep, restart=True)

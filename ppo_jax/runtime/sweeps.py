@@ -200,11 +200,11 @@ def _claim(out: Path, overwrite: bool) -> Path:
     if not is_writer():
         return out
     files.refuse_other_kind(out, "sweep")
-    with folder_lock.holding(out):  # until the sweep's run ends (`executor.execute`)
+    with folder_lock.holding(out) as out:  # created, checked writable, held until the sweep's run ends
         files.claim_folder(out, SWEEP_FILES, "a sweep", overwrite)
         for name in out.glob("sensitivity_*.png") if overwrite else ():
             name.unlink()
-        return files.prepare_dir(out)
+        return out
 
 
 def plan_sweep_resume(
@@ -230,7 +230,7 @@ def _resumed(folder, record, config, seeds, max_parallel, checkpoint_every, keep
     update = 0 if meta is None else int(meta["update"])
     if meta is not None and (meta.get("layout") != "sweep" or len(meta["seeds"]) != plan.num_runs):
         raise RunFileError(folder / CHECKPOINT_DIR, f"does not hold the {plan.num_runs} runs of {folder / PLAN_FILE}")
-    out = files.prepare_dir(folder) if is_writer() else folder
+    out = folder  # checked writable and held by the writing process (`plan_sweep_resume`)
     return plan._replace(
         out=out, checkpoint_every=checkpoint_every, keep=keep, resume=update > 0, saved_update=update, meta=meta
     )
