@@ -198,8 +198,8 @@ def _plan_resumed(run_dir: Path, make_ctx: Callable, checkpoint_every, keep, giv
     layout = meta.get("layout", "seeds")
     _check_processes(layout == "shard_envs", run_dir)
     runner = (seed_runs if layout == SeedRuns.layout else RUNNERS[layout])(make_ctx(config), seeds)
-    folder = run_dir  # checked writable and held (`_plan_resume`)
-    return RunPlan(config, seeds, folder, runner, True, int(meta["update"]), checkpoint_every, keep, meta=meta)
+    # run_dir is checked writable and held by `_plan_resume`
+    return RunPlan(config, seeds, run_dir, runner, True, int(meta["update"]), checkpoint_every, keep, meta=meta)
 
 
 def _plan_restart(run_dir: Path, make_ctx: Callable, checkpoint_every, keep, given, seed_runs=SeedRuns) -> RunPlan:

@@ -230,9 +230,9 @@ def _resumed(folder, record, config, seeds, max_parallel, checkpoint_every, keep
     update = 0 if meta is None else int(meta["update"])
     if meta is not None and (meta.get("layout") != "sweep" or len(meta["seeds"]) != plan.num_runs):
         raise RunFileError(folder / CHECKPOINT_DIR, f"does not hold the {plan.num_runs} runs of {folder / PLAN_FILE}")
-    out = folder  # checked writable and held by the writing process (`plan_sweep_resume`)
+    # folder is checked writable and held by the writing process (`plan_sweep_resume`)
     return plan._replace(
-        out=out, checkpoint_every=checkpoint_every, keep=keep, resume=update > 0, saved_update=update, meta=meta
+        out=folder, checkpoint_every=checkpoint_every, keep=keep, resume=update > 0, saved_update=update, meta=meta
     )
 
 
