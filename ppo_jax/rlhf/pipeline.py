@@ -234,14 +234,22 @@ def run_rlhf(
     after = [evaluation(_seed_params(state.params.policy, s)) for s in range(seeds)]
     timings["total"] = sum(timings.values())
     cpu["total"] = sum(cpu.values())
+    summary = summarize(config, before, [s for s, _ in after], phase1.reward_model) | _cache_summary(phase1, counts)
+    return _result(config, phase1, summary, history, (rollout_before, after[0][1]), state, timings, cpu)
+
+
+def _result(config, phase1, summary, history, rollouts, state, timings, cpu) -> RLHFResult:
+    """Assemble the run's result: RL histories turned to [updates, seeds], phase-1 histories on
+    the host, samples of the held-out rollouts before and after (seed 0), seed 0's full params."""
+    frozen = phase1.frozen
     return RLHFResult(
         config=config,
-        summary=summarize(config, before, [s for s, _ in after], phase1.reward_model) | _cache_summary(phase1, counts),
+        summary=summary,
         history={k: np.asarray(v).T for k, v in history.items()},
         pretrain_history=_host(phase1.pretrain.history),
         reward_model_history={} if phase1.reward_model is None else _host(phase1.reward_model.history),
-        samples_before=samples(config, rollout_before),
-        samples_after=samples(config, after[0][1]),
+        samples_before=samples(config, rollouts[0]),
+        samples_after=samples(config, rollouts[1]),
         timings=timings,
         cpu_seconds=cpu,
         params=full_params(_seed_params(state.params, 0), frozen.reference),  # LoRA: base filled in
