@@ -34,20 +34,24 @@ def watched_and_quiet(tmp_path_factory):
     def callback(update, metrics):
         reports.append((np.array(update), {k: np.array(v) for k, v in metrics.items()}))
 
+    def notify(kind, message):
+        reports.append((kind, message))
+
     common = dict(seeds=2, handle_signals=False)
-    watched = run(PPOConfig(**TINY), out=root / "watched", callback=callback, callback_every=3, **common)
+    watched = run(PPOConfig(**TINY), out=root / "watched", callback=callback, callback_every=3, notify=notify, **common)
     quiet = run(PPOConfig(**TINY), out=root / "quiet", checkpoint_every=7, **common)
-    return root, reports, watched, quiet
+    notices = [r for r in reports if isinstance(r[0], str)]
+    return root, [r for r in reports if not isinstance(r[0], str)], watched, quiet, (reports, notices)
 
 
 def test_results_are_bit_identical_with_and_without_progress(watched_and_quiet):
-    root, _, watched, quiet = watched_and_quiet
+    root, _, watched, quiet, _ = watched_and_quiet
     assert watched["params_sha256"] == quiet["params_sha256"]
     assert (root / "watched" / "metrics.csv").read_text() == (root / "quiet" / "metrics.csv").read_text()
 
 
 def test_progress_arrives_for_every_third_update_and_the_last_with_that_update_s_metrics(watched_and_quiet):
-    root, reports, _, _ = watched_and_quiet
+    root, reports, _, _, _ = watched_and_quiet
     updates = [update.tolist() for update, _ in reports]
     assert updates == [[u, u] for u in [*range(3, 40, 3), 40]]
     rows = _rows(root / "watched" / "metrics.csv")  # one row per update and seed
@@ -63,7 +67,7 @@ def test_a_report_s_episode_statistics_cover_every_update_since_the_previous_rep
     """episodes, episode_return and episode_length of a report: the episodes that ended in the
     updates since the previous report, their return and length weighted by episode (a NumPy
     loop over metrics.csv's rows), not only those of the reported update."""
-    root, reports, _, _ = watched_and_quiet
+    root, reports, _, _, _ = watched_and_quiet
     rows = _rows(root / "watched" / "metrics.csv")
     previous = 0
     for update, metrics in reports:
@@ -82,8 +86,49 @@ def test_a_report_s_episode_statistics_cover_every_update_since_the_previous_rep
     assert sum(float(m["episodes"][0]) for _, m in reports) == seed0  # every episode in one report
 
 
+def test_the_running_notice_comes_once_before_the_first_report_and_names_its_update(watched_and_quiet):
+    _, _, _, _, (events, notices) = watched_and_quiet
+    running = [(i, m) for i, (k, m) in enumerate(events) if isinstance(k, str) and k == "running"]
+    assert len(running) == 1, notices
+    (index, message), first_report = running[0], next(i for i, e in enumerate(events) if not isinstance(e[0], str))
+    assert index < first_report
+    seconds = float(message.split("compiled in ")[1].split(" s;")[0])
+    assert seconds > 0 and message.endswith("training to the first report at update 3 of 40"), message
+
+
+@pytest.mark.parametrize("done, first", [(0, 4), (3, 4), (5, 8), (8, 10), (9, 10)])
+def test_the_running_notice_of_a_resumed_run_names_the_next_report(done, first):
+    """By hand: reports fall on multiples of 4 and on the last update (10)."""
+    from types import SimpleNamespace
+
+    from ppo_jax.runtime.executor import Chunks, _running_message
+
+    plan = SimpleNamespace(config=SimpleNamespace(num_updates=10), ctx=SimpleNamespace(callback_every=4))
+    chunks = Chunks()
+    chunks.timing["compile"] = 12.34
+    assert (
+        _running_message(plan, chunks, done)
+        == f"compiled in 12.3 s; training to the first report at update {first} of 10"
+    )
+
+
+def test_the_train_line_says_training_once_the_program_is_ready():
+    from ppo_jax.commands.progress import TrainProgress
+
+    stream = io.StringIO()
+    progress = TrainProgress(stream)
+    progress.expect(64, 2)
+    progress.running("compiled in 3.0 s; training to the first report at update 2 of 4")
+    progress(np.array([2, 2]), {"env_steps": np.array([32, 32]), "episode_return": np.array([1.0, 2.0])})
+    progress.stop()
+    assert stream.getvalue().splitlines() == [
+        "compiling the training program ...",
+        "compiled in 3.0 s; training to the first report at update 2 of 4 ...",
+    ]
+
+
 def test_checkpoints_fall_on_the_interval(watched_and_quiet):
-    root, _, _, quiet = watched_and_quiet
+    root, _, _, quiet, _ = watched_and_quiet
     assert sorted(int(p.name) for p in (root / "quiet" / "checkpoints").iterdir()) == [7, 14, 21, 28, 35, 40]
     assert quiet["checkpoints_saved"] == 6
 

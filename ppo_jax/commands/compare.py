@@ -81,7 +81,7 @@ class ArmProgress:
             sys.stderr.write(f"{prefix}{message}\n")
             sys.stderr.flush()
             return
-        if self.quiet:
+        if self.quiet or kind == "running":  # each arm's waiting line already says it trains
             return
         self.stop()
         if kind in ("compile", "arm"):

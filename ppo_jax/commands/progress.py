@@ -170,6 +170,12 @@ class TrainProgress:
         if self.waiting is not None:
             self.waiting.stop()
 
+    def running(self, message: str) -> None:
+        """The program is ready (`message`: the executor's "running" notice): the waiting line says
+        so until the first report, instead of "compiling"."""
+        self.stop()
+        self.waiting = Waiting(message, self.stream)
+
     def __call__(self, update, metrics) -> None:
         self.stop()
         steps = np.asarray(metrics["env_steps"])
@@ -192,6 +198,12 @@ class SweepProgressBar:
 
     def stop(self) -> None:
         self.waiting.stop()
+
+    def running(self, message: str) -> None:
+        """The program is ready: the waiting line says so until the first report."""
+        if self.line is None:
+            self.stop()
+            self.waiting = Waiting(message, self.stream)
 
     def __call__(self, p) -> None:
         if self.line is None:

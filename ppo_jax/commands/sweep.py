@@ -244,7 +244,12 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
 
 def _notify(progress, kind: str, message: str) -> None:
-    """The executor's messages (stop requests, resume) on their own line."""
+    """The executor's messages (stop requests, resume) on their own line; "running" (the program
+    is ready) goes to the progress line, and is not shown without one."""
+    if kind == "running":
+        if progress is not None:
+            progress.running(message)
+        return
     if progress is not None:
         progress.stop()
     stream = sys.stderr if kind in ("stop", "abort", "warning") else sys.stdout

@@ -65,7 +65,10 @@ def _refuse_flags_with_resume(args: argparse.Namespace) -> None:
 
 
 def notify(kind: str, message: str) -> None:
-    """The driver's messages: the run's start on stdout, stop requests on stderr."""
+    """The driver's messages: the run's start on stdout, stop requests on stderr; "running" (the
+    program is ready) is the progress line's, shown only with progress on."""
+    if kind == "running":
+        return
     stream = sys.stderr if kind in ("stop", "abort", "warning") else sys.stdout
     prefix = "\n" if kind in ("stop", "abort") else ""
     stream.write(f"{prefix}{message}\n")
@@ -163,6 +166,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _notify_over(progress, kind: str, message: str) -> None:
-    """`notify`, after erasing the progress' waiting line."""
+    """`notify`, after erasing the progress' waiting line; "running" goes to the progress line."""
+    if kind == "running":
+        progress.running(message)
+        return
     progress.clear()
     notify(kind, message)

@@ -182,7 +182,8 @@ def run(config: PPOConfig | None = None, **options: Any) -> dict[str, Any]:
     callback_every-th update and the last, in order; default num_updates // 50; a report's
     episodes, episode_return and episode_length cover the episodes that ended since the previous
     report, its other metrics are the reported update's),
-    notify(kind, message) (messages: start, resume, stop, abort, finished), handle_signals
+    notify(kind, message) (messages: start, resume, running (compiled; training to the first report),
+    stop, abort, finished), handle_signals
     (SIGINT/SIGTERM stop at the next checkpoint; default True), env / env_params / network (a
     custom env or policy family), loggers (`runtime.loggers` TensorBoardLogger / WandbLogger, or
     your own with open/log/close; fed with the callback's reports).

@@ -263,9 +263,22 @@ class _Reports:
         return out
 
 
-def _train_chunks(plan, record: Record, store: RunCheckpoints, chunks: Chunks, stop: StopRequest, state, hparams):
+def _running_message(plan, chunks: Chunks, done: int) -> str:
+    """What the "running" notice says once the program is ready: the seconds waited for it and the
+    update of the first progress report (the next multiple of `callback_every` after `done`)."""
+    total, every = plan.config.num_updates, plan.ctx.callback_every
+    first = min(total, (done // every + 1) * every)
+    return (
+        f"compiled in {chunks.timing['compile']:.1f} s; training to the first report at update {first:,} of {total:,}"
+    )
+
+
+def _train_chunks(
+    plan, record: Record, store: RunCheckpoints, chunks: Chunks, stop: StopRequest, state, hparams, notify
+):
     """Run chunks of updates to the end (or a stop request), saving at the checkpoint interval;
-    progress goes to the run's callback between chunks."""
+    progress goes to the run's callback between chunks, and `notify("running", ...)` once the
+    first chunk's program is ready (compiling is over; the first report may be minutes away)."""
     total, every = plan.config.num_updates, plan.checkpoint_every
     done = plan.saved_update
     pace = _Pace(plan)
@@ -276,6 +289,7 @@ def _train_chunks(plan, record: Record, store: RunCheckpoints, chunks: Chunks, s
         if done == plan.saved_update:  # while the first chunk runs (it releases the GIL)
             _preload()
             record.running(plan, state)
+            notify("running", _running_message(plan, chunks, done))
         t0 = time.perf_counter()
         new_state, metrics = jax.block_until_ready(fn(state, hparams, np.int32(n)))
         metrics = {k: np.asarray(v)[:n] for k, v in metrics.items()}
@@ -352,7 +366,7 @@ def _execute(plan, record: Record, notify: Notify, handle_signals: bool, stop: S
                 hparams = plan.runner.hparams(plan.config)
                 state = _start(plan, record, store, chunks, hparams, notify)
                 try:
-                    state = _train_chunks(plan, record, store, chunks, stop, state, hparams)
+                    state = _train_chunks(plan, record, store, chunks, stop, state, hparams, notify)
                 except NonFiniteError as err:
                     record.nonfinite(plan, store, err)
                     raise
