@@ -118,6 +118,7 @@ def test_the_train_line_says_training_once_the_program_is_ready():
     stream = io.StringIO()
     progress = TrainProgress(stream)
     progress.expect(64, 2)
+    progress.compiling()
     progress.running("compiled in 3.0 s; training to the first report at update 2 of 4")
     progress(np.array([2, 2]), {"env_steps": np.array([32, 32]), "episode_return": np.array([1.0, 2.0])})
     progress.stop()

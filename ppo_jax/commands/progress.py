@@ -155,10 +155,13 @@ class TrainProgress:
         self.waiting: Waiting | None = None
 
     def expect(self, total_steps: int, num_runs: int) -> None:
-        """Set the run's size (known once the driver has resolved the config or checkpoint) and
-        say that the program compiles until its first report."""
+        """Set the run's size (known once the driver has resolved the config or checkpoint)."""
         self.line = ProgressLine(total_steps, self.stream)
         self.num_runs = num_runs
+
+    def compiling(self) -> None:
+        """The run has started (or resumed): say that the program compiles until it is ready."""
+        self.stop()
         self.waiting = Waiting("compiling the training program", self.stream)
 
     def clear(self) -> None:

@@ -166,9 +166,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _notify_over(progress, kind: str, message: str) -> None:
-    """`notify`, after erasing the progress' waiting line; "running" goes to the progress line."""
+    """`notify`, after erasing the progress' waiting line; after the start (or resume) line the
+    waiting line says the program compiles, and "running" says it is ready."""
     if kind == "running":
         progress.running(message)
         return
     progress.clear()
     notify(kind, message)
+    if kind in ("start", "resume"):
+        progress.compiling()
