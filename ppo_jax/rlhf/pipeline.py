@@ -238,7 +238,9 @@ def run_rlhf(
     return _result(config, phase1, summary, history, (rollout_before, after[0][1]), state, timings, cpu)
 
 
-def _result(config, phase1, summary, history, rollouts, state, timings, cpu) -> RLHFResult:
+def _result(
+    config: RLHFConfig, phase1: Phase1, summary: dict, history: dict, rollouts: tuple, state, timings: dict, cpu: dict
+) -> RLHFResult:
     """Assemble the run's result: RL histories turned to [updates, seeds], phase-1 histories on
     the host, samples of the held-out rollouts before and after (seed 0), seed 0's full params."""
     frozen = phase1.frozen
