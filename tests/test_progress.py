@@ -29,19 +29,19 @@ def watched_and_quiet(tmp_path_factory):
     """The same 2-seed run with a progress callback (every 3rd update) and without one, the
     second with checkpoints every 7 updates."""
     root = tmp_path_factory.mktemp("progress")
-    reports = []
+    reports, events = [], []  # the callback's reports; both reports and notices, in order
 
     def callback(update, metrics):
         reports.append((np.array(update), {k: np.array(v) for k, v in metrics.items()}))
+        events.append(("report", int(update[0])))
 
     def notify(kind, message):
-        reports.append((kind, message))
+        events.append((kind, message))
 
     common = dict(seeds=2, handle_signals=False)
     watched = run(PPOConfig(**TINY), out=root / "watched", callback=callback, callback_every=3, notify=notify, **common)
     quiet = run(PPOConfig(**TINY), out=root / "quiet", checkpoint_every=7, **common)
-    notices = [r for r in reports if isinstance(r[0], str)]
-    return root, [r for r in reports if not isinstance(r[0], str)], watched, quiet, (reports, notices)
+    return root, reports, watched, quiet, events
 
 
 def test_results_are_bit_identical_with_and_without_progress(watched_and_quiet):
@@ -87,11 +87,11 @@ def test_a_report_s_episode_statistics_cover_every_update_since_the_previous_rep
 
 
 def test_the_running_notice_comes_once_before_the_first_report_and_names_its_update(watched_and_quiet):
-    _, _, _, _, (events, notices) = watched_and_quiet
-    running = [(i, m) for i, (k, m) in enumerate(events) if isinstance(k, str) and k == "running"]
-    assert len(running) == 1, notices
-    (index, message), first_report = running[0], next(i for i, e in enumerate(events) if not isinstance(e[0], str))
-    assert index < first_report
+    _, _, _, _, events = watched_and_quiet
+    running = [(i, m) for i, (k, m) in enumerate(events) if k == "running"]
+    assert len(running) == 1, events
+    (index, message), kinds = running[0], [k for k, _ in events]
+    assert index < kinds.index("report")
     seconds = float(message.split("compiled in ")[1].split(" s;")[0])
     assert seconds > 0 and message.endswith("training to the first report at update 3 of 40"), message
 
