@@ -166,15 +166,19 @@ ENV_DEFAULTS: dict[str, dict[str, Any]] = {
     # gave training IQM 93.8 [93.8, 93.9] for lr 3e-4 (every seed reaches the goal); at lr 1e-3, 3 to 5 of
     # 8 seeds settle at 0 (never pushing) (TUNING.md).
     "MountainCarContinuous-v0": dict(_CONTINUOUS, total_timesteps=1_000_000, lr=3e-4, gamma=0.99),
-    # The MinAtar default (above) serves SpaceInvaders as it is. Asterix and
-    # Seaquest: `ppo-jax sweep --env E --seeds 8 --total-timesteps 2000000 --grid gamma=0.99,0.999
-    # --grid ent_coef=0.01,0.001 --grid lr=2.5e-4,5e-4,1e-3`, rank 1 by training IQM (docs/results/
-    # sweep-records/as-a.json, sq-a.json). Asterix: lr 1e-3 4.7 [4.4, 5.0] against 3.6 [3.4, 4.1] for the
-    # Breakout setting; at 1e7 steps on seeds 1000-1007, eval IQM 22.0 [20.7, 23.4] (gymnax-blines PPO: 17.8
-    # at lr 1e-3, 15.0 with its config).
-    # Seaquest: gamma 0.999 6.7 [5.0, 9.3] against 5.0 [4.2, 6.1] (the CIs of ranks 1-8 overlap); at 1e7
-    # steps, eval IQM 19.1 [8.6, 35.6] (docs/results/TUNING.md, "MinAtar").
-    "Asterix-MinAtar": dict(_MINATAR, lr=1e-3),
+    # The MinAtar default (above) serves SpaceInvaders as it is. Seaquest: `ppo-jax sweep --env E --seeds 8
+    # --total-timesteps 2000000 --grid gamma=0.99,0.999 --grid ent_coef=0.01,0.001 --grid lr=2.5e-4,5e-4,1e-3`,
+    # rank 1 by training IQM (docs/results/sweep-records/sq-a.json): gamma 0.999 6.7 [5.0, 9.3] against
+    # 5.0 [4.2, 6.1] (the CIs of ranks 1-8 overlap); at 1e7 steps, eval IQM 19.1 [8.6, 35.6].
+    # Asterix: Freeway's layout (64 envs x 16 steps, 4 minibatches, lr 2e-3) with GAE lambda 0.7 and 2 x 512
+    # units. Seeds 0-1 at 2e6 steps (sweep-records as-2m-c to as-2m-k): lambda 0.95 / 0.8 / 0.7 gave 6.7 /
+    # 10.9 / 16.0 at 2 x 256 units, 17.9 at 2 x 512. On seeds 1000-1007, eval IQM at 2e6 steps 16.0
+    # [11.3, 20.0] (the previous setting, lr 1e-3 on the MinAtar default, trained to 4.7 on seeds 0-7), at
+    # 1e7 steps 32.3 [19.0, 40.8] (previous setting 22.0 [20.7, 23.4]; gymnax-blines PPO 17.8 at lr 1e-3;
+    # docs/results/TUNING.md, "MinAtar").
+    "Asterix-MinAtar": dict(
+        _MINATAR, num_steps=16, num_minibatches=4, lr=2e-3, gae_lambda=0.7, hidden_sizes=(512, 512)
+    ),
     # Breakout: gymnax-blines' gamma 0.999 and constant lr. Seeds 0-7 at 2e6 steps on the CPU (sweep-records
     # br-a, br-b): annealed lr, gamma 0.99 18.1 [9.8, 32.3], gamma 0.999 15.4 [9.6, 23.5]; constant lr 5e-4,
     # gamma 0.999 21.6 [18.5, 24.8] with no seed stuck at 7. Then the constant lr (br-2m-d, seeds 0-7, 2e6
